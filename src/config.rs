@@ -1,0 +1,213 @@
+//! Shapes and hyperparameters: the single source of truth for the geometry of patches and the
+//! size of the model (SPEC §3). Kernels receive these values as `override` constants or uniforms.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Side of an MNIST image in pixels.
+pub const IMAGE_SIZE: u32 = 28;
+/// Pixels per image.
+pub const PIXELS: u32 = IMAGE_SIZE * IMAGE_SIZE;
+
+/// How an image is cut into overlapping square patches.
+///
+/// Patch (i, j), i, j in 0..g, covers rows `i*P .. i*P + P + 2*O` and the same columns, so
+/// neighbouring patches share a band `2*O` pixels wide; `g = (SIZE - 2*O) / P` must be exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    pub size: u32,
+    pub patch: u32,
+    pub overlap: u32,
+}
+
+impl Geometry {
+    /// A validated geometry for 28x28 images.
+    pub fn new(patch: u32, overlap: u32) -> Result<Self> {
+        Self::with_size(IMAGE_SIZE, patch, overlap)
+    }
+
+    /// A validated geometry for `size`x`size` images; the error names the values and the
+    /// nearest valid choices.
+    pub fn with_size(size: u32, patch: u32, overlap: u32) -> Result<Self> {
+        let fits = |p: u32, o: u32| p >= 1 && size > 2 * o && (size - 2 * o) % p == 0;
+        if fits(patch, overlap) {
+            return Ok(Geometry {
+                size,
+                patch,
+                overlap,
+            });
+        }
+        let patches: Vec<String> = if size > 2 * overlap {
+            (1..=size - 2 * overlap)
+                .filter(|&p| fits(p, overlap))
+                .map(|p| p.to_string())
+                .collect()
+        } else {
+            vec![]
+        };
+        let overlaps: Vec<String> = (0..size.div_ceil(2))
+            .filter(|&o| fits(patch, o))
+            .map(|o| o.to_string())
+            .collect();
+        let why = if patch == 0 {
+            "the patch size must be at least 1".to_string()
+        } else if size <= 2 * overlap {
+            format!("2 x overlap must be less than the image size {size}")
+        } else {
+            format!(
+                "{size} - 2 x {overlap} = {} is not a multiple of {patch}",
+                size - 2 * overlap
+            )
+        };
+        let mut hint = String::new();
+        if !patches.is_empty() {
+            hint += &format!("; with overlap {overlap} use patch {}", patches.join(", "));
+        }
+        if !overlaps.is_empty() {
+            hint += &format!("; with patch {patch} use overlap {}", overlaps.join(", "));
+        }
+        Err(Error::config(format!(
+            "impossible patch geometry: patch {patch}, overlap {overlap} on {size}x{size} images ({why}){hint}"
+        )))
+    }
+
+    /// Patches per side, `g = (SIZE - 2*O) / P`.
+    pub fn grid(&self) -> u32 {
+        (self.size - 2 * self.overlap) / self.patch
+    }
+    /// Side of one patch including its overlap, `P + 2*O`.
+    pub fn width(&self) -> u32 {
+        self.patch + 2 * self.overlap
+    }
+    /// Values per patch (token width), `D = (P + 2*O)^2`.
+    pub fn dim(&self) -> u32 {
+        self.width() * self.width()
+    }
+    /// Number of image patches, `g^2`.
+    pub fn patches(&self) -> u32 {
+        self.grid() * self.grid()
+    }
+    /// Tokens per sample: the patches plus the conditioning token, `T = g^2 + 1`.
+    pub fn tokens(&self) -> u32 {
+        self.patches() + 1
+    }
+    /// Pixels per image.
+    pub fn pixels(&self) -> u32 {
+        self.size * self.size
+    }
+}
+
+/// The named model configurations of SPEC §3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The article's model: P=10, O=4, 3 layers of 20 heads x 100 (about 7.8 M weights).
+    Seed,
+    /// The author's notebook: P=10, O=4, 1 layer of 100 heads x 100 (about 13 M weights).
+    Notebook,
+    /// A small model for tests: P=6, O=2, 1 layer of 2 heads x 8.
+    Tiny,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Seed => "seed",
+            Preset::Notebook => "notebook",
+            Preset::Tiny => "tiny",
+        }
+    }
+
+    pub fn model(self) -> ModelConfig {
+        let (patch, overlap, layers, heads, key_dim) = match self {
+            Preset::Seed => (10, 4, 3, 20, 100),
+            Preset::Notebook => (10, 4, 1, 100, 100),
+            Preset::Tiny => (6, 2, 1, 2, 8),
+        };
+        ModelConfig {
+            geometry: Geometry::new(patch, overlap).expect("presets are valid geometries"),
+            layers,
+            heads,
+            key_dim,
+        }
+    }
+}
+
+/// The transformer's shape (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub geometry: Geometry,
+    /// L: attention layers.
+    pub layers: u32,
+    /// H: heads per layer.
+    pub heads: u32,
+    /// K: key (and value) width per head.
+    pub key_dim: u32,
+}
+
+impl ModelConfig {
+    /// Validates that every size is positive.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("key-dim", self.key_dim),
+        ] {
+            if v == 0 {
+                return Err(Error::config(format!("--{name} must be at least 1, got 0")));
+            }
+        }
+        Ok(())
+    }
+    /// `H*K`, the width of Q, K and V.
+    pub fn hk(&self) -> u32 {
+        self.heads * self.key_dim
+    }
+    /// Number of trainable weights.
+    pub fn parameter_count(&self) -> u64 {
+        let (t, d, hk) = (
+            self.geometry.tokens() as u64,
+            self.geometry.dim() as u64,
+            self.hk() as u64,
+        );
+        let per_layer = 3 * (d * hk + hk) + hk * d + d;
+        t * d + self.layers as u64 * per_layer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_spec_shapes() {
+        let s = Preset::Seed.model();
+        assert_eq!(
+            (s.geometry.grid(), s.geometry.tokens(), s.geometry.dim()),
+            (2, 5, 324)
+        );
+        assert!((7_700_000..7_900_000).contains(&s.parameter_count()));
+        let n = Preset::Notebook.model();
+        assert!((12_900_000..13_100_000).contains(&n.parameter_count()));
+        let t = Preset::Tiny.model();
+        assert_eq!(
+            (t.geometry.grid(), t.geometry.tokens(), t.geometry.dim()),
+            (4, 17, 100)
+        );
+    }
+
+    #[test]
+    fn impossible_geometry_names_values_and_alternatives() {
+        let e = Geometry::new(7, 4).unwrap_err().to_string();
+        assert!(e.contains("patch 7, overlap 4"), "{e}");
+        assert!(
+            e.contains("with overlap 4 use patch 1, 2, 4, 5, 10, 20"),
+            "{e}"
+        );
+        assert!(e.contains("with patch 7 use overlap 0, 7"), "{e}");
+        assert!(!e.contains('\n'));
+        assert!(Geometry::new(0, 1).is_err());
+        assert!(Geometry::new(1, 14).is_err());
+        assert!(Geometry::new(2, 1).is_ok());
+    }
+}

@@ -1,0 +1,236 @@
+//! Instance, adapter and device creation.
+//!
+//! Picks the best adapter (discrete > integrated > virtual > CPU, native backends before GL),
+//! honours `--backend` / `--adapter` and wgpu's `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, and asks
+//! for the adapter's real limits and the optional features we use when present.
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::KernelCache;
+use std::sync::{Arc, Mutex};
+
+/// A backend the user can force with `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl BackendChoice {
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+/// How to choose the adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Only this backend (else `WGPU_BACKEND`, else all).
+    pub backend: Option<BackendChoice>,
+    /// Case-insensitive substring of the adapter name (else `WGPU_ADAPTER_NAME`).
+    pub adapter: Option<String>,
+}
+
+/// Optional features we use when the adapter has them.
+pub const OPTIONAL_FEATURES: [(wgpu::Features, &str); 3] = [
+    (wgpu::Features::SHADER_F16, "shader-f16"),
+    (wgpu::Features::SUBGROUP, "subgroup"),
+    (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+];
+
+const NO_ADAPTER_HINT: &str = "install a Vulkan driver for your GPU, or Mesa's software Vulkan \
+(lavapipe) to run on the CPU: `apt-get install mesa-vulkan-drivers` (Debian/Ubuntu)";
+
+/// A device with its queue, the adapter it came from, and the kernel cache.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: wgpu::Adapter,
+    pub info: wgpu::AdapterInfo,
+    /// Features enabled on the device (a subset of [`OPTIONAL_FEATURES`]).
+    pub features: wgpu::Features,
+    /// The limits the device was created with: the adapter's own.
+    pub limits: wgpu::Limits,
+    pub(crate) kernels: KernelCache,
+    errors: Arc<Mutex<Vec<String>>>,
+    _instance: wgpu::Instance,
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 1,
+        _ => 0,
+    }
+}
+
+impl Gpu {
+    /// Creates a device on the best matching adapter, or explains in one line why it can't.
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::all();
+        let mut desc = desc.with_env();
+        if let Some(b) = opts.backend {
+            desc.backends = b.backends();
+        }
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        if adapters.is_empty() {
+            let which = match opts.backend {
+                Some(b) => format!("for backend {b:?}").to_lowercase(),
+                None => "on any backend".to_string(),
+            };
+            return Err(Error::adapter(format!(
+                "no GPU adapter found {which}: {NO_ADAPTER_HINT}"
+            )));
+        }
+        let wanted = opts
+            .adapter
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .filter(|s| !s.is_empty());
+        if let Some(w) = &wanted {
+            let all: Vec<String> = adapters
+                .iter()
+                .map(|a| {
+                    let i = a.get_info();
+                    format!("{} ({:?})", i.name, i.backend).to_lowercase()
+                })
+                .collect();
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&w.to_lowercase()));
+            if adapters.is_empty() {
+                return Err(Error::adapter(format!(
+                    "no adapter name contains '{w}'; available: {}",
+                    all.join(", ")
+                )));
+            }
+        }
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            std::cmp::Reverse((type_rank(i.device_type), backend_rank(i.backend)))
+        });
+        let adapter = adapters.swap_remove(0);
+        Self::from_adapter(instance, adapter)
+    }
+
+    fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let mut wanted = wgpu::Features::empty();
+        for (f, _) in OPTIONAL_FEATURES {
+            wanted |= f;
+        }
+        let features = adapter.features() & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-diffusion"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| {
+            Error::adapter(format!(
+                "could not open a device on '{}' ({:?}): {e}",
+                info.name, info.backend
+            ))
+        })?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        let lost = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            lost.lock()
+                .unwrap()
+                .push(format!("device lost ({reason:?}): {msg}"));
+        });
+        Ok(Gpu {
+            device,
+            queue,
+            adapter,
+            info,
+            features,
+            limits,
+            kernels: KernelCache::default(),
+            errors,
+            _instance: instance,
+        })
+    }
+
+    /// Returns the first uncaptured wgpu error since the last call, as an `Error`.
+    pub fn check(&self) -> Result<()> {
+        let mut errs = self.errors.lock().unwrap();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let first = errs.remove(0);
+            let more = errs.len();
+            errs.clear();
+            let tail = if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            };
+            Err(Error::gpu(format!("GPU error: {first}{tail}")))
+        }
+    }
+
+    /// Blocks until all submitted work is done, then reports any GPU error.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check()
+    }
+
+    pub fn has(&self, f: wgpu::Features) -> bool {
+        self.features.contains(f)
+    }
+
+    /// A one-line description: name, backend, device type.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// Whether this adapter is a CPU implementation (lavapipe, llvmpipe, WARP…): kernels pick
+    /// variants that suit it.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Records `dispatches` into one compute pass and submits it.
+    pub fn run(&self, dispatches: &[&crate::gpu::Dispatch]) -> Result<()> {
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.check()
+    }
+}

@@ -1,0 +1,211 @@
+//! The kernel table: every shader in `shaders/*.wgsl`, compiled once per device, and compute
+//! pipelines specialised with `override` constants, built once and cached.
+//!
+//! A [`Dispatch`] is a pipeline plus a bind group plus a workgroup count, prepared before the
+//! hot loop; recording it into a pass allocates nothing.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One WGSL file of `shaders/`.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// Every shader the program uses. Tests parse and validate each one with naga.
+pub const SHADERS: &[Shader] = &[
+    Shader {
+        name: "patches",
+        source: include_str!("../../shaders/patches.wgsl"),
+    },
+    Shader {
+        name: "noise",
+        source: include_str!("../../shaders/noise.wgsl"),
+    },
+];
+
+/// Looks a shader up by name.
+pub fn shader(name: &str) -> Result<&'static Shader> {
+    SHADERS
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::gpu(format!("no shader named '{name}' in the kernel table")))
+}
+
+/// Workgroup size of the 1-D elementwise kernels (passed to WGSL as the `WG` override).
+pub const WG_1D: u32 = 64;
+
+/// A compute pipeline with its bind-group layout.
+pub struct Kernel {
+    pub label: String,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+type KernelKey = (&'static str, String, Vec<(String, u64)>);
+
+/// Shader modules and pipelines of one device.
+#[derive(Default)]
+pub struct KernelCache {
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+}
+
+impl Gpu {
+    fn module(&self, shader: &'static Shader) -> Result<Arc<wgpu::ShaderModule>> {
+        if let Some(m) = self.kernels.modules.lock().unwrap().get(shader.name) {
+            return Ok(m.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::gpu(format!(
+                "shaders/{}.wgsl does not compile: {e}",
+                shader.name
+            )));
+        }
+        let module = Arc::new(module);
+        self.kernels
+            .modules
+            .lock()
+            .unwrap()
+            .insert(shader.name, module.clone());
+        Ok(module)
+    }
+
+    /// The pipeline for `shader`'s `entry`, specialised with `constants` (WGSL `override`s);
+    /// built on first use, then reused.
+    pub fn kernel(
+        &self,
+        shader_name: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Kernel>> {
+        let shader = shader(shader_name)?;
+        let key: KernelKey = (
+            shader.name,
+            entry.to_string(),
+            constants
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_bits()))
+                .collect(),
+        );
+        if let Some(k) = self.kernels.pipelines.lock().unwrap().get(&key) {
+            return Ok(k.clone());
+        }
+        let module = self.module(shader)?;
+        let label = format!("{}::{entry}", shader.name);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::gpu(format!(
+                "cannot build kernel {label} {constants:?}: {e}"
+            )));
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let k = Arc::new(Kernel {
+            label,
+            pipeline,
+            layout,
+        });
+        self.kernels
+            .pipelines
+            .lock()
+            .unwrap()
+            .insert(key, k.clone());
+        Ok(k)
+    }
+
+    /// A dispatch of `kernel` over `groups` workgroups with `bindings` as (binding, buffer) of
+    /// group 0. Built once, recorded many times.
+    pub fn dispatch(
+        &self,
+        kernel: &Arc<Kernel>,
+        bindings: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(Error::adapter(format!(
+                "kernel {} needs {groups:?} workgroups, over the adapter's limit of {max} per dimension",
+                kernel.label
+            )));
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .map(|(binding, buf)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&kernel.label),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::gpu(format!(
+                "cannot bind buffers for {}: {e}",
+                kernel.label
+            )));
+        }
+        Ok(Dispatch {
+            kernel: kernel.clone(),
+            bind_group,
+            groups,
+        })
+    }
+
+    /// Workgroups for `n` threads in 1-D groups of `wg`: ceil-divided, spilling into y when x
+    /// would pass the per-dimension limit (kernels rebuild the index with `linear_index`).
+    pub fn groups_1d(&self, n: u64, wg: u32) -> Result<[u32; 3]> {
+        let max = self.limits.max_compute_workgroups_per_dimension as u64;
+        let groups = n.div_ceil(wg as u64).max(1);
+        let x = groups.min(max);
+        let y = groups.div_ceil(x);
+        if y > max {
+            return Err(Error::adapter(format!(
+                "{n} threads need {groups} workgroups of {wg}, more than the adapter's {max} x {max}"
+            )));
+        }
+        Ok([x as u32, y as u32, 1])
+    }
+}
+
+/// A prepared dispatch: pipeline, bind group and workgroup count.
+pub struct Dispatch {
+    pub kernel: Arc<Kernel>,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Records this dispatch into `pass`.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.kernel.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.groups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}

@@ -1,0 +1,13 @@
+//! The GPU runtime: device setup ([`context`]), the kernel table with its pipeline cache
+//! ([`kernels`]), tensors and the one readback helper ([`tensor`]), and GPU timing ([`timing`]).
+//!
+//! Device setup is separate from the work: every op and test receives a `&Gpu`.
+
+pub mod context;
+pub mod kernels;
+pub mod tensor;
+pub mod timing;
+
+pub use context::{BackendChoice, Gpu, GpuOptions};
+pub use kernels::{Dispatch, Kernel, SHADERS};
+pub use tensor::GpuTensor;

@@ -1,0 +1,179 @@
+//! GPU buffers with a shape, and the program's one readback helper ([`Gpu::read`]).
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use wgpu::util::DeviceExt;
+
+/// Usage of every storage tensor: bound to kernels, copied to and from.
+pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// A storage buffer of 4-byte elements (f32 or u32) with a logical shape.
+pub struct GpuTensor {
+    pub buffer: wgpu::Buffer,
+    pub shape: Vec<usize>,
+    pub label: String,
+}
+
+impl GpuTensor {
+    /// A zero-filled tensor.
+    pub fn zeros(gpu: &Gpu, label: &str, shape: &[usize]) -> Result<GpuTensor> {
+        let len: usize = shape.iter().product();
+        let bytes = (len.max(1) * 4) as u64;
+        gpu.check_binding_size(label, bytes)?;
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuTensor {
+            buffer,
+            shape: shape.to_vec(),
+            label: label.to_string(),
+        })
+    }
+
+    /// A tensor holding `data` (f32 or u32), whose length must match `shape`.
+    pub fn from_slice<T: bytemuck::Pod>(
+        gpu: &Gpu,
+        label: &str,
+        shape: &[usize],
+        data: &[T],
+    ) -> Result<GpuTensor> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
+        let len: usize = shape.iter().product();
+        if data.len() != len {
+            return Err(Error::gpu(format!(
+                "tensor {label}: {} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        gpu.check_binding_size(label, bytes.len() as u64)?;
+        let buffer = if data.is_empty() {
+            return Self::zeros(gpu, label, shape);
+        } else {
+            gpu.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: STORAGE,
+                })
+        };
+        Ok(GpuTensor {
+            buffer,
+            shape: shape.to_vec(),
+            label: label.to_string(),
+        })
+    }
+
+    /// Bytes packed four to a u32 word (e.g. 8-bit images), zero-padded to a whole word.
+    pub fn from_bytes(gpu: &Gpu, label: &str, bytes: &[u8]) -> Result<GpuTensor> {
+        let words = bytes.len().div_ceil(4);
+        let mut packed = vec![0u32; words];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut packed)[..bytes.len()].copy_from_slice(bytes);
+        if cfg!(target_endian = "big") {
+            for w in &mut packed {
+                *w = w.swap_bytes();
+            }
+        }
+        Self::from_slice(gpu, label, &[words], &packed)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Overwrites the contents with `data` (same length).
+    pub fn write<T: bytemuck::Pod>(&self, gpu: &Gpu, data: &[T]) {
+        assert_eq!(data.len(), self.len(), "write to {}", self.label);
+        gpu.queue
+            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+    }
+
+    /// Reads the tensor back (waits for the GPU). For tests, checkpoints and final results:
+    /// never inside a hot loop.
+    pub fn read<T: bytemuck::Pod>(&self, gpu: &Gpu) -> Result<Vec<T>> {
+        gpu.read::<T>(&self.buffer, 0, self.len())
+    }
+}
+
+impl Gpu {
+    /// The one readback helper: copies `count` elements of `T` starting at element `offset`
+    /// of `buffer` into a staging buffer, waits, and returns them.
+    pub fn read<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<T>> {
+        let size = std::mem::size_of::<T>();
+        let bytes = (count * size) as u64;
+        if bytes == 0 {
+            return Ok(vec![]);
+        }
+        let padded = bytes.div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        enc.copy_buffer_to_buffer(buffer, (offset * size) as u64, &staging, 0, padded);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::gpu("readback callback never ran"))?
+            .map_err(|e| Error::gpu(format!("readback failed: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::gpu(format!("readback mapping failed: {e}")))?;
+            bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// A small uniform buffer holding `value` (kernel parameters), made once per dispatch.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// Errors (naming the tensor and the limit) when a buffer cannot be bound as storage.
+    pub fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {
+        let max = self.limits.max_storage_buffer_binding_size as u64;
+        let max_buf = self.limits.max_buffer_size;
+        if bytes > max.min(max_buf) {
+            return Err(Error::adapter(format!(
+                "tensor {label} needs {:.1} MiB, over the adapter's max_storage_buffer_binding_size of {:.1} MiB by {:.1} MiB",
+                bytes as f64 / 1048576.0,
+                max.min(max_buf) as f64 / 1048576.0,
+                (bytes - max.min(max_buf)) as f64 / 1048576.0
+            )));
+        }
+        Ok(())
+    }
+}

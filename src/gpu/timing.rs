@@ -1,0 +1,68 @@
+//! GPU timing with timestamp queries where the adapter has them (benches and `bench`-style
+//! commands), with a wall-clock fallback.
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, Gpu};
+use std::time::Instant;
+
+/// Seconds per run of `dispatches` (one compute pass), the median over `reps` runs after one
+/// warm-up; measured with timestamp queries when available, else wall clock around a wait.
+pub fn time_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Result<f64> {
+    gpu.run(dispatches)?;
+    gpu.wait()?;
+    let mut samples = Vec::with_capacity(reps);
+    let ts = gpu.has(wgpu::Features::TIMESTAMP_QUERY);
+    let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+    let qs = ts.then(|| {
+        gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        })
+    });
+    let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("timing-resolve"),
+        size: 16,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("timed"),
+                timestamp_writes: qs.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
+                    query_set: q,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                }),
+            });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        if let Some(q) = &qs {
+            enc.resolve_query_set(q, 0..2, &resolve, 0);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait()?;
+        let wall = start.elapsed().as_secs_f64();
+        let secs = if qs.is_some() {
+            let t: Vec<u64> = gpu.read(&resolve, 0, 2)?;
+            let gpu_secs = t[1].wrapping_sub(t[0]) as f64 * period;
+            if gpu_secs > 0.0 && gpu_secs <= wall * 1.5 {
+                gpu_secs
+            } else {
+                wall
+            }
+        } else {
+            wall
+        };
+        samples.push(secs);
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(samples[samples.len() / 2])
+}

@@ -1,0 +1,12 @@
+//! wgpu-diffusion: a diffusion model for MNIST digits whose every numeric operation runs in
+//! hand-written WGSL compute shaders through wgpu. See README.md and SPEC (shared/SPEC.md).
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod reference;
+pub mod testing;
+
+pub use error::{Error, ErrorKind, Result};

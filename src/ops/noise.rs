@@ -1,0 +1,166 @@
+//! Host side of `shaders/noise.wgsl`: the forward process on a batch (`noise_inject`) and
+//! plain normals (`fill_normal`). The only per-step host work is a 48-byte parameter write.
+
+use super::expect_len;
+use crate::config::PIXELS;
+use crate::error::{Error, Result};
+use crate::gpu::kernels::WG_1D;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    seed_lo: u32,
+    seed_hi: u32,
+    step: u32,
+    count: u32,
+    repeat: u32,
+    n_max: u32,
+    alpha: f32,
+    perm_offset: u32,
+    stream: u32,
+    _pad: [u32; 3],
+}
+
+fn constants() -> [(&'static str, f64); 2] {
+    [("WG", WG_1D as f64), ("PIXELS", PIXELS as f64)]
+}
+
+/// What stays fixed across the steps of a noise injection.
+#[derive(Clone, Copy, Debug)]
+pub struct NoiseConfig {
+    pub seed: u64,
+    pub stream: u32,
+    pub alpha: f32,
+    pub n_max: u32,
+    /// Samples made from each image.
+    pub repeat: u32,
+}
+
+/// `noise_inject` over a batch, prepared once; [`NoiseInject::set_step`] moves it along.
+pub struct NoiseInject {
+    pub dispatch: Dispatch,
+    params: wgpu::Buffer,
+    base: Params,
+}
+
+impl NoiseInject {
+    /// `data`: 8-bit images packed in u32 words; `perm`: image order; outputs cond [B],
+    /// noise [B, 784], noisy [B, 784].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &NoiseConfig,
+        batch: usize,
+        data: &GpuTensor,
+        perm: &GpuTensor,
+        cond: &GpuTensor,
+        noise: &GpuTensor,
+        noisy: &GpuTensor,
+    ) -> Result<NoiseInject> {
+        if cfg.repeat == 0 || !(cfg.alpha > 0.0 && cfg.alpha <= 1.0) {
+            return Err(Error::config(format!(
+                "noise: repeat must be >= 1 and alpha in (0, 1], got {} and {}",
+                cfg.repeat, cfg.alpha
+            )));
+        }
+        expect_len("noise_inject", cond, batch)?;
+        expect_len("noise_inject", noise, batch * PIXELS as usize)?;
+        expect_len("noise_inject", noisy, batch * PIXELS as usize)?;
+        let base = Params {
+            seed_lo: cfg.seed as u32,
+            seed_hi: (cfg.seed >> 32) as u32,
+            count: batch as u32,
+            repeat: cfg.repeat,
+            n_max: cfg.n_max,
+            alpha: cfg.alpha,
+            stream: cfg.stream,
+            ..Default::default()
+        };
+        let params = gpu.uniform("noise-params", &base);
+        let k = gpu.kernel("noise", "noise_inject", &constants())?;
+        let groups = gpu.groups_1d(noise.len() as u64, WG_1D)?;
+        let dispatch = gpu.dispatch(
+            &k,
+            &[
+                (0, &params),
+                (1, &data.buffer),
+                (2, &perm.buffer),
+                (3, &cond.buffer),
+                (4, &noise.buffer),
+                (5, &noisy.buffer),
+            ],
+            groups,
+        )?;
+        Ok(NoiseInject {
+            dispatch,
+            params,
+            base,
+        })
+    }
+
+    /// Sets the step (RNG counter) and the first image's position in `perm` for the next
+    /// submission. A 48-byte queue write: no allocation, no readback.
+    pub fn set_step(&self, gpu: &Gpu, step: u32, perm_offset: u32) {
+        let p = Params {
+            step,
+            perm_offset,
+            ..self.base
+        };
+        gpu.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+    }
+}
+
+/// `fill_normal` (out[i] = N(0,1) at (seed, step, stream, i)) or, with [`FillNormal::bits`],
+/// `fill_bits` (the raw Philox words, 4 per index, for tests).
+pub struct FillNormal {
+    pub dispatch: Dispatch,
+    params: wgpu::Buffer,
+    base: Params,
+}
+
+impl FillNormal {
+    pub fn new(gpu: &Gpu, seed: u64, stream: u32, out: &GpuTensor) -> Result<FillNormal> {
+        Self::build(gpu, seed, stream, out, out.len(), "fill_normal", 6)
+    }
+
+    /// Raw generator output: `out` holds 4 u32 words per index.
+    pub fn bits(gpu: &Gpu, seed: u64, stream: u32, out: &GpuTensor) -> Result<FillNormal> {
+        Self::build(gpu, seed, stream, out, out.len() / 4, "fill_bits", 7)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        seed: u64,
+        stream: u32,
+        out: &GpuTensor,
+        count: usize,
+        entry: &str,
+        binding: u32,
+    ) -> Result<FillNormal> {
+        let base = Params {
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            count: count as u32,
+            stream,
+            ..Default::default()
+        };
+        let params = gpu.uniform("fill-params", &base);
+        let k = gpu.kernel("noise", entry, &constants())?;
+        let groups = gpu.groups_1d(count as u64, WG_1D)?;
+        let dispatch = gpu.dispatch(&k, &[(0, &params), (binding, &out.buffer)], groups)?;
+        Ok(FillNormal {
+            dispatch,
+            params,
+            base,
+        })
+    }
+
+    /// Sets the step (RNG counter) for the next submission.
+    pub fn set_step(&self, gpu: &Gpu, step: u32) {
+        let p = Params { step, ..self.base };
+        gpu.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+    }
+}

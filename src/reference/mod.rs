@@ -1,0 +1,6 @@
+//! Plain CPU references: simple loops, written for clarity, that the WGSL kernels are tested
+//! against (and, for backward passes, that are themselves checked by finite differences).
+
+pub mod noise;
+pub mod patches;
+pub mod rng;

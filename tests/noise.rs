@@ -1,0 +1,184 @@
+//! The GPU random number generator and noise injection against the CPU mirror, plus
+//! statistical checks of what it draws.
+
+mod common;
+
+use wgpu_diffusion::config::PIXELS;
+use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::ops::noise::{FillNormal, NoiseConfig, NoiseInject};
+use wgpu_diffusion::reference::{noise as reference, rng};
+use wgpu_diffusion::testing::assert_close;
+
+fn gpu_bits(gpu: &Gpu, seed: u64, step: u32, stream: u32, count: usize) -> Vec<u32> {
+    let out = GpuTensor::zeros(gpu, "bits", &[count * 4]).unwrap();
+    let f = FillNormal::bits(gpu, seed, stream, &out).unwrap();
+    f.set_step(gpu, step);
+    gpu.run(&[&f.dispatch]).unwrap();
+    out.read(gpu).unwrap()
+}
+
+fn gpu_normals(gpu: &Gpu, seed: u64, step: u32, stream: u32, count: usize) -> Vec<f32> {
+    let out = GpuTensor::zeros(gpu, "normals", &[count]).unwrap();
+    let f = FillNormal::new(gpu, seed, stream, &out).unwrap();
+    f.set_step(gpu, step);
+    gpu.run(&[&f.dispatch]).unwrap();
+    out.read(gpu).unwrap()
+}
+
+#[test]
+fn gpu_bits_equal_reference_bits() {
+    let gpu = common::gpu();
+    for (seed, step, stream, count) in [
+        (0u64, 0u32, 0u32, 1usize),
+        (1, 7, 3, 1000),
+        (0xDEAD_BEEF_0123_4567, u32::MAX, 12, 4099),
+    ] {
+        let got = gpu_bits(&gpu, seed, step, stream, count);
+        for i in 0..count {
+            let want = rng::bits(seed, step, stream, i as u32);
+            assert_eq!(
+                &got[4 * i..4 * i + 4],
+                &want,
+                "seed {seed:#x} step {step} stream {stream} index {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_normals_match_reference_and_are_standard() {
+    let gpu = common::gpu();
+    let n = 1 << 20;
+    let z = gpu_normals(&gpu, 42, 3, rng::streams::SAMPLE_INIT, n);
+    let want = reference::fill_normal(42, 3, rng::streams::SAMPLE_INIT, 20_000);
+    // log/cos may differ by a few ulps between the GPU and the CPU.
+    assert_close("fill_normal vs reference", &z[..20_000], &want, 1e-4, 1e-4);
+    let mean = z.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let var = z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    assert!(mean.abs() < 0.01, "mean {mean}");
+    assert!((var - 1.0).abs() < 0.01, "variance {var}");
+    assert!(z.iter().all(|v| v.is_finite()));
+    // Another step gives other numbers.
+    let z2 = gpu_normals(&gpu, 42, 4, rng::streams::SAMPLE_INIT, 16);
+    assert_ne!(&z[..16], &z2[..]);
+}
+
+struct Injected {
+    cond: Vec<f32>,
+    noise: Vec<f32>,
+    noisy: Vec<f32>,
+}
+
+fn inject(
+    gpu: &Gpu,
+    spec: &reference::NoiseSpec,
+    data: &[u8],
+    perm: &[u32],
+    batch: usize,
+) -> Injected {
+    let px = PIXELS as usize;
+    let d = GpuTensor::from_bytes(gpu, "data", data).unwrap();
+    let p = GpuTensor::from_slice(gpu, "perm", &[perm.len()], perm).unwrap();
+    let cond = GpuTensor::zeros(gpu, "cond", &[batch]).unwrap();
+    let noise = GpuTensor::zeros(gpu, "noise", &[batch, px]).unwrap();
+    let noisy = GpuTensor::zeros(gpu, "noisy", &[batch, px]).unwrap();
+    let cfg = NoiseConfig {
+        seed: spec.seed,
+        stream: spec.stream,
+        alpha: spec.alpha,
+        n_max: spec.n_max,
+        repeat: spec.repeat,
+    };
+    let op = NoiseInject::new(gpu, &cfg, batch, &d, &p, &cond, &noise, &noisy).unwrap();
+    op.set_step(gpu, spec.step, spec.perm_offset);
+    gpu.run(&[&op.dispatch]).unwrap();
+    Injected {
+        cond: cond.read(gpu).unwrap(),
+        noise: noise.read(gpu).unwrap(),
+        noisy: noisy.read(gpu).unwrap(),
+    }
+}
+
+fn synthetic_images(count: usize) -> Vec<u8> {
+    (0..count * PIXELS as usize)
+        .map(|i| (i * 37 % 256) as u8)
+        .collect()
+}
+
+#[test]
+fn noise_inject_matches_reference() {
+    let gpu = common::gpu();
+    let data = synthetic_images(7);
+    let perm = vec![6, 2, 5, 0, 1, 3, 4];
+    for (batch, repeat, offset, step) in [(1, 1, 0, 0), (9, 4, 2, 5), (15, 3, 2, 11)] {
+        let spec = reference::NoiseSpec {
+            seed: 1234,
+            step,
+            stream: rng::streams::TRAIN,
+            alpha: 0.99,
+            n_max: 500,
+            repeat,
+            perm_offset: offset,
+        };
+        let got = inject(&gpu, &spec, &data, &perm, batch);
+        let want = reference::noise_inject(&spec, &data, PIXELS as usize, &perm, batch);
+        let name = format!("noise_inject B={batch} R={repeat} offset={offset}");
+        assert_close(&format!("{name} cond"), &got.cond, &want.cond, 1e-6, 1e-5);
+        assert_close(
+            &format!("{name} noise"),
+            &got.noise,
+            &want.noise,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("{name} noisy"),
+            &got.noisy,
+            &want.noisy,
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+/// With alpha = 1/2 the GPU's cond = 2^-n gives back n exactly: the levels equal the
+/// reference's, and they are uniform over 0..=n_max (chi-square at a fixed seed).
+#[test]
+fn levels_equal_reference_and_are_uniform() {
+    let gpu = common::gpu();
+    let (batch, n_max) = (4040usize, 100u32);
+    let data = synthetic_images(1);
+    let perm = vec![0u32];
+    let spec = reference::NoiseSpec {
+        seed: 99,
+        step: 3,
+        stream: rng::streams::TRAIN,
+        alpha: 0.5,
+        n_max,
+        repeat: batch as u32,
+        perm_offset: 0,
+    };
+    let got = inject(&gpu, &spec, &data, &perm, batch);
+    let mut hist = vec![0u32; n_max as usize + 1];
+    for (b, &c) in got.cond.iter().enumerate() {
+        let n = (-c.log2()).round() as u32;
+        assert_eq!(
+            n,
+            reference::level(&spec, b as u32),
+            "level of sample {b} (cond {c})"
+        );
+        hist[n as usize] += 1;
+    }
+    let expected = batch as f64 / (n_max + 1) as f64;
+    let chi2: f64 = hist
+        .iter()
+        .map(|&h| (h as f64 - expected).powi(2) / expected)
+        .sum();
+    // 100 degrees of freedom: the 99.9% quantile is 149.4.
+    assert!(
+        chi2 < 149.4,
+        "chi-square {chi2} over {} bins: {hist:?}",
+        n_max + 1
+    );
+    assert!(hist[0] > 0 && hist[n_max as usize] > 0, "both ends drawn");
+}

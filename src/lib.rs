@@ -5,6 +5,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod testing;

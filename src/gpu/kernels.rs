@@ -25,6 +25,22 @@ pub const SHADERS: &[Shader] = &[
         name: "noise",
         source: include_str!("../../shaders/noise.wgsl"),
     },
+    Shader {
+        name: "matmul",
+        source: include_str!("../../shaders/matmul.wgsl"),
+    },
+    Shader {
+        name: "attention",
+        source: include_str!("../../shaders/attention.wgsl"),
+    },
+    Shader {
+        name: "adam",
+        source: include_str!("../../shaders/adam.wgsl"),
+    },
+    Shader {
+        name: "loss",
+        source: include_str!("../../shaders/loss.wgsl"),
+    },
 ];
 
 /// Looks a shader up by name.
@@ -136,12 +152,13 @@ impl Gpu {
         Ok(k)
     }
 
-    /// A dispatch of `kernel` over `groups` workgroups with `bindings` as (binding, buffer) of
-    /// group 0. Built once, recorded many times.
+    /// A dispatch of `kernel` over `groups` workgroups with `bindings` as (binding, resource)
+    /// of group 0 (`tensor.bind()`, `uniform.as_entire_binding()`). Built once, recorded many
+    /// times.
     pub fn dispatch(
         &self,
         kernel: &Arc<Kernel>,
-        bindings: &[(u32, &wgpu::Buffer)],
+        bindings: &[(u32, wgpu::BindingResource<'_>)],
         groups: [u32; 3],
     ) -> Result<Dispatch> {
         let max = self.limits.max_compute_workgroups_per_dimension;
@@ -153,9 +170,9 @@ impl Gpu {
         }
         let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
-            .map(|(binding, buf)| wgpu::BindGroupEntry {
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
                 binding: *binding,
-                resource: buf.as_entire_binding(),
+                resource: resource.clone(),
             })
             .collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

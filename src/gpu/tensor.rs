@@ -9,9 +9,15 @@ pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// A storage buffer of 4-byte elements (f32 or u32) with a logical shape.
+/// A range of a storage buffer of 4-byte elements (f32 or u32) with a logical shape: either a
+/// whole buffer, or a view into a larger one (e.g. one parameter tensor of the flat parameter
+/// buffer that Adam updates in one dispatch).
+#[derive(Clone, Debug)]
 pub struct GpuTensor {
     pub buffer: wgpu::Buffer,
+    /// First element of the range, in elements (its byte offset must satisfy the adapter's
+    /// storage offset alignment to be bound).
+    pub offset: usize,
     pub shape: Vec<usize>,
     pub label: String,
 }
@@ -30,6 +36,7 @@ impl GpuTensor {
         });
         Ok(GpuTensor {
             buffer,
+            offset: 0,
             shape: shape.to_vec(),
             label: label.to_string(),
         })
@@ -64,6 +71,7 @@ impl GpuTensor {
         };
         Ok(GpuTensor {
             buffer,
+            offset: 0,
             shape: shape.to_vec(),
             label: label.to_string(),
         })
@@ -82,6 +90,32 @@ impl GpuTensor {
         Self::from_slice(gpu, label, &[words], &packed)
     }
 
+    /// A view of `shape` starting `offset` elements into this tensor.
+    pub fn view(&self, label: &str, offset: usize, shape: &[usize]) -> GpuTensor {
+        let len: usize = shape.iter().product();
+        assert!(
+            offset + len <= self.len(),
+            "view {label} [{offset}, +{len}) outside {} of {} elements",
+            self.label,
+            self.len()
+        );
+        GpuTensor {
+            buffer: self.buffer.clone(),
+            offset: self.offset + offset,
+            shape: shape.to_vec(),
+            label: label.to_string(),
+        }
+    }
+
+    /// The binding of this range, for [`Gpu::dispatch`].
+    pub fn bind(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: (self.offset * 4) as u64,
+            size: std::num::NonZeroU64::new((self.len().max(1) * 4) as u64),
+        })
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -94,14 +128,17 @@ impl GpuTensor {
     /// Overwrites the contents with `data` (same length).
     pub fn write<T: bytemuck::Pod>(&self, gpu: &Gpu, data: &[T]) {
         assert_eq!(data.len(), self.len(), "write to {}", self.label);
-        gpu.queue
-            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        gpu.queue.write_buffer(
+            &self.buffer,
+            (self.offset * 4) as u64,
+            bytemuck::cast_slice(data),
+        );
     }
 
     /// Reads the tensor back (waits for the GPU). For tests, checkpoints and final results:
     /// never inside a hot loop.
     pub fn read<T: bytemuck::Pod>(&self, gpu: &Gpu) -> Result<Vec<T>> {
-        gpu.read::<T>(&self.buffer, 0, self.len())
+        gpu.read::<T>(&self.buffer, self.offset, self.len())
     }
 }
 

@@ -2,6 +2,10 @@
 //! once, and returns a prepared [`Dispatch`](crate::gpu::Dispatch) (or an op struct holding
 //! one, when a small per-step value must be updated).
 
+pub mod adam;
+pub mod attention;
+pub mod loss;
+pub mod matmul;
 pub mod noise;
 pub mod patches;
 

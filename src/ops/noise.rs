@@ -83,12 +83,12 @@ impl NoiseInject {
         let dispatch = gpu.dispatch(
             &k,
             &[
-                (0, &params),
-                (1, &data.buffer),
-                (2, &perm.buffer),
-                (3, &cond.buffer),
-                (4, &noise.buffer),
-                (5, &noisy.buffer),
+                (0, params.as_entire_binding()),
+                (1, data.bind()),
+                (2, perm.bind()),
+                (3, cond.bind()),
+                (4, noise.bind()),
+                (5, noisy.bind()),
             ],
             groups,
         )?;
@@ -149,7 +149,7 @@ impl FillNormal {
         let params = gpu.uniform("fill-params", &base);
         let k = gpu.kernel("noise", entry, &constants())?;
         let groups = gpu.groups_1d(count as u64, WG_1D)?;
-        let dispatch = gpu.dispatch(&k, &[(0, &params), (binding, &out.buffer)], groups)?;
+        let dispatch = gpu.dispatch(&k, &[(0, params.as_entire_binding()), (binding, out.bind())], groups)?;
         Ok(FillNormal {
             dispatch,
             params,

@@ -54,10 +54,10 @@ pub fn patches_forward(
     gpu.dispatch(
         &k,
         &[
-            (0, &p),
-            (1, &images.buffer),
-            (2, &cond.buffer),
-            (3, &out.buffer),
+            (0, p.as_entire_binding()),
+            (1, images.bind()),
+            (2, cond.bind()),
+            (3, out.bind()),
         ],
         groups,
     )
@@ -86,10 +86,10 @@ pub fn patches_backward(
     gpu.dispatch(
         &k,
         &[
-            (0, &p),
-            (4, &dtokens.buffer),
-            (5, &dimages.buffer),
-            (6, &dcond.buffer),
+            (0, p.as_entire_binding()),
+            (4, dtokens.bind()),
+            (5, dimages.bind()),
+            (6, dcond.bind()),
         ],
         groups,
     )
@@ -111,7 +111,7 @@ pub fn recompose(
     let groups = gpu.groups_1d(image.len() as u64, WG_1D)?;
     gpu.dispatch(
         &k,
-        &[(0, &p), (7, &ptokens.buffer), (8, &image.buffer)],
+        &[(0, p.as_entire_binding()), (7, ptokens.bind()), (8, image.bind())],
         groups,
     )
 }

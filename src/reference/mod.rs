@@ -1,6 +1,11 @@
 //! Plain CPU references: simple loops, written for clarity, that the WGSL kernels are tested
 //! against (and, for backward passes, that are themselves checked by finite differences).
 
+pub mod adam;
+pub mod attention;
+pub mod loss;
+pub mod matmul;
+pub mod model;
 pub mod noise;
 pub mod patches;
 pub mod rng;

@@ -1,0 +1,153 @@
+//! Parameter layout: every trainable tensor is a range of ONE flat f32 buffer (so Adam is one
+//! dispatch over parameters, gradients, m and v), each range starting on an aligned offset so
+//! it can be bound on its own. Gradients use the same layout.
+//!
+//! Tensors, in order (T tokens, D width, HK = heads * key_dim):
+//!   `pos`              [T, D]     positional embedding E_pos, uniform(-0.05, 0.05)
+//!   `layer{l}.w_qkv`   [D, 3*HK]  Wq | Wk | Wv side by side (columns 0..HK, HK..2HK, 2HK..3HK)
+//!   `layer{l}.b_qkv`   [3*HK]     bq | bk | bv, zeros
+//!   `layer{l}.w_o`     [HK, D]    Wo
+//!   `layer{l}.b_o`     [D]        bo, zeros
+//! Head h of Q (K, V) is columns h*key_dim .. (h+1)*key_dim of its block.
+
+use crate::config::ModelConfig;
+use crate::reference::rng;
+
+/// How a tensor is initialised (Keras' defaults for `MultiHeadAttention`, SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    /// Uniform in (-limit, limit).
+    Uniform(f32),
+}
+
+/// One parameter tensor: name, shape, first element in the flat buffer, initialisation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub init: Init,
+}
+
+impl TensorSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// All parameter tensors of a model and the size of the flat buffer holding them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamLayout {
+    pub tensors: Vec<TensorSpec>,
+    /// Elements in the flat buffer, padding included.
+    pub total: usize,
+}
+
+/// Offsets are multiples of this many f32 (256 bytes: the largest storage-offset alignment
+/// WebGPU allows an adapter to require).
+pub const PARAM_ALIGN: usize = 64;
+
+/// First RNG stream of the initialisation; tensor i uses stream `INIT_STREAM + i`.
+pub const INIT_STREAM: u32 = 1 << 16;
+
+impl ParamLayout {
+    pub fn new(cfg: &ModelConfig) -> ParamLayout {
+        let g = &cfg.geometry;
+        let (t, d, hk) = (
+            g.tokens() as usize,
+            g.dim() as usize,
+            cfg.hk() as usize,
+        );
+        let (h, k) = (cfg.heads as f32, cfg.key_dim as f32);
+        let df = d as f32;
+        // Keras (tf 2.x) fans of EinsumDense kernels: (D, H, K) for Q/K/V, (H, K, D) for output.
+        let qkv_limit = (6.0 / (h * df + k * df)).sqrt();
+        let out_limit = (6.0 / (k * h + df * h)).sqrt();
+        let mut tensors = Vec::new();
+        let mut offset = 0;
+        let mut push = |name: String, shape: Vec<usize>, init: Init| {
+            let len: usize = shape.iter().product();
+            tensors.push(TensorSpec {
+                name,
+                shape,
+                offset,
+                init,
+            });
+            offset += len.div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
+        };
+        push("pos".into(), vec![t, d], Init::Uniform(0.05));
+        for l in 0..cfg.layers {
+            push(
+                format!("layer{l}.w_qkv"),
+                vec![d, 3 * hk],
+                Init::Uniform(qkv_limit),
+            );
+            push(format!("layer{l}.b_qkv"), vec![3 * hk], Init::Zeros);
+            push(format!("layer{l}.w_o"), vec![hk, d], Init::Uniform(out_limit));
+            push(format!("layer{l}.b_o"), vec![d], Init::Zeros);
+        }
+        ParamLayout {
+            tensors,
+            total: offset,
+        }
+    }
+
+    /// The tensor called `name` (panics on an unknown name: a programming error).
+    pub fn get(&self, name: &str) -> &TensorSpec {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no parameter tensor named {name}"))
+    }
+
+    /// Initial values (padding is zero), reproducible from `seed` on any machine: tensor i's
+    /// element j is uniform from Philox bits at (seed, step 0, stream INIT_STREAM + i, j).
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        let mut out = vec![0.0; self.total];
+        for (i, t) in self.tensors.iter().enumerate() {
+            if let Init::Uniform(limit) = t.init {
+                for (j, v) in out[t.range()].iter_mut().enumerate() {
+                    let b = rng::bits(seed, 0, INIT_STREAM + i as u32, j as u32)[0];
+                    let u = (b >> 8) as f32 / 16_777_216.0; // [0, 1)
+                    *v = (2.0 * u - 1.0) * limit;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+
+    #[test]
+    fn seed_layout_matches_spec() {
+        let cfg = Preset::Seed.model();
+        let l = ParamLayout::new(&cfg);
+        let n: usize = l.tensors.iter().map(|t| t.len()).sum();
+        assert_eq!(n as u64, cfg.parameter_count());
+        assert!(l.tensors.iter().all(|t| t.offset % PARAM_ALIGN == 0));
+        match (l.get("layer0.w_qkv").init, l.get("layer2.w_o").init) {
+            (Init::Uniform(a), Init::Uniform(b)) => {
+                assert!((a - 0.0124).abs() < 1e-4, "{a}");
+                assert!((b - 0.0266).abs() < 1e-4, "{b}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = l.init(7);
+        let w = &p[l.get("layer0.w_qkv").range()];
+        let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(max < 0.0125 && max > 0.012, "{max}");
+        assert!(p[l.get("layer1.b_qkv").range()].iter().all(|&v| v == 0.0));
+        assert_ne!(l.init(8), p);
+    }
+}

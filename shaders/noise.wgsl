@@ -13,6 +13,7 @@
 //                 sample b uses image perm[perm_offset + b / repeat]; n_b ~ U{0..=n_max}
 //                 (stream + 1, index b); cond[b] = alpha^n_b; noise = N(0,1) (stream, index
 //                 b*PIXELS + p); noisy = alpha^n * x + (1 - alpha^n) * noise, x = byte/256 - 0.5.
+//   noise_at_levels  as noise_inject, but n_b = levels[b] is given (the `noise` figure).
 //   fill_normal   -> out [count]: out[i] = N(0,1) at (seed, step, stream, i).
 //   fill_bits     -> bits [count, 4]: the raw Philox words at (seed, step, stream, i), so tests
 //                 can check the generator bit for bit against the CPU mirror.
@@ -43,6 +44,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> noisy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> bits: array<u32>;
+@group(0) @binding(8) var<storage, read> levels: array<u32>;
 
 const PHILOX_M0: u32 = 0xD2511F53u;
 const PHILOX_M1: u32 = 0xCD9E8D57u;
@@ -106,16 +108,10 @@ fn pixel(k: u32) -> f32 {
     return f32(byte) / 256.0 - 0.5;
 }
 
-@compute @workgroup_size(WG)
-fn noise_inject(@builtin(global_invocation_id) gid: vec3<u32>,
-                @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = linear_index(gid, nwg);
-    if (idx >= params.count * PIXELS) {
-        return;
-    }
+// Writes sample b's pixel p of the noised batch at level n (cond once per sample).
+fn inject(idx: u32, n: u32) {
     let b = idx / PIXELS;
     let p = idx % PIXELS;
-    let n = mulhi(random_bits(b, params.stream + 1u).x, params.n_max + 1u);
     let an = pow(params.alpha, f32(n));
     let img = perm[params.perm_offset + b / params.repeat];
     let x = pixel(img * PIXELS + p);
@@ -125,6 +121,27 @@ fn noise_inject(@builtin(global_invocation_id) gid: vec3<u32>,
     if (p == 0u) {
         cond[b] = an;
     }
+}
+
+@compute @workgroup_size(WG)
+fn noise_inject(@builtin(global_invocation_id) gid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_index(gid, nwg);
+    if (idx >= params.count * PIXELS) {
+        return;
+    }
+    let b = idx / PIXELS;
+    inject(idx, mulhi(random_bits(b, params.stream + 1u).x, params.n_max + 1u));
+}
+
+@compute @workgroup_size(WG)
+fn noise_at_levels(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_index(gid, nwg);
+    if (idx >= params.count * PIXELS) {
+        return;
+    }
+    inject(idx, levels[idx / PIXELS]);
 }
 
 @compute @workgroup_size(WG)

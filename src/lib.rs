@@ -4,7 +4,9 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod figures;
 pub mod gpu;
+pub mod info;
 pub mod model;
 pub mod ops;
 pub mod reference;

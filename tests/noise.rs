@@ -182,3 +182,59 @@ fn levels_equal_reference_and_are_uniform() {
     );
     assert!(hist[0] > 0 && hist[n_max as usize] > 0, "both ends drawn");
 }
+
+#[test]
+fn noise_at_given_levels_matches_reference() {
+    let gpu = common::gpu();
+    let px = PIXELS as usize;
+    let data = synthetic_images(3);
+    let perm = vec![2u32];
+    let levels = vec![0u32, 25, 50, 100, 500];
+    let b = levels.len();
+    let spec = reference::NoiseSpec {
+        seed: 5,
+        step: 0,
+        stream: rng::streams::FIGURE,
+        alpha: 0.99,
+        n_max: 500,
+        repeat: b as u32,
+        perm_offset: 0,
+    };
+    let d = GpuTensor::from_bytes(&gpu, "data", &data).unwrap();
+    let p = GpuTensor::from_slice(&gpu, "perm", &[1], &perm).unwrap();
+    let l = GpuTensor::from_slice(&gpu, "levels", &[b], &levels).unwrap();
+    let cond = GpuTensor::zeros(&gpu, "cond", &[b]).unwrap();
+    let noise = GpuTensor::zeros(&gpu, "noise", &[b, px]).unwrap();
+    let noisy = GpuTensor::zeros(&gpu, "noisy", &[b, px]).unwrap();
+    let cfg = NoiseConfig {
+        seed: 5,
+        stream: spec.stream,
+        alpha: 0.99,
+        n_max: 500,
+        repeat: b as u32,
+    };
+    let op = NoiseInject::at_levels(&gpu, &cfg, b, &d, &p, &l, &cond, &noise, &noisy).unwrap();
+    op.set_step(&gpu, 0, 0);
+    gpu.run(&[&op.dispatch]).unwrap();
+    let want = reference::noise_at_levels(&spec, &data, px, &perm, &levels);
+    assert_close(
+        "noise_at_levels cond",
+        &cond.read(&gpu).unwrap(),
+        &want.cond,
+        1e-6,
+        1e-5,
+    );
+    assert_close(
+        "noise_at_levels noisy",
+        &noisy.read(&gpu).unwrap(),
+        &want.noisy,
+        1e-4,
+        1e-4,
+    );
+    // Level 0 is the clean image.
+    let clean: Vec<f32> = data[2 * px..3 * px]
+        .iter()
+        .map(|&v| v as f32 / 256.0 - 0.5)
+        .collect();
+    assert_close("level 0 is the image", &want.noisy[..px], &clean, 0.0, 0.0);
+}

@@ -60,11 +60,7 @@ pub const INIT_STREAM: u32 = 1 << 16;
 impl ParamLayout {
     pub fn new(cfg: &ModelConfig) -> ParamLayout {
         let g = &cfg.geometry;
-        let (t, d, hk) = (
-            g.tokens() as usize,
-            g.dim() as usize,
-            cfg.hk() as usize,
-        );
+        let (t, d, hk) = (g.tokens() as usize, g.dim() as usize, cfg.hk() as usize);
         let (h, k) = (cfg.heads as f32, cfg.key_dim as f32);
         let df = d as f32;
         // Keras (tf 2.x) fans of EinsumDense kernels: (D, H, K) for Q/K/V, (H, K, D) for output.
@@ -90,7 +86,11 @@ impl ParamLayout {
                 Init::Uniform(qkv_limit),
             );
             push(format!("layer{l}.b_qkv"), vec![3 * hk], Init::Zeros);
-            push(format!("layer{l}.w_o"), vec![hk, d], Init::Uniform(out_limit));
+            push(
+                format!("layer{l}.w_o"),
+                vec![hk, d],
+                Init::Uniform(out_limit),
+            );
             push(format!("layer{l}.b_o"), vec![d], Init::Zeros);
         }
         ParamLayout {

@@ -58,6 +58,48 @@ impl NoiseInject {
         noise: &GpuTensor,
         noisy: &GpuTensor,
     ) -> Result<NoiseInject> {
+        Self::build(gpu, cfg, batch, data, perm, None, cond, noise, noisy)
+    }
+
+    /// As [`NoiseInject::new`], but sample b is noised at the given level `levels[b]` (u32).
+    #[allow(clippy::too_many_arguments)]
+    pub fn at_levels(
+        gpu: &Gpu,
+        cfg: &NoiseConfig,
+        batch: usize,
+        data: &GpuTensor,
+        perm: &GpuTensor,
+        levels: &GpuTensor,
+        cond: &GpuTensor,
+        noise: &GpuTensor,
+        noisy: &GpuTensor,
+    ) -> Result<NoiseInject> {
+        expect_len("noise_at_levels", levels, batch)?;
+        Self::build(
+            gpu,
+            cfg,
+            batch,
+            data,
+            perm,
+            Some(levels),
+            cond,
+            noise,
+            noisy,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        gpu: &Gpu,
+        cfg: &NoiseConfig,
+        batch: usize,
+        data: &GpuTensor,
+        perm: &GpuTensor,
+        levels: Option<&GpuTensor>,
+        cond: &GpuTensor,
+        noise: &GpuTensor,
+        noisy: &GpuTensor,
+    ) -> Result<NoiseInject> {
         if cfg.repeat == 0 || !(cfg.alpha > 0.0 && cfg.alpha <= 1.0) {
             return Err(Error::config(format!(
                 "noise: repeat must be >= 1 and alpha in (0, 1], got {} and {}",
@@ -78,20 +120,25 @@ impl NoiseInject {
             ..Default::default()
         };
         let params = gpu.uniform("noise-params", &base);
-        let k = gpu.kernel("noise", "noise_inject", &constants())?;
+        let entry = if levels.is_some() {
+            "noise_at_levels"
+        } else {
+            "noise_inject"
+        };
+        let k = gpu.kernel("noise", entry, &constants())?;
         let groups = gpu.groups_1d(noise.len() as u64, WG_1D)?;
-        let dispatch = gpu.dispatch(
-            &k,
-            &[
-                (0, params.as_entire_binding()),
-                (1, data.bind()),
-                (2, perm.bind()),
-                (3, cond.bind()),
-                (4, noise.bind()),
-                (5, noisy.bind()),
-            ],
-            groups,
-        )?;
+        let mut bindings = vec![
+            (0, params.as_entire_binding()),
+            (1, data.bind()),
+            (2, perm.bind()),
+            (3, cond.bind()),
+            (4, noise.bind()),
+            (5, noisy.bind()),
+        ];
+        if let Some(l) = levels {
+            bindings.push((8, l.bind()));
+        }
+        let dispatch = gpu.dispatch(&k, &bindings, groups)?;
         Ok(NoiseInject {
             dispatch,
             params,
@@ -149,7 +196,11 @@ impl FillNormal {
         let params = gpu.uniform("fill-params", &base);
         let k = gpu.kernel("noise", entry, &constants())?;
         let groups = gpu.groups_1d(count as u64, WG_1D)?;
-        let dispatch = gpu.dispatch(&k, &[(0, params.as_entire_binding()), (binding, out.bind())], groups)?;
+        let dispatch = gpu.dispatch(
+            &k,
+            &[(0, params.as_entire_binding()), (binding, out.bind())],
+            groups,
+        )?;
         Ok(FillNormal {
             dispatch,
             params,

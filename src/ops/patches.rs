@@ -111,7 +111,11 @@ pub fn recompose(
     let groups = gpu.groups_1d(image.len() as u64, WG_1D)?;
     gpu.dispatch(
         &k,
-        &[(0, p.as_entire_binding()), (7, ptokens.bind()), (8, image.bind())],
+        &[
+            (0, p.as_entire_binding()),
+            (7, ptokens.bind()),
+            (8, image.bind()),
+        ],
         groups,
     )
 }

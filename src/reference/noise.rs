@@ -39,6 +39,19 @@ pub fn noise_inject(
     perm: &[u32],
     batch: usize,
 ) -> Noised {
+    let levels: Vec<u32> = (0..batch as u32).map(|b| level(spec, b)).collect();
+    noise_at_levels(spec, data, pixels, perm, &levels)
+}
+
+/// As [`noise_inject`] with sample b at the given level `levels[b]`.
+pub fn noise_at_levels(
+    spec: &NoiseSpec,
+    data: &[u8],
+    pixels: usize,
+    perm: &[u32],
+    levels: &[u32],
+) -> Noised {
+    let batch = levels.len();
     let mut out = Noised {
         levels: vec![],
         cond: vec![],
@@ -46,7 +59,7 @@ pub fn noise_inject(
         noisy: vec![0.0; batch * pixels],
     };
     for b in 0..batch {
-        let n = level(spec, b as u32);
+        let n = levels[b];
         let an = spec.alpha.powf(n as f32);
         let img = perm[spec.perm_offset as usize + b / spec.repeat as usize] as usize;
         for p in 0..pixels {

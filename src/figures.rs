@@ -1,0 +1,122 @@
+//! Pictures: grey-scale strips and grids of 28x28 images written as PNG, atomically
+//! (temporary file, then rename), and the forward-process figure of `noise`.
+
+use crate::config::{IMAGE_SIZE, PIXELS};
+use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::{Gpu, GpuTensor};
+use crate::ops::noise::{NoiseConfig, NoiseInject};
+use crate::reference::rng::streams;
+use std::path::Path;
+
+/// How image values map to grey levels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scale {
+    /// Data range: x = p/256 - 0.5, so grey = clamp((x + 0.5) * 256).
+    Data,
+    /// Each image stretched from its own minimum (black) to maximum (white).
+    PerImage,
+}
+
+/// Lays `images` ([n, 28*28]) out in a grid of `cols` columns with a `gap`-pixel black border,
+/// each pixel enlarged `zoom` times. Returns (width, height, grey bytes).
+pub fn grid(
+    images: &[f32],
+    cols: usize,
+    zoom: usize,
+    gap: usize,
+    scale: Scale,
+) -> (u32, u32, Vec<u8>) {
+    let s = IMAGE_SIZE as usize;
+    let n = images.len() / PIXELS as usize;
+    let cols = cols.max(1).min(n.max(1));
+    let rows = n.div_ceil(cols).max(1);
+    let cell = s * zoom + gap;
+    let (w, h) = (cols * cell + gap, rows * cell + gap);
+    let mut out = vec![0u8; w * h];
+    for k in 0..n {
+        let img = &images[k * PIXELS as usize..(k + 1) * PIXELS as usize];
+        let (lo, hi) = match scale {
+            Scale::Data => (-0.5, 0.5 - 1.0 / 256.0),
+            Scale::PerImage => img
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                }),
+        };
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let (r0, c0) = ((k / cols) * cell + gap, (k % cols) * cell + gap);
+        for y in 0..s * zoom {
+            for x in 0..s * zoom {
+                let v = img[(y / zoom) * s + x / zoom];
+                let g = ((v - lo) / span * 255.0).round().clamp(0.0, 255.0) as u8;
+                out[(r0 + y) * w + c0 + x] = g;
+            }
+        }
+    }
+    (w as u32, h as u32, out)
+}
+
+/// Writes a grey PNG atomically: `path.tmp` then rename.
+pub fn write_png(path: &Path, width: u32, height: u32, grey: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let tmp = path.with_extension("png.tmp");
+    image::save_buffer_with_format(
+        &tmp,
+        grey,
+        width,
+        height,
+        image::ExtendedColorType::L8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::io(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(crate::error::io_err(
+        ErrorKind::Io,
+        "cannot rename to",
+        path,
+    ))
+}
+
+/// The seed's forward-process figure: image `index` of `data` (8-bit, [N, 784]) noised at each
+/// level in `levels` with `A_n = a^n x + (1 - a^n) N`, on the GPU. Returns [levels, 784].
+pub fn noising_sequence(
+    gpu: &Gpu,
+    data: &[u8],
+    index: usize,
+    levels: &[u32],
+    alpha: f32,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let px = PIXELS as usize;
+    let count = data.len() / px;
+    if index >= count {
+        return Err(Error::config(format!(
+            "--index {index} is out of range: the set has {count} images (0..={})",
+            count.saturating_sub(1)
+        )));
+    }
+    if levels.is_empty() {
+        return Err(Error::config("--steps needs at least one level"));
+    }
+    let b = levels.len();
+    // Only the one image travels to the GPU.
+    let img = GpuTensor::from_bytes(gpu, "image", &data[index * px..(index + 1) * px])?;
+    let perm = GpuTensor::from_slice(gpu, "perm", &[1], &[0u32])?;
+    let lv = GpuTensor::from_slice(gpu, "levels", &[b], levels)?;
+    let cond = GpuTensor::zeros(gpu, "cond", &[b])?;
+    let noise = GpuTensor::zeros(gpu, "noise", &[b, px])?;
+    let noisy = GpuTensor::zeros(gpu, "noisy", &[b, px])?;
+    let cfg = NoiseConfig {
+        seed,
+        stream: streams::FIGURE,
+        alpha,
+        n_max: *levels.iter().max().unwrap(),
+        repeat: b as u32,
+    };
+    let op = NoiseInject::at_levels(gpu, &cfg, b, &img, &perm, &lv, &cond, &noise, &noisy)?;
+    op.set_step(gpu, 0, 0);
+    gpu.run(&[&op.dispatch])?;
+    noisy.read(gpu)
+}

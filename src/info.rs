@@ -1,0 +1,86 @@
+//! `wgpu-diffusion info`: the adapter, its optional features and the limits we depend on.
+
+use crate::gpu::context::OPTIONAL_FEATURES;
+use crate::gpu::Gpu;
+use serde_json::json;
+
+/// The limits the kernels depend on, by name.
+pub fn limits(gpu: &Gpu) -> Vec<(&'static str, u64)> {
+    let l = &gpu.limits;
+    vec![
+        (
+            "max_storage_buffer_binding_size",
+            l.max_storage_buffer_binding_size as u64,
+        ),
+        ("max_buffer_size", l.max_buffer_size),
+        (
+            "max_storage_buffers_per_shader_stage",
+            l.max_storage_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            l.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_compute_workgroup_size_x",
+            l.max_compute_workgroup_size_x as u64,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            l.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_compute_workgroups_per_dimension",
+            l.max_compute_workgroups_per_dimension as u64,
+        ),
+        (
+            "min_storage_buffer_offset_alignment",
+            l.min_storage_buffer_offset_alignment as u64,
+        ),
+    ]
+}
+
+/// The report as JSON.
+pub fn report_json(gpu: &Gpu) -> serde_json::Value {
+    let i = &gpu.info;
+    let features: serde_json::Map<String, serde_json::Value> = OPTIONAL_FEATURES
+        .iter()
+        .map(|(f, name)| (name.to_string(), json!(gpu.has(*f))))
+        .collect();
+    let limits: serde_json::Map<String, serde_json::Value> = limits(gpu)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "adapter": i.name,
+        "backend": format!("{:?}", i.backend).to_lowercase(),
+        "device_type": format!("{:?}", i.device_type),
+        "vendor": format!("{:#06x}", i.vendor),
+        "device": format!("{:#06x}", i.device),
+        "driver": i.driver,
+        "driver_info": i.driver_info,
+        "features": features,
+        "limits": limits,
+    })
+}
+
+/// The report as aligned text lines.
+pub fn report_text(gpu: &Gpu) -> String {
+    let i = &gpu.info;
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<40} {v}\n"));
+    line("adapter", i.name.clone());
+    line("backend", format!("{:?}", i.backend).to_lowercase());
+    line("device type", format!("{:?}", i.device_type));
+    line(
+        "driver",
+        format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+    );
+    for (f, name) in OPTIONAL_FEATURES {
+        line(name, if gpu.has(f) { "yes" } else { "no" }.to_string());
+    }
+    for (k, v) in limits(gpu) {
+        line(k, v.to_string());
+    }
+    s
+}

@@ -1,0 +1,169 @@
+//! The command line: parses flags and hands over to the library. Every error reaches the user
+//! as one line on stderr and a non-zero exit code (2 for bad input or setup).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wgpu_diffusion::error::{Error, Result};
+use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions};
+use wgpu_diffusion::{data, figures, info};
+
+#[derive(Parser)]
+#[command(
+    name = "wgpu-diffusion",
+    version,
+    about = "Train and sample a diffusion model for MNIST digits on any GPU, in hand-written WGSL kernels"
+)]
+struct Cli {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GpuArgs {
+    /// Only use this backend (default: all; also WGPU_BACKEND).
+    #[arg(long, global = true, value_enum)]
+    backend: Option<BackendChoice>,
+    /// Use the adapter whose name contains this text (also WGPU_ADAPTER_NAME).
+    #[arg(long, global = true, value_name = "SUBSTRING")]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    fn open(&self) -> Result<Gpu> {
+        Gpu::new(&GpuOptions {
+            backend: self.backend,
+            adapter: self.adapter.clone(),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the GPU adapter, its optional features and the limits we depend on.
+    Info {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the forward (noising) process of one digit: A_n = a^n x + (1 - a^n) N.
+    Noise(NoiseArgs),
+}
+
+#[derive(Args)]
+struct NoiseArgs {
+    /// Folder with the MNIST files (else $MNIST_DIR, else ./data/mnist, downloaded if absent).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Which digit of the set.
+    #[arg(long, default_value_t = 110)]
+    index: usize,
+    /// Noise levels n to show, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,25,50,100,200,300,400,500"
+    )]
+    steps: Vec<u32>,
+    /// The noising factor a (SPEC §2), in (0, 1].
+    #[arg(long, default_value_t = 0.99)]
+    alpha: f32,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Take the digit from the test set instead of the training set.
+    #[arg(long)]
+    test_set: bool,
+    /// Enlargement factor of each pixel.
+    #[arg(long, default_value_t = 4)]
+    zoom: usize,
+    /// Output PNG.
+    #[arg(long, default_value = "noising.png")]
+    out: PathBuf,
+}
+
+fn noise(gpu_args: &GpuArgs, a: &NoiseArgs) -> Result<()> {
+    if !(a.alpha > 0.0 && a.alpha <= 1.0) {
+        return Err(Error::config(format!(
+            "--alpha must be in (0, 1], got {}",
+            a.alpha
+        )));
+    }
+    if a.zoom == 0 || a.zoom > 64 {
+        return Err(Error::config(format!(
+            "--zoom must be in 1..=64, got {}",
+            a.zoom
+        )));
+    }
+    let mnist = data::load(a.data.as_deref())?;
+    let set = if a.test_set {
+        &mnist.test
+    } else {
+        &mnist.train
+    };
+    let gpu = gpu_args.open()?;
+    let images = figures::noising_sequence(&gpu, &set.pixels, a.index, &a.steps, a.alpha, a.seed)?;
+    let (w, h, grey) = figures::grid(&images, a.steps.len(), a.zoom, 2, figures::Scale::PerImage);
+    figures::write_png(&a.out, w, h, &grey)?;
+    println!(
+        "wrote {} ({w}x{h}): digit {} of the {} set at n = {} (alpha {}) on {}",
+        a.out.display(),
+        a.index,
+        if a.test_set { "test" } else { "training" },
+        a.steps
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        a.alpha,
+        gpu.describe()
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Info { json } => {
+            let gpu = cli.gpu.open()?;
+            if *json {
+                println!("{}", info::report_json(&gpu));
+            } else {
+                print!("{}", info::report_text(&gpu));
+            }
+            Ok(())
+        }
+        Command::Noise(a) => noise(&cli.gpu, a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            }
+            // One line: clap's first line, without its usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The command line end to end: `info`, `noise`, and one-line errors with exit code 2.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("run wgpu-diffusion")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The MNIST folder: $MNIST_DIR, else ../shared/mnist beside the project (as in CI).
+fn mnist_dir() -> PathBuf {
+    match std::env::var_os("MNIST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
+    }
+}
+
+/// The last non-empty stderr line (the loader may print harmless lines before ours).
+fn error_line(o: &Output) -> String {
+    let e = stderr(o);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{e}");
+    lines[0].to_string()
+}
+
+#[test]
+fn info_prints_adapter_features_and_limits() {
+    let o = run(bin().arg("info"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = String::from_utf8(o.stdout).unwrap();
+    for k in [
+        "adapter",
+        "backend",
+        "device type",
+        "timestamp-query",
+        "max_storage_buffer_binding_size",
+    ] {
+        assert!(s.contains(k), "missing {k} in:\n{s}");
+    }
+    let o = run(bin().args(["info", "--json"]));
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["adapter"].is_string());
+    assert!(v["features"]["subgroup"].is_boolean());
+    assert!(
+        v["limits"]["max_compute_workgroups_per_dimension"]
+            .as_u64()
+            .unwrap()
+            >= 65535
+    );
+}
+
+#[test]
+fn noise_writes_png_of_expected_size() {
+    let out = std::env::temp_dir().join(format!("wgpu-diffusion-noise-{}.png", std::process::id()));
+    let o = run(bin()
+        .args(["noise", "--steps", "0,50,500", "--zoom", "2", "--seed", "3"])
+        .arg("--data")
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap();
+    // 3 digits of 28*2 pixels with a 2-pixel border around and between them.
+    assert_eq!((img.width(), img.height()), (3 * (56 + 2) + 2, 56 + 4));
+    let grey = img.to_luma8();
+    // The clean digit (first cell) has dark background and bright strokes; the last is noise.
+    let cell = |k: u32| -> Vec<u8> {
+        (0..56)
+            .flat_map(|y| (0..56).map(move |x| (x, y)))
+            .map(|(x, y)| grey.get_pixel(2 + k * 58 + x, 2 + y).0[0])
+            .collect()
+    };
+    let dark = |c: &[u8]| c.iter().filter(|&&v| v < 10).count() as f64 / c.len() as f64;
+    assert!(
+        dark(&cell(0)) > 0.5,
+        "clean digit should be mostly black background"
+    );
+    assert!(dark(&cell(2)) < 0.05, "n = 500 should be almost pure noise");
+    let _ = std::fs::remove_file(out);
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    for args in [
+        vec!["noise", "--bogus"],
+        vec!["noise", "--index", "minus-one"],
+        vec!["noise", "--steps", "1,x"],
+        vec!["frobnicate"],
+    ] {
+        let o = run(bin().args(&args));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        error_line(&o);
+    }
+}
+
+#[test]
+fn bad_values_exit_2_with_one_line() {
+    let d = mnist_dir();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["noise".into(), "--alpha".into(), "1.5".into()],
+            "--alpha",
+        ),
+        (
+            vec!["noise".into(), "--data".into(), "/nonexistent/mnist".into()],
+            "/nonexistent/mnist",
+        ),
+        (
+            vec![
+                "noise".into(),
+                "--data".into(),
+                d.display().to_string(),
+                "--index".into(),
+                "60000".into(),
+            ],
+            "out of range",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = run(bin().args(&args));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let line = error_line(&o);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn no_adapter_is_one_line_and_exit_2() {
+    let o = run(bin()
+        .args(["--backend", "vulkan", "info"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let line = error_line(&o);
+    assert!(
+        line.contains("no GPU adapter") && line.contains("mesa-vulkan-drivers"),
+        "{line}"
+    );
+
+    let o = run(bin().args(["--adapter", "no-such-gpu-name", "info"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("no-such-gpu-name"));
+}

@@ -1,6 +1,7 @@
 //! wgpu-diffusion: a diffusion model for MNIST digits whose every numeric operation runs in
 //! hand-written WGSL compute shaders through wgpu. See README.md and SPEC (shared/SPEC.md).
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;

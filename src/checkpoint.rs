@@ -1,0 +1,181 @@
+//! Checkpoints in safetensors format: named f32 tensors for the weights (and optionally EMA
+//! weights and Adam's m and v), plus JSON metadata with the configuration and the training
+//! state. Written to a temporary file, synced, then renamed: a crash never leaves a torn file.
+//!
+//! Tensor names: `params.<name>`, `ema.<name>`, `adam_m.<name>`, `adam_v.<name>` where `<name>`
+//! is a tensor of [`ParamLayout`] (e.g. `layer0.w_qkv`).
+
+use crate::error::{Error, Result};
+use crate::model::ParamLayout;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// Marks our files and their version.
+pub const FORMAT: &str = "wgpu-diffusion/1";
+
+/// The flat buffers a checkpoint may hold, each `layout.total` long.
+#[derive(Clone, Debug, Default)]
+pub struct Buffers {
+    pub params: Vec<f32>,
+    pub ema: Option<Vec<f32>>,
+    pub adam_m: Option<Vec<f32>>,
+    pub adam_v: Option<Vec<f32>>,
+}
+
+const GROUPS: [&str; 4] = ["params", "ema", "adam_m", "adam_v"];
+
+/// Writes `buffers` with `meta` (any JSON object: config and state) to `path` atomically.
+pub fn save(path: &Path, layout: &ParamLayout, buffers: &Buffers, meta: &serde_json::Value) -> Result<()> {
+    let groups: [Option<&Vec<f32>>; 4] = [
+        Some(&buffers.params),
+        buffers.ema.as_ref(),
+        buffers.adam_m.as_ref(),
+        buffers.adam_v.as_ref(),
+    ];
+    let mut views = Vec::new();
+    for (group, data) in GROUPS.iter().zip(groups) {
+        let Some(data) = data else { continue };
+        assert_eq!(data.len(), layout.total, "{group} buffer length");
+        for t in &layout.tensors {
+            let bytes: &[u8] = bytemuck::cast_slice(&data[t.range()]);
+            let view = TensorView::new(Dtype::F32, t.shape.clone(), bytes)
+                .map_err(|e| Error::io(format!("checkpoint tensor {group}.{}: {e}", t.name)))?;
+            views.push((format!("{group}.{}", t.name), view));
+        }
+    }
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert("meta".to_string(), meta.to_string());
+    let bytes = safetensors::serialize(views, Some(info))
+        .map_err(|e| Error::io(format!("cannot serialise checkpoint {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` via `path.tmp`, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("cannot write {}: {e}", path.display()))
+    })
+}
+
+/// A loaded checkpoint: its metadata and the buffers it holds, in `layout`'s flat order.
+pub struct Loaded {
+    pub meta: serde_json::Value,
+    pub buffers: Buffers,
+}
+
+/// Reads only the metadata (to learn the configuration before building a layout).
+pub fn read_meta(path: &Path) -> Result<serde_json::Value> {
+    let bytes = read(path)?;
+    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
+    meta_of(path, md.metadata())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::checkpoint(format!("cannot read checkpoint {}: {e}", path.display()))
+    })
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::checkpoint(format!(
+        "checkpoint {} is corrupt or not a safetensors file: {e}",
+        path.display()
+    ))
+}
+
+fn meta_of(path: &Path, info: &Option<HashMap<String, String>>) -> Result<serde_json::Value> {
+    let info = info.as_ref().ok_or_else(|| {
+        Error::checkpoint(format!(
+            "{} is a safetensors file but not a wgpu-diffusion checkpoint (no metadata)",
+            path.display()
+        ))
+    })?;
+    match info.get("format") {
+        Some(f) if f == FORMAT => {}
+        other => {
+            return Err(Error::checkpoint(format!(
+                "{} has format {:?}, expected {FORMAT}",
+                path.display(),
+                other.map(|s| s.as_str()).unwrap_or("none")
+            )))
+        }
+    }
+    let meta = info
+        .get("meta")
+        .ok_or_else(|| Error::checkpoint(format!("{} has no 'meta' entry", path.display())))?;
+    serde_json::from_str(meta).map_err(|e| corrupt(path, e))
+}
+
+/// Loads a checkpoint, checking every tensor of `layout` against the file (a missing tensor
+/// or a shape mismatch means the file is from another configuration).
+pub fn load(path: &Path, layout: &ParamLayout) -> Result<Loaded> {
+    let bytes = read(path)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
+    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
+    let meta = meta_of(path, md.metadata())?;
+    let mut out: [Option<Vec<f32>>; 4] = Default::default();
+    for (gi, group) in GROUPS.iter().enumerate() {
+        let present = layout
+            .tensors
+            .iter()
+            .any(|t| st.tensor(&format!("{group}.{}", t.name)).is_ok());
+        if !present {
+            if gi == 0 {
+                return Err(Error::checkpoint(format!(
+                    "{} holds no model weights for this configuration",
+                    path.display()
+                )));
+            }
+            continue;
+        }
+        let mut flat = vec![0.0f32; layout.total];
+        for t in &layout.tensors {
+            let name = format!("{group}.{}", t.name);
+            let v = st.tensor(&name).map_err(|_| {
+                Error::checkpoint(format!(
+                    "{} lacks tensor {name}: it is from another configuration",
+                    path.display()
+                ))
+            })?;
+            if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
+                return Err(Error::checkpoint(format!(
+                    "{}: tensor {name} is {:?} {:?}, this configuration needs F32 {:?}",
+                    path.display(),
+                    v.dtype(),
+                    v.shape(),
+                    t.shape
+                )));
+            }
+            let vals: Vec<f32> = bytemuck::pod_collect_to_vec(v.data());
+            flat[t.range()].copy_from_slice(&vals);
+        }
+        out[gi] = Some(flat);
+    }
+    let [params, ema, adam_m, adam_v] = out;
+    Ok(Loaded {
+        meta,
+        buffers: Buffers {
+            params: params.unwrap(),
+            ema,
+            adam_m,
+            adam_v,
+        },
+    })
+}

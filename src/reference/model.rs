@@ -1,1 +1,496 @@
-//! (being written)
+//! CPU reference of the whole transformer (SPEC §3): forward pass, loss and backward pass in
+//! plain loops, written for clarity, that `model::network` (the GPU) is tested against and that
+//! is itself checked by finite differences (`tests/reference_model.rs`).
+//!
+//! Shapes (B batch, T = g^2 + 1 tokens, D token width, H heads of K, HK = H*K):
+//!
+//! ```text
+//! x_start = tokens + pos                                   [B, T, D]
+//! x = x_start; for each layer l:
+//!     x_in  = x                                            [B, T, D]
+//!     qkv   = x_in W_qkv + b_qkv                           [B*T, 3HK]  (Q | K | V)
+//!     probs = softmax(Q_h K_h^T / sqrt(K)) per (b, h)      [B, H, T, T] (over the keys)
+//!     o     = probs V_h, heads side by side                [B*T, HK]
+//!     out   = o W_o + b_o + x_start                        [B, T, D]   (x_start, not x_in!)
+//!     x = out
+//! loss = mean over (b, t < g^2, d) of (x - target)^2       target [B, g^2, D]
+//! ```
+//!
+//! Head h of Q (K, V) is columns `h*K .. (h+1)*K` of its block of `qkv`; element (b, t, c) of a
+//! `[B*T, n]` matrix is at `(b*T + t)*n + c`; `probs[b, h, i, j]` (query i, key j) is at
+//! `((b*H + h)*T + i)*T + j`.
+//!
+//! Precision: every function is generic over the storage type [`Real`] (`f32` or `f64`). Values
+//! are stored in that type, but every sum (dot products, softmax denominators, reductions over
+//! the batch) and every element-wise formula is evaluated in `f64` and rounded once when stored.
+//! With `f32` this is the reference the GPU kernels are compared with; with `f64` the whole
+//! pass is double precision, which is what the finite-difference test of the gradients uses.
+
+use crate::config::ModelConfig;
+use crate::model::ParamLayout;
+
+/// Storage type of the reference: `f32` (as on the GPU) or `f64` (for finite differences).
+pub trait Real: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// The sizes the loops need, from a [`ModelConfig`].
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    /// Tokens per sample, T = g^2 + 1.
+    t: usize,
+    /// Patch tokens per sample, g^2 (the ones the loss sees).
+    p: usize,
+    /// Token width D.
+    d: usize,
+    /// Heads H.
+    h: usize,
+    /// Key width K.
+    k: usize,
+    /// H*K.
+    hk: usize,
+}
+
+impl Dims {
+    fn new(cfg: &ModelConfig) -> Dims {
+        let g = &cfg.geometry;
+        Dims {
+            t: g.tokens() as usize,
+            p: g.patches() as usize,
+            d: g.dim() as usize,
+            h: cfg.heads as usize,
+            k: cfg.key_dim as usize,
+            hk: cfg.hk() as usize,
+        }
+    }
+}
+
+/// The activations of one layer, as the GPU keeps them too.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerForward<F = f32> {
+    /// The layer's input x [B, T, D] (x_start for layer 0, else the previous layer's `out`).
+    pub x_in: Vec<F>,
+    /// x_in W_qkv + b_qkv, [B*T, 3HK]: Q | K | V.
+    pub qkv: Vec<F>,
+    /// Attention probabilities [B, H, T, T] (query, key); each row sums to 1.
+    pub probs: Vec<F>,
+    /// Attention output, heads side by side, [B*T, HK].
+    pub o: Vec<F>,
+    /// x after the layer: o W_o + b_o + x_start, [B, T, D].
+    pub out: Vec<F>,
+}
+
+/// Every activation of a forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward<F = f32> {
+    pub batch: usize,
+    /// tokens + pos, [B, T, D].
+    pub x_start: Vec<F>,
+    /// One entry per layer, in order.
+    pub layers: Vec<LayerForward<F>>,
+}
+
+impl<F: Real> Forward<F> {
+    /// The model's output [B, T, D] (the last layer's `out`; the first g^2 tokens of each
+    /// sample are the predicted noise patches).
+    pub fn output(&self) -> &[F] {
+        match self.layers.last() {
+            Some(l) => &l.out,
+            None => &self.x_start,
+        }
+    }
+}
+
+/// `params[name]`: one tensor of the flat parameter buffer.
+fn tensor<'a, F>(layout: &ParamLayout, params: &'a [F], name: &str) -> &'a [F] {
+    &params[layout.get(name).range()]
+}
+
+/// y [M, N] = x [M, I] · w [I, N] + bias [N].
+fn linear<F: Real>(x: &[F], w: &[F], bias: &[F], m: usize, i: usize, n: usize) -> Vec<F> {
+    let mut y = vec![F::default(); m * n];
+    for r in 0..m {
+        for c in 0..n {
+            let mut acc = bias[c].to_f64();
+            for j in 0..i {
+                acc += x[r * i + j].to_f64() * w[j * n + c].to_f64();
+            }
+            y[r * n + c] = F::from_f64(acc);
+        }
+    }
+    y
+}
+
+/// Backward of [`linear`] given dy [M, N]: writes dw [I, N] and dbias [N], returns dx [M, I].
+#[allow(clippy::too_many_arguments)]
+fn linear_backward<F: Real>(
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    m: usize,
+    i: usize,
+    n: usize,
+    dw: &mut [F],
+    dbias: &mut [F],
+) -> Vec<F> {
+    for j in 0..i {
+        for c in 0..n {
+            let mut acc = 0.0f64;
+            for r in 0..m {
+                acc += x[r * i + j].to_f64() * dy[r * n + c].to_f64();
+            }
+            dw[j * n + c] = F::from_f64(acc);
+        }
+    }
+    for c in 0..n {
+        let mut acc = 0.0f64;
+        for r in 0..m {
+            acc += dy[r * n + c].to_f64();
+        }
+        dbias[c] = F::from_f64(acc);
+    }
+    let mut dx = vec![F::default(); m * i];
+    for r in 0..m {
+        for j in 0..i {
+            let mut acc = 0.0f64;
+            for c in 0..n {
+                acc += dy[r * n + c].to_f64() * w[j * n + c].to_f64();
+            }
+            dx[r * i + j] = F::from_f64(acc);
+        }
+    }
+    dx
+}
+
+/// Multi-head self-attention core: qkv [B*T, 3HK] -> (probs [B, H, T, T], o [B*T, HK]).
+fn attention<F: Real>(dm: Dims, qkv: &[F], batch: usize) -> (Vec<F>, Vec<F>) {
+    let (t, h, k, hk) = (dm.t, dm.h, dm.k, dm.hk);
+    let w = 3 * hk;
+    let scale = 1.0 / (k as f64).sqrt();
+    let mut probs = vec![F::default(); batch * h * t * t];
+    let mut o = vec![F::default(); batch * t * hk];
+    for b in 0..batch {
+        for head in 0..h {
+            // Column offsets of this head's Q, K and V.
+            let (qc, kc, vc) = (head * k, hk + head * k, 2 * hk + head * k);
+            for i in 0..t {
+                // Scores of query i against every key j, then a stable softmax.
+                let mut s = vec![0.0f64; t];
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let mut acc = 0.0f64;
+                    for c in 0..k {
+                        acc += qkv[(b * t + i) * w + qc + c].to_f64()
+                            * qkv[(b * t + j) * w + kc + c].to_f64();
+                    }
+                    *sj = acc * scale;
+                }
+                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|&v| (v - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                let row = ((b * h + head) * t + i) * t;
+                for j in 0..t {
+                    probs[row + j] = F::from_f64(e[j] / sum);
+                }
+                // o = P V (with the stored probabilities).
+                for c in 0..k {
+                    let mut acc = 0.0f64;
+                    for j in 0..t {
+                        acc += probs[row + j].to_f64() * qkv[(b * t + j) * w + vc + c].to_f64();
+                    }
+                    o[(b * t + i) * hk + head * k + c] = F::from_f64(acc);
+                }
+            }
+        }
+    }
+    (probs, o)
+}
+
+/// Backward of [`attention`]: do [B*T, HK] -> dqkv [B*T, 3HK].
+fn attention_backward<F: Real>(
+    dm: Dims,
+    qkv: &[F],
+    probs: &[F],
+    d_o: &[F],
+    batch: usize,
+) -> Vec<F> {
+    let (t, h, k, hk) = (dm.t, dm.h, dm.k, dm.hk);
+    let w = 3 * hk;
+    let scale = 1.0 / (k as f64).sqrt();
+    let mut dqkv = vec![F::default(); batch * t * w];
+    for b in 0..batch {
+        for head in 0..h {
+            let (qc, kc, vc) = (head * k, hk + head * k, 2 * hk + head * k);
+            let at = |row: usize, col: usize| qkv[(b * t + row) * w + col].to_f64();
+            let dout = |row: usize, c: usize| d_o[(b * t + row) * hk + head * k + c].to_f64();
+            let p = |i: usize, j: usize| probs[((b * h + head) * t + i) * t + j].to_f64();
+            // dS = P ⊙ (dP - rowsum(P ⊙ dP)), with dP[i, j] = dO[i] · V[j].
+            let mut ds = vec![0.0f64; t * t];
+            for i in 0..t {
+                let mut dp = vec![0.0f64; t];
+                for (j, dpj) in dp.iter_mut().enumerate() {
+                    for c in 0..k {
+                        *dpj += dout(i, c) * at(j, vc + c);
+                    }
+                }
+                let dot: f64 = (0..t).map(|j| p(i, j) * dp[j]).sum();
+                for j in 0..t {
+                    ds[i * t + j] = p(i, j) * (dp[j] - dot);
+                }
+            }
+            for r in 0..t {
+                for c in 0..k {
+                    // dQ[r] = scale * sum_j dS[r, j] K[j]
+                    let mut dq = 0.0f64;
+                    // dK[r] = scale * sum_i dS[i, r] Q[i]
+                    let mut dk = 0.0f64;
+                    // dV[r] = sum_i P[i, r] dO[i]
+                    let mut dv = 0.0f64;
+                    for j in 0..t {
+                        dq += ds[r * t + j] * at(j, kc + c);
+                        dk += ds[j * t + r] * at(j, qc + c);
+                        dv += p(j, r) * dout(j, c);
+                    }
+                    let row = (b * t + r) * w;
+                    dqkv[row + qc + c] = F::from_f64(dq * scale);
+                    dqkv[row + kc + c] = F::from_f64(dk * scale);
+                    dqkv[row + vc + c] = F::from_f64(dv);
+                }
+            }
+        }
+    }
+    dqkv
+}
+
+fn check_params<F>(cfg: &ModelConfig, layout: &ParamLayout, params: &[F]) {
+    assert_eq!(
+        layout,
+        &ParamLayout::new(cfg),
+        "the parameter layout does not belong to this model configuration"
+    );
+    assert_eq!(params.len(), layout.total, "params: wrong length");
+}
+
+/// The forward pass for `batch` samples of `tokens` [B, T, D], keeping every activation.
+pub fn forward<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    tokens: &[F],
+    batch: usize,
+) -> Forward<F> {
+    let dm = Dims::new(cfg);
+    let (t, d, hk) = (dm.t, dm.d, dm.hk);
+    check_params(cfg, layout, params);
+    assert_eq!(tokens.len(), batch * t * d, "tokens: expected [B, T, D]");
+    let m = batch * t;
+    let pos = tensor(layout, params, "pos");
+    let x_start: Vec<F> = (0..m * d)
+        .map(|i| F::from_f64(tokens[i].to_f64() + pos[i % (t * d)].to_f64()))
+        .collect();
+    let mut layers = Vec::with_capacity(cfg.layers as usize);
+    let mut x = x_start.clone();
+    for l in 0..cfg.layers {
+        let p = |n: &str| tensor(layout, params, &format!("layer{l}.{n}"));
+        let qkv = linear(&x, p("w_qkv"), p("b_qkv"), m, d, 3 * hk);
+        let (probs, o) = attention(dm, &qkv, batch);
+        let proj = linear(&o, p("w_o"), p("b_o"), m, hk, d);
+        // The residual adds x_start, not the layer's input (SPEC §3).
+        let out: Vec<F> = (0..m * d)
+            .map(|i| F::from_f64(proj[i].to_f64() + x_start[i].to_f64()))
+            .collect();
+        let x_in = std::mem::replace(&mut x, out.clone());
+        layers.push(LayerForward {
+            x_in,
+            qkv,
+            probs,
+            o,
+            out,
+        });
+    }
+    Forward {
+        batch,
+        x_start,
+        layers,
+    }
+}
+
+/// Mean over (b, t < g^2, d) of (output - target)^2: `output` [B, T, D] (the conditioning
+/// token is ignored), `target` [B, g^2, D].
+pub fn loss<F: Real>(cfg: &ModelConfig, output: &[F], target: &[F], batch: usize) -> F {
+    let dm = Dims::new(cfg);
+    let (t, p, d) = (dm.t, dm.p, dm.d);
+    assert_eq!(output.len(), batch * t * d, "output: expected [B, T, D]");
+    assert_eq!(target.len(), batch * p * d, "target: expected [B, g^2, D]");
+    let mut sum = 0.0f64;
+    for b in 0..batch {
+        for i in 0..p * d {
+            let e = output[b * t * d + i].to_f64() - target[b * p * d + i].to_f64();
+            sum += e * e;
+        }
+    }
+    F::from_f64(sum / (batch * p * d) as f64)
+}
+
+/// Gradient of [`loss`] w.r.t. the output, [B, T, D]: `2 (output - target) / (B g^2 D)` on the
+/// patch tokens, zero on the conditioning token.
+pub fn loss_backward<F: Real>(
+    cfg: &ModelConfig,
+    output: &[F],
+    target: &[F],
+    batch: usize,
+) -> Vec<F> {
+    let dm = Dims::new(cfg);
+    let (t, p, d) = (dm.t, dm.p, dm.d);
+    assert_eq!(output.len(), batch * t * d, "output: expected [B, T, D]");
+    assert_eq!(target.len(), batch * p * d, "target: expected [B, g^2, D]");
+    let scale = 2.0 / (batch * p * d) as f64;
+    let mut dy = vec![F::default(); batch * t * d];
+    for b in 0..batch {
+        for i in 0..p * d {
+            let e = output[b * t * d + i].to_f64() - target[b * p * d + i].to_f64();
+            dy[b * t * d + i] = F::from_f64(scale * e);
+        }
+    }
+    dy
+}
+
+/// Gradients of [`loss`] w.r.t. every parameter, in `layout` (padding zero), from the
+/// activations of [`forward`].
+pub fn backward<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    fwd: &Forward<F>,
+    target: &[F],
+    batch: usize,
+) -> Vec<F> {
+    let dm = Dims::new(cfg);
+    let (t, d, hk) = (dm.t, dm.d, dm.hk);
+    check_params(cfg, layout, params);
+    assert_eq!(fwd.batch, batch, "forward pass of another batch size");
+    let m = batch * t;
+    let mut grads = vec![F::default(); layout.total];
+    // d x_start, accumulated in f64: every layer's residual plus layer 0's input gradient.
+    let mut dx_start = vec![0.0f64; m * d];
+    // Gradient w.r.t. the current layer's output.
+    let mut dx = loss_backward(cfg, fwd.output(), target, batch);
+    for l in (0..cfg.layers as usize).rev() {
+        let act = &fwd.layers[l];
+        let p = |n: &str| tensor(layout, params, &format!("layer{l}.{n}"));
+        let (w_qkv, w_o) = (p("w_qkv"), p("w_o"));
+        // out = proj + x_start
+        for (a, g) in dx_start.iter_mut().zip(&dx) {
+            *a += g.to_f64();
+        }
+        // proj = o W_o + b_o
+        let spec = |n: &str| layout.get(&format!("layer{l}.{n}")).range();
+        let (mut dw, mut db) = (vec![F::default(); hk * d], vec![F::default(); d]);
+        let d_o = linear_backward(&act.o, w_o, &dx, m, hk, d, &mut dw, &mut db);
+        grads[spec("w_o")].copy_from_slice(&dw);
+        grads[spec("b_o")].copy_from_slice(&db);
+        // o = attention(qkv)
+        let dqkv = attention_backward(dm, &act.qkv, &act.probs, &d_o, batch);
+        // qkv = x_in W_qkv + b_qkv
+        let (mut dw, mut db) = (vec![F::default(); d * 3 * hk], vec![F::default(); 3 * hk]);
+        dx = linear_backward(&act.x_in, w_qkv, &dqkv, m, d, 3 * hk, &mut dw, &mut db);
+        grads[spec("w_qkv")].copy_from_slice(&dw);
+        grads[spec("b_qkv")].copy_from_slice(&db);
+    }
+    // Layer 0's input is x_start itself (with no layers, dx is the loss gradient).
+    for (a, g) in dx_start.iter_mut().zip(&dx) {
+        *a += g.to_f64();
+    }
+    // x_start = tokens + pos: dpos = sum over the batch.
+    let dpos = &mut grads[layout.get("pos").range()];
+    for (i, v) in dpos.iter_mut().enumerate() {
+        let sum: f64 = (0..batch).map(|b| dx_start[b * t * d + i]).sum();
+        *v = F::from_f64(sum);
+    }
+    grads
+}
+
+/// Loss and parameter gradients of one batch: [`forward`], [`loss`], [`backward`].
+pub fn loss_and_grad<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    tokens: &[F],
+    target: &[F],
+    batch: usize,
+) -> (F, Vec<F>) {
+    let fwd = forward(cfg, layout, params, tokens, batch);
+    let l = loss(cfg, fwd.output(), target, batch);
+    (l, backward(cfg, layout, params, &fwd, target, batch))
+}
+
+/// The sampler's model call: the predicted noise patches [B, g^2, D] (the output without the
+/// conditioning token).
+pub fn predict_noise<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    tokens: &[F],
+    batch: usize,
+) -> Vec<F> {
+    let dm = Dims::new(cfg);
+    let (t, p, d) = (dm.t, dm.p, dm.d);
+    let fwd = forward(cfg, layout, params, tokens, batch);
+    let out = fwd.output();
+    (0..batch)
+        .flat_map(|b| out[b * t * d..(b * t + p) * d].iter().copied())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+
+    #[test]
+    fn tiny_shapes_and_softmax_rows() {
+        let cfg = Preset::Tiny.model();
+        let layout = ParamLayout::new(&cfg);
+        let params = layout.init(3);
+        let (b, t, d) = (2, 17, 100);
+        let tokens: Vec<f32> = (0..b * t * d)
+            .map(|i| ((i % 13) as f32 - 6.0) / 12.0)
+            .collect();
+        let fwd = forward(&cfg, &layout, &params, &tokens, b);
+        assert_eq!(fwd.layers.len(), 1);
+        let l = &fwd.layers[0];
+        assert_eq!(l.qkv.len(), b * t * 48);
+        assert_eq!(l.probs.len(), b * 2 * t * t);
+        assert_eq!(l.o.len(), b * t * 16);
+        for row in l.probs.chunks(t) {
+            let s: f32 = row.iter().sum();
+            assert!((s - 1.0).abs() < 1e-5, "{s}");
+        }
+        assert_eq!(
+            predict_noise(&cfg, &layout, &params, &tokens, b).len(),
+            b * 16 * d
+        );
+        let target = vec![0.0f32; b * 16 * d];
+        let (loss, grads) = loss_and_grad(&cfg, &layout, &params, &tokens, &target, b);
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+        assert_eq!(grads.len(), layout.total);
+    }
+}

@@ -1,1 +1,178 @@
-//! (being written)
+//! Host side of `shaders/adam.wgsl`: tf.keras 2.x Adam over the flat parameter buffer in one
+//! dispatch ([`Adam`], with [`Adam::set_step`] per step), and the EMA of the weights ([`ema`]).
+
+use super::expect_len;
+use crate::error::{Error, Result};
+use crate::gpu::kernels::WG_1D;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+
+/// Adam hyperparameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+}
+
+impl AdamConfig {
+    /// Keras' defaults (beta1 0.9, beta2 0.999, epsilon 1e-7) with learning rate `lr`.
+    pub fn keras(lr: f32) -> AdamConfig {
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-7,
+        }
+    }
+
+    /// The bias-corrected step size of step `t` (1-based), in f64:
+    /// `lr * sqrt(1 - beta2^t) / (1 - beta1^t)`.
+    pub fn lr_t(&self, t: u64) -> f64 {
+        assert!(t >= 1, "Adam steps are 1-based, got t = 0");
+        let t = t as f64;
+        let (b1, b2) = (self.beta1 as f64, self.beta2 as f64);
+        self.lr as f64 * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t))
+    }
+}
+
+impl Default for AdamConfig {
+    /// Keras' defaults with the SPEC's learning rate 1e-4.
+    fn default() -> Self {
+        AdamConfig::keras(1e-4)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    lr_t: f32,
+    beta1: f32,
+    beta2: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    epsilon: f32,
+    decay: f32,
+}
+
+fn constants() -> [(&'static str, f64); 1] {
+    [("WG", WG_1D as f64)]
+}
+
+fn check_len(op: &str, n: usize) -> Result<()> {
+    if n as u64 > (u32::MAX - 1024) as u64 {
+        return Err(Error::config(format!(
+            "{op}: {n} elements, more than a kernel can index with 32 bits"
+        )));
+    }
+    Ok(())
+}
+
+/// `adam_step` over params, grads, m, v (flat, same length), prepared once.
+pub struct Adam {
+    pub dispatch: Dispatch,
+    pub config: AdamConfig,
+    params: wgpu::Buffer,
+    base: Params,
+}
+
+impl Adam {
+    /// Prepares the update of `params` from `grads` with moments `m`, `v` (all the same
+    /// length). The step starts at t = 1; call [`Adam::set_step`] before each submission.
+    pub fn new(
+        gpu: &Gpu,
+        config: AdamConfig,
+        params: &GpuTensor,
+        grads: &GpuTensor,
+        m: &GpuTensor,
+        v: &GpuTensor,
+    ) -> Result<Adam> {
+        let n = params.len();
+        expect_len("adam", grads, n)?;
+        expect_len("adam", m, n)?;
+        expect_len("adam", v, n)?;
+        check_len("adam", n)?;
+        let c = config;
+        if !(c.lr.is_finite()
+            && (0.0..1.0).contains(&c.beta1)
+            && (0.0..1.0).contains(&c.beta2)
+            && c.epsilon.is_finite()
+            && c.epsilon >= 0.0)
+        {
+            return Err(Error::config(format!(
+                "adam: need a finite lr, beta1 and beta2 in [0, 1) and epsilon >= 0, got {c:?}"
+            )));
+        }
+        let base = Params {
+            n: n as u32,
+            lr_t: c.lr_t(1) as f32,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            one_minus_beta1: 1.0 - c.beta1,
+            one_minus_beta2: 1.0 - c.beta2,
+            epsilon: c.epsilon,
+            decay: 0.0,
+        };
+        let u = gpu.uniform("adam-params", &base);
+        let k = gpu.kernel("adam", "adam_step", &constants())?;
+        let groups = gpu.groups_1d(n as u64, WG_1D)?;
+        let dispatch = gpu.dispatch(
+            &k,
+            &[
+                (0, u.as_entire_binding()),
+                (1, params.bind()),
+                (2, grads.bind()),
+                (3, m.bind()),
+                (4, v.bind()),
+            ],
+            groups,
+        )?;
+        Ok(Adam {
+            dispatch,
+            config,
+            params: u,
+            base,
+        })
+    }
+
+    /// Sets the step t (1-based: the first update is t = 1) for the next submission: the
+    /// bias correction is computed here in f64. A 32-byte queue write.
+    pub fn set_step(&self, gpu: &Gpu, t: u64) {
+        let p = Params {
+            lr_t: self.config.lr_t(t) as f32,
+            ..self.base
+        };
+        gpu.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+    }
+}
+
+/// ema = decay * ema + (1 - decay) * params (elementwise, same length; different buffers).
+pub fn ema(gpu: &Gpu, decay: f32, params: &GpuTensor, ema: &GpuTensor) -> Result<Dispatch> {
+    let n = params.len();
+    expect_len("ema", ema, n)?;
+    check_len("ema", n)?;
+    if !(0.0..=1.0).contains(&decay) {
+        return Err(Error::config(format!(
+            "ema: decay must be in [0, 1], got {decay}"
+        )));
+    }
+    let p = Params {
+        n: n as u32,
+        decay,
+        ..Default::default()
+    };
+    let u = gpu.uniform("ema-params", &p);
+    let k = gpu.kernel("adam", "ema", &constants())?;
+    let groups = gpu.groups_1d(n as u64, WG_1D)?;
+    gpu.dispatch(
+        &k,
+        &[
+            (0, u.as_entire_binding()),
+            (5, params.bind()),
+            (6, ema.bind()),
+        ],
+        groups,
+    )
+}

@@ -1,1 +1,283 @@
-//! (being written)
+//! Host side of `shaders/loss.wgsl`: the model's small ops — positional embedding
+//! (`add_pos`, `pos_backward`), elementwise `add` / `add_inplace` / `copy` (residuals and
+//! gradient accumulation), and the MSE loss (`MseForward`, which writes into an on-GPU loss
+//! history, and `mse_backward`).
+
+use super::attention::loop_cap;
+use super::expect_len;
+use crate::error::{Error, Result};
+use crate::gpu::kernels::WG_1D;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    batch: u32,
+    tokens: u32,
+    patches: u32,
+    dim: u32,
+    slot: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+fn constants() -> [(&'static str, f64); 1] {
+    [("WG", WG_1D as f64)]
+}
+
+/// Errors unless `n` elements can be indexed by a u32 in the kernels (with room to stride).
+fn check_count(op: &str, n: usize) -> Result<()> {
+    if n as u64 >= (u32::MAX - 1024) as u64 {
+        return Err(Error::config(format!(
+            "{op}: {n} elements, more than a kernel can index with 32 bits"
+        )));
+    }
+    Ok(())
+}
+
+/// An elementwise dispatch of `entry` over `n` threads with `bindings` after the uniform.
+/// Errors when an invocation would run more loop iterations than the adapter allows.
+fn check_loops(gpu: &Gpu, op: &str, iterations: u64) -> Result<()> {
+    match loop_cap(gpu) {
+        Some(cap) if iterations > cap => Err(Error::adapter(format!(
+            "{op}: needs {iterations} loop iterations per invocation, over the {cap} that {} \
+             runs before it silently ends loops",
+            gpu.info.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Threads of the one `mse_forward` workgroup (`RWG` in the shader).
+const MSE_THREADS: u64 = 256;
+
+fn elementwise(
+    gpu: &Gpu,
+    entry: &str,
+    p: Params,
+    threads: usize,
+    bindings: &[(u32, &GpuTensor)],
+) -> Result<Dispatch> {
+    check_count(entry, threads.max(p.n as usize))?;
+    let k = gpu.kernel("loss", entry, &constants())?;
+    let u = gpu.uniform(&format!("{entry}-params"), &p);
+    let groups = gpu.groups_1d(threads as u64, WG_1D)?;
+    let mut entries = vec![(0, u.as_entire_binding())];
+    entries.extend(bindings.iter().map(|(b, t)| (*b, t.bind())));
+    gpu.dispatch(&k, &entries, groups)
+}
+
+/// tokens [B, T, D], pos [T, D] -> x_start [B, T, D] = tokens + pos (broadcast over B).
+pub fn add_pos(
+    gpu: &Gpu,
+    tokens: &GpuTensor,
+    pos: &GpuTensor,
+    x_start: &GpuTensor,
+    batch: usize,
+    t: usize,
+    d: usize,
+) -> Result<Dispatch> {
+    let n = batch * t * d;
+    expect_len("add_pos", tokens, n)?;
+    expect_len("add_pos", pos, t * d)?;
+    expect_len("add_pos", x_start, n)?;
+    if t * d == 0 {
+        return Err(Error::config("add_pos: tokens and width must be >= 1"));
+    }
+    let p = Params {
+        n: n as u32,
+        batch: batch as u32,
+        tokens: t as u32,
+        dim: d as u32,
+        ..Default::default()
+    };
+    elementwise(gpu, "add_pos", p, n, &[(1, tokens), (2, pos), (3, x_start)])
+}
+
+/// dx [B, T, D] -> dpos [T, D] = sum over the batch of dx (written, not accumulated).
+pub fn pos_backward(
+    gpu: &Gpu,
+    dx: &GpuTensor,
+    dpos: &GpuTensor,
+    batch: usize,
+    t: usize,
+    d: usize,
+) -> Result<Dispatch> {
+    expect_len("pos_backward", dx, batch * t * d)?;
+    expect_len("pos_backward", dpos, t * d)?;
+    let p = Params {
+        n: (t * d) as u32,
+        batch: batch as u32,
+        tokens: t as u32,
+        dim: d as u32,
+        ..Default::default()
+    };
+    check_count("pos_backward", batch * t * d)?;
+    check_loops(gpu, "pos_backward", batch as u64)?;
+    elementwise(gpu, "pos_backward", p, t * d, &[(4, dx), (5, dpos)])
+}
+
+fn same_len(op: &str, a: &GpuTensor, b: &GpuTensor) -> Result<usize> {
+    expect_len(op, b, a.len())?;
+    Ok(a.len())
+}
+
+/// y = a + b (elementwise, same lengths).
+pub fn add(gpu: &Gpu, a: &GpuTensor, b: &GpuTensor, y: &GpuTensor) -> Result<Dispatch> {
+    let n = same_len("add", a, b)?;
+    same_len("add", a, y)?;
+    let p = Params {
+        n: n as u32,
+        ..Default::default()
+    };
+    elementwise(gpu, "add", p, n, &[(6, a), (7, b), (8, y)])
+}
+
+/// y += a (elementwise, same lengths; `y` and `a` must be different buffers).
+pub fn add_inplace(gpu: &Gpu, y: &GpuTensor, a: &GpuTensor) -> Result<Dispatch> {
+    let n = same_len("add_inplace", y, a)?;
+    let p = Params {
+        n: n as u32,
+        ..Default::default()
+    };
+    elementwise(gpu, "add_inplace", p, n, &[(6, a), (8, y)])
+}
+
+/// dst = src (same lengths).
+pub fn copy(gpu: &Gpu, src: &GpuTensor, dst: &GpuTensor) -> Result<Dispatch> {
+    let n = same_len("copy", src, dst)?;
+    let p = Params {
+        n: n as u32,
+        ..Default::default()
+    };
+    elementwise(gpu, "copy", p, n, &[(6, src), (8, dst)])
+}
+
+fn check_mse(
+    op: &str,
+    out: &GpuTensor,
+    target: &GpuTensor,
+    batch: usize,
+    t: usize,
+    p: usize,
+    d: usize,
+) -> Result<()> {
+    if batch == 0 || p == 0 || d == 0 || p > t {
+        return Err(Error::config(format!(
+            "{op}: need batch, patches and width >= 1 and patches <= tokens, got B={batch} \
+             T={t} P={p} D={d}"
+        )));
+    }
+    expect_len(op, out, batch * t * d)?;
+    expect_len(op, target, batch * p * d)?;
+    check_count(op, batch * t * d)
+}
+
+/// `mse_forward`, prepared once: mean over (b, t < P, d) of (out - target)^2, out [B, T, D],
+/// target [B, P, D], written to `history[slot]`; [`MseForward::set_slot`] picks the slot.
+pub struct MseForward {
+    pub dispatch: Dispatch,
+    params: wgpu::Buffer,
+    base: Params,
+    history_len: u32,
+}
+
+impl MseForward {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        out: &GpuTensor,
+        target: &GpuTensor,
+        history: &GpuTensor,
+        batch: usize,
+        t: usize,
+        p: usize,
+        d: usize,
+    ) -> Result<MseForward> {
+        check_mse("mse_forward", out, target, batch, t, p, d)?;
+        let n = (batch * p * d) as u64;
+        check_loops(gpu, "mse_forward", n.div_ceil(4 * MSE_THREADS) + 8)?;
+        if history.is_empty() || history.len() > u32::MAX as usize {
+            return Err(Error::config(format!(
+                "mse_forward: loss history {} has {} slots",
+                history.label,
+                history.len()
+            )));
+        }
+        let base = Params {
+            n: (batch * p * d) as u32,
+            batch: batch as u32,
+            tokens: t as u32,
+            patches: p as u32,
+            dim: d as u32,
+            slot: 0,
+            scale: (1.0 / (batch * p * d) as f64) as f32,
+            _pad: 0,
+        };
+        let params = gpu.uniform("mse_forward-params", &base);
+        let k = gpu.kernel("loss", "mse_forward", &constants())?;
+        let dispatch = gpu.dispatch(
+            &k,
+            &[
+                (0, params.as_entire_binding()),
+                (9, out.bind()),
+                (10, target.bind()),
+                (11, history.bind()),
+            ],
+            [1, 1, 1],
+        )?;
+        Ok(MseForward {
+            dispatch,
+            params,
+            base,
+            history_len: history.len() as u32,
+        })
+    }
+
+    /// Sets the history slot (taken modulo the history length: a ring) the next submission
+    /// writes the loss to. A 32-byte queue write: no allocation, no readback.
+    pub fn set_slot(&self, gpu: &Gpu, slot: u32) {
+        let p = Params {
+            slot: slot % self.history_len,
+            ..self.base
+        };
+        gpu.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+    }
+}
+
+/// out [B, T, D], target [B, P, D] -> dout [B, T, D]: 2 (out - target) / (B P D) on the first
+/// P tokens, 0 on the rest (the conditioning token).
+#[allow(clippy::too_many_arguments)]
+pub fn mse_backward(
+    gpu: &Gpu,
+    out: &GpuTensor,
+    target: &GpuTensor,
+    dout: &GpuTensor,
+    batch: usize,
+    t: usize,
+    p: usize,
+    d: usize,
+) -> Result<Dispatch> {
+    check_mse("mse_backward", out, target, batch, t, p, d)?;
+    expect_len("mse_backward", dout, batch * t * d)?;
+    let n = batch * t * d;
+    let par = Params {
+        n: n as u32,
+        batch: batch as u32,
+        tokens: t as u32,
+        patches: p as u32,
+        dim: d as u32,
+        slot: 0,
+        scale: (2.0 / (batch * p * d) as f64) as f32,
+        _pad: 0,
+    };
+    elementwise(
+        gpu,
+        "mse_backward",
+        par,
+        n,
+        &[(9, out), (10, target), (12, dout)],
+    )
+}

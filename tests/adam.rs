@@ -1,0 +1,108 @@
+//! Adam (tf.keras 2.x formula) and the weights' EMA on the GPU against the CPU reference.
+
+mod common;
+
+use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::ops::adam::{self, Adam, AdamConfig};
+use wgpu_diffusion::reference::adam as reference;
+use wgpu_diffusion::testing::{assert_close, uniform_data};
+
+/// `steps` Adam steps over `n` values, each with new gradients, GPU vs reference.
+fn check(gpu: &Gpu, cfg: AdamConfig, n: usize, steps: u64, seed: u64) {
+    let mut p = uniform_data(n, seed);
+    let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let pt = GpuTensor::from_slice(gpu, "params", &[n], &p).unwrap();
+    let gt = GpuTensor::zeros(gpu, "grads", &[n]).unwrap();
+    let mt = GpuTensor::zeros(gpu, "m", &[n]).unwrap();
+    let vt = GpuTensor::zeros(gpu, "v", &[n]).unwrap();
+    let opt = Adam::new(gpu, cfg, &pt, &gt, &mt, &vt).unwrap();
+    for t in 1..=steps {
+        // Gradients of mixed magnitudes (1e-3 .. 10), some exactly zero.
+        let g: Vec<f32> = uniform_data(n, seed * 1000 + t)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                if i % 17 == 3 {
+                    0.0
+                } else {
+                    x * 10f32.powi(i as i32 % 5 - 3)
+                }
+            })
+            .collect();
+        gt.write(gpu, &g);
+        opt.set_step(gpu, t);
+        gpu.run(&[&opt.dispatch]).unwrap();
+        reference::adam_step(&cfg, t, &mut p, &g, &mut m, &mut v);
+    }
+    let name = format!("n={n} steps={steps} lr={}", cfg.lr);
+    assert_close(&format!("{name} m"), &mt.read(gpu).unwrap(), &m, 1e-9, 1e-5);
+    assert_close(
+        &format!("{name} v"),
+        &vt.read(gpu).unwrap(),
+        &v,
+        1e-12,
+        1e-5,
+    );
+    // The parameters move by ~lr per step: compare to a fraction of that.
+    assert_close(
+        &format!("{name} params"),
+        &pt.read(gpu).unwrap(),
+        &p,
+        cfg.lr * 1e-3,
+        1e-6,
+    );
+}
+
+#[test]
+fn ten_steps_match_reference() {
+    let gpu = common::gpu();
+    for n in [1, 63, 1000, 4097] {
+        check(&gpu, AdamConfig::keras(1e-4), n, 10, n as u64);
+    }
+    check(&gpu, AdamConfig::keras(1e-2), 1000, 10, 5);
+}
+
+/// More than 65,535 workgroups of 64: the grid spills into y and every element is updated.
+#[test]
+fn large_buffer_spills_into_second_grid_dimension() {
+    let gpu = common::gpu();
+    let n = 65_535 * 64 + 4_097;
+    let groups = gpu.groups_1d(n as u64, 64).unwrap();
+    assert!(groups[1] > 1, "test length does not spill: {groups:?}");
+    check(&gpu, AdamConfig::keras(1e-3), n, 2, 77);
+}
+
+#[test]
+fn ema_matches_reference() {
+    let gpu = common::gpu();
+    for n in [1, 100, 4099] {
+        let p = uniform_data(n, 1);
+        let mut e = uniform_data(n, 2);
+        let pt = GpuTensor::from_slice(&gpu, "params", &[n], &p).unwrap();
+        let et = GpuTensor::from_slice(&gpu, "ema", &[n], &e).unwrap();
+        let d = adam::ema(&gpu, 0.999, &pt, &et).unwrap();
+        for _ in 0..3 {
+            gpu.run(&[&d]).unwrap();
+            reference::ema(0.999, &p, &mut e);
+        }
+        assert_close(
+            &format!("ema n={n}"),
+            &et.read(&gpu).unwrap(),
+            &e,
+            1e-7,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let gpu = common::gpu();
+    let z = |n: usize| GpuTensor::zeros(&gpu, "z", &[n]).unwrap();
+    let cfg = AdamConfig::keras(1e-4);
+    assert!(Adam::new(&gpu, cfg, &z(10), &z(10), &z(9), &z(10)).is_err());
+    let bad = AdamConfig { beta2: 1.0, ..cfg };
+    assert!(Adam::new(&gpu, bad, &z(10), &z(10), &z(10), &z(10)).is_err());
+    assert!(adam::ema(&gpu, 0.5, &z(3), &z(4)).is_err());
+    assert!(adam::ema(&gpu, 1.5, &z(3), &z(3)).is_err());
+}

@@ -14,7 +14,8 @@
 //                 (stream + 1, index b); cond[b] = alpha^n_b; noise = N(0,1) (stream, index
 //                 b*PIXELS + p); noisy = alpha^n * x + (1 - alpha^n) * noise, x = byte/256 - 0.5.
 //   noise_at_levels  as noise_inject, but n_b = levels[b] is given (the `noise` figure).
-//   fill_normal   -> out [count]: out[i] = N(0,1) at (seed, step, stream, i).
+//   fill_normal   -> out [count]: out[i] = N(0,1) at (seed, step, stream, perm_offset + i)
+//                 (the offset lets a big draw be made in chunks with the same numbers).
 //   fill_bits     -> bits [count, 4]: the raw Philox words at (seed, step, stream, i), so tests
 //                 can check the generator bit for bit against the CPU mirror.
 
@@ -29,7 +30,7 @@ struct Params {
     repeat: u32,       // samples per image (noise_inject)
     n_max: u32,
     alpha: f32,
-    perm_offset: u32,
+    perm_offset: u32,  // noise_inject: first image in perm; fill_normal: first index
     stream: u32,
     _pad0: u32,
     _pad1: u32,
@@ -151,7 +152,7 @@ fn fill_normal(@builtin(global_invocation_id) gid: vec3<u32>,
     if (idx >= params.count) {
         return;
     }
-    out[idx] = box_muller(random_bits(idx, params.stream));
+    out[idx] = box_muller(random_bits(params.perm_offset + idx, params.stream));
 }
 
 @compute @workgroup_size(WG)

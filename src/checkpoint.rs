@@ -27,7 +27,12 @@ pub struct Buffers {
 const GROUPS: [&str; 4] = ["params", "ema", "adam_m", "adam_v"];
 
 /// Writes `buffers` with `meta` (any JSON object: config and state) to `path` atomically.
-pub fn save(path: &Path, layout: &ParamLayout, buffers: &Buffers, meta: &serde_json::Value) -> Result<()> {
+pub fn save(
+    path: &Path,
+    layout: &ParamLayout,
+    buffers: &Buffers,
+    meta: &serde_json::Value,
+) -> Result<()> {
     let groups: [Option<&Vec<f32>>; 4] = [
         Some(&buffers.params),
         buffers.ema.as_ref(),
@@ -48,8 +53,12 @@ pub fn save(path: &Path, layout: &ParamLayout, buffers: &Buffers, meta: &serde_j
     let mut info = HashMap::new();
     info.insert("format".to_string(), FORMAT.to_string());
     info.insert("meta".to_string(), meta.to_string());
-    let bytes = safetensors::serialize(views, Some(info))
-        .map_err(|e| Error::io(format!("cannot serialise checkpoint {}: {e}", path.display())))?;
+    let bytes = safetensors::serialize(views, Some(info)).map_err(|e| {
+        Error::io(format!(
+            "cannot serialise checkpoint {}: {e}",
+            path.display()
+        ))
+    })?;
     write_atomic(path, &bytes)
 }
 
@@ -88,9 +97,8 @@ pub fn read_meta(path: &Path) -> Result<serde_json::Value> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        Error::checkpoint(format!("cannot read checkpoint {}: {e}", path.display()))
-    })
+    std::fs::read(path)
+        .map_err(|e| Error::checkpoint(format!("cannot read checkpoint {}: {e}", path.display())))
 }
 
 fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -120,3 +120,55 @@ pub fn noising_sequence(
     gpu.run(&[&op.dispatch])?;
     noisy.read(gpu)
 }
+
+/// Writes digit 0's denoising trajectory ([steps + 1, 784], from noise to digit) as a PNG strip
+/// of at most 11 evenly spaced states and as an animated GIF of every state. Returns the paths.
+pub fn write_trajectory(out: &Path, traj: &[f32], steps: usize) -> Result<Vec<String>> {
+    let px = PIXELS as usize;
+    let states = steps + 1;
+    let shown: Vec<usize> = if states <= 11 {
+        (0..states).collect()
+    } else {
+        (0..11).map(|i| i * steps / 10).collect()
+    };
+    let strip: Vec<f32> = shown
+        .iter()
+        .flat_map(|&k| traj[k * px..(k + 1) * px].iter().copied())
+        .collect();
+    let (w, h, grey) = grid(&strip, shown.len(), 3, 2, Scale::PerImage);
+    let png = out.join("trajectory.png");
+    write_png(&png, w, h, &grey)?;
+
+    let gif = out.join("trajectory.gif");
+    let tmp = out.join("trajectory.gif.tmp");
+    let write = || -> std::result::Result<(), image::ImageError> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut enc = image::codecs::gif::GifEncoder::new_with_speed(file, 10);
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite)?;
+        let every = states.div_ceil(100).max(1); // at most ~100 frames
+        let mut frames: Vec<usize> = (0..states).step_by(every).collect();
+        if frames.last() != Some(&(states - 1)) {
+            frames.push(states - 1);
+        }
+        for (i, &k) in frames.iter().enumerate() {
+            let (w, h, g) = grid(&traj[k * px..(k + 1) * px], 1, 4, 0, Scale::Data);
+            let rgba: Vec<u8> = g.iter().flat_map(|&v| [v, v, v, 255]).collect();
+            let img = image::RgbaImage::from_raw(w, h, rgba).expect("frame size");
+            let ms = if i + 1 == frames.len() { 1500 } else { 40 };
+            enc.encode_frame(image::Frame::from_parts(
+                img,
+                0,
+                0,
+                image::Delay::from_numer_denom_ms(ms, 1),
+            ))?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| Error::io(format!("cannot write {}: {e}", gif.display())))?;
+    std::fs::rename(&tmp, &gif).map_err(crate::error::io_err(
+        ErrorKind::Io,
+        "cannot rename to",
+        &gif,
+    ))?;
+    Ok(vec![png.display().to_string(), gif.display().to_string()])
+}

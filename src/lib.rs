@@ -11,6 +11,8 @@ pub mod info;
 pub mod model;
 pub mod ops;
 pub mod reference;
+pub mod sample;
 pub mod testing;
+pub mod train;
 
 pub use error::{Error, ErrorKind, Result};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use wgpu_diffusion::error::{Error, Result};
 use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions};
-use wgpu_diffusion::{data, figures, info};
+use wgpu_diffusion::{data, figures, info, sample, train};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,10 @@ enum Command {
     },
     /// Draw the forward (noising) process of one digit: A_n = a^n x + (1 - a^n) N.
     Noise(NoiseArgs),
+    /// Train the model (defaults: the seed's settings).
+    Train(train::TrainArgs),
+    /// Make digits by inverse diffusion, entirely on the GPU.
+    Sample(sample::SampleArgs),
 }
 
 #[derive(Args)]
@@ -135,6 +139,41 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Noise(a) => noise(&cli.gpu, a),
+        Command::Train(a) => {
+            let gpu = cli.gpu.open()?;
+            let s = train::run(&gpu, a)?;
+            if a.json {
+                println!("{}", serde_json::json!({ "summary": s }));
+            } else {
+                println!(
+                    "done: {} steps, {} epochs, best val_loss {}, last train_loss {}, {:.1} samples/s{}; weights in {}",
+                    s.steps,
+                    s.epochs,
+                    s.best_val.map(|v| format!("{v:.5}")).unwrap_or("-".into()),
+                    s.last_train_loss.map(|v| format!("{v:.5}")).unwrap_or("-".into()),
+                    s.samples_per_s,
+                    if s.stopped_early { " (early stop)" } else { "" },
+                    a.out.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Sample(a) => {
+            let gpu = cli.gpu.open()?;
+            let r = sample::run_command(&gpu, a)?;
+            if a.json {
+                println!("{r}");
+            } else {
+                println!(
+                    "{} digits, {} steps (scale {}) in {:.2} s: {:.1} digits/s, {:.2} GFLOP/s on {}; wrote {}",
+                    r["count"], r["steps"], r["step_scale"], r["seconds"].as_f64().unwrap_or(0.0),
+                    r["digits_per_s"].as_f64().unwrap_or(0.0), r["gflops"].as_f64().unwrap_or(0.0),
+                    r["adapter"].as_str().unwrap_or(""),
+                    r["files"].as_array().map(|f| f.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub const SHADERS: &[Shader] = &[
         name: "loss",
         source: include_str!("../../shaders/loss.wgsl"),
     },
+    Shader {
+        name: "sample",
+        source: include_str!("../../shaders/sample.wgsl"),
+    },
 ];
 
 /// Looks a shader up by name.

@@ -210,7 +210,17 @@ impl FillNormal {
 
     /// Sets the step (RNG counter) for the next submission.
     pub fn set_step(&self, gpu: &Gpu, step: u32) {
-        let p = Params { step, ..self.base };
+        self.set_step_offset(gpu, step, 0);
+    }
+
+    /// Sets the step and the index of the first value (`fill_normal` only): value i of the
+    /// output is the normal at index `offset + i`.
+    pub fn set_step_offset(&self, gpu: &Gpu, step: u32, offset: u32) {
+        let p = Params {
+            step,
+            perm_offset: offset,
+            ..self.base
+        };
         gpu.queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
     }

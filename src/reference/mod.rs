@@ -9,3 +9,4 @@ pub mod model;
 pub mod noise;
 pub mod patches;
 pub mod rng;
+pub mod sample;

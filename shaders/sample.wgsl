@@ -1,0 +1,70 @@
+// Inverse diffusion (SPEC §5): the per-step kernels of the sampling loop. The loop runs
+// entirely on the GPU: the step counter lives in `state`, so every step is the same sequence
+// of dispatches and all steps are recorded into one command buffer with no host writes.
+//
+// One step k (0-based, of `steps`), with the model call in between:
+//   sample_cond      state [1], table [steps] -> cond [B]: cond[b] = table[k] (= a'^(n'-k))
+//   sample_snapshot  image [B, PIXELS] -> traj [(steps + 1), PIXELS]: traj[k] = image of digit 0
+//   (patches_forward(image, cond) -> tokens; model forward; recompose -> nhat)
+//   sample_update    image, nhat [B, PIXELS] -> image = (image - nhat * (1 - keep)) / keep,
+//                    keep = a'^s (s: the step scale)
+//   sample_tick      state[0] += 1 (one thread)
+// After the last step, one more sample_snapshot stores the final digit 0 at traj[steps].
+
+override WG: u32 = 64u;
+override PIXELS: u32 = 784u;
+
+struct Params {
+    batch: u32,   // B
+    steps: u32,   // n'
+    keep: f32,    // a'^s
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(2) var<storage, read_write> state_rw: array<u32>;
+@group(0) @binding(3) var<storage, read> table: array<f32>;
+@group(0) @binding(4) var<storage, read_write> cond: array<f32>;
+@group(0) @binding(5) var<storage, read_write> image: array<f32>;
+@group(0) @binding(6) var<storage, read> nhat: array<f32>;
+@group(0) @binding(7) var<storage, read_write> traj: array<f32>;
+
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+@compute @workgroup_size(WG)
+fn sample_cond(@builtin(global_invocation_id) gid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = linear_index(gid, nwg);
+    if (b >= params.batch) {
+        return;
+    }
+    cond[b] = table[min(state[0], params.steps - 1u)];
+}
+
+@compute @workgroup_size(WG)
+fn sample_snapshot(@builtin(global_invocation_id) gid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = linear_index(gid, nwg);
+    if (p >= PIXELS) {
+        return;
+    }
+    traj[min(state[0], params.steps) * PIXELS + p] = image[p];
+}
+
+@compute @workgroup_size(WG)
+fn sample_update(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= params.batch * PIXELS) {
+        return;
+    }
+    image[i] = (image[i] - nhat[i] * (1.0 - params.keep)) / params.keep;
+}
+
+@compute @workgroup_size(1)
+fn sample_tick() {
+    state_rw[0] = state_rw[0] + 1u;
+}

@@ -1,0 +1,348 @@
+//! The transformer on the GPU for one batch size: activation and gradient buffers, and the
+//! prepared dispatches of its forward pass, loss and backward pass (SPEC §3).
+//!
+//! Forward, per sample (T tokens of width D; M = B*T rows):
+//!   x_start = tokens + pos                                  add_pos
+//!   x_0 = x_start; for each layer l:
+//!     qkv_l = x_l W_qkv + b_qkv                             matmul   [M, 3HK]
+//!     o_l   = softmax(Q K^T / sqrt(K)) V per head           attention [M, HK] (+ probs)
+//!     x_l+1 = o_l W_o + b_o + x_start                       matmul + add
+//!   loss = mean over the g^2 patch tokens of (x_L - target)^2   mse_forward -> history[slot]
+//! Backward (gather kernels, no atomics): mse_backward; per layer from the last: the output
+//! projection's matmul backward, attention backward, the QKV matmul backward; d x_start
+//! collects every layer's residual gradient and layer 0's input gradient; dpos = sum over the
+//! batch of d x_start. Weight gradients are written (not accumulated): each weight is used once.
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::model::ParamLayout;
+use crate::ops::{adam, attention, loss, matmul};
+
+/// Slots of the on-GPU loss history (the host reads it every `--log-every` steps).
+pub const LOSS_HISTORY: usize = 4096;
+
+struct Layer {
+    x_in: GpuTensor,
+    qkv: GpuTensor,
+    probs: GpuTensor,
+    o: GpuTensor,
+    proj: GpuTensor,
+}
+
+/// Forward (and optionally backward) of the model for a fixed batch size.
+pub struct Network {
+    pub cfg: ModelConfig,
+    pub batch: usize,
+    /// Input tokens [B, T, D]: the g^2 patches of the noisy image and the conditioning token.
+    pub tokens: GpuTensor,
+    /// Targets [B, g^2, D]: the patches of the noise that was added.
+    pub target: GpuTensor,
+    /// The model's output [B, T, D] (the first g^2 tokens are the predicted noise patches).
+    pub output: GpuTensor,
+    pub history: GpuTensor,
+    x_start: GpuTensor,
+    layers: Vec<Layer>,
+    forward: Vec<Dispatch>,
+    loss: loss::MseForward,
+    backward: Vec<Dispatch>,
+    _keep: Vec<GpuTensor>,
+}
+
+impl Network {
+    /// Buffers and dispatches for `batch` samples reading weights from `params` (flat, in
+    /// `layout`); with `grads` (same layout) the backward pass is built too.
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        layout: &ParamLayout,
+        batch: usize,
+        params: &GpuTensor,
+        grads: Option<&GpuTensor>,
+    ) -> Result<Network> {
+        let g = &cfg.geometry;
+        let (t, d, hk, p) = (
+            g.tokens() as usize,
+            g.dim() as usize,
+            cfg.hk() as usize,
+            g.patches() as usize,
+        );
+        let m = batch * t;
+        let z = |name: &str, shape: &[usize]| GpuTensor::zeros(gpu, name, shape);
+        let w = |name: &str| {
+            let s = layout.get(name);
+            params.view(name, s.offset, &s.shape)
+        };
+        let tokens = z("tokens", &[batch, t, d])?;
+        let target = z("target", &[batch, p, d])?;
+        let x_start = z("x_start", &[batch, t, d])?;
+        let history = z("loss-history", &[LOSS_HISTORY])?;
+        let ashape = attention::AttentionShape {
+            batch,
+            tokens: t,
+            heads: cfg.heads as usize,
+            key_dim: cfg.key_dim as usize,
+        };
+
+        let mut forward = vec![loss::add_pos(
+            gpu,
+            &tokens,
+            &w("pos"),
+            &x_start,
+            batch,
+            t,
+            d,
+        )?];
+        let mut layers: Vec<Layer> = Vec::new();
+        for l in 0..cfg.layers as usize {
+            let x_in = if l == 0 {
+                x_start.clone()
+            } else {
+                layers[l - 1].proj.clone()
+            };
+            let qkv = z(&format!("layer{l}.qkv"), &[m, 3 * hk])?;
+            let probs = z(&format!("layer{l}.probs"), &[batch, ashape.heads, t, t])?;
+            let o = z(&format!("layer{l}.o"), &[m, hk])?;
+            let proj = z(&format!("layer{l}.out"), &[batch, t, d])?;
+            forward.push(matmul::matmul_forward(
+                gpu,
+                &x_in,
+                &w(&format!("layer{l}.w_qkv")),
+                Some(&w(&format!("layer{l}.b_qkv"))),
+                &qkv,
+                m,
+                d,
+                3 * hk,
+            )?);
+            forward.push(attention::attention_forward(
+                gpu, &ashape, &qkv, &o, &probs,
+            )?);
+            forward.push(matmul::matmul_forward(
+                gpu,
+                &o,
+                &w(&format!("layer{l}.w_o")),
+                Some(&w(&format!("layer{l}.b_o"))),
+                &proj,
+                m,
+                hk,
+                d,
+            )?);
+            // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
+            forward.push(loss::add_inplace(gpu, &proj, &x_start)?);
+            layers.push(Layer {
+                x_in,
+                qkv,
+                probs,
+                o,
+                proj,
+            });
+        }
+        let output = layers
+            .last()
+            .map(|l| l.proj.clone())
+            .unwrap_or(x_start.clone());
+        let mse = loss::MseForward::new(gpu, &output, &target, &history, batch, t, p, d)?;
+
+        let mut backward = Vec::new();
+        let mut keep = Vec::new();
+        if let Some(grads) = grads {
+            let dw = |name: &str| {
+                let s = layout.get(name);
+                grads.view(&format!("d{name}"), s.offset, &s.shape)
+            };
+            let dout = z("dout", &[batch, t, d])?;
+            let dxs = z("dx_start", &[batch, t, d])?;
+            let dgs = [z("dx_a", &[batch, t, d])?, z("dx_b", &[batch, t, d])?];
+            let d_o = z("do", &[m, hk])?;
+            let dqkv = z("dqkv", &[m, 3 * hk])?;
+            backward.push(loss::mse_backward(
+                gpu, &output, &target, &dout, batch, t, p, d,
+            )?);
+            // d x_start = sum of every layer's output gradient + layer 0's input gradient.
+            backward.push(loss::copy(gpu, &dout, &dxs)?);
+            let mut dy = dout.clone();
+            for l in (0..cfg.layers as usize).rev() {
+                let ly = &layers[l];
+                backward.extend(matmul::matmul_backward(
+                    gpu,
+                    &ly.o,
+                    &w(&format!("layer{l}.w_o")),
+                    &dy,
+                    &d_o,
+                    &dw(&format!("layer{l}.w_o")),
+                    &dw(&format!("layer{l}.b_o")),
+                    m,
+                    hk,
+                    d,
+                    false,
+                )?);
+                backward.push(attention::attention_backward(
+                    gpu, &ashape, &ly.qkv, &ly.probs, &d_o, &dqkv,
+                )?);
+                // Layer 0's input is x_start: add its gradient straight into d x_start.
+                let (dx, acc) = if l == 0 {
+                    (dxs.clone(), true)
+                } else {
+                    (dgs[l % 2].clone(), false)
+                };
+                backward.extend(matmul::matmul_backward(
+                    gpu,
+                    &ly.x_in,
+                    &w(&format!("layer{l}.w_qkv")),
+                    &dqkv,
+                    &dx,
+                    &dw(&format!("layer{l}.w_qkv")),
+                    &dw(&format!("layer{l}.b_qkv")),
+                    m,
+                    d,
+                    3 * hk,
+                    acc,
+                )?);
+                if l > 0 {
+                    backward.push(loss::add_inplace(gpu, &dxs, &dx)?);
+                    dy = dx;
+                }
+            }
+            backward.push(loss::pos_backward(gpu, &dxs, &dw("pos"), batch, t, d)?);
+            keep.extend([dout, dxs, d_o, dqkv]);
+            keep.extend(dgs);
+        }
+        Ok(Network {
+            cfg: *cfg,
+            batch,
+            tokens,
+            target,
+            output,
+            history,
+            x_start,
+            layers,
+            forward,
+            loss: mse,
+            backward,
+            _keep: keep,
+        })
+    }
+
+    /// Chooses the history slot the next loss is written to.
+    pub fn set_slot(&self, gpu: &Gpu, slot: u32) {
+        self.loss.set_slot(gpu, slot);
+    }
+
+    pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.forward {
+            d.record(pass);
+        }
+    }
+
+    pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.loss.dispatch.record(pass);
+    }
+
+    pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.backward {
+            d.record(pass);
+        }
+    }
+
+    /// The activations kept for the backward pass, by name, in the layouts of the CPU
+    /// reference (`x_start`, then per layer `qkv`, `probs`, `o`, `out`): for tests.
+    pub fn activations(&self) -> Vec<(String, &GpuTensor)> {
+        let mut v = vec![("x_start".to_string(), &self.x_start)];
+        for (l, ly) in self.layers.iter().enumerate() {
+            v.push((format!("layer{l}.qkv"), &ly.qkv));
+            v.push((format!("layer{l}.probs"), &ly.probs));
+            v.push((format!("layer{l}.o"), &ly.o));
+            v.push((format!("layer{l}.out"), &ly.proj));
+        }
+        v
+    }
+
+    /// Every dispatch of one training step of this network, in order (for timing).
+    pub fn dispatches(&self) -> Vec<&Dispatch> {
+        self.forward
+            .iter()
+            .chain(std::iter::once(&self.loss.dispatch))
+            .chain(&self.backward)
+            .collect()
+    }
+
+    /// The forward pass's dispatches (for timing).
+    pub fn forward_dispatches(&self) -> Vec<&Dispatch> {
+        self.forward.iter().collect()
+    }
+
+    /// Matmul FLOPs of one forward pass over the batch (the backward costs twice that).
+    pub fn forward_flops(&self) -> f64 {
+        let (t, d, hk) = (
+            self.cfg.geometry.tokens() as f64,
+            self.cfg.geometry.dim() as f64,
+            self.cfg.hk() as f64,
+        );
+        let m = self.batch as f64 * t;
+        self.cfg.layers as f64 * (2.0 * m * d * 3.0 * hk + 2.0 * m * hk * d + 4.0 * m * t * hk)
+    }
+
+    /// Losses of steps `first..first + n` from the history ring (n <= LOSS_HISTORY).
+    pub fn read_losses(&self, gpu: &Gpu, first: u64, n: usize) -> Result<Vec<f32>> {
+        let all: Vec<f32> = self.history.read(gpu)?;
+        Ok((0..n as u64)
+            .map(|i| all[((first + i) % LOSS_HISTORY as u64) as usize])
+            .collect())
+    }
+}
+
+/// Gradients, Adam state and EMA weights for a flat parameter buffer, and their dispatches
+/// (Adam over everything in one dispatch, then the EMA update).
+pub struct Optimizer {
+    pub grads: GpuTensor,
+    pub m: GpuTensor,
+    pub v: GpuTensor,
+    pub ema: GpuTensor,
+    adam: adam::Adam,
+    ema_update: Dispatch,
+}
+
+impl Optimizer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        layout: &ParamLayout,
+        params: &GpuTensor,
+        m: &[f32],
+        v: &[f32],
+        ema: &[f32],
+        lr: f32,
+        ema_decay: f32,
+    ) -> Result<Optimizer> {
+        let n = layout.total;
+        let grads = GpuTensor::zeros(gpu, "grads", &[n])?;
+        let m = GpuTensor::from_slice(gpu, "adam-m", &[n], m)?;
+        let v = GpuTensor::from_slice(gpu, "adam-v", &[n], v)?;
+        let ema = GpuTensor::from_slice(gpu, "ema", &[n], ema)?;
+        let adam = adam::Adam::new(gpu, adam::AdamConfig::keras(lr), params, &grads, &m, &v)?;
+        let ema_update = adam::ema(gpu, ema_decay, params, &ema)?;
+        Ok(Optimizer {
+            grads,
+            m,
+            v,
+            ema,
+            adam,
+            ema_update,
+        })
+    }
+
+    /// Sets Adam's step t (1-based) for the next submission.
+    pub fn set_step(&self, gpu: &Gpu, t: u64) {
+        self.adam.set_step(gpu, t);
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.adam.dispatch.record(pass);
+        self.ema_update.record(pass);
+    }
+
+    /// Adam's and the EMA's dispatches (for timing).
+    pub fn dispatches(&self) -> Vec<&Dispatch> {
+        vec![&self.adam.dispatch, &self.ema_update]
+    }
+}

@@ -1,0 +1,60 @@
+//! CPU reference of the sampling loop of `src/sample.rs` / `shaders/sample.wgsl` (SPEC §5).
+
+use crate::config::{ModelConfig, PIXELS};
+use crate::model::ParamLayout;
+use crate::reference::{model, patches, rng::streams};
+use crate::sample::Schedule;
+
+/// One denoising step k (0-based) of `images` [B, 784] in place: the model predicts the
+/// noise patches at conditioning a'^(n'-k), they are recomposed (overlaps averaged), and
+/// A = (A - N_hat (1 - a'^s)) / a'^s.
+pub fn sample_step(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[f32],
+    schedule: &Schedule,
+    k: u32,
+    images: &mut [f32],
+) {
+    let g = &cfg.geometry;
+    let px = PIXELS as usize;
+    let b = images.len() / px;
+    let c = schedule.table()[k as usize];
+    let t = g.tokens() as usize;
+    let tokens = patches::patches_forward(g, images, &vec![c; b], t);
+    let out: Vec<f32> = model::forward::<f32>(cfg, layout, params, &tokens, b)
+        .output()
+        .to_vec();
+    let nhat = patches::recompose(g, &out, t);
+    let keep = schedule.keep();
+    for (a, n) in images.iter_mut().zip(&nhat) {
+        *a = (*a - *n * (1.0 - keep)) / keep;
+    }
+}
+
+/// The initial noise of digits `first..first + count`, as the GPU draws it.
+pub fn initial_noise(seed: u64, first: u64, count: usize) -> Vec<f32> {
+    let px = PIXELS as u64;
+    (0..(count as u64 * px))
+        .map(|i| {
+            crate::reference::rng::normal(seed, 0, streams::SAMPLE_INIT, (first * px + i) as u32)
+        })
+        .collect()
+}
+
+/// The whole loop for `count` digits from `first`.
+pub fn sample(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[f32],
+    schedule: &Schedule,
+    seed: u64,
+    first: u64,
+    count: usize,
+) -> Vec<f32> {
+    let mut a = initial_noise(seed, first, count);
+    for k in 0..schedule.steps {
+        sample_step(cfg, layout, params, schedule, k, &mut a);
+    }
+    a
+}

@@ -1,0 +1,467 @@
+//! Inverse diffusion (SPEC §5) on the GPU: thousands of digits in parallel, every step recorded
+//! into one command buffer with no readback; the host reads the finished digits once per chunk.
+//!
+//! Start: A = N(0,1) (GPU RNG, index = digit * 784 + pixel, so chunking does not change the
+//! digits). For n = n'..1: N_hat = recompose(model(patches(A), a'^n)); A = (A - N_hat (1 - a'^s)) / a'^s,
+//! with a' = a^(n_max / n') and s the step scale.
+
+use crate::config::{ModelConfig, PIXELS};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::WG_1D;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::model::network::Network;
+use crate::model::ParamLayout;
+use crate::ops::noise::FillNormal;
+use crate::ops::patches;
+use crate::reference::rng::streams;
+
+/// The schedule of a sampling run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    /// a, the training noising factor.
+    pub alpha: f32,
+    /// n_max of training.
+    pub n_max: u32,
+    /// n', the number of denoising steps.
+    pub steps: u32,
+    /// s, the step scale (1 plain, 1.5 "more trust in the model").
+    pub scale: f32,
+}
+
+impl Schedule {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::config("--steps must be at least 1"));
+        }
+        if !(self.scale > 0.0 && self.scale.is_finite()) {
+            return Err(Error::config(format!(
+                "--step-scale must be positive, got {}",
+                self.scale
+            )));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) || self.n_max == 0 {
+            return Err(Error::config(format!(
+                "alpha must be in (0, 1) and n_max >= 1, got {} and {}",
+                self.alpha, self.n_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// a' = a^(n_max / n') (computed in f64).
+    pub fn alpha_prime(&self) -> f64 {
+        (self.alpha as f64).powf(self.n_max as f64 / self.steps as f64)
+    }
+
+    /// Conditioning value of step k (0-based): a'^(n' - k).
+    pub fn table(&self) -> Vec<f32> {
+        let ap = self.alpha_prime();
+        (0..self.steps)
+            .map(|k| ap.powi((self.steps - k) as i32) as f32)
+            .collect()
+    }
+
+    /// a'^s, the factor each step divides by.
+    pub fn keep(&self) -> f32 {
+        self.alpha_prime().powf(self.scale as f64) as f32
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    steps: u32,
+    keep: f32,
+    _pad: u32,
+}
+
+/// The sampling loop for a fixed batch, prepared once.
+pub struct Sampler {
+    pub batch: usize,
+    pub schedule: Schedule,
+    net: Network,
+    image: GpuTensor,
+    state: GpuTensor,
+    traj: GpuTensor,
+    init: FillNormal,
+    /// Before the model call: cond, snapshot, patches.
+    pre: Vec<Dispatch>,
+    /// After it: recompose, update, tick.
+    post: Vec<Dispatch>,
+    /// The final digit 0 into the trajectory.
+    last_snapshot: Dispatch,
+    _keep: Vec<GpuTensor>,
+}
+
+impl Sampler {
+    /// A sampler of `batch` digits at a time with weights `params` (flat, in `layout`).
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        layout: &ParamLayout,
+        params: &GpuTensor,
+        batch: usize,
+        schedule: Schedule,
+        seed: u64,
+    ) -> Result<Sampler> {
+        schedule.validate()?;
+        if batch == 0 {
+            return Err(Error::config(
+                "the sampling batch must hold at least one digit",
+            ));
+        }
+        let g = &cfg.geometry;
+        let px = PIXELS as usize;
+        let t = g.tokens() as usize;
+        let net = Network::new(gpu, cfg, layout, batch, params, None)?;
+        let image = GpuTensor::zeros(gpu, "sample-image", &[batch, px])?;
+        let nhat = GpuTensor::zeros(gpu, "sample-nhat", &[batch, px])?;
+        let cond = GpuTensor::zeros(gpu, "sample-cond", &[batch])?;
+        let state = GpuTensor::zeros(gpu, "sample-state", &[1])?;
+        let table = GpuTensor::from_slice(
+            gpu,
+            "sample-table",
+            &[schedule.steps as usize],
+            &schedule.table(),
+        )?;
+        let traj = GpuTensor::zeros(gpu, "trajectory", &[schedule.steps as usize + 1, px])?;
+        let params_buf = gpu.uniform(
+            "sample-params",
+            &Params {
+                batch: batch as u32,
+                steps: schedule.steps,
+                keep: schedule.keep(),
+                _pad: 0,
+            },
+        );
+        let c = [("WG", WG_1D as f64), ("PIXELS", px as f64)];
+        let k = |e: &str| gpu.kernel("sample", e, &c);
+        let u = || params_buf.as_entire_binding();
+        let snapshot = || -> Result<Dispatch> {
+            gpu.dispatch(
+                &k("sample_snapshot")?,
+                &[
+                    (0, u()),
+                    (1, state.bind()),
+                    (5, image.bind()),
+                    (7, traj.bind()),
+                ],
+                gpu.groups_1d(px as u64, WG_1D)?,
+            )
+        };
+        let pre = vec![
+            gpu.dispatch(
+                &k("sample_cond")?,
+                &[
+                    (0, u()),
+                    (1, state.bind()),
+                    (3, table.bind()),
+                    (4, cond.bind()),
+                ],
+                gpu.groups_1d(batch as u64, WG_1D)?,
+            )?,
+            snapshot()?,
+            patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
+        ];
+        let post = vec![
+            patches::recompose(gpu, g, batch, t, &net.output, &nhat)?,
+            gpu.dispatch(
+                &k("sample_update")?,
+                &[(0, u()), (5, image.bind()), (6, nhat.bind())],
+                gpu.groups_1d((batch * px) as u64, WG_1D)?,
+            )?,
+            gpu.dispatch(&k("sample_tick")?, &[(2, state.bind())], [1, 1, 1])?,
+        ];
+        let last_snapshot = snapshot()?;
+        let init = FillNormal::new(gpu, seed, streams::SAMPLE_INIT, &image)?;
+        Ok(Sampler {
+            batch,
+            schedule,
+            net,
+            image,
+            state,
+            traj,
+            init,
+            pre,
+            post,
+            last_snapshot,
+            _keep: vec![nhat, cond, table],
+        })
+    }
+
+    /// Records the whole loop for digits `first..first + batch` into one command buffer and
+    /// submits it: the only host writes are the initial noise offset and the step counter
+    /// reset, before the loop; nothing is read back.
+    pub fn submit(&self, gpu: &Gpu, first: u64) -> Result<()> {
+        let offset = first * PIXELS as u64;
+        if offset + (self.batch * PIXELS as usize) as u64 > u32::MAX as u64 {
+            return Err(Error::config(format!(
+                "digit index {first} is past the generator's range (2^32 values)"
+            )));
+        }
+        self.init.set_step_offset(gpu, 0, offset as u32);
+        self.state.write(gpu, &[0u32]);
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("sample-loop"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("sample-loop"),
+                timestamp_writes: None,
+            });
+            self.init.dispatch.record(&mut pass);
+            for _ in 0..self.schedule.steps {
+                for d in &self.pre {
+                    d.record(&mut pass);
+                }
+                self.net.record_forward(&mut pass);
+                for d in &self.post {
+                    d.record(&mut pass);
+                }
+            }
+            self.last_snapshot.record(&mut pass);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.check()
+    }
+
+    /// Runs the loop for digits `first..first + batch` and reads the finished digits
+    /// [batch, 784] (the one readback of the chunk).
+    pub fn run(&self, gpu: &Gpu, first: u64) -> Result<Vec<f32>> {
+        self.submit(gpu, first)?;
+        self.image.read(gpu)
+    }
+
+    /// Digit 0's states of the last run: [steps + 1, 784], from the initial noise to the end.
+    pub fn trajectory(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.traj.read(gpu)
+    }
+
+    /// FLOPs of one model call per digit (the matmuls), for digits/s and GFLOP/s reports.
+    pub fn flops_per_digit_step(cfg: &ModelConfig) -> f64 {
+        let (t, d, hk) = (
+            cfg.geometry.tokens() as f64,
+            cfg.geometry.dim() as f64,
+            cfg.hk() as f64,
+        );
+        cfg.layers as f64 * (2.0 * t * d * 3.0 * hk + 2.0 * t * hk * d + 4.0 * t * t * hk)
+    }
+}
+
+/// The sampler's digits as IDX bytes: pixel = clamp(round((x + 0.5) * 256), 0, 255).
+pub fn to_bytes(images: &[f32]) -> Vec<u8> {
+    images
+        .iter()
+        .map(|&x| ((x + 0.5) * 256.0).round().clamp(0.0, 255.0) as u8)
+        .collect()
+}
+
+/// Which weights of a checkpoint to sample with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weights {
+    /// The exponential moving average of the weights (the default, when present).
+    Ema,
+    /// The raw weights.
+    Raw,
+}
+
+/// Flags of `sample`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Checkpoint to sample from (best.safetensors or checkpoint.safetensors of a run).
+    #[arg(long, default_value = "runs/train/best.safetensors")]
+    pub checkpoint: std::path::PathBuf,
+    /// Digits to make.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Denoising steps n' (a' = a^(n_max / n')).
+    #[arg(long, default_value_t = 50)]
+    pub steps: u32,
+    /// Step scale s: each step divides by a'^s (1 plain, 1.5 trusts the model more).
+    #[arg(long, default_value_t = 1.5)]
+    pub step_scale: f32,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Which weights to use.
+    #[arg(long, value_enum, default_value_t = Weights::Ema)]
+    pub weights: Weights,
+    /// Output folder: samples-idx3-ubyte, grid.png (and trajectory/figures).
+    #[arg(long, default_value = "runs/samples")]
+    pub out: std::path::PathBuf,
+    /// Side of the PNG grid of the first digits.
+    #[arg(long, default_value_t = 16)]
+    pub grid: usize,
+    /// Digits per GPU batch (default: chosen from the adapter's limits).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Also write digit 0's denoising trajectory as a PNG strip and an animated GIF.
+    #[arg(long)]
+    pub trajectory: bool,
+    /// Also write the seed's four 4x4 grids: n' = 500 and 50, each with s = 1 and 1.5.
+    #[arg(long)]
+    pub figures: bool,
+    /// Print one JSON object with the figures of the run.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A model loaded from a checkpoint, with its weights on the GPU.
+pub struct LoadedModel {
+    pub config: crate::train::RunConfig,
+    pub layout: ParamLayout,
+    pub params: GpuTensor,
+    pub weights: Weights,
+}
+
+/// Loads `path`'s configuration and weights (`Ema` falls back to raw weights only if the file
+/// has no EMA, and says so).
+pub fn load_model(gpu: &Gpu, path: &std::path::Path, weights: Weights) -> Result<LoadedModel> {
+    let config = crate::train::read_run_config(path)?;
+    let layout = ParamLayout::new(&config.model);
+    let loaded = crate::checkpoint::load(path, &layout)?;
+    let (data, used) = match (weights, loaded.buffers.ema) {
+        (Weights::Ema, Some(e)) => (e, Weights::Ema),
+        (Weights::Ema, None) => {
+            eprintln!(
+                "note: {} has no EMA weights; using the raw weights",
+                path.display()
+            );
+            (loaded.buffers.params, Weights::Raw)
+        }
+        (Weights::Raw, _) => (loaded.buffers.params, Weights::Raw),
+    };
+    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &data)?;
+    Ok(LoadedModel {
+        config,
+        layout,
+        params,
+        weights: used,
+    })
+}
+
+/// Digits per batch: as many as fit the adapter's storage-binding limit for the largest
+/// activation, a memory budget of 2 GiB of activations, and `count`.
+pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
+    let (t, d, hk, h) = (
+        cfg.geometry.tokens() as u64,
+        cfg.geometry.dim() as u64,
+        cfg.hk() as u64,
+        cfg.heads as u64,
+    );
+    let l = cfg.layers as u64;
+    let largest = 4 * t * (3 * hk).max(d).max(h * t).max(PIXELS as u64);
+    let max_binding =
+        (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    let per_digit = 4 * (t * d * (2 + l) + l * (t * 4 * hk + h * t * t) + 3 * PIXELS as u64);
+    let by_binding = max_binding / largest;
+    let by_memory = (2u64 << 30) / per_digit;
+    by_binding.min(by_memory).min(count).clamp(1, 20_000) as usize
+}
+
+/// `wgpu-diffusion sample`.
+pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
+    if a.count == 0 {
+        return Err(Error::config("--count must be at least 1"));
+    }
+    if a.grid == 0 || a.grid > 100 {
+        return Err(Error::config(format!(
+            "--grid must be in 1..=100, got {}",
+            a.grid
+        )));
+    }
+    let model = load_model(gpu, &a.checkpoint, a.weights)?;
+    let cfg = model.config.model;
+    let schedule = Schedule {
+        alpha: model.config.alpha,
+        n_max: model.config.n_max,
+        steps: a.steps,
+        scale: a.step_scale,
+    };
+    schedule.validate()?;
+    let batch = match a.batch {
+        Some(0) => return Err(Error::config("--batch must be at least 1")),
+        Some(b) => b.min(a.count as usize),
+        None => auto_batch(gpu, &cfg, a.count),
+    };
+    let sampler = Sampler::new(
+        gpu,
+        &cfg,
+        &model.layout,
+        &model.params,
+        batch,
+        schedule,
+        a.seed,
+    )?;
+    let px = PIXELS as usize;
+    let mut digits: Vec<f32> = Vec::with_capacity(a.count as usize * px);
+    let start = std::time::Instant::now();
+    let mut first = 0u64;
+    while first < a.count {
+        let out = sampler.run(gpu, first)?;
+        let take = ((a.count - first) as usize).min(batch);
+        digits.extend_from_slice(&out[..take * px]);
+        first += batch as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rate = a.count as f64 / secs.max(1e-9);
+    let gflops = Sampler::flops_per_digit_step(&cfg) * a.steps as f64 * rate / 1e9;
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| Error::io(format!("cannot create {}: {e}", a.out.display())))?;
+    let idx_path = a.out.join("samples-idx3-ubyte");
+    crate::data::idx::write_idx_images(&idx_path, a.count as usize, 28, 28, &to_bytes(&digits))?;
+    let n_grid = (a.grid * a.grid).min(a.count as usize);
+    let (w, h, grey) = crate::figures::grid(
+        &digits[..n_grid * px],
+        a.grid,
+        2,
+        2,
+        crate::figures::Scale::Data,
+    );
+    crate::figures::write_png(&a.out.join("grid.png"), w, h, &grey)?;
+    let mut written = vec![
+        idx_path.display().to_string(),
+        a.out.join("grid.png").display().to_string(),
+    ];
+    if a.trajectory {
+        let traj = sampler.trajectory(gpu)?;
+        written.extend(crate::figures::write_trajectory(
+            &a.out,
+            &traj,
+            a.steps as usize,
+        )?);
+    }
+    if a.figures {
+        for (steps, scale) in [(500u32, 1.0f32), (500, 1.5), (50, 1.0), (50, 1.5)] {
+            let s = Schedule {
+                steps,
+                scale,
+                ..schedule
+            };
+            let sm = Sampler::new(gpu, &cfg, &model.layout, &model.params, 16, s, a.seed)?;
+            let d = sm.run(gpu, 0)?;
+            let (w, h, grey) = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
+            let p = a
+                .out
+                .join(format!("figure-steps{steps}-scale{scale:.1}.png"));
+            crate::figures::write_png(&p, w, h, &grey)?;
+            written.push(p.display().to_string());
+        }
+    }
+    Ok(serde_json::json!({
+        "count": a.count,
+        "steps": a.steps,
+        "step_scale": a.step_scale,
+        "seed": a.seed,
+        "weights": format!("{:?}", model.weights).to_lowercase(),
+        "batch": batch,
+        "seconds": secs,
+        "digits_per_s": rate,
+        "gflops": gflops,
+        "adapter": gpu.describe(),
+        "files": written,
+    }))
+}

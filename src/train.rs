@@ -1,0 +1,797 @@
+//! `wgpu-diffusion train`: the training loop of SPEC §4 on the GPU.
+//!
+//! One step is one command buffer: noise injection, patches, forward, loss, backward, Adam and
+//! the EMA update. Per step the host writes three small uniforms (step counter, image offset,
+//! loss slot) and submits; it reads the loss history back only every `--log-every` steps, the
+//! validation loss once per epoch, and the weights when it writes a checkpoint.
+
+use crate::checkpoint::{self, Buffers};
+use crate::config::{Geometry, ModelConfig, Preset, PIXELS};
+use crate::data::{self, Mnist};
+use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::model::network::{Network, Optimizer, LOSS_HISTORY};
+use crate::model::ParamLayout;
+use crate::ops::noise::{NoiseConfig, NoiseInject};
+use crate::ops::patches;
+use crate::reference::rng::streams;
+use serde::{Deserialize, Serialize};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Seed of the validation noise: fixed, so validation losses compare across epochs and runs.
+pub const VALIDATION_SEED: u64 = 0x5EED_0000_0800;
+
+/// Flags of `train` (defaults are the seed's settings).
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// Model preset; the flags below override single values of it.
+    #[arg(long, value_enum, default_value_t = Preset::Seed)]
+    pub preset: Preset,
+    /// Patch size P (pixels per patch step).
+    #[arg(long)]
+    pub patch: Option<u32>,
+    /// Overlap O (pixels each patch reaches into its neighbours).
+    #[arg(long)]
+    pub overlap: Option<u32>,
+    /// Attention layers L.
+    #[arg(long)]
+    pub layers: Option<u32>,
+    /// Heads H per layer.
+    #[arg(long)]
+    pub heads: Option<u32>,
+    /// Key width K per head.
+    #[arg(long)]
+    pub key_dim: Option<u32>,
+    /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).
+    #[arg(long, default_value_t = 0.99)]
+    pub alpha: f32,
+    /// Largest noise level n drawn in training (uniform over 0..=n-max).
+    #[arg(long, default_value_t = 500)]
+    pub n_max: u32,
+    /// Distinct images per batch.
+    #[arg(long, default_value_t = 5)]
+    pub batch_images: u32,
+    /// Copies of each image per batch, each with its own noise and level.
+    #[arg(long, default_value_t = 100)]
+    pub repeat: u32,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f32,
+    /// Most epochs.
+    #[arg(long, default_value_t = 200)]
+    pub epochs: u32,
+    /// Epochs without a better validation loss before stopping.
+    #[arg(long, default_value_t = 5)]
+    pub patience: u32,
+    /// Stop after this many steps in total (counting steps before a --resume).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Test digits in the validation set (noised once, with a fixed seed).
+    #[arg(long, default_value_t = 800)]
+    pub val_count: usize,
+    /// Decay of the exponential moving average of the weights, in [0, 1).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f32,
+    /// Seed of initialisation, shuffling and noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder with the MNIST files (else $MNIST_DIR, else ./data/mnist, downloaded if absent).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Output folder: checkpoint.safetensors, best.safetensors, metrics.csv.
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print one JSON object per logged row instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Steps between logged rows (the only loss readbacks).
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+    /// Steps between checkpoints (also written at every epoch end and at the end).
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_every: u64,
+}
+
+/// What defines a run: a checkpoint can only be resumed with the same values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    pub alpha: f32,
+    pub n_max: u32,
+    pub batch_images: u32,
+    pub repeat: u32,
+    pub seed: u64,
+    pub train_images: usize,
+    pub val_count: usize,
+}
+
+/// Where a run stands; saved in every checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// Steps done.
+    pub step: u64,
+    /// Current epoch (0-based) and steps done within it.
+    pub epoch: u32,
+    pub epoch_step: u64,
+    pub best_val: Option<f32>,
+    pub best_epoch: Option<u32>,
+    pub epochs_without_improvement: u32,
+    /// Seconds of training before this process (for the metrics' clock).
+    pub seconds: f64,
+    pub finished: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    kind: String,
+    config: RunConfig,
+    state: RunState,
+    lr: f32,
+}
+
+/// The run configuration stored in a checkpoint (to sample from it or resume it).
+pub fn read_run_config(path: &Path) -> Result<RunConfig> {
+    Ok(read_state(path)?.config)
+}
+
+/// The model configuration the flags ask for.
+pub fn model_config(a: &TrainArgs) -> Result<ModelConfig> {
+    let base = a.preset.model();
+    let geometry = Geometry::new(
+        a.patch.unwrap_or(base.geometry.patch),
+        a.overlap.unwrap_or(base.geometry.overlap),
+    )?;
+    let m = ModelConfig {
+        geometry,
+        layers: a.layers.unwrap_or(base.layers),
+        heads: a.heads.unwrap_or(base.heads),
+        key_dim: a.key_dim.unwrap_or(base.key_dim),
+    };
+    m.validate()?;
+    Ok(m)
+}
+
+fn check_args(a: &TrainArgs) -> Result<()> {
+    let bad = |m: String| Err(Error::config(m));
+    if !(a.alpha > 0.0 && a.alpha < 1.0) {
+        return bad(format!("--alpha must be in (0, 1), got {}", a.alpha));
+    }
+    if a.n_max == 0 {
+        return bad("--n-max must be at least 1".into());
+    }
+    if a.batch_images == 0 || a.repeat == 0 {
+        return bad("--batch-images and --repeat must be at least 1".into());
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return bad(format!("--lr must be positive, got {}", a.lr));
+    }
+    if !(0.0..1.0).contains(&a.ema) {
+        return bad(format!("--ema must be in [0, 1), got {}", a.ema));
+    }
+    if a.val_count == 0 || a.val_count > data::TEST_COUNT {
+        return bad(format!(
+            "--val-count must be in 1..={}, got {}",
+            data::TEST_COUNT,
+            a.val_count
+        ));
+    }
+    if a.log_every == 0 || a.log_every > LOSS_HISTORY as u64 {
+        return bad(format!(
+            "--log-every must be in 1..={LOSS_HISTORY}, got {}",
+            a.log_every
+        ));
+    }
+    if a.checkpoint_every == 0 {
+        return bad("--checkpoint-every must be at least 1".into());
+    }
+    if a.epochs == 0 {
+        return bad("--epochs must be at least 1".into());
+    }
+    if let Some(n) = a.train_subset {
+        if n == 0 || n > data::TRAIN_COUNT {
+            return bad(format!(
+                "--train-subset must be in 1..={}, got {n}",
+                data::TRAIN_COUNT
+            ));
+        }
+        if n < a.batch_images as usize {
+            return bad(format!(
+                "--train-subset {n} is smaller than one batch of {} images",
+                a.batch_images
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The image order of `epoch`: a Fisher-Yates shuffle driven by Philox bits, so it is the same
+/// on every machine and can be rebuilt on resume.
+pub fn epoch_permutation(seed: u64, epoch: u32, n: usize) -> Vec<u32> {
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        let bits = crate::reference::rng::bits(seed, epoch, streams::SHUFFLE, i as u32)[0];
+        let j = crate::reference::rng::below(bits, i as u32 + 1) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+/// Summary of a finished (or stopped) run.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub epochs: u32,
+    pub best_val: Option<f32>,
+    pub last_train_loss: Option<f32>,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+    pub stopped_early: bool,
+}
+
+/// One row of metrics.csv (and of the log).
+#[derive(Serialize)]
+struct Row {
+    epoch: u32,
+    step: u64,
+    train_loss: Option<f32>,
+    val_loss: Option<f32>,
+    seconds: f64,
+    samples_per_s: f64,
+}
+
+struct Metrics {
+    file: std::fs::File,
+    json: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Metrics {
+    fn open(out: &Path, append: bool, json: bool, total: u64, done: u64) -> Result<Metrics> {
+        let path = out.join("metrics.csv");
+        let fresh = !append || !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(!fresh)
+            .write(true)
+            .truncate(fresh)
+            .open(&path)
+            .map_err(crate::error::io_err(ErrorKind::Io, "cannot open", &path))?;
+        if fresh {
+            writeln!(file, "epoch,step,train_loss,val_loss,seconds,samples_per_s")
+                .map_err(|e| Error::io(format!("cannot write {}: {e}", path.display())))?;
+        }
+        let bar = (!json && std::io::stdout().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+                )
+                .unwrap(),
+            );
+            b.set_position(done);
+            b
+        });
+        Ok(Metrics { file, json, bar })
+    }
+
+    fn row(&mut self, r: &Row) -> Result<()> {
+        let f = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+        writeln!(
+            self.file,
+            "{},{},{},{},{:.3},{:.1}",
+            r.epoch,
+            r.step,
+            f(r.train_loss),
+            f(r.val_loss),
+            r.seconds,
+            r.samples_per_s
+        )
+        .and_then(|_| self.file.flush())
+        .map_err(|e| Error::io(format!("cannot write metrics.csv: {e}")))?;
+        let text = format!(
+            "epoch {} step {} train_loss {} val_loss {} {:.1} samples/s",
+            r.epoch,
+            r.step,
+            r.train_loss
+                .map(|v| format!("{v:.5}"))
+                .unwrap_or("-".into()),
+            r.val_loss.map(|v| format!("{v:.5}")).unwrap_or("-".into()),
+            r.samples_per_s
+        );
+        if self.json {
+            println!("{}", serde_json::to_string(r).unwrap());
+        } else if let Some(b) = &self.bar {
+            b.set_position(r.step);
+            b.set_message(format!(
+                "loss {}  {:.0} samples/s",
+                r.train_loss
+                    .map(|v| format!("{v:.5}"))
+                    .unwrap_or("-".into()),
+                r.samples_per_s
+            ));
+            if r.val_loss.is_some() {
+                b.println(text);
+            }
+        } else {
+            println!("{text}");
+        }
+        Ok(())
+    }
+
+    fn say(&self, msg: &str) {
+        if self.json {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => println!("{msg}"),
+        }
+    }
+}
+
+/// Inputs of one batch: noise injection and the two patch extractions (tokens with the
+/// conditioning token; targets without it).
+struct Batcher {
+    noise: NoiseInject,
+    dispatches: Vec<Dispatch>,
+    _buffers: Vec<GpuTensor>,
+}
+
+impl Batcher {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        gpu: &Gpu,
+        model: &ModelConfig,
+        cfg: NoiseConfig,
+        batch: usize,
+        data: &GpuTensor,
+        perm: &GpuTensor,
+        tokens: &GpuTensor,
+        target: &GpuTensor,
+    ) -> Result<Batcher> {
+        let g = &model.geometry;
+        let px = PIXELS as usize;
+        let cond = GpuTensor::zeros(gpu, "cond", &[batch])?;
+        let noise = GpuTensor::zeros(gpu, "noise", &[batch, px])?;
+        let noisy = GpuTensor::zeros(gpu, "noisy", &[batch, px])?;
+        let op = NoiseInject::new(gpu, &cfg, batch, data, perm, &cond, &noise, &noisy)?;
+        let t = g.tokens() as usize;
+        let p = g.patches() as usize;
+        let d1 = patches::patches_forward(gpu, g, batch, t, &noisy, &cond, tokens)?;
+        let d2 = patches::patches_forward(gpu, g, batch, p, &noise, &cond, target)?;
+        Ok(Batcher {
+            noise: op,
+            dispatches: vec![d1, d2],
+            _buffers: vec![cond, noise, noisy],
+        })
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.noise.dispatch.record(pass);
+        for d in &self.dispatches {
+            d.record(pass);
+        }
+    }
+}
+
+fn read_state(path: &Path) -> Result<Meta> {
+    let meta = checkpoint::read_meta(path)?;
+    serde_json::from_value(meta).map_err(|e| {
+        Error::checkpoint(format!(
+            "{} is not a training checkpoint of this version: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Names the fields in which two run configurations differ.
+fn config_diff(a: &RunConfig, b: &RunConfig) -> String {
+    let (ja, jb) = (
+        serde_json::to_value(a).unwrap(),
+        serde_json::to_value(b).unwrap(),
+    );
+    let mut diffs = Vec::new();
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                for (k, va) in x {
+                    let vb = y.get(k).unwrap_or(&serde_json::Value::Null);
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, va, vb, out);
+                }
+            }
+            _ if a != b => out.push(format!("{prefix} {b} (checkpoint) vs {a} (flags)")),
+            _ => {}
+        }
+    }
+    walk("", &ja, &jb, &mut diffs);
+    diffs.join(", ")
+}
+
+/// Trains on `gpu` as `args` say. Returns a summary, or an error (a NaN loss is an error of
+/// kind `Diverged`, after which the last good checkpoint is left in place).
+pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
+    check_args(args)?;
+    let model = model_config(args)?;
+    let ckpt_path = args.out.join("checkpoint.safetensors");
+    let best_path = args.out.join("best.safetensors");
+    if !args.resume && ckpt_path.exists() {
+        return Err(Error::config(format!(
+            "{} already holds a run: pass --resume to continue it, or choose another --out",
+            args.out.display()
+        )));
+    }
+    let mnist: Mnist = data::load(args.data.as_deref())?;
+    let train_images = args.train_subset.unwrap_or(mnist.train.count);
+    let config = RunConfig {
+        model,
+        alpha: args.alpha,
+        n_max: args.n_max,
+        batch_images: args.batch_images,
+        repeat: args.repeat,
+        seed: args.seed,
+        train_images,
+        val_count: args.val_count,
+    };
+    let layout = ParamLayout::new(&model);
+
+    // Starting point: a fresh model, or the checkpoint.
+    let (mut state, buffers) = if args.resume {
+        if !ckpt_path.exists() {
+            return Err(Error::checkpoint(format!(
+                "--resume: no checkpoint at {}",
+                ckpt_path.display()
+            )));
+        }
+        let meta = read_state(&ckpt_path)?;
+        if meta.config != config {
+            return Err(Error::checkpoint(format!(
+                "{} is from another configuration: {}",
+                ckpt_path.display(),
+                config_diff(&config, &meta.config)
+            )));
+        }
+        let loaded = checkpoint::load(&ckpt_path, &layout)?;
+        let b = loaded.buffers;
+        if b.adam_m.is_none() || b.adam_v.is_none() || b.ema.is_none() {
+            return Err(Error::checkpoint(format!(
+                "{} lacks the optimizer state needed to resume",
+                ckpt_path.display()
+            )));
+        }
+        (meta.state, b)
+    } else {
+        let params = layout.init(args.seed);
+        let state = RunState::default();
+        (
+            state,
+            Buffers {
+                ema: Some(params.clone()),
+                adam_m: Some(vec![0.0; layout.total]),
+                adam_v: Some(vec![0.0; layout.total]),
+                params,
+            },
+        )
+    };
+    if state.finished {
+        return Err(Error::config(format!(
+            "the run in {} has finished (early stopping or all epochs); start a new --out",
+            args.out.display()
+        )));
+    }
+
+    // Everything that lives on the GPU, made once.
+    let batch = (args.batch_images * args.repeat) as usize;
+    let n_train = train_images;
+    let steps_per_epoch = (n_train / args.batch_images as usize) as u64;
+    let train_data = GpuTensor::from_bytes(
+        gpu,
+        "train-images",
+        &mnist.train.pixels[..n_train * PIXELS as usize],
+    )?;
+    let perm = GpuTensor::zeros(gpu, "perm", &[n_train])?;
+    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &buffers.params)?;
+    let opt = Optimizer::new(
+        gpu,
+        &layout,
+        &params,
+        buffers.adam_m.as_ref().unwrap(),
+        buffers.adam_v.as_ref().unwrap(),
+        buffers.ema.as_ref().unwrap(),
+        args.lr,
+        args.ema,
+    )?;
+    let net = Network::new(gpu, &model, &layout, batch, &params, Some(&opt.grads))?;
+    let batcher = Batcher::new(
+        gpu,
+        &model,
+        NoiseConfig {
+            seed: args.seed,
+            stream: streams::TRAIN,
+            alpha: args.alpha,
+            n_max: args.n_max,
+            repeat: args.repeat,
+        },
+        batch,
+        &train_data,
+        &perm,
+        &net.tokens,
+        &net.target,
+    )?;
+
+    // Validation: the first val_count test digits, noised once with a fixed seed.
+    let val_net = Network::new(gpu, &model, &layout, args.val_count, &params, None)?;
+    {
+        let px = PIXELS as usize;
+        let test_data =
+            GpuTensor::from_bytes(gpu, "val-images", &mnist.test.pixels[..args.val_count * px])?;
+        let ident: Vec<u32> = (0..args.val_count as u32).collect();
+        let vperm = GpuTensor::from_slice(gpu, "val-perm", &[args.val_count], &ident)?;
+        let vb = Batcher::new(
+            gpu,
+            &model,
+            NoiseConfig {
+                seed: VALIDATION_SEED,
+                stream: streams::VALIDATION,
+                alpha: args.alpha,
+                n_max: args.n_max,
+                repeat: 1,
+            },
+            args.val_count,
+            &test_data,
+            &vperm,
+            &val_net.tokens,
+            &val_net.target,
+        )?;
+        vb.noise.set_step(gpu, 0, 0);
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            vb.record(&mut pass);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.wait()?;
+    }
+
+    std::fs::create_dir_all(&args.out).map_err(crate::error::io_err(
+        ErrorKind::Io,
+        "cannot create",
+        &args.out,
+    ))?;
+    let max_steps = args
+        .max_steps
+        .unwrap_or(u64::MAX)
+        .min(steps_per_epoch * args.epochs as u64);
+    let mut metrics = Metrics::open(&args.out, args.resume, args.json, max_steps, state.step)?;
+    metrics.say(&format!(
+        "training {} weights ({} layers, {} heads x {}, patch {} overlap {}) on {}: {} samples per step, {} steps per epoch{}",
+        model.parameter_count(),
+        model.layers,
+        model.heads,
+        model.key_dim,
+        model.geometry.patch,
+        model.geometry.overlap,
+        gpu.describe(),
+        batch,
+        steps_per_epoch,
+        if args.resume { format!(", resuming at step {}", state.step) } else { String::new() }
+    ));
+
+    let save = |state: &RunState, kind: &str, path: &Path| -> Result<()> {
+        let b = Buffers {
+            params: params.read(gpu)?,
+            ema: Some(opt.ema.read(gpu)?),
+            adam_m: Some(opt.m.read(gpu)?),
+            adam_v: Some(opt.v.read(gpu)?),
+        };
+        let meta = serde_json::to_value(Meta {
+            kind: kind.into(),
+            config: config.clone(),
+            state: state.clone(),
+            lr: args.lr,
+        })
+        .unwrap();
+        checkpoint::save(path, &layout, &b, &meta)
+    };
+
+    let start = Instant::now();
+    let seconds0 = state.seconds;
+    let first_step = state.step;
+    let mut last_row_step = state.step;
+    let mut last_row_time = 0.0f64;
+    let mut last_train: Option<f32> = None;
+    let mut stopped_early = false;
+    let mut perm_epoch = u32::MAX;
+    let mut in_flight: std::collections::VecDeque<wgpu::SubmissionIndex> = Default::default();
+
+    'epochs: while state.epoch < args.epochs && state.step < max_steps {
+        if perm_epoch != state.epoch {
+            perm.write(gpu, &epoch_permutation(args.seed, state.epoch, n_train));
+            perm_epoch = state.epoch;
+        }
+        while state.epoch_step < steps_per_epoch && state.step < max_steps {
+            let step = state.step;
+            batcher.noise.set_step(
+                gpu,
+                step as u32,
+                (state.epoch_step * args.batch_images as u64) as u32,
+            );
+            net.set_slot(gpu, (step % LOSS_HISTORY as u64) as u32);
+            opt.set_step(gpu, step + 1);
+            let mut enc = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("train-step"),
+                });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("train-step"),
+                    timestamp_writes: None,
+                });
+                batcher.record(&mut pass);
+                net.record_forward(&mut pass);
+                net.record_loss(&mut pass);
+                net.record_backward(&mut pass);
+                opt.record(&mut pass);
+            }
+            in_flight.push_back(gpu.queue.submit([enc.finish()]));
+            // Keep at most two steps queued: bounded memory, no stall of the GPU.
+            if in_flight.len() > 2 {
+                let idx = in_flight.pop_front().unwrap();
+                gpu.device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(idx),
+                        timeout: None,
+                    })
+                    .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
+            }
+            state.step += 1;
+            state.epoch_step += 1;
+
+            let end_of_epoch = state.epoch_step == steps_per_epoch;
+            let want_row = state.step % args.log_every == 0 || state.step == max_steps;
+            let want_ckpt = state.step % args.checkpoint_every == 0;
+            if want_row || want_ckpt || end_of_epoch {
+                // Read the losses since the last row: a divergence is caught before any
+                // checkpoint could be overwritten with broken weights.
+                let n = (state.step - last_row_step) as usize;
+                let losses = net.read_losses(gpu, last_row_step, n)?;
+                if let Some(i) = losses.iter().position(|v| !v.is_finite()) {
+                    let bad = last_row_step + i as u64 + 1;
+                    let kept = if ckpt_path.exists() {
+                        format!("the last good checkpoint {} is kept", ckpt_path.display())
+                    } else {
+                        "no checkpoint had been written yet".to_string()
+                    };
+                    return Err(Error::new(
+                        ErrorKind::Diverged,
+                        format!(
+                            "the loss became {} at step {bad}; stopped ({kept}); try a lower --lr",
+                            losses[i]
+                        ),
+                    ));
+                }
+                if want_row {
+                    let mean = losses.iter().sum::<f32>() / losses.len().max(1) as f32;
+                    last_train = Some(mean);
+                    let now = start.elapsed().as_secs_f64();
+                    let rate = (n * batch) as f64 / (now - last_row_time).max(1e-9);
+                    metrics.row(&Row {
+                        epoch: state.epoch,
+                        step: state.step,
+                        train_loss: Some(mean),
+                        val_loss: None,
+                        seconds: seconds0 + now,
+                        samples_per_s: rate,
+                    })?;
+                    last_row_step = state.step;
+                    last_row_time = now;
+                }
+            }
+            if state.step % args.checkpoint_every == 0 {
+                state.seconds = seconds0 + start.elapsed().as_secs_f64();
+                save(&state, "checkpoint", &ckpt_path)?;
+            }
+        }
+        if state.epoch_step < steps_per_epoch {
+            break 'epochs; // --max-steps reached mid-epoch
+        }
+        // End of epoch: validation, early stopping, checkpoints.
+        let val = net_validation(gpu, &val_net)?;
+        if !val.is_finite() {
+            return Err(Error::new(
+                ErrorKind::Diverged,
+                format!(
+                    "the validation loss became {val} after epoch {}; stopped; try a lower --lr",
+                    state.epoch
+                ),
+            ));
+        }
+        let now = start.elapsed().as_secs_f64();
+        metrics.row(&Row {
+            epoch: state.epoch,
+            step: state.step,
+            train_loss: last_train,
+            val_loss: Some(val),
+            seconds: seconds0 + now,
+            samples_per_s: ((state.step - first_step) as usize * batch) as f64 / now.max(1e-9),
+        })?;
+        state.epoch += 1;
+        state.epoch_step = 0;
+        let improved = state.best_val.is_none_or(|b| val < b);
+        if improved {
+            state.best_val = Some(val);
+            state.best_epoch = Some(state.epoch - 1);
+            state.epochs_without_improvement = 0;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        state.seconds = seconds0 + now;
+        if state.epochs_without_improvement >= args.patience {
+            stopped_early = true;
+            state.finished = true;
+        }
+        if state.epoch >= args.epochs {
+            state.finished = true;
+        }
+        if improved {
+            save(&state, "best", &best_path)?;
+        }
+        save(&state, "checkpoint", &ckpt_path)?;
+        if stopped_early {
+            metrics.say(&format!(
+                "early stopping: no better validation loss for {} epochs; the best weights (epoch {}, val_loss {:.5}) are in {}",
+                args.patience,
+                state.best_epoch.unwrap_or(0),
+                state.best_val.unwrap_or(f32::NAN),
+                best_path.display()
+            ));
+            break 'epochs;
+        }
+    }
+    if !state.finished || state.step % args.checkpoint_every != 0 {
+        state.seconds = seconds0 + start.elapsed().as_secs_f64();
+        save(&state, "checkpoint", &ckpt_path)?;
+    }
+    if !best_path.exists() {
+        // No epoch finished yet: the latest weights are the best we have.
+        save(&state, "best", &best_path)?;
+    }
+    if let Some(b) = &metrics.bar {
+        b.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Summary {
+        steps: state.step,
+        epochs: state.epoch,
+        best_val: state.best_val,
+        last_train_loss: last_train,
+        seconds: state.seconds,
+        samples_per_s: ((state.step - first_step) as usize * batch) as f64 / secs.max(1e-9),
+        stopped_early,
+    })
+}
+
+fn net_validation(gpu: &Gpu, val: &Network) -> Result<f32> {
+    val.set_slot(gpu, 0);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        val.record_forward(&mut pass);
+        val.record_loss(&mut pass);
+    }
+    gpu.queue.submit([enc.finish()]);
+    Ok(val.read_losses(gpu, 0, 1)?[0])
+}

@@ -1,0 +1,184 @@
+//! The whole model on the GPU (forward, loss, backward, Adam) against the CPU reference of
+//! `src/reference/model.rs`, which is itself checked by finite differences.
+
+mod common;
+
+use wgpu_diffusion::config::{Geometry, ModelConfig, Preset};
+use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::model::network::{Network, Optimizer};
+use wgpu_diffusion::model::{Init, ParamLayout};
+use wgpu_diffusion::ops::adam::AdamConfig;
+use wgpu_diffusion::reference::{adam, model as reference, patches};
+use wgpu_diffusion::testing::{assert_close, uniform_data};
+
+/// The tiny preset and a second odd geometry with two layers.
+fn configs() -> Vec<(ModelConfig, usize)> {
+    vec![
+        (Preset::Tiny.model(), 3),
+        (
+            ModelConfig {
+                geometry: Geometry::new(13, 1).unwrap(),
+                layers: 2,
+                heads: 3,
+                key_dim: 5,
+            },
+            2,
+        ),
+    ]
+}
+
+struct Case {
+    layout: ParamLayout,
+    params: Vec<f32>,
+    tokens: Vec<f32>,
+    target: Vec<f32>,
+}
+
+fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
+    let g = &cfg.geometry;
+    let layout = ParamLayout::new(cfg);
+    let mut params = layout.init(seed);
+    // Non-zero biases, and Q/K large enough that attention is far from uniform.
+    for t in &layout.tensors {
+        let r = uniform_data(t.len(), seed + t.offset as u64);
+        for (i, v) in params[t.range()].iter_mut().enumerate() {
+            match t.init {
+                Init::Zeros => *v = 0.05 * r[i],
+                Init::Uniform(_) if t.name.ends_with("w_qkv") => *v *= 6.0,
+                _ => {}
+            }
+        }
+    }
+    let images: Vec<f32> = uniform_data(batch * g.pixels() as usize, seed + 1)
+        .iter()
+        .map(|v| 0.5 * v)
+        .collect();
+    let cond: Vec<f32> = (0..batch).map(|b| 0.2 + 0.3 * b as f32).collect();
+    let tokens = patches::patches_forward(g, &images, &cond, g.tokens() as usize);
+    let target = uniform_data(batch * (g.patches() * g.dim()) as usize, seed + 2);
+    Case {
+        layout,
+        params,
+        tokens,
+        target,
+    }
+}
+
+fn build<'a>(
+    gpu: &Gpu,
+    cfg: &ModelConfig,
+    batch: usize,
+    c: &Case,
+) -> (GpuTensor, Optimizer, Network) {
+    let params = GpuTensor::from_slice(gpu, "params", &[c.layout.total], &c.params).unwrap();
+    let zeros = vec![0.0; c.layout.total];
+    let opt = Optimizer::new(
+        gpu, &c.layout, &params, &zeros, &zeros, &c.params, 1e-3, 0.9,
+    )
+    .unwrap();
+    let net = Network::new(gpu, cfg, &c.layout, batch, &params, Some(&opt.grads)).unwrap();
+    net.tokens.write(gpu, &c.tokens);
+    net.target.write(gpu, &c.target);
+    (params, opt, net)
+}
+
+#[test]
+fn activations_loss_and_every_gradient_match_reference() {
+    let gpu = common::gpu();
+    for (cfg, batch) in configs() {
+        let c = case(&cfg, batch, 10);
+        let (_params, opt, net) = build(&gpu, &cfg, batch, &c);
+        net.set_slot(&gpu, 5);
+        gpu.run(&net.dispatches()).unwrap();
+        let name = format!("P={} L={} H={}", cfg.geometry.patch, cfg.layers, cfg.heads);
+
+        let fwd = reference::forward::<f32>(&cfg, &c.layout, &c.params, &c.tokens, batch);
+        let mut want: Vec<(String, &[f32])> = vec![("x_start".into(), &fwd.x_start)];
+        for (l, ly) in fwd.layers.iter().enumerate() {
+            want.push((format!("layer{l}.qkv"), &ly.qkv));
+            want.push((format!("layer{l}.probs"), &ly.probs));
+            want.push((format!("layer{l}.o"), &ly.o));
+            want.push((format!("layer{l}.out"), &ly.out));
+        }
+        let got = net.activations();
+        assert_eq!(got.len(), want.len());
+        for ((gn, gt), (wn, wv)) in got.iter().zip(&want) {
+            assert_eq!(gn, wn);
+            assert_close(
+                &format!("{name} {gn}"),
+                &gt.read::<f32>(&gpu).unwrap(),
+                wv,
+                1e-5,
+                1e-4,
+            );
+        }
+
+        let loss = reference::loss(&cfg, fwd.output(), &c.target, batch);
+        let got_loss = net.read_losses(&gpu, 5, 1).unwrap()[0];
+        assert_close(&format!("{name} loss"), &[got_loss], &[loss], 1e-7, 1e-5);
+
+        let grads = reference::backward(&cfg, &c.layout, &c.params, &fwd, &c.target, batch);
+        let got_grads: Vec<f32> = opt.grads.read(&gpu).unwrap();
+        let scale = grads.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for t in &c.layout.tensors {
+            assert_close(
+                &format!("{name} d{}", t.name),
+                &got_grads[t.range()],
+                &grads[t.range()],
+                1e-5 * scale,
+                1e-3,
+            );
+        }
+    }
+}
+
+#[test]
+fn ten_adam_steps_give_the_reference_loss_sequence() {
+    let gpu = common::gpu();
+    for (cfg, batch) in configs() {
+        let c = case(&cfg, batch, 20);
+        let (params, opt, net) = build(&gpu, &cfg, batch, &c);
+        let steps = 10;
+        for k in 0..steps {
+            net.set_slot(&gpu, k as u32);
+            opt.set_step(&gpu, k + 1);
+            let mut all = net.dispatches();
+            all.extend(opt.dispatches());
+            gpu.run(&all).unwrap();
+        }
+        let got = net.read_losses(&gpu, 0, steps as usize).unwrap();
+
+        let acfg = AdamConfig::keras(1e-3);
+        let mut p = c.params.clone();
+        let (mut m, mut v) = (vec![0.0; p.len()], vec![0.0; p.len()]);
+        let mut ema = c.params.clone();
+        let mut want = Vec::new();
+        for k in 0..steps {
+            let (l, g) =
+                reference::loss_and_grad::<f32>(&cfg, &c.layout, &p, &c.tokens, &c.target, batch);
+            want.push(l);
+            adam::adam_step(&acfg, k + 1, &mut p, &g, &mut m, &mut v);
+            adam::ema(0.9, &p, &mut ema);
+        }
+        let name = format!("P={} L={}", cfg.geometry.patch, cfg.layers);
+        assert!(
+            want[9] < want[0],
+            "{name}: the reference loss should fall: {want:?}"
+        );
+        assert_close(&format!("{name} loss sequence"), &got, &want, 1e-6, 1e-4);
+        assert_close(
+            &format!("{name} params after 10 steps"),
+            &params.read::<f32>(&gpu).unwrap(),
+            &p,
+            1e-5,
+            1e-3,
+        );
+        assert_close(
+            &format!("{name} EMA after 10 steps"),
+            &opt.ema.read::<f32>(&gpu).unwrap(),
+            &ema,
+            1e-5,
+            1e-3,
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! `train` end to end on the tiny preset: the loss falls, resume is exact, and bad input is a
+//! one-line error with a non-zero exit code that overwrites nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mnist_dir() -> PathBuf {
+    match std::env::var_os("MNIST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgpu-diffusion-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// `train --preset tiny` on a small subset, with extra flags.
+fn train(out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--train-subset",
+            "200",
+            "--val-count",
+            "40",
+        ])
+        .args([
+            "--batch-images",
+            "4",
+            "--repeat",
+            "25",
+            "--lr",
+            "1e-3",
+            "--log-every",
+            "1",
+        ])
+        .arg("--data")
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "train failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn error_line(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line:\n{e}");
+    lines[0].to_string()
+}
+
+/// (step, train_loss) of every per-step row of metrics.csv.
+fn losses(out: &Path) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("epoch,step,train_loss,val_loss,seconds,samples_per_s")
+    );
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| c[3].is_empty())
+        .map(|c| (c[1].parse().unwrap(), c[2].to_string()))
+        .collect()
+}
+
+#[test]
+fn loss_falls_and_epochs_validate() {
+    let out = tmp("train-falls");
+    // 200 images / 4 per step = 50 steps per epoch: 2 epochs.
+    let o = train(&out, &["--epochs", "2"]);
+    ok(&o);
+    let l: Vec<f32> = losses(&out)
+        .iter()
+        .map(|(_, v)| v.parse().unwrap())
+        .collect();
+    assert_eq!(l.len(), 100);
+    let first: f32 = l[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = l[90..].iter().sum::<f32>() / 10.0;
+    assert!(last < 0.8 * first, "loss did not fall: {first} -> {last}");
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let val_rows = csv
+        .lines()
+        .filter(|l| !l.ends_with(',') && l.split(',').nth(3).is_some_and(|v| !v.is_empty()))
+        .count();
+    assert_eq!(val_rows, 2, "one validation row per epoch:\n{csv}");
+    assert!(out.join("checkpoint.safetensors").exists());
+    assert!(out.join("best.safetensors").exists());
+    assert!(!out.join("checkpoint.safetensors.tmp").exists());
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn resume_is_exact() {
+    let straight = tmp("train-straight");
+    let split = tmp("train-split");
+    ok(&train(&straight, &["--max-steps", "30"]));
+    ok(&train(&split, &["--max-steps", "15"]));
+    ok(&train(&split, &["--max-steps", "30", "--resume"]));
+    let a = losses(&straight);
+    let b = losses(&split);
+    assert_eq!(a.len(), 30);
+    assert_eq!(a, b, "resumed run differs from the straight run");
+    let _ = std::fs::remove_dir_all(straight);
+    let _ = std::fs::remove_dir_all(split);
+}
+
+#[test]
+fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
+    let out = tmp("train-errors");
+    ok(&train(&out, &["--max-steps", "3"]));
+    let ckpt = out.join("checkpoint.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+
+    // A second run into the same folder without --resume.
+    let o = train(&out, &["--max-steps", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("--resume"));
+    // Resuming with another configuration.
+    let o = train(&out, &["--max-steps", "6", "--resume", "--heads", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = error_line(&o);
+    assert!(
+        line.contains("another configuration") && line.contains("heads"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "checkpoint was modified"
+    );
+
+    // A diverging run stops with exit 3 and names the step.
+    let nan = tmp("train-nan");
+    let o = train(&nan, &["--max-steps", "40", "--lr", "1e30"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(error_line(&o).contains("at step"));
+
+    // A corrupt checkpoint.
+    std::fs::write(&ckpt, b"not a checkpoint").unwrap();
+    let o = train(&out, &["--max-steps", "6", "--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("corrupt"));
+
+    // Impossible geometry, out-of-range flags, unknown preset, a model too big for the adapter.
+    for (args, needle) in [
+        (vec!["--patch", "7"], "impossible patch geometry"),
+        (vec!["--alpha", "1.5"], "--alpha"),
+        (vec!["--preset", "huge"], "huge"),
+        (
+            vec!["--heads", "4000", "--key-dim", "1000"],
+            "max_storage_buffer_binding_size",
+        ),
+    ] {
+        let o = train(&tmp("train-bad"), &args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        let line = error_line(&o);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    let _ = std::fs::remove_dir_all(out);
+    let _ = std::fs::remove_dir_all(nan);
+}

@@ -17,6 +17,8 @@ pub mod streams {
     pub const SAMPLE_INIT: u32 = 8;
     /// The forward-process figure of `noise`.
     pub const FIGURE: u32 = 12;
+    /// The epoch's shuffle of the training images (on the CPU; `step` is the epoch).
+    pub const SHUFFLE: u32 = 16;
 }
 
 fn mulhilo(a: u32, b: u32) -> (u32, u32) {

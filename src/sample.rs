@@ -321,6 +321,7 @@ pub struct LoadedModel {
 /// has no EMA, and says so).
 pub fn load_model(gpu: &Gpu, path: &std::path::Path, weights: Weights) -> Result<LoadedModel> {
     let config = crate::train::read_run_config(path)?;
+    crate::model::network::check_fits(gpu, &config.model, 1)?;
     let layout = ParamLayout::new(&config.model);
     let loaded = crate::checkpoint::load(path, &layout)?;
     let (data, used) = match (weights, loaded.buffers.ema) {

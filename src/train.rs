@@ -433,6 +433,8 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             args.out.display()
         )));
     }
+    crate::model::network::check_fits(gpu, &model, (args.batch_images * args.repeat) as usize)?;
+    crate::model::network::check_fits(gpu, &model, args.val_count)?;
     let mnist: Mnist = data::load(args.data.as_deref())?;
     let train_images = args.train_subset.unwrap_or(mnist.train.count);
     let config = RunConfig {

@@ -49,6 +49,31 @@ pub struct Network {
     _keep: Vec<GpuTensor>,
 }
 
+/// Errors (naming the limit and by how much it is exceeded) when the model's parameters or
+/// the activations of a `batch` do not fit the adapter's storage-binding limits. Cheap: call
+/// it before allocating anything.
+pub fn check_fits(gpu: &Gpu, cfg: &ModelConfig, batch: usize) -> Result<()> {
+    let g = &cfg.geometry;
+    let (t, d, hk, h) = (
+        g.tokens() as u64,
+        g.dim() as u64,
+        cfg.hk() as u64,
+        cfg.heads as u64,
+    );
+    let m = batch as u64 * t;
+    let layout_total = cfg.parameter_count() + 64 * (1 + 4 * cfg.layers as u64);
+    for (label, elems) in [
+        ("the model's parameters", layout_total),
+        ("the QKV activations", m * 3 * hk),
+        ("the attention probabilities", batch as u64 * h * t * t),
+        ("the attention output", m * hk),
+        ("the tokens", m * d),
+    ] {
+        gpu.check_binding_size(label, elems * 4)?;
+    }
+    Ok(())
+}
+
 impl Network {
     /// Buffers and dispatches for `batch` samples reading weights from `params` (flat, in
     /// `layout`); with `grads` (same layout) the backward pass is built too.

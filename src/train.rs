@@ -20,6 +20,10 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Side of the per-epoch sample grid, and its seed (fixed, so epochs compare).
+const EPOCH_GRID: usize = 8;
+const EPOCH_SAMPLE_SEED: u64 = 0xD161_7500;
+
 /// Seed of the validation noise: fixed, so validation losses compare across epochs and runs.
 pub const VALIDATION_SEED: u64 = 0x5EED_0000_0800;
 
@@ -98,6 +102,10 @@ pub struct TrainArgs {
     /// Steps between checkpoints (also written at every epoch end and at the end).
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_every: u64,
+    /// Write an 8x8 grid of digits sampled with the EMA weights (fixed seed, 50 steps, scale
+    /// 1.5) to OUT/samples/epoch-E.png every this many epochs; 0 turns it off.
+    #[arg(long, default_value_t = 1)]
+    pub sample_every: u32,
 }
 
 /// What defines a run: a checkpoint can only be resumed with the same values.
@@ -567,6 +575,27 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         gpu.wait()?;
     }
 
+    // The per-epoch picture: the same sampler as `sample`, reading the EMA weights.
+    let epoch_sampler = if args.sample_every > 0 {
+        let schedule = crate::sample::Schedule {
+            alpha: args.alpha,
+            n_max: args.n_max,
+            steps: 50.min(args.n_max),
+            scale: 1.5,
+        };
+        Some(crate::sample::Sampler::new(
+            gpu,
+            &model,
+            &layout,
+            &opt.ema,
+            EPOCH_GRID * EPOCH_GRID,
+            schedule,
+            EPOCH_SAMPLE_SEED,
+        )?)
+    } else {
+        None
+    };
+
     std::fs::create_dir_all(&args.out).map_err(crate::error::io_err(
         ErrorKind::Io,
         "cannot create",
@@ -750,6 +779,18 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         }
         if improved {
             save(&state, "best", &best_path)?;
+        }
+        if let Some(sm) = &epoch_sampler {
+            if (state.epoch - 1) % args.sample_every == 0 {
+                let digits = sm.run(gpu, 0)?;
+                let (w, h, grey) =
+                    crate::figures::grid(&digits, EPOCH_GRID, 2, 2, crate::figures::Scale::Data);
+                let p = args
+                    .out
+                    .join("samples")
+                    .join(format!("epoch-{}.png", state.epoch - 1));
+                crate::figures::write_png(&p, w, h, &grey)?;
+            }
         }
         save(&state, "checkpoint", &ckpt_path)?;
         if stopped_early {

@@ -281,7 +281,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 50)]
     pub steps: u32,
     /// Step scale s: each step divides by a'^s (1 plain, 1.5 trusts the model more).
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
     pub step_scale: f32,
     /// Seed of the initial noise.
     #[arg(long, default_value_t = 0)]

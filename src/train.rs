@@ -49,7 +49,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub key_dim: Option<u32>,
     /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = 0.99, allow_negative_numbers = true)]
     pub alpha: f32,
     /// Largest noise level n drawn in training (uniform over 0..=n-max).
     #[arg(long, default_value_t = 500)]
@@ -61,7 +61,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 100)]
     pub repeat: u32,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     pub lr: f32,
     /// Most epochs.
     #[arg(long, default_value_t = 200)]

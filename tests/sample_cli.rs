@@ -1,0 +1,157 @@
+//! `sample` end to end: a checkpoint made by `train` gives an IDX file that our own reader
+//! loads, a grid, a trajectory; bad input is one line and a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use wgpu_diffusion::data::idx::read_idx_file;
+
+fn mnist_dir() -> PathBuf {
+    match std::env::var_os("MNIST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
+    }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn error_line(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line:\n{e}");
+    lines[0].to_string()
+}
+
+/// A tiny checkpoint from 3 training steps.
+fn checkpoint(dir: &Path) -> PathBuf {
+    let o = bin()
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--train-subset",
+            "100",
+            "--val-count",
+            "20",
+        ])
+        .args([
+            "--batch-images",
+            "2",
+            "--repeat",
+            "10",
+            "--max-steps",
+            "3",
+            "--sample-every",
+            "0",
+        ])
+        .arg("--data")
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    ok(&o);
+    dir.join("best.safetensors")
+}
+
+fn sample(ckpt: &Path, out: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("sample")
+        .arg("--checkpoint")
+        .arg(ckpt)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sample_writes_idx_grid_and_trajectory() {
+    let base = std::env::temp_dir().join(format!("wgpu-diffusion-sample-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let ckpt = checkpoint(&base.join("run"));
+    let out = base.join("samples");
+    let o = sample(
+        &ckpt,
+        &out,
+        &[
+            "--count",
+            "21",
+            "--steps",
+            "4",
+            "--batch",
+            "8",
+            "--grid",
+            "4",
+            "--trajectory",
+            "--json",
+        ],
+    );
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["count"], 21);
+    assert!(v["digits_per_s"].as_f64().unwrap() > 0.0);
+    let idx = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
+    assert_eq!(idx.dims, vec![21, 28, 28]);
+    let img = image::open(out.join("grid.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (4 * 58 + 2, 4 * 58 + 2));
+    assert!(out.join("trajectory.png").exists() && out.join("trajectory.gif").exists());
+
+    // The same seed gives the same digits, whatever the batch; another seed others.
+    let out2 = base.join("samples2");
+    ok(&sample(
+        &ckpt,
+        &out2,
+        &["--count", "21", "--steps", "4", "--batch", "21"],
+    ));
+    let idx2 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
+    assert_eq!(idx.data, idx2.data, "chunked and unchunked runs differ");
+    ok(&sample(
+        &ckpt,
+        &out2,
+        &["--count", "21", "--steps", "4", "--seed", "9"],
+    ));
+    let idx3 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
+    assert_ne!(idx.data, idx3.data, "another seed gave the same digits");
+
+    // Bad input: one line, exit 2.
+    let corrupt = base.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage").unwrap();
+    for (ck, args, needle) in [
+        (ckpt.clone(), vec!["--count", "0"], "--count"),
+        (ckpt.clone(), vec!["--steps", "0"], "--steps"),
+        (ckpt.clone(), vec!["--step-scale", "0"], "--step-scale"),
+        (ckpt.clone(), vec!["--step-scale", "-1.5"], "--step-scale"),
+        (
+            base.join("missing.safetensors"),
+            vec![],
+            "missing.safetensors",
+        ),
+        (corrupt, vec![], "corrupt"),
+    ] {
+        let o = sample(&ck, &base.join("bad"), &args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let line = error_line(&o);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    let _ = std::fs::remove_dir_all(base);
+}

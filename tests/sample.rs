@@ -158,3 +158,24 @@ fn bad_schedules_are_errors() {
             && (t[49] as f64 - 0.99f64.powi(10)).abs() < 1e-6
     );
 }
+
+/// The loop reads nothing back: submitting all steps leaves the device's readback counter
+/// unchanged; fetching the digits is exactly one readback.
+#[test]
+fn sampling_loop_reads_nothing_back() {
+    let gpu = common::gpu();
+    let cfg = Preset::Tiny.model();
+    let layout = ParamLayout::new(&cfg);
+    let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &layout.init(4)).unwrap();
+    let sm = Sampler::new(&gpu, &cfg, &layout, &p, 6, schedule(20, 1.5), 1).unwrap();
+    let before = gpu.readbacks();
+    sm.submit(&gpu, 0).unwrap();
+    gpu.wait().unwrap();
+    assert_eq!(gpu.readbacks(), before, "the 20-step loop read data back");
+    sm.run(&gpu, 0).unwrap();
+    assert_eq!(
+        gpu.readbacks(),
+        before + 1,
+        "one readback for the finished digits"
+    );
+}

@@ -58,6 +58,7 @@ pub struct Gpu {
     /// The limits the device was created with: the adapter's own.
     pub limits: wgpu::Limits,
     pub(crate) kernels: KernelCache,
+    pub(crate) readbacks: std::sync::atomic::AtomicU64,
     errors: Arc<Mutex<Vec<String>>>,
     _instance: wgpu::Instance,
 }
@@ -170,6 +171,7 @@ impl Gpu {
             features,
             limits,
             kernels: KernelCache::default(),
+            readbacks: Default::default(),
             errors,
             _instance: instance,
         })
@@ -199,6 +201,12 @@ impl Gpu {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::gpu(format!("waiting for the GPU failed: {e}")))?;
         self.check()
+    }
+
+    /// How many times [`Gpu::read`] copied data back to the host on this device (tests use it
+    /// to prove that hot loops read nothing back).
+    pub fn readbacks(&self) -> u64 {
+        self.readbacks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn has(&self, f: wgpu::Features) -> bool {

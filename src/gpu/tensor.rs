@@ -156,6 +156,8 @@ impl Gpu {
         if bytes == 0 {
             return Ok(vec![]);
         }
+        self.readbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let padded = bytes.div_ceil(4) * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),

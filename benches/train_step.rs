@@ -10,6 +10,7 @@ use wgpu_diffusion::gpu::timing::time_dispatches;
 use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor};
 use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::ParamLayout;
+use wgpu_diffusion::ops::attention::{self, AttentionShape};
 use wgpu_diffusion::reference;
 use wgpu_diffusion::sample::{Sampler, Schedule};
 use wgpu_diffusion::testing::uniform_data;
@@ -36,6 +37,9 @@ fn main() {
     let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
     let batch = 500;
     println!("adapter: {}", gpu.describe());
+    let probe = if gpu.is_cpu() { 1 << 14 } else { 1 << 22 };
+    let peak = wgpu_diffusion::gpu::timing::measure_peak_gflops(&gpu, probe).unwrap();
+    println!("measured f32 FMA peak (shaders/peak.wgsl): {peak:.1} GFLOP/s");
     println!(
         "preset {} ({} weights), batch {batch} samples ({} rows)",
         preset.name(),
@@ -62,19 +66,57 @@ fn main() {
     let reps = if quick { 3 } else { 10 };
     let step = time_dispatches(&gpu, &all, reps).unwrap();
     let fwd = time_dispatches(&gpu, &net.forward_dispatches(), reps).unwrap();
+    if args.iter().any(|a| a == "--profile") {
+        println!("per-kernel times of one training step:");
+        for d in &all {
+            let s = time_dispatches(&gpu, &[d], reps).unwrap();
+            println!("  {:40} {:?} {:9.3} ms", d.kernel.label, d.groups, s * 1e3);
+        }
+    }
     let flops = 3.0 * net.forward_flops();
     println!(
-        "train step:   {:9.3} ms  {:10.1} samples/s  {:8.2} GFLOP/s (matmul FLOPs, fwd+bwd = 3x fwd)",
+        "train step:   {:9.3} ms  {:10.1} samples/s  {:8.2} GFLOP/s = {:5.1}% of peak (matmul FLOPs, fwd+bwd = 3x fwd)",
         step * 1e3,
         batch as f64 / step,
-        flops / step / 1e9
+        flops / step / 1e9,
+        100.0 * flops / step / 1e9 / peak
     );
     println!(
-        "forward only: {:9.3} ms  {:10.1} samples/s  {:8.2} GFLOP/s",
+        "forward only: {:9.3} ms  {:10.1} samples/s  {:8.2} GFLOP/s = {:5.1}% of peak",
         fwd * 1e3,
         batch as f64 / fwd,
-        net.forward_flops() / fwd / 1e9
+        net.forward_flops() / fwd / 1e9,
+        100.0 * net.forward_flops() / fwd / 1e9 / peak
     );
+
+    // Attention alone, at the model's shape.
+    let ashape = AttentionShape {
+        batch,
+        tokens: t,
+        heads: cfg.heads as usize,
+        key_dim: cfg.key_dim as usize,
+    };
+    let hk = cfg.hk() as usize;
+    let qkv = GpuTensor::from_slice(
+        &gpu,
+        "qkv",
+        &[batch * t, 3 * hk],
+        &uniform_data(batch * t * 3 * hk, 4),
+    )
+    .unwrap();
+    let o = GpuTensor::zeros(&gpu, "o", &[batch * t, hk]).unwrap();
+    let probs = GpuTensor::zeros(&gpu, "probs", &[batch, ashape.heads, t, t]).unwrap();
+    let dqkv = GpuTensor::zeros(&gpu, "dqkv", &[batch * t, 3 * hk]).unwrap();
+    let af = attention::attention_forward(&gpu, &ashape, &qkv, &o, &probs).unwrap();
+    let ab = attention::attention_backward(&gpu, &ashape, &qkv, &probs, &o, &dqkv).unwrap();
+    let att_flops = 4.0 * (batch * ashape.heads * t * t * ashape.key_dim) as f64;
+    for (name, d, f) in [
+        ("attention fwd", &af, att_flops),
+        ("attention bwd", &ab, 2.0 * att_flops),
+    ] {
+        let s = time_dispatches(&gpu, &[d], reps).unwrap();
+        println!("{name}: {:9.3} ms  {:8.2} GFLOP/s", s * 1e3, f / s / 1e9);
+    }
 
     // The CPU reference on the same step, for a baseline (a smaller batch on big presets).
     let cpu_batch = if preset == Preset::Tiny { batch } else { 20 };

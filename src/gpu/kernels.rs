@@ -42,6 +42,10 @@ pub const SHADERS: &[Shader] = &[
         source: include_str!("../../shaders/loss.wgsl"),
     },
     Shader {
+        name: "peak",
+        source: include_str!("../../shaders/peak.wgsl"),
+    },
+    Shader {
         name: "sample",
         source: include_str!("../../shaders/sample.wgsl"),
     },

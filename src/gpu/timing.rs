@@ -66,3 +66,39 @@ pub fn time_dispatches(gpu: &Gpu, dispatches: &[&Dispatch], reps: usize) -> Resu
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(samples[samples.len() / 2])
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PeakParams {
+    a: f32,
+    b: f32,
+    _pad: [u32; 2],
+}
+
+/// Measured f32 FMA throughput of the adapter in GFLOP/s (`shaders/peak.wgsl`): the ceiling
+/// the benches report kernels against. `threads` sets the size of the probe.
+pub fn measure_peak_gflops(gpu: &Gpu, threads: u32) -> Result<f64> {
+    const ITERS: u32 = 2048;
+    let wg = crate::gpu::kernels::WG_1D;
+    let k = gpu.kernel(
+        "peak",
+        "fma_peak",
+        &[("WG", wg as f64), ("ITERS", ITERS as f64)],
+    )?;
+    let out = crate::gpu::GpuTensor::zeros(gpu, "peak-out", &[threads as usize])?;
+    let p = gpu.uniform(
+        "peak-params",
+        &PeakParams {
+            a: 0.999,
+            b: 1e-3,
+            _pad: [0; 2],
+        },
+    );
+    let d = gpu.dispatch(
+        &k,
+        &[(0, p.as_entire_binding()), (1, out.bind())],
+        gpu.groups_1d(threads as u64, wg)?,
+    )?;
+    let secs = time_dispatches(gpu, &[&d], 3)?;
+    Ok(threads as f64 * ITERS as f64 * 16.0 / secs / 1e9)
+}

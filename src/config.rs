@@ -29,7 +29,7 @@ impl Geometry {
     /// A validated geometry for `size`x`size` images; the error names the values and the
     /// nearest valid choices.
     pub fn with_size(size: u32, patch: u32, overlap: u32) -> Result<Self> {
-        let fits = |p: u32, o: u32| p >= 1 && size > 2 * o && (size - 2 * o) % p == 0;
+        let fits = |p: u32, o: u32| p >= 1 && size > 2 * o && (size - 2 * o).is_multiple_of(p);
         if fits(patch, overlap) {
             return Ok(Geometry {
                 size,

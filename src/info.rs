@@ -10,7 +10,7 @@ pub fn limits(gpu: &Gpu) -> Vec<(&'static str, u64)> {
     vec![
         (
             "max_storage_buffer_binding_size",
-            l.max_storage_buffer_binding_size as u64,
+            l.max_storage_buffer_binding_size,
         ),
         ("max_buffer_size", l.max_buffer_size),
         (

@@ -17,6 +17,8 @@ pub fn compare(name: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> Res
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let tol = abs + rel * w.abs();
+        // Negated on purpose: a NaN error is a mismatch.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(err <= tol) {
             count += 1;
             if bad.len() < 8 {

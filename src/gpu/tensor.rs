@@ -203,7 +203,7 @@ impl Gpu {
 
     /// Errors (naming the tensor and the limit) when a buffer cannot be bound as storage.
     pub fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {
-        let max = self.limits.max_storage_buffer_binding_size as u64;
+        let max = self.limits.max_storage_buffer_binding_size;
         let max_buf = self.limits.max_buffer_size;
         if bytes > max.min(max_buf) {
             return Err(Error::adapter(format!(

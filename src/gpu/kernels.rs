@@ -49,6 +49,10 @@ pub const SHADERS: &[Shader] = &[
         name: "sample",
         source: include_str!("../../shaders/sample.wgsl"),
     },
+    Shader {
+        name: "classifier",
+        source: include_str!("../../shaders/classifier.wgsl"),
+    },
 ];
 
 /// Looks a shader up by name.

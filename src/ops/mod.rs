@@ -4,6 +4,7 @@
 
 pub mod adam;
 pub mod attention;
+pub mod classifier;
 pub mod loss;
 pub mod matmul;
 pub mod noise;

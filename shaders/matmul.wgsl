@@ -16,24 +16,34 @@
 //                      THREAD_M x THREAD_N outputs (strided by the thread grid) in registers.
 //                      What is fast on real GPUs.
 //   matmul_register    v3: no workgroup memory. A workgroup is REG_WG threads side by side
-//                      along N; each thread owns REG_M rows x REG_N consecutive columns. The
-//                      rows depend only on the workgroup id, so A's loads are uniform (CPU
-//                      adapters issue them once per SIMD group); scalar loads, any alignment.
-//   matmul_register4   v3 with vec4 loads of A and B (binding 5 and 6 instead of 1 and 2): the
-//                      host uses it when A's and B's contiguous dimension (A: K, or M when
-//                      TRANS_A; B: N, or K when TRANS_B) is a multiple of 4 and both views start
-//                      on a multiple of 4 elements. REG_M and REG_N must be multiples of 4.
-//                      What is fast on CPU adapters (lavapipe / llvmpipe).
+//                      along N; each thread owns REG_M rows x REG_N consecutive columns (REG_N
+//                      a multiple of 4) as vec4 accumulators; one step of K at a time with
+//                      scalar loads: the fallback for any alignment.
+//   matmul_register4   v3 with vec4 loads of A and B (binding 5 and 6 instead of 1 and 2), four
+//                      steps of K at a time: the host uses it when A's and B's contiguous
+//                      dimension (A: K, or M when TRANS_A; B: N, or K when TRANS_B) is a
+//                      multiple of 4 and both views start on a multiple of 4 elements (then K
+//                      is a multiple of 4 too, unless TRANS_A and not TRANS_B: a tail of single
+//                      steps). REG_M and REG_N must be multiples of 4.
+//                      What is fast on CPU adapters (lavapipe / llvmpipe), where every load
+//                      whose address differs per lane costs a loop over the lanes: 8x8 outputs
+//                      per thread do 256 FMAs per 16 vec4 loads (measured ~4-7 GFLOP/s on 2
+//                      cores, 15x the naive kernel; 4x4, 8x4 and 16x8 blocks were slower).
 //   colsum             db[N] = Σ_m dY[m, N] (+ db if ACCUMULATE), dY bound as B ([M, N]): one
 //                      workgroup per COLSUM_COLS columns, COLSUM_ROWS partial sums per column
 //                      reduced in workgroup memory; one writer per output, no atomics.
 //
 // Buffers (group 0): 0 params (uniform), 1 A (f32), 2 B (f32), 3 bias [N] (f32; without a
-// bias the host binds A here, never read), 4 C [M, N] (read_write), 5 A as vec4, 6 B as vec4.
+// bias the host binds A here, never read: the HAS_BIAS flag is off), 4 C [M, N] (read_write),
+// 5 A as vec4, 6 B as vec4.
 // Row tiles are indexed by workgroup_id.y + workgroup_id.z * num_workgroups.y, so the host can
 // spill more than 65,535 row tiles into z.
 // Register arrays are sized for the largest blocking the host accepts (MAX_ACC accumulators,
-// MAX_SIDE values of A or B per step); the loops run to the override constants and unroll.
+// MAX_SIDE values of A or B per step). Loops run to override constants with small bodies so
+// that compilers unroll them and the arrays stay in registers; llvmpipe needs that twice over:
+// it keeps arrays indexed by a loop it did not unroll in memory, and it stops an invocation
+// after 65,535 loop iterations in all (the host refuses work that could get there on CPU
+// adapters).
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -147,45 +157,51 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
     let n = params.n;
     let k = params.k;
 
+    // Every loop below has a constant trip count, so compilers can unroll it (llvmpipe must:
+    // it keeps unresolved register-array indices in memory, and stops a shader after 65,535
+    // loop iterations in all).
     var acc: array<f32, MAX_ACC>;
     var ra: array<f32, MAX_SIDE>;
     var rb: array<f32, MAX_SIDE>;
-    for (var i = 0u; i < THREAD_M * THREAD_N; i++) {
-        acc[i] = 0.0;
-    }
     for (var k0 = 0u; k0 < k; k0 += TILE_K) {
         // Stage the slabs; consecutive threads read consecutive addresses of the stored matrix.
-        for (var e = t; e < TILE_M * TILE_K; e += threads) {
-            var ii: u32;
-            var pp: u32;
-            if (TRANS_A) {
-                ii = e % TILE_M;
-                pp = e / TILE_M;
-            } else {
-                pp = e % TILE_K;
-                ii = e / TILE_K;
+        for (var r = 0u; r < (TILE_M * TILE_K + threads - 1u) / threads; r++) {
+            let e = t + r * threads;
+            if (e < TILE_M * TILE_K) {
+                var ii: u32;
+                var pp: u32;
+                if (TRANS_A) {
+                    ii = e % TILE_M;
+                    pp = e / TILE_M;
+                } else {
+                    pp = e % TILE_K;
+                    ii = e / TILE_K;
+                }
+                var v = 0.0;
+                if (row0 + ii < m && k0 + pp < k) {
+                    v = load_a(row0 + ii, k0 + pp);
+                }
+                tile_a[pp * TILE_M + ii] = v;
             }
-            var v = 0.0;
-            if (row0 + ii < m && k0 + pp < k) {
-                v = load_a(row0 + ii, k0 + pp);
-            }
-            tile_a[pp * TILE_M + ii] = v;
         }
-        for (var e = t; e < TILE_N * TILE_K; e += threads) {
-            var jj: u32;
-            var pp: u32;
-            if (TRANS_B) {
-                pp = e % TILE_K;
-                jj = e / TILE_K;
-            } else {
-                jj = e % TILE_N;
-                pp = e / TILE_N;
+        for (var r = 0u; r < (TILE_N * TILE_K + threads - 1u) / threads; r++) {
+            let e = t + r * threads;
+            if (e < TILE_N * TILE_K) {
+                var jj: u32;
+                var pp: u32;
+                if (TRANS_B) {
+                    pp = e % TILE_K;
+                    jj = e / TILE_K;
+                } else {
+                    jj = e % TILE_N;
+                    pp = e / TILE_N;
+                }
+                var v = 0.0;
+                if (col0 + jj < n && k0 + pp < k) {
+                    v = load_b(k0 + pp, col0 + jj);
+                }
+                tile_b[pp * TILE_N + jj] = v;
             }
-            var v = 0.0;
-            if (col0 + jj < n && k0 + pp < k) {
-                v = load_b(k0 + pp, col0 + jj);
-            }
-            tile_b[pp * TILE_N + jj] = v;
         }
         workgroupBarrier();
         for (var pp = 0u; pp < TILE_K; pp++) {
@@ -204,8 +220,8 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
         workgroupBarrier();
     }
     for (var i = 0u; i < THREAD_M; i++) {
-        let gi = row0 + lid.y + i * ty;
         for (var j = 0u; j < THREAD_N; j++) {
+            let gi = row0 + lid.y + i * ty;
             let gj = col0 + lid.x + j * tx;
             if (gi < m && gj < n) {
                 store(gi, gj, acc[i * THREAD_N + j]);
@@ -216,50 +232,12 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
 
 // ---- v3: register blocking, no workgroup memory --------------------------------------------
 
-@compute @workgroup_size(REG_WG)
-fn matmul_register(@builtin(local_invocation_id) lid: vec3<u32>,
-                   @builtin(workgroup_id) wid: vec3<u32>,
-                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let m = params.m;
-    let n = params.n;
-    let k = params.k;
-    let row0 = row_tile(wid, nwg) * REG_M;
-    let col0 = (wid.x * REG_WG + lid.x) * REG_N;
-
-    var acc: array<f32, MAX_ACC>;
-    var ra: array<f32, MAX_SIDE>;
-    var rb: array<f32, MAX_SIDE>;
-    for (var i = 0u; i < REG_M * REG_N; i++) {
-        acc[i] = 0.0;
-    }
-    // Out-of-range rows and columns read the last valid one; their outputs are dropped.
-    for (var p = 0u; p < k; p++) {
-        for (var i = 0u; i < REG_M; i++) {
-            ra[i] = load_a(min(row0 + i, m - 1u), p);
-        }
-        for (var j = 0u; j < REG_N; j++) {
-            rb[j] = load_b(p, min(col0 + j, n - 1u));
-        }
-        for (var i = 0u; i < REG_M; i++) {
-            for (var j = 0u; j < REG_N; j++) {
-                acc[i * REG_N + j] = fma(ra[i], rb[j], acc[i * REG_N + j]);
-            }
-        }
-    }
-    for (var i = 0u; i < REG_M; i++) {
-        for (var j = 0u; j < REG_N; j++) {
-            if (row0 + i < m && col0 + j < n) {
-                store(row0 + i, col0 + j, acc[i * REG_N + j]);
-            }
-        }
-    }
-}
-
-// Registers of matmul_register4, indexed only with constants once the loops (bounded by
+// Registers of both v3 kernels, indexed only with constants once the loops (bounded by
 // override constants, each with a small body) are unrolled: an index the compiler cannot
 // resolve would move the arrays to memory.
 // acc4[i * (REG_N / 4) + q] = C[row0 + i, col0 + 4q .. col0 + 4q + 4];
-// bq[4q + kk] = op(B)[p + kk, col0 + 4q .. col0 + 4q + 4] for the current 4-step p.
+// matmul_register4: bq[4q + kk] = op(B)[p + kk, col0 + 4q .. col0 + 4q + 4] for the 4-step p;
+// matmul_register:  bq[q] = op(B)[p, col0 + 4q .. col0 + 4q + 4].
 var<private> acc4: array<vec4<f32>, MAX_SIDE>;
 var<private> bq: array<vec4<f32>, MAX_SIDE>;
 
@@ -300,6 +278,34 @@ fn flush(e: u32, row0: u32, col0: u32) {
             store(i, col + 3u, v.w);
         }
     }
+}
+
+@compute @workgroup_size(REG_WG)
+fn matmul_register(@builtin(local_invocation_id) lid: vec3<u32>,
+                   @builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let m = params.m;
+    let n = params.n;
+    let k = params.k;
+    let row0 = row_tile(wid, nwg) * REG_M;
+    let col0 = (wid.x * REG_WG + lid.x) * REG_N;
+    let nq = REG_N / 4u;
+    // One step of K at a time: bq[q] = op(B)[p, col0 + 4q .. + 4] from scalar loads.
+    // Out-of-range rows and columns read the last valid ones; their outputs are dropped.
+    for (var p = 0u; p < k; p++) {
+        for (var q = 0u; q < nq; q++) {
+            let c = col0 + 4u * q;
+            bq[q] = vec4<f32>(load_b(p, min(c, n - 1u)), load_b(p, min(c + 1u, n - 1u)),
+                              load_b(p, min(c + 2u, n - 1u)), load_b(p, min(c + 3u, n - 1u)));
+        }
+        for (var i = 0u; i < REG_M; i++) {
+            let s = vec4<f32>(load_a(min(row0 + i, m - 1u), p));
+            for (var q = 0u; q < nq; q++) {
+                acc4[i * nq + q] = fma(s, bq[q], acc4[i * nq + q]);
+            }
+        }
+    }
+    flush_all(row0, col0);
 }
 
 @compute @workgroup_size(REG_WG)
@@ -377,7 +383,11 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
             }
         }
     }
-    // One call per possible accumulator (MAX_SIDE): no loop the compiler could keep.
+    flush_all(row0, col0);
+}
+
+// One call per possible accumulator (MAX_SIDE): no loop the compiler could keep.
+fn flush_all(row0: u32, col0: u32) {
     flush(0u, row0, col0);
     flush(1u, row0, col0);
     flush(2u, row0, col0);

@@ -22,9 +22,10 @@ pub const TILED: TiledBlocking = TiledBlocking {
     thread_m: 4,
     thread_n: 4,
 };
-/// v3 blocking: 8 threads side by side (one SIMD group of a 256-bit CPU), each 4x8 outputs.
+/// v3 blocking: 8 threads side by side (one SIMD group of a 256-bit CPU), each 8x8 outputs
+/// (the fastest measured on lavapipe; 4x4, 8x4 and 16x8 were slower).
 pub const REGISTER: RegisterBlocking = RegisterBlocking {
-    rows: 4,
+    rows: 8,
     cols: 8,
     lanes: 8,
 };
@@ -35,8 +36,12 @@ pub const COLSUM_ROWS: u32 = 4;
 /// Accumulators and per-step values the shader's register arrays hold (`MAX_ACC`, `MAX_SIDE`).
 const MAX_ACC: u32 = 64;
 const MAX_SIDE: u32 = 16;
+/// llvmpipe (lavapipe) stops a shader invocation after 65,535 loop iterations in all (every
+/// loop counts); CPU adapters refuse work whose loops would come near that.
+const CPU_LOOP_LIMIT: f64 = 60_000.0;
 
-/// Block sizes of [`MatmulKernel::Tiled`].
+/// Block sizes of [`MatmulKernel::Tiled`]: `thread_m, thread_n <= 16`, `thread_m * thread_n
+/// <= 64`, tiles multiples of the per-thread blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TiledBlocking {
     /// Rows and columns of C per workgroup.
@@ -49,12 +54,13 @@ pub struct TiledBlocking {
     pub thread_n: u32,
 }
 
-/// Block sizes of [`MatmulKernel::Register`].
+/// Block sizes of [`MatmulKernel::Register`]: `rows * cols <= 64`, `rows, cols <= 16`, `cols`
+/// a multiple of 4; vec4 loads also need `rows` to be a multiple of 4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegisterBlocking {
     /// Rows of C per thread (and per workgroup).
     pub rows: u32,
-    /// Consecutive columns of C per thread.
+    /// Consecutive columns of C per thread (a multiple of 4).
     pub cols: u32,
     /// Threads per workgroup, side by side along N.
     pub lanes: u32,
@@ -244,7 +250,7 @@ fn check_distinct(op: &str, out: &GpuTensor, inputs: &[&GpuTensor]) -> Result<()
 
 fn check_offset(gpu: &Gpu, op: &str, t: &GpuTensor) -> Result<()> {
     let align = gpu.limits.min_storage_buffer_offset_alignment as usize;
-    if (t.offset * 4) % align != 0 {
+    if !(t.offset * 4).is_multiple_of(align) {
         return Err(err(
             op,
             format!(
@@ -291,6 +297,19 @@ fn grid(gpu: &Gpu, op: &str, cols: usize, rows: usize) -> Result<[u32; 3]> {
     Ok([cols as u32, y as u32, z as u32])
 }
 
+/// Errors on CPU adapters when a thread's loops would run into llvmpipe's limit of 65,535 loop
+/// iterations per invocation (past it the shader silently stops: wrong results). `iterations`
+/// is a pessimistic count for the kernel.
+fn check_loop_limit(gpu: &Gpu, op: &str, what: &str, iterations: f64) -> Result<()> {
+    if gpu.is_cpu() && iterations > CPU_LOOP_LIMIT {
+        return Err(Error::adapter(format!(
+            "{op}: {what} needs about {iterations:.0} loop iterations per thread; CPU adapters \
+             (llvmpipe) stop a shader after 65,535, so this would give wrong results"
+        )));
+    }
+    Ok(())
+}
+
 fn check_tuning(gpu: &Gpu, kernel: MatmulKernel, t: &Tuning) -> Result<()> {
     let bad = |m: String| Err(Error::config(format!("matmul {kernel} blocking: {m}")));
     let max_inv = gpu.limits.max_compute_invocations_per_workgroup;
@@ -305,8 +324,8 @@ fn check_tuning(gpu: &Gpu, kernel: MatmulKernel, t: &Tuning) -> Result<()> {
             if b.thread_m == 0
                 || b.thread_n == 0
                 || b.tile_k == 0
-                || b.tile_m % b.thread_m != 0
-                || b.tile_n % b.thread_n != 0
+                || !b.tile_m.is_multiple_of(b.thread_m)
+                || !b.tile_n.is_multiple_of(b.thread_n)
                 || b.thread_m > MAX_SIDE
                 || b.thread_n > MAX_SIDE
                 || b.thread_m * b.thread_n > MAX_ACC
@@ -323,9 +342,10 @@ fn check_tuning(gpu: &Gpu, kernel: MatmulKernel, t: &Tuning) -> Result<()> {
             let b = &t.register;
             if b.rows == 0
                 || b.cols == 0
+                || !b.cols.is_multiple_of(4)
+                || b.cols > MAX_SIDE
                 || b.lanes == 0
                 || b.rows > MAX_SIDE
-                || b.cols > MAX_SIDE
                 || b.rows * b.cols > MAX_ACC
                 || b.lanes > max_inv
             {
@@ -405,13 +425,30 @@ pub fn gemm_with(
         let r = &tuning.register;
         let a_inner = if spec.trans_a { m } else { k };
         let b_inner = if spec.trans_b { k } else { n };
-        r.rows % 4 == 0
-            && r.cols % 4 == 0
-            && a_inner % 4 == 0
-            && b_inner % 4 == 0
-            && a.offset % 4 == 0
-            && b.offset % 4 == 0
+        r.rows.is_multiple_of(4)
+            && r.cols.is_multiple_of(4)
+            && a_inner.is_multiple_of(4)
+            && b_inner.is_multiple_of(4)
+            && a.offset.is_multiple_of(4)
+            && b.offset.is_multiple_of(4)
     };
+    let kf = k as f64;
+    let iterations = match kernel {
+        MatmulKernel::Naive => kf,
+        // Slab loads and the slab loop, plus a row loop the compiler may keep.
+        MatmulKernel::Tiled => {
+            let tk = tuning.tiled.tile_k as f64;
+            (kf / tk).ceil() * (2.0 + tk * (2.0 + tuning.tiled.thread_m as f64))
+        }
+        MatmulKernel::Register if vec4 => kf / 4.0 + 4.0,
+        MatmulKernel::Register => kf,
+    };
+    check_loop_limit(
+        gpu,
+        op,
+        &format!("the {kernel} kernel with K = {k}"),
+        iterations,
+    )?;
     let (entry, groups) = match kernel {
         MatmulKernel::Naive => {
             let w = tuning.naive_wg as usize;
@@ -495,6 +532,12 @@ pub fn colsum(
     check_distinct(op, out, &[dy])?;
     check_offset(gpu, op, dy)?;
     check_offset(gpu, op, out)?;
+    check_loop_limit(
+        gpu,
+        op,
+        &format!("summing M = {m} rows"),
+        (m as f64 / COLSUM_ROWS as f64).ceil() + COLSUM_ROWS as f64,
+    )?;
     let kern = gpu.kernel(
         "matmul",
         "colsum",

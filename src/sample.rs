@@ -355,8 +355,10 @@ pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
     );
     let l = cfg.layers as u64;
     let largest = 4 * t * (3 * hk).max(d).max(h * t).max(PIXELS as u64);
-    let max_binding =
-        gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
+    let max_binding = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
     let per_digit = 4 * (t * d * (2 + l) + l * (t * 4 * hk + h * t * t) + 3 * PIXELS as u64);
     let by_binding = max_binding / largest;
     let by_memory = (2u64 << 30) / per_digit;

@@ -172,3 +172,84 @@ pub fn write_trajectory(out: &Path, traj: &[f32], steps: usize) -> Result<Vec<St
     ))?;
     Ok(vec![png.display().to_string(), gif.display().to_string()])
 }
+
+/// 3x5 bitmaps (rows top to bottom, 3 bits each, MSB left) of the characters labels use.
+fn glyph(c: char) -> [u8; 5] {
+    match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 3, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 2, 2],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        'n' => [0, 0, 6, 5, 5],
+        's' => [3, 4, 2, 1, 6],
+        '=' => [0, 7, 0, 7, 0],
+        '.' => [0, 0, 0, 0, 2],
+        '\'' => [2, 2, 0, 0, 0],
+        _ => [0; 5],
+    }
+}
+
+/// Grey image with `text` drawn in white at `zoom` times the 3x5 font, on black, `width` wide.
+pub fn label(text: &str, width: u32, zoom: u32) -> (u32, u32, Vec<u8>) {
+    let h = 7 * zoom;
+    let mut out = vec![0u8; (width * h) as usize];
+    for (i, c) in text.chars().enumerate() {
+        let g = glyph(c);
+        for (row, bits) in g.iter().enumerate() {
+            for col in 0..3u32 {
+                if bits >> (2 - col) & 1 == 1 {
+                    for dy in 0..zoom {
+                        for dx in 0..zoom {
+                            let x = (i as u32 * 4 + col) * zoom + dx + zoom;
+                            let y = (row as u32 + 1) * zoom + dy;
+                            if x < width {
+                                out[(y * width + x) as usize] = 255;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (width, h, out)
+}
+
+/// Stacks grey images vertically (all `width` wide).
+pub fn stack(parts: &[(u32, u32, Vec<u8>)]) -> (u32, u32, Vec<u8>) {
+    let w = parts.iter().map(|p| p.0).max().unwrap_or(0);
+    let mut out = Vec::new();
+    let mut h = 0;
+    for (pw, ph, px) in parts {
+        for y in 0..*ph {
+            let row = &px[(y * pw) as usize..((y + 1) * pw) as usize];
+            out.extend_from_slice(row);
+            out.extend(std::iter::repeat_n(0u8, (w - pw) as usize));
+        }
+        h += ph;
+    }
+    (w, h, out)
+}
+
+/// Places grey images side by side (tops aligned), padding with black.
+pub fn side_by_side(parts: &[(u32, u32, Vec<u8>)], gap: u32) -> (u32, u32, Vec<u8>) {
+    let h = parts.iter().map(|p| p.1).max().unwrap_or(0);
+    let w: u32 =
+        parts.iter().map(|p| p.0).sum::<u32>() + gap * parts.len().saturating_sub(1) as u32;
+    let mut out = vec![0u8; (w * h) as usize];
+    let mut x0 = 0;
+    for (pw, ph, px) in parts {
+        for y in 0..*ph {
+            let dst = (y * w + x0) as usize;
+            out[dst..dst + *pw as usize]
+                .copy_from_slice(&px[(y * pw) as usize..((y + 1) * pw) as usize]);
+        }
+        x0 += pw + gap;
+    }
+    (w, h, out)
+}

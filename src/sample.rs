@@ -438,6 +438,9 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         )?);
     }
     if a.figures {
+        // The seed's four grids, each labelled "n'=STEPS s=SCALE", side by side in one PNG
+        // (and each on its own).
+        let mut panels = Vec::new();
         for (steps, scale) in [(500u32, 1.0f32), (500, 1.5), (50, 1.0), (50, 1.5)] {
             let s = Schedule {
                 steps,
@@ -446,13 +449,19 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
             };
             let sm = Sampler::new(gpu, &cfg, &model.layout, &model.params, 16, s, a.seed)?;
             let d = sm.run(gpu, 0)?;
-            let (w, h, grey) = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
+            let grid = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
             let p = a
                 .out
                 .join(format!("figure-steps{steps}-scale{scale:.1}.png"));
-            crate::figures::write_png(&p, w, h, &grey)?;
+            crate::figures::write_png(&p, grid.0, grid.1, &grid.2)?;
             written.push(p.display().to_string());
+            let title = crate::figures::label(&format!("n'={steps} s={scale:.1}"), grid.0, 3);
+            panels.push(crate::figures::stack(&[title, grid]));
         }
+        let (w, h, grey) = crate::figures::side_by_side(&panels, 8);
+        let p = a.out.join("figures.png");
+        crate::figures::write_png(&p, w, h, &grey)?;
+        written.push(p.display().to_string());
     }
     Ok(serde_json::json!({
         "count": a.count,

@@ -227,6 +227,18 @@ impl Gpu {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// The most loop iterations one shader invocation may run on this adapter, when it has
+    /// such a cap: Mesa's llvmpipe (lavapipe) ends every loop of an invocation once 65,535
+    /// iterations in all have run (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared by all its loops),
+    /// silently. Ops refuse shapes that would pass it.
+    pub fn loop_cap(&self) -> Option<u64> {
+        self.info
+            .name
+            .to_lowercase()
+            .contains("llvmpipe")
+            .then_some(65_535)
+    }
+
     /// Records `dispatches` into one compute pass and submits it.
     pub fn run(&self, dispatches: &[&crate::gpu::Dispatch]) -> Result<()> {
         let mut enc = self

@@ -100,15 +100,9 @@ impl AttentionShape {
 /// Most tokens the attention kernels handle (`MAX_T` in the shader).
 pub const MAX_TOKENS: usize = 1024;
 
-/// The most loop iterations one shader invocation may run on this adapter, when it has such a
-/// cap: Mesa's llvmpipe (lavapipe) ends every loop of an invocation once 65,535 iterations in
-/// all have run (`LP_MAX_TGSI_LOOP_ITERATIONS`, shared by all its loops), silently.
+/// The adapter's per-invocation loop-iteration cap ([`Gpu::loop_cap`]).
 pub fn loop_cap(gpu: &Gpu) -> Option<u64> {
-    gpu.info
-        .name
-        .to_lowercase()
-        .contains("llvmpipe")
-        .then_some(65_535)
+    gpu.loop_cap()
 }
 
 #[repr(C)]

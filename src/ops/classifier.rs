@@ -9,8 +9,7 @@
 //! `SoftmaxXentForward`, `softmax_xent_backward`, then back through `matmul_backward` and
 //! `relu_backward`.
 
-use super::attention::loop_cap;
-use super::expect_len;
+use super::{check_count, check_loops, expect_len};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -31,28 +30,6 @@ const MEAN_THREADS: u64 = 256;
 
 fn constants() -> [(&'static str, f64); 1] {
     [("WG", WG_1D as f64)]
-}
-
-/// Errors unless `n` elements can be indexed by a u32 in the kernels (with room to stride).
-fn check_count(op: &str, n: usize) -> Result<()> {
-    if n as u64 >= (u32::MAX - 1024) as u64 {
-        return Err(Error::config(format!(
-            "{op}: {n} elements, more than a kernel can index with 32 bits"
-        )));
-    }
-    Ok(())
-}
-
-/// Errors when an invocation would run more loop iterations than the adapter allows.
-fn check_loops(gpu: &Gpu, op: &str, iterations: u64) -> Result<()> {
-    match loop_cap(gpu) {
-        Some(cap) if iterations > cap => Err(Error::adapter(format!(
-            "{op}: needs {iterations} loop iterations per invocation, over the {cap} that {} \
-             runs before it silently ends loops",
-            gpu.info.name
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// The output must not share a buffer with an input: one dispatch cannot bind a buffer both

@@ -3,8 +3,7 @@
 //! gradient accumulation), and the MSE loss (`MseForward`, which writes into an on-GPU loss
 //! history, and `mse_backward`).
 
-use super::attention::loop_cap;
-use super::expect_len;
+use super::{check_count, check_loops, expect_len};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -26,32 +25,10 @@ fn constants() -> [(&'static str, f64); 1] {
     [("WG", WG_1D as f64)]
 }
 
-/// Errors unless `n` elements can be indexed by a u32 in the kernels (with room to stride).
-fn check_count(op: &str, n: usize) -> Result<()> {
-    if n as u64 >= (u32::MAX - 1024) as u64 {
-        return Err(Error::config(format!(
-            "{op}: {n} elements, more than a kernel can index with 32 bits"
-        )));
-    }
-    Ok(())
-}
-
-/// An elementwise dispatch of `entry` over `n` threads with `bindings` after the uniform.
-/// Errors when an invocation would run more loop iterations than the adapter allows.
-fn check_loops(gpu: &Gpu, op: &str, iterations: u64) -> Result<()> {
-    match loop_cap(gpu) {
-        Some(cap) if iterations > cap => Err(Error::adapter(format!(
-            "{op}: needs {iterations} loop iterations per invocation, over the {cap} that {} \
-             runs before it silently ends loops",
-            gpu.info.name
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// Threads of the one `mse_forward` workgroup (`RWG` in the shader).
 const MSE_THREADS: u64 = 256;
 
+/// An elementwise dispatch of `entry` over `threads` threads with `bindings` after the uniform.
 fn elementwise(
     gpu: &Gpu,
     entry: &str,

@@ -11,7 +11,7 @@ pub mod noise;
 pub mod patches;
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuTensor;
+use crate::gpu::{Gpu, GpuTensor};
 
 /// Errors unless `t` holds exactly `len` elements.
 pub(crate) fn expect_len(op: &str, t: &GpuTensor, len: usize) -> Result<()> {
@@ -23,4 +23,27 @@ pub(crate) fn expect_len(op: &str, t: &GpuTensor, len: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Errors unless `n` elements can be indexed by a u32 in the kernels (with room to stride).
+pub(crate) fn check_count(op: &str, n: usize) -> Result<()> {
+    if n as u64 >= (u32::MAX - 1024) as u64 {
+        return Err(Error::config(format!(
+            "{op}: {n} elements, more than a kernel can index with 32 bits"
+        )));
+    }
+    Ok(())
+}
+
+/// Errors when an invocation would run more loop iterations than the adapter allows
+/// ([`Gpu::loop_cap`]).
+pub(crate) fn check_loops(gpu: &Gpu, op: &str, iterations: u64) -> Result<()> {
+    match gpu.loop_cap() {
+        Some(cap) if iterations > cap => Err(Error::adapter(format!(
+            "{op}: needs {iterations} loop iterations per invocation, over the {cap} that {} \
+             runs before it silently ends loops",
+            gpu.info.name
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -1,13 +1,9 @@
 //! The command line end to end: `info`, `noise`, and one-line errors with exit code 2.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
-    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    c
-}
+use common::{bin, error_line, mnist_dir};
+use std::process::{Command, Output};
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("run wgpu-diffusion")
@@ -15,22 +11,6 @@ fn run(c: &mut Command) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The MNIST folder: $MNIST_DIR, else ../shared/mnist beside the project (as in CI).
-fn mnist_dir() -> PathBuf {
-    match std::env::var_os("MNIST_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
-    }
-}
-
-/// The last non-empty stderr line (the loader may print harmless lines before ours).
-fn error_line(o: &Output) -> String {
-    let e = stderr(o);
-    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{e}");
-    lines[0].to_string()
 }
 
 #[test]

@@ -1,22 +1,12 @@
 //! `sample` end to end: a checkpoint made by `train` gives an IDX file that our own reader
 //! loads, a grid, a trajectory; bad input is one line and a non-zero exit.
 
+mod common;
+
+use common::{bin, error_line, mnist_dir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use wgpu_diffusion::data::idx::read_idx_file;
-
-fn mnist_dir() -> PathBuf {
-    match std::env::var_os("MNIST_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
-    }
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
-    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    c
-}
 
 fn ok(o: &Output) {
     assert!(
@@ -26,13 +16,6 @@ fn ok(o: &Output) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-fn error_line(o: &Output) -> String {
-    let e = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line:\n{e}");
-    lines[0].to_string()
 }
 
 /// A tiny checkpoint from 3 training steps.

@@ -1,15 +1,11 @@
 //! `train` end to end on the tiny preset: the loss falls, resume is exact, and bad input is a
 //! one-line error with a non-zero exit code that overwrites nothing.
 
+mod common;
+
+use common::{error_line, mnist_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn mnist_dir() -> PathBuf {
-    match std::env::var_os("MNIST_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
-    }
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("wgpu-diffusion-{name}-{}", std::process::id()));
@@ -48,13 +44,6 @@ fn ok(o: &Output) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-fn error_line(o: &Output) -> String {
-    let e = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line:\n{e}");
-    lines[0].to_string()
 }
 
 /// (step, train_loss) of every per-step row of metrics.csv.

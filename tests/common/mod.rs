@@ -10,3 +10,26 @@ pub fn gpu() -> Gpu {
         Err(e) => panic!("GPU tests need an adapter (lavapipe on CI): {e}"),
     }
 }
+
+/// The MNIST folder: $MNIST_DIR, else ../shared/mnist beside the project (as in CI).
+pub fn mnist_dir() -> std::path::PathBuf {
+    match std::env::var_os("MNIST_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
+    }
+}
+
+/// The program, with the loader's runtime-dir noise silenced.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+/// The one `error…` line on stderr (fails the test unless there is exactly one).
+pub fn error_line(o: &std::process::Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{e}");
+    lines[0].to_string()
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use wgpu_diffusion::error::{Error, Result};
 use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions};
-use wgpu_diffusion::{data, figures, info, sample, train};
+use wgpu_diffusion::{data, eval, figures, info, sample, train};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +54,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Make digits by inverse diffusion, entirely on the GPU.
     Sample(sample::SampleArgs),
+    /// Measure sample quality: classifier-feature FID, confidence, label coverage, memorisation.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Args)]
@@ -171,6 +173,16 @@ fn run(cli: Cli) -> Result<()> {
                     r["adapter"].as_str().unwrap_or(""),
                     r["files"].as_array().map(|f| f.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
                 );
+            }
+            Ok(())
+        }
+        Command::Eval(a) => {
+            let gpu = cli.gpu.open()?;
+            let r = eval::run_command(&gpu, a)?;
+            if a.json {
+                println!("{r}");
+            } else {
+                print!("{}", eval::report_text(&r));
             }
             Ok(())
         }

@@ -1,0 +1,520 @@
+//! The MNIST classifier of the `eval` command: an MLP 784 → 256 → 128 → 10 with ReLU, trained
+//! on the GPU with our own kernels (dense layers from `ops::matmul`, ReLU and softmax
+//! cross-entropy from `ops::classifier`, Adam from `ops::adam`). Its penultimate layer (the
+//! 128 ReLU outputs) is the feature space of the FID.
+//!
+//! Training: one command buffer per mini-batch (forward, loss, backward, Adam); per step the
+//! host writes the batch's pixels and labels and Adam's step uniform, and reads nothing back
+//! (the losses go to an on-GPU history ring). Pixels map to x = p/256 − 0.5. Adam (Keras
+//! defaults) at lr for all but the last `decay_epochs` epochs, which run at lr / 10.
+//!
+//! The weights are cached in a safetensors file (tensors `w1 b1 w2 b2 w3 b3`) with the test
+//! accuracy and the training settings in its metadata.
+
+use crate::data::Mnist;
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::ops::{adam, classifier as ops, matmul};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// Layer widths: input, two hidden layers, classes.
+pub const DIMS: [usize; 4] = [784, 256, 128, 10];
+/// Width of the feature layer (the second hidden layer, after its ReLU).
+pub const FEATURES: usize = DIMS[2];
+/// Classes.
+pub const CLASSES: usize = DIMS[3];
+/// Marks classifier files and their version.
+pub const FORMAT: &str = "wgpu-diffusion-classifier/1";
+/// Slots of the on-GPU loss history ring.
+const HISTORY: usize = 1024;
+/// Rows per inference batch.
+const INFER_BATCH: usize = 1000;
+
+/// Name, offset and shape of each tensor in the flat parameter buffer.
+pub fn layout() -> Vec<(&'static str, usize, Vec<usize>)> {
+    let mut v = Vec::new();
+    let mut off = 0;
+    let names = [("w1", "b1"), ("w2", "b2"), ("w3", "b3")];
+    for (l, (w, b)) in names.iter().enumerate() {
+        let (k, n) = (DIMS[l], DIMS[l + 1]);
+        v.push((*w, off, vec![k, n]));
+        off += k * n;
+        v.push((*b, off, vec![n]));
+        off += n;
+    }
+    v
+}
+
+/// Total parameters (235,146).
+pub fn param_count() -> usize {
+    (0..3).map(|l| DIMS[l] * DIMS[l + 1] + DIMS[l + 1]).sum()
+}
+
+/// x = p/256 − 0.5 for each pixel.
+pub fn to_input(pixels: &[u8]) -> Vec<f32> {
+    pixels.iter().map(|&p| p as f32 / 256.0 - 0.5).collect()
+}
+
+/// Glorot-uniform weights, zero biases.
+pub fn init_params(seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut p = vec![0.0f32; param_count()];
+    for (name, off, shape) in layout() {
+        if name.starts_with('w') {
+            let lim = (6.0 / (shape[0] + shape[1]) as f64).sqrt() as f32;
+            for v in &mut p[off..off + shape[0] * shape[1]] {
+                *v = rng.random_range(-lim..lim);
+            }
+        }
+    }
+    p
+}
+
+/// The MLP on the GPU for a fixed batch: its activations and the prepared dispatches of the
+/// forward pass (to probabilities) and, with gradients, of the backward pass.
+pub struct Mlp {
+    pub batch: usize,
+    /// Input [B, 784].
+    pub x: GpuTensor,
+    /// Labels [B] (u32; 10 = none, for inference).
+    pub labels: GpuTensor,
+    /// Features [B, 128] (second hidden layer after ReLU).
+    pub features: GpuTensor,
+    /// Softmax probabilities [B, 10].
+    pub probs: GpuTensor,
+    /// Mean loss of each step, a ring of `HISTORY` slots.
+    pub history: GpuTensor,
+    xent: ops::SoftmaxXentForward,
+    forward: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+    _keep: Vec<GpuTensor>,
+}
+
+impl Mlp {
+    /// Buffers and dispatches for `batch` rows with weights `params` (flat, in [`layout`]);
+    /// with `grads` (same layout) the backward pass is built too.
+    pub fn new(
+        gpu: &Gpu,
+        params: &GpuTensor,
+        grads: Option<&GpuTensor>,
+        batch: usize,
+    ) -> Result<Mlp> {
+        let z = |name: &str, shape: &[usize]| GpuTensor::zeros(gpu, name, shape);
+        let lay = layout();
+        let view = |t: &GpuTensor, i: usize, prefix: &str| {
+            let (name, off, shape) = &lay[i];
+            t.view(&format!("{prefix}{name}"), *off, shape)
+        };
+        let [d0, d1, d2, d3] = DIMS;
+        let x = z("clf.x", &[batch, d0])?;
+        let labels = GpuTensor::from_slice(gpu, "clf.labels", &[batch], &vec![10u32; batch])?;
+        let h1pre = z("clf.h1pre", &[batch, d1])?;
+        let h1 = z("clf.h1", &[batch, d1])?;
+        let h2pre = z("clf.h2pre", &[batch, d2])?;
+        let features = z("clf.h2", &[batch, d2])?;
+        let logits = z("clf.logits", &[batch, d3])?;
+        let probs = z("clf.probs", &[batch, d3])?;
+        let losses = z("clf.losses", &[batch])?;
+        let history = z("clf.history", &[HISTORY])?;
+        let w = |i| view(params, i, "");
+        let forward = vec![
+            matmul::matmul_forward(gpu, &x, &w(0), Some(&w(1)), &h1pre, batch, d0, d1)?,
+            ops::relu_forward(gpu, &h1pre, &h1)?,
+            matmul::matmul_forward(gpu, &h1, &w(2), Some(&w(3)), &h2pre, batch, d1, d2)?,
+            ops::relu_forward(gpu, &h2pre, &features)?,
+            matmul::matmul_forward(gpu, &features, &w(4), Some(&w(5)), &logits, batch, d2, d3)?,
+        ];
+        let xent = ops::SoftmaxXentForward::new(
+            gpu, &logits, &labels, &probs, &losses, &history, batch, d3,
+        )?;
+        let mut backward = Vec::new();
+        let mut keep = vec![h1pre.clone(), h1.clone(), h2pre.clone(), logits.clone()];
+        keep.push(losses);
+        if let Some(grads) = grads {
+            let g = |i| view(grads, i, "d");
+            let dlogits = z("clf.dlogits", &[batch, d3])?;
+            let dh2 = z("clf.dh2", &[batch, d2])?;
+            let dh2pre = z("clf.dh2pre", &[batch, d2])?;
+            let dh1 = z("clf.dh1", &[batch, d1])?;
+            let dh1pre = z("clf.dh1pre", &[batch, d1])?;
+            let dx = z("clf.dx", &[batch, d0])?;
+            backward.push(ops::softmax_xent_backward(
+                gpu, &probs, &labels, &dlogits, batch, d3,
+            )?);
+            backward.extend(matmul::matmul_backward(
+                gpu,
+                &features,
+                &w(4),
+                &dlogits,
+                &dh2,
+                &g(4),
+                &g(5),
+                batch,
+                d2,
+                d3,
+                false,
+            )?);
+            backward.push(ops::relu_backward(gpu, &h2pre, &dh2, &dh2pre)?);
+            backward.extend(matmul::matmul_backward(
+                gpu,
+                &h1,
+                &w(2),
+                &dh2pre,
+                &dh1,
+                &g(2),
+                &g(3),
+                batch,
+                d1,
+                d2,
+                false,
+            )?);
+            backward.push(ops::relu_backward(gpu, &h1pre, &dh1, &dh1pre)?);
+            // The input gradient is not needed, but the op computes it.
+            backward.extend(matmul::matmul_backward(
+                gpu,
+                &x,
+                &w(0),
+                &dh1pre,
+                &dx,
+                &g(0),
+                &g(1),
+                batch,
+                d0,
+                d1,
+                false,
+            )?);
+            keep.extend([dlogits, dh2, dh2pre, dh1, dh1pre, dx]);
+        }
+        Ok(Mlp {
+            batch,
+            x,
+            labels,
+            features,
+            probs,
+            history,
+            xent,
+            forward,
+            backward,
+            _keep: keep,
+        })
+    }
+
+    pub fn set_slot(&self, gpu: &Gpu, slot: u32) {
+        self.xent.set_slot(gpu, slot);
+    }
+
+    pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.forward {
+            d.record(pass);
+        }
+        self.xent.rows.record(pass);
+    }
+
+    /// The mean loss into the history, then the gradients (needs `grads` at construction).
+    pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.xent.mean.record(pass);
+        for d in &self.backward {
+            d.record(pass);
+        }
+    }
+}
+
+/// Training settings.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrainSettings {
+    pub epochs: u32,
+    pub batch: usize,
+    pub lr: f32,
+    pub seed: u64,
+    /// Train on the first N training digits only.
+    pub train_subset: Option<usize>,
+    /// The last this many epochs run at lr / 10 (Adam's moments carry over).
+    #[serde(default)]
+    pub decay_epochs: u32,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            epochs: 8,
+            batch: 128,
+            lr: 1e-3,
+            seed: 0,
+            train_subset: None,
+            decay_epochs: 2,
+        }
+    }
+}
+
+/// A trained classifier: flat weights (in [`layout`]) and what is known about them.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    pub params: Vec<f32>,
+    pub meta: ClassifierMeta,
+}
+
+/// The metadata stored with the weights.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClassifierMeta {
+    pub test_accuracy: f64,
+    pub settings: TrainSettings,
+    pub train_images: usize,
+    pub train_seconds: f64,
+    /// Mean training loss over the last logged steps (up to 100).
+    pub final_train_loss: f64,
+    pub adapter: String,
+}
+
+/// Trains the classifier on `mnist`'s training digits and measures its test accuracy.
+pub fn train(gpu: &Gpu, mnist: &Mnist, s: &TrainSettings) -> Result<Classifier> {
+    let total = mnist.train.count;
+    let n = s.train_subset.unwrap_or(total).min(total);
+    if s.batch == 0 || n < s.batch || s.epochs == 0 || !(s.lr > 0.0 && s.lr.is_finite()) {
+        return Err(Error::config(format!(
+            "classifier training needs epochs >= 1, a positive lr and 1 <= batch <= training digits, got {s:?} with {n} digits"
+        )));
+    }
+    let px = DIMS[0];
+    let start = Instant::now();
+    let init = init_params(s.seed);
+    let np = init.len();
+    let params = GpuTensor::from_slice(gpu, "clf.params", &[np], &init)?;
+    let grads = GpuTensor::zeros(gpu, "clf.grads", &[np])?;
+    let m = GpuTensor::zeros(gpu, "clf.adam-m", &[np])?;
+    let v = GpuTensor::zeros(gpu, "clf.adam-v", &[np])?;
+    let opt = adam::Adam::new(gpu, adam::AdamConfig::keras(s.lr), &params, &grads, &m, &v)?;
+    let opt_low = adam::Adam::new(
+        gpu,
+        adam::AdamConfig::keras(s.lr / 10.0),
+        &params,
+        &grads,
+        &m,
+        &v,
+    )?;
+    let mlp = Mlp::new(gpu, &params, Some(&grads), s.batch)?;
+    let inputs = to_input(&mnist.train.pixels[..n * px]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed ^ 0xC1A5_5EED);
+    let mut order: Vec<usize> = (0..n).collect();
+    let steps_per_epoch = n / s.batch;
+    let mut xb = vec![0.0f32; s.batch * px];
+    let mut lb = vec![0u32; s.batch];
+    let mut step: u64 = 0;
+    for epoch in 0..s.epochs {
+        order.shuffle(&mut rng);
+        let opt = if epoch + s.decay_epochs >= s.epochs {
+            &opt_low
+        } else {
+            &opt
+        };
+        for b in 0..steps_per_epoch {
+            for (r, &i) in order[b * s.batch..(b + 1) * s.batch].iter().enumerate() {
+                xb[r * px..(r + 1) * px].copy_from_slice(&inputs[i * px..(i + 1) * px]);
+                lb[r] = mnist.train_labels[i] as u32;
+            }
+            mlp.x.write(gpu, &xb);
+            mlp.labels.write(gpu, &lb);
+            step += 1;
+            opt.set_step(gpu, step);
+            mlp.set_slot(gpu, (step - 1) as u32);
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                mlp.record_forward(&mut pass);
+                mlp.record_backward(&mut pass);
+                opt.dispatch.record(&mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+            // Keep the queue (and the staging memory of the writes) bounded.
+            if step.is_multiple_of(16) {
+                gpu.wait()?;
+            }
+        }
+    }
+    gpu.wait()?;
+    let hist: Vec<f32> = mlp.history.read(gpu)?;
+    let last = (step as usize).min(100);
+    let final_train_loss = (0..last)
+        .map(|i| hist[((step as usize) - 1 - i) % HISTORY] as f64)
+        .sum::<f64>()
+        / last.max(1) as f64;
+    if !final_train_loss.is_finite() {
+        return Err(Error::gpu(format!(
+            "classifier training diverged (loss {final_train_loss})"
+        )));
+    }
+    let params: Vec<f32> = params.read(gpu)?;
+    let train_seconds = start.elapsed().as_secs_f64();
+    let mut c = Classifier {
+        params,
+        meta: ClassifierMeta {
+            test_accuracy: 0.0,
+            settings: s.clone(),
+            train_images: n,
+            train_seconds,
+            final_train_loss,
+            adapter: gpu.describe(),
+        },
+    };
+    let out = c.infer(gpu, &mnist.test.pixels)?;
+    let labels: Vec<u32> = mnist.test_labels.iter().map(|&l| l as u32).collect();
+    c.meta.test_accuracy = ops::accuracy(&out.predictions(), &labels);
+    Ok(c)
+}
+
+/// What the classifier says about a set of digits.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    pub n: usize,
+    /// [n, 128].
+    pub features: Vec<f32>,
+    /// [n, 10].
+    pub probs: Vec<f32>,
+}
+
+impl Inference {
+    /// The predicted label of each digit (the first maximum).
+    pub fn predictions(&self) -> Vec<u32> {
+        self.probs
+            .chunks_exact(CLASSES)
+            .map(|r| {
+                let mut best = 0;
+                for (i, &p) in r.iter().enumerate() {
+                    if p > r[best] {
+                        best = i;
+                    }
+                }
+                best as u32
+            })
+            .collect()
+    }
+}
+
+impl Classifier {
+    /// Features and probabilities of `pixels` (whole 28x28 digits, bytes), on the GPU in
+    /// batches of 1,000 (one readback per batch).
+    pub fn infer(&self, gpu: &Gpu, pixels: &[u8]) -> Result<Inference> {
+        let px = DIMS[0];
+        if !pixels.len().is_multiple_of(px) {
+            return Err(Error::data(format!(
+                "{} pixel bytes are not whole 28x28 digits",
+                pixels.len()
+            )));
+        }
+        let n = pixels.len() / px;
+        let batch = INFER_BATCH.min(n.max(1));
+        let params = GpuTensor::from_slice(gpu, "clf.params", &[self.params.len()], &self.params)?;
+        let mlp = Mlp::new(gpu, &params, None, batch)?;
+        let mut features = Vec::with_capacity(n * FEATURES);
+        let mut probs = Vec::with_capacity(n * CLASSES);
+        let mut first = 0;
+        while first < n {
+            let take = (n - first).min(batch);
+            let mut x = to_input(&pixels[first * px..(first + take) * px]);
+            x.resize(batch * px, 0.0);
+            mlp.x.write(gpu, &x);
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                mlp.record_forward(&mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+            let f: Vec<f32> = mlp.features.read(gpu)?;
+            let p: Vec<f32> = mlp.probs.read(gpu)?;
+            features.extend_from_slice(&f[..take * FEATURES]);
+            probs.extend_from_slice(&p[..take * CLASSES]);
+            first += take;
+        }
+        Ok(Inference { n, features, probs })
+    }
+
+    /// Writes the weights and metadata to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut views = Vec::new();
+        for (name, off, shape) in layout() {
+            let len: usize = shape.iter().product();
+            let bytes: &[u8] = bytemuck::cast_slice(&self.params[off..off + len]);
+            let view = TensorView::new(Dtype::F32, shape, bytes)
+                .map_err(|e| Error::io(format!("classifier tensor {name}: {e}")))?;
+            views.push((name.to_string(), view));
+        }
+        let meta = serde_json::to_string(&self.meta)
+            .map_err(|e| Error::io(format!("classifier metadata: {e}")))?;
+        let info = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("meta".to_string(), meta),
+        ]);
+        let bytes = safetensors::serialize(views, Some(info))
+            .map_err(|e| Error::io(format!("cannot serialise {}: {e}", path.display())))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        crate::checkpoint::write_atomic(path, &bytes)
+    }
+
+    /// Reads a file written by [`Classifier::save`]; any problem is a checkpoint error (exit 2).
+    pub fn load(path: &Path) -> Result<Classifier> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::checkpoint(format!("cannot read classifier {}: {e}", path.display()))
+        })?;
+        let bad = |m: String| {
+            Error::checkpoint(format!(
+                "classifier {} is corrupt or not a classifier file ({m}); delete it or pass --retrain",
+                path.display()
+            ))
+        };
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let info = md.metadata().clone().unwrap_or_default();
+        if info.get("format").map(|s| s.as_str()) != Some(FORMAT) {
+            return Err(bad(format!("format is not {FORMAT}")));
+        }
+        let meta: ClassifierMeta =
+            serde_json::from_str(info.get("meta").ok_or_else(|| bad("no metadata".into()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        let mut params = vec![0.0f32; param_count()];
+        for (name, off, shape) in layout() {
+            let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
+                return Err(bad(format!(
+                    "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            let len: usize = shape.iter().product();
+            for (dst, c) in params[off..off + len]
+                .iter_mut()
+                .zip(t.data().chunks_exact(4))
+            {
+                *dst = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        if params.iter().any(|v| !v.is_finite()) {
+            return Err(bad("non-finite weights".into()));
+        }
+        Ok(Classifier { params, meta })
+    }
+}
+
+/// Loads the classifier from `path`, or (when absent, or with `retrain`) trains it with
+/// `settings` and caches it there. The flag says whether it was trained now.
+pub fn load_or_train(
+    gpu: &Gpu,
+    path: &Path,
+    retrain: bool,
+    mnist: &Mnist,
+    settings: &TrainSettings,
+) -> Result<(Classifier, bool)> {
+    if !retrain && path.exists() {
+        return Ok((Classifier::load(path)?, false));
+    }
+    let c = train(gpu, mnist, settings)?;
+    c.save(path)?;
+    Ok((c, true))
+}

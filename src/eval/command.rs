@@ -1,0 +1,304 @@
+//! `wgpu-diffusion eval`: the report on a set of digits (an IDX file, or fresh samples of a
+//! checkpoint) in the classifier's feature space, with sanity rows computed the same way.
+
+use super::classifier::{self, Classifier, TrainSettings, CLASSES, FEATURES};
+use super::{fid, metrics};
+use crate::config::PIXELS;
+use crate::data;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::sample::{self, Sampler, Schedule, Weights};
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Flags of `eval`.
+#[derive(clap::Args, Clone, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["samples", "checkpoint"])))]
+pub struct EvalArgs {
+    /// Digits to evaluate: an IDX image file of 28x28 digits (e.g. `sample`'s
+    /// samples-idx3-ubyte).
+    #[arg(long, value_name = "PATH")]
+    pub samples: Option<PathBuf>,
+    /// Or sample them now from this checkpoint (EMA weights).
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// Digits to sample with --checkpoint.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Denoising steps n' with --checkpoint.
+    #[arg(long, default_value_t = 50)]
+    pub steps: u32,
+    /// Step scale s with --checkpoint.
+    #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
+    pub step_scale: f32,
+    /// Seed of the initial noise with --checkpoint (and of the pure-noise sanity row).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The cached classifier (trained and written here when absent).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "data/classifier.safetensors"
+    )]
+    pub classifier: PathBuf,
+    /// Train the classifier again even if the cached file exists.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Classifier training epochs (when it is trained).
+    #[arg(long, default_value_t = 8)]
+    pub classifier_epochs: u32,
+    /// Classifier training batch.
+    #[arg(long, default_value_t = 128)]
+    pub classifier_batch: usize,
+    /// Classifier Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub classifier_lr: f32,
+    /// Of those, the last epochs that run at a tenth of the learning rate.
+    #[arg(long, default_value_t = 2)]
+    pub classifier_decay_epochs: u32,
+    /// Digits (samples, and test digits for the baseline) in the nearest-neighbour check.
+    #[arg(long, default_value_t = 1000)]
+    pub nn_count: usize,
+    /// Training digits searched in the nearest-neighbour check (0: all 60,000).
+    #[arg(long, default_value_t = 20_000)]
+    pub nn_train: usize,
+    /// Folder with the MNIST files (else $MNIST_DIR, else ./data/mnist, downloaded if absent).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads an IDX file of 28x28 digits (bytes).
+fn read_samples(path: &std::path::Path) -> Result<Vec<u8>> {
+    let idx = data::idx::read_idx_file(path)?;
+    if idx.dims.len() != 3 || idx.dims[1] != 28 || idx.dims[2] != 28 || idx.dims[0] == 0 {
+        return Err(Error::data(format!(
+            "{}: expected an IDX file of 28x28 images, found dimensions {:?}",
+            path.display(),
+            idx.dims
+        )));
+    }
+    Ok(idx.data)
+}
+
+/// Samples `a.count` digits from `a.checkpoint` (as bytes, the same rounding as `sample`).
+fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<u8>> {
+    if a.count == 0 {
+        return Err(Error::config("--count must be at least 1"));
+    }
+    let model = sample::load_model(gpu, path, Weights::Ema)?;
+    let cfg = model.config.model;
+    let schedule = Schedule {
+        alpha: model.config.alpha,
+        n_max: model.config.n_max,
+        steps: a.steps,
+        scale: a.step_scale,
+    };
+    schedule.validate()?;
+    let batch = sample::auto_batch(gpu, &cfg, a.count);
+    let sampler = Sampler::new(
+        gpu,
+        &cfg,
+        &model.layout,
+        &model.params,
+        batch,
+        schedule,
+        a.seed,
+    )?;
+    let px = PIXELS as usize;
+    let mut digits = Vec::with_capacity(a.count as usize * px);
+    let mut first = 0u64;
+    while first < a.count {
+        let out = sampler.run(gpu, first)?;
+        let take = ((a.count - first) as usize).min(batch);
+        digits.extend_from_slice(&out[..take * px]);
+        first += batch as u64;
+    }
+    Ok(sample::to_bytes(&digits))
+}
+
+/// The report of one set of digits: FID against the test statistics and the classifier's
+/// view of them.
+fn describe(
+    c: &Classifier,
+    gpu: &Gpu,
+    pixels: &[u8],
+    test: &fid::Stats,
+) -> Result<serde_json::Value> {
+    let inf = c.infer(gpu, pixels)?;
+    let stats = fid::stats(&inf.features, FEATURES);
+    let f = fid::fid(&stats, test);
+    let (conf, frac) = metrics::confidence(&inf.probs, CLASSES);
+    let hist = metrics::histogram(&inf.predictions(), CLASSES);
+    Ok(serde_json::json!({
+        "n": inf.n,
+        "fid": f,
+        "confidence_mean": conf,
+        "confident_frac": frac,
+        "label_histogram": hist,
+        "entropy_ratio": metrics::entropy_ratio(&hist),
+    }))
+}
+
+/// `wgpu-diffusion eval`: one JSON object (see [`report_text`] for the text form).
+pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
+    let start = Instant::now();
+    if a.nn_count == 0 {
+        return Err(Error::config("--nn-count must be at least 1"));
+    }
+    // The inputs first, so a bad path fails before any training.
+    let from_file = if let Some(p) = &a.samples {
+        Some(read_samples(p)?)
+    } else {
+        if let Some(p) = &a.checkpoint {
+            crate::train::read_run_config(p)?;
+        }
+        None
+    };
+    if !a.retrain && a.classifier.exists() {
+        Classifier::load(&a.classifier)?;
+    }
+    let mnist = data::load(a.data.as_deref())?;
+    let settings = TrainSettings {
+        epochs: a.classifier_epochs,
+        batch: a.classifier_batch,
+        lr: a.classifier_lr,
+        decay_epochs: a.classifier_decay_epochs,
+        ..TrainSettings::default()
+    };
+    let (c, trained) = classifier::load_or_train(gpu, &a.classifier, a.retrain, &mnist, &settings)?;
+    let (pixels, source) = match (from_file, &a.checkpoint) {
+        (Some(p), _) => (p, a.samples.as_ref().unwrap().display().to_string()),
+        (None, Some(ck)) => (
+            sample_digits(gpu, a, ck)?,
+            format!(
+                "{} (n'={} s={} seed {})",
+                ck.display(),
+                a.steps,
+                a.step_scale,
+                a.seed
+            ),
+        ),
+        (None, None) => unreachable!("clap requires --samples or --checkpoint"),
+    };
+    let px = PIXELS as usize;
+    let n = pixels.len() / px;
+
+    let test_inf = c.infer(gpu, &mnist.test.pixels)?;
+    let test_stats = fid::stats(&test_inf.features, FEATURES);
+    let mut report = describe(&c, gpu, &pixels, &test_stats)?;
+
+    // Sanity rows at the same n (FID is biased at small n): training digits, and uniform noise.
+    let n_sanity = n.min(mnist.train.count);
+    let train_row = describe(&c, gpu, &mnist.train.pixels[..n_sanity * px], &test_stats)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed ^ 0x0015_E000);
+    let noise: Vec<u8> = (0..n_sanity * px).map(|_| rng.random::<u8>()).collect();
+    let noise_row = describe(&c, gpu, &noise, &test_stats)?;
+
+    // Memorisation: nearest training digit, for samples and for test digits.
+    let nn_n = a.nn_count.min(n);
+    let nn_train = if a.nn_train == 0 {
+        mnist.train.count
+    } else {
+        a.nn_train.min(mnist.train.count)
+    };
+    let refs = &mnist.train.pixels[..nn_train * px];
+    let nn_samples = metrics::mean(&metrics::nearest_distances(&pixels[..nn_n * px], refs, px));
+    let nn_test_n = a.nn_count.min(mnist.test.count);
+    let nn_test = metrics::mean(&metrics::nearest_distances(
+        &mnist.test.pixels[..nn_test_n * px],
+        refs,
+        px,
+    ));
+
+    let o = report.as_object_mut().unwrap();
+    o.insert("source".into(), source.into());
+    o.insert("test_n".into(), test_inf.n.into());
+    o.insert("nn_distance_samples".into(), nn_samples.into());
+    o.insert("nn_distance_test".into(), nn_test.into());
+    o.insert(
+        "nn".into(),
+        serde_json::json!({
+            "samples": nn_n, "test": nn_test_n, "train_searched": nn_train,
+            "units": "Euclidean, x = p/256 - 0.5",
+        }),
+    );
+    o.insert(
+        "sanity".into(),
+        serde_json::json!({ "train_vs_test": train_row, "noise": noise_row }),
+    );
+    o.insert(
+        "classifier".into(),
+        serde_json::json!({
+            "path": a.classifier.display().to_string(),
+            "trained_now": trained,
+            "test_accuracy": c.meta.test_accuracy,
+            "train_seconds": c.meta.train_seconds,
+            "epochs": c.meta.settings.epochs,
+        }),
+    );
+    o.insert("seconds".into(), start.elapsed().as_secs_f64().into());
+    o.insert("adapter".into(), gpu.describe().into());
+    Ok(report)
+}
+
+fn row(label: &str, r: &serde_json::Value) -> String {
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{label:<22} n={:<6} FID {:>9.3}  confidence {:.4}  >0.9 {:.4}  label entropy/ln10 {:.4}\n",
+        r["n"],
+        f("fid"),
+        f("confidence_mean"),
+        f("confident_frac"),
+        f("entropy_ratio")
+    )
+}
+
+/// The report as text.
+pub fn report_text(r: &serde_json::Value) -> String {
+    let c = &r["classifier"];
+    let mut s = format!(
+        "classifier {} ({}test accuracy {:.4}); features {FEATURES}-d, FID against the {} test digits\n",
+        c["path"].as_str().unwrap_or(""),
+        if c["trained_now"].as_bool() == Some(true) {
+            format!("trained now in {:.1} s, ", c["train_seconds"].as_f64().unwrap_or(0.0))
+        } else {
+            String::new()
+        },
+        c["test_accuracy"].as_f64().unwrap_or(0.0),
+        r["test_n"],
+    );
+    s += &format!("samples: {}\n", r["source"].as_str().unwrap_or(""));
+    s += &row("samples", r);
+    s += &row("sanity: train digits", &r["sanity"]["train_vs_test"]);
+    s += &row("sanity: uniform noise", &r["sanity"]["noise"]);
+    s += &format!(
+        "predicted labels 0-9: {}\n",
+        r["label_histogram"]
+            .as_array()
+            .map(|h| h
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" "))
+            .unwrap_or_default()
+    );
+    let nn = &r["nn"];
+    s += &format!(
+        "nearest training digit (mean distance, first {} of 60000 training digits searched): samples {:.4} (first {}), test digits {:.4} (first {})\n",
+        nn["train_searched"],
+        r["nn_distance_samples"].as_f64().unwrap_or(f64::NAN),
+        nn["samples"],
+        r["nn_distance_test"].as_f64().unwrap_or(f64::NAN),
+        nn["test"],
+    );
+    s += &format!(
+        "{:.1} s on {}\n",
+        r["seconds"].as_f64().unwrap_or(0.0),
+        r["adapter"].as_str().unwrap_or("")
+    );
+    s
+}

@@ -235,6 +235,21 @@ impl Sampler {
         self.image.read(gpu)
     }
 
+    /// Digits `0..count` [count, 784], in chunks of `batch` (each chunk one loop, one
+    /// readback); the digits do not depend on the batch size.
+    pub fn generate(&self, gpu: &Gpu, count: u64) -> Result<Vec<f32>> {
+        let px = PIXELS as usize;
+        let mut digits = Vec::with_capacity(count as usize * px);
+        let mut first = 0u64;
+        while first < count {
+            let out = self.run(gpu, first)?;
+            let take = ((count - first) as usize).min(self.batch);
+            digits.extend_from_slice(&out[..take * px]);
+            first += self.batch as u64;
+        }
+        Ok(digits)
+    }
+
     /// Digit 0's states of the last run: [steps + 1, 784], from the initial noise to the end.
     pub fn trajectory(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.traj.read(gpu)
@@ -400,15 +415,8 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         a.seed,
     )?;
     let px = PIXELS as usize;
-    let mut digits: Vec<f32> = Vec::with_capacity(a.count as usize * px);
     let start = std::time::Instant::now();
-    let mut first = 0u64;
-    while first < a.count {
-        let out = sampler.run(gpu, first)?;
-        let take = ((a.count - first) as usize).min(batch);
-        digits.extend_from_slice(&out[..take * px]);
-        first += batch as u64;
-    }
+    let digits = sampler.generate(gpu, a.count)?;
     let secs = start.elapsed().as_secs_f64();
     let rate = a.count as f64 / secs.max(1e-9);
     let gflops = Sampler::flops_per_digit_step(&cfg) * a.steps as f64 * rate / 1e9;

@@ -108,16 +108,7 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
         schedule,
         a.seed,
     )?;
-    let px = PIXELS as usize;
-    let mut digits = Vec::with_capacity(a.count as usize * px);
-    let mut first = 0u64;
-    while first < a.count {
-        let out = sampler.run(gpu, first)?;
-        let take = ((a.count - first) as usize).min(batch);
-        digits.extend_from_slice(&out[..take * px]);
-        first += batch as u64;
-    }
-    Ok(sample::to_bytes(&digits))
+    Ok(sample::to_bytes(&sampler.generate(gpu, a.count)?))
 }
 
 /// The report of one set of digits: FID against the test statistics and the classifier's

@@ -9,9 +9,9 @@ use std::process::Output;
 use wgpu_diffusion::data;
 use wgpu_diffusion::eval::classifier::{self, Classifier, TrainSettings};
 
-/// Measured on lavapipe (2 cores shared with another job): 2 epochs of batch 128 at lr 1e-3
-/// (the second at lr / 10) reach 95.5% test accuracy in about 41 s; the command's default
-/// (8 epochs, the last 2 at lr / 10) reaches 98.1% in about 160 s, too slow for a test.
+/// Measured on lavapipe (2 cores shared with a training run): 2 epochs of batch 128 at lr 1e-3
+/// (the second at lr / 10) reach 97.3% test accuracy in about 68 s; the command's default
+/// (8 epochs, the last 2 at lr / 10) is too slow for a test.
 fn fast_settings() -> TrainSettings {
     TrainSettings {
         epochs: 2,
@@ -51,7 +51,7 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
         c.meta.test_accuracy, c.meta.final_train_loss, c.meta.train_seconds
     );
     assert!(
-        c.meta.test_accuracy >= 0.95,
+        c.meta.test_accuracy >= 0.97,
         "accuracy {}",
         c.meta.test_accuracy
     );

@@ -5,7 +5,7 @@
 //!
 //! Training: one command buffer per mini-batch (forward, loss, backward, Adam); per step the
 //! host writes the batch's pixels and labels and Adam's step uniform, and reads nothing back
-//! (the losses go to an on-GPU history ring). Pixels map to x = p/256 − 0.5. Adam (Keras
+//! (the losses go to an on-GPU history ring). Pixels are standardised ([`to_input`]). Adam (Keras
 //! defaults) at lr for all but the last `decay_epochs` epochs, which run at lr / 10.
 //!
 //! The weights are cached in a safetensors file (tensors `w1 b1 w2 b2 w3 b3`) with the test
@@ -29,7 +29,7 @@ pub const FEATURES: usize = DIMS[2];
 /// Classes.
 pub const CLASSES: usize = DIMS[3];
 /// Marks classifier files and their version.
-pub const FORMAT: &str = "wgpu-diffusion-classifier/1";
+pub const FORMAT: &str = "wgpu-diffusion-classifier/2";
 /// Slots of the on-GPU loss history ring.
 const HISTORY: usize = 1024;
 /// Rows per inference batch.
@@ -55,9 +55,19 @@ pub fn param_count() -> usize {
     (0..3).map(|l| DIMS[l] * DIMS[l + 1] + DIMS[l + 1]).sum()
 }
 
-/// x = p/256 − 0.5 for each pixel.
+/// Mean of the MNIST training pixels scaled to [0, 1].
+pub const PIXEL_MEAN: f32 = 0.1307;
+/// Their standard deviation.
+pub const PIXEL_STD: f32 = 0.3081;
+
+/// The classifier's input: each pixel scaled to [0, 1] and standardised with the training set's
+/// mean and deviation (the usual MNIST normalisation; centred inputs train faster than the
+/// diffusion model's p/256 − 0.5, whose background sits at −0.5).
 pub fn to_input(pixels: &[u8]) -> Vec<f32> {
-    pixels.iter().map(|&p| p as f32 / 256.0 - 0.5).collect()
+    pixels
+        .iter()
+        .map(|&p| (p as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD)
+        .collect()
 }
 
 /// Glorot-uniform weights, zero biases.

@@ -23,6 +23,8 @@ use std::time::Instant;
 /// Side of the per-epoch sample grid, and its seed (fixed, so epochs compare).
 const EPOCH_GRID: usize = 8;
 const EPOCH_SAMPLE_SEED: u64 = 0xD161_7500;
+/// Seed of the --eval-every samples (fixed, so evaluations compare).
+const EVAL_SAMPLE_SEED: u64 = 0xE7A1_0000;
 
 /// Seed of the validation noise: fixed, so validation losses compare across epochs and runs.
 pub const VALIDATION_SEED: u64 = 0x5EED_0000_0800;
@@ -106,6 +108,23 @@ pub struct TrainArgs {
     /// 1.5) to OUT/samples/epoch-E.png every this many epochs; 0 turns it off.
     #[arg(long, default_value_t = 1)]
     pub sample_every: u32,
+    /// Every this many epochs, sample --eval-count digits with the EMA weights (fixed seed, 50
+    /// steps, scale 1.5) and write their FID, confidence and label entropy in the classifier's
+    /// features (as `eval` reports them) to metrics.csv; 0 turns it off.
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u32,
+    /// Digits sampled for each --eval-every evaluation (FID is biased at small n: metrics.csv
+    /// names n in its eval_n column).
+    #[arg(long, default_value_t = 2000)]
+    pub eval_count: u64,
+    /// The classifier of --eval-every (trained once and cached there when absent, as `eval`
+    /// does).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "data/classifier.safetensors"
+    )]
+    pub classifier: PathBuf,
 }
 
 /// What defines a run: a checkpoint can only be resumed with the same values.
@@ -203,6 +222,9 @@ fn check_args(a: &TrainArgs) -> Result<()> {
     if a.epochs == 0 {
         return bad("--epochs must be at least 1".into());
     }
+    if a.eval_every > 0 && a.eval_count == 0 {
+        return bad("--eval-count must be at least 1 with --eval-every".into());
+    }
     if let Some(n) = a.train_subset {
         if n == 0 || n > data::TRAIN_COUNT {
             return bad(format!(
@@ -253,6 +275,9 @@ struct Row {
     val_loss: Option<f32>,
     seconds: f64,
     samples_per_s: f64,
+    /// The --eval-every evaluation, on epoch rows that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval: Option<crate::eval::Quality>,
 }
 
 struct Metrics {
@@ -273,7 +298,10 @@ impl Metrics {
             .open(&path)
             .map_err(crate::error::io_err(ErrorKind::Io, "cannot open", &path))?;
         if fresh {
-            writeln!(file, "epoch,step,train_loss,val_loss,seconds,samples_per_s")
+            writeln!(
+                file,
+                "epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio"
+            )
                 .map_err(|e| Error::io(format!("cannot write {}: {e}", path.display())))?;
         }
         let bar = (!json && std::io::stdout().is_terminal()).then(|| {
@@ -292,9 +320,19 @@ impl Metrics {
 
     fn row(&mut self, r: &Row) -> Result<()> {
         let f = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+        let eval = r
+            .eval
+            .as_ref()
+            .map(|q| {
+                format!(
+                    "{},{:.4},{:.5},{:.5},{:.5}",
+                    q.n, q.fid, q.confidence_mean, q.confident_frac, q.entropy_ratio
+                )
+            })
+            .unwrap_or_else(|| ",,,,".into());
         writeln!(
             self.file,
-            "{},{},{},{},{:.3},{:.1}",
+            "{},{},{},{},{:.3},{:.1},{eval}",
             r.epoch,
             r.step,
             f(r.train_loss),
@@ -304,8 +342,18 @@ impl Metrics {
         )
         .and_then(|_| self.file.flush())
         .map_err(|e| Error::io(format!("cannot write metrics.csv: {e}")))?;
+        let eval = r
+            .eval
+            .as_ref()
+            .map(|q| {
+                format!(
+                    "; {} samples: FID {:.3} confidence {:.4} label entropy/ln10 {:.4}",
+                    q.n, q.fid, q.confidence_mean, q.entropy_ratio
+                )
+            })
+            .unwrap_or_default();
         let text = format!(
-            "epoch {} step {} train_loss {} val_loss {} {:.1} samples/s",
+            "epoch {} step {} train_loss {} val_loss {} {:.1} samples/s{eval}",
             r.epoch,
             r.step,
             r.train_loss
@@ -443,6 +491,10 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     }
     crate::model::network::check_fits(gpu, &model, (args.batch_images * args.repeat) as usize)?;
     crate::model::network::check_fits(gpu, &model, args.val_count)?;
+    if args.eval_every > 0 && args.classifier.exists() {
+        // A broken classifier file fails now, before anything is written.
+        crate::eval::classifier::Classifier::load(&args.classifier)?;
+    }
     let mnist: Mnist = data::load(args.data.as_deref())?;
     let train_images = args.train_subset.unwrap_or(mnist.train.count);
     let config = RunConfig {
@@ -620,6 +672,43 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         if args.resume { format!(", resuming at step {}", state.step) } else { String::new() }
     ));
 
+    // --eval-every: the cached classifier (trained now if absent) and a sampler of
+    // --eval-count digits reading the EMA weights.
+    let evaluator = if args.eval_every > 0 {
+        if !args.classifier.exists() {
+            metrics.say(&format!(
+                "--eval-every: training the classifier once (cached in {})",
+                args.classifier.display()
+            ));
+        }
+        let settings = crate::eval::classifier::TrainSettings::default();
+        let (c, _) = crate::eval::classifier::load_or_train(
+            gpu,
+            &args.classifier,
+            false,
+            &mnist,
+            &settings,
+        )?;
+        let schedule = crate::sample::Schedule {
+            alpha: args.alpha,
+            n_max: args.n_max,
+            steps: 50.min(args.n_max),
+            scale: 1.5,
+        };
+        let sampler = crate::sample::Sampler::new(
+            gpu,
+            &model,
+            &layout,
+            &opt.ema,
+            crate::sample::auto_batch(gpu, &model, args.eval_count),
+            schedule,
+            EVAL_SAMPLE_SEED,
+        )?;
+        Some((sampler, c))
+    } else {
+        None
+    };
+
     let save = |state: &RunState, kind: &str, path: &Path| -> Result<()> {
         let b = Buffers {
             params: params.read(gpu)?,
@@ -726,6 +815,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
                         val_loss: None,
                         seconds: seconds0 + now,
                         samples_per_s: rate,
+                        eval: None,
                     })?;
                     last_row_step = state.step;
                     last_row_time = now;
@@ -750,6 +840,13 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
                 ),
             ));
         }
+        let eval = match &evaluator {
+            Some((sampler, classifier)) if state.epoch % args.eval_every == 0 => {
+                let digits = crate::sample::to_bytes(&sampler.generate(gpu, args.eval_count)?);
+                Some(crate::eval::quality(classifier, gpu, &digits)?)
+            }
+            _ => None,
+        };
         let now = start.elapsed().as_secs_f64();
         metrics.row(&Row {
             epoch: state.epoch,
@@ -758,6 +855,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             val_loss: Some(val),
             seconds: seconds0 + now,
             samples_per_s: ((state.step - first_step) as usize * batch) as f64 / now.max(1e-9),
+            eval,
         })?;
         state.epoch += 1;
         state.epoch_step = 0;

@@ -61,6 +61,10 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
     let back = Classifier::load(&path).unwrap();
     assert_eq!(back.params, c.params);
     assert_eq!(back.meta.test_accuracy, c.meta.test_accuracy);
+    // The FID reference statistics are cached with the weights, bit for bit.
+    assert_eq!(back.test_stats, c.test_stats);
+    assert_eq!(c.test_stats.n, mnist.test.count);
+    assert_eq!(c.test_stats.dim(), classifier::FEATURES);
 
     let n = 200;
     let idx = dir.join("digits-idx3-ubyte");

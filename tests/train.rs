@@ -52,7 +52,7 @@ fn losses(out: &Path) -> Vec<(u64, String)> {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,step,train_loss,val_loss,seconds,samples_per_s")
+        Some("epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio")
     );
     lines
         .map(|l| l.split(',').collect::<Vec<_>>())
@@ -91,6 +91,88 @@ fn loss_falls_and_epochs_validate() {
     assert!(out.join("checkpoint.safetensors").exists());
     assert!(out.join("best.safetensors").exists());
     assert!(!out.join("checkpoint.safetensors.tmp").exists());
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// `--eval-every 1`: every epoch row carries the sample-quality columns, computed by a
+/// classifier given with `--classifier` (a quick one: the test is about the plumbing; the
+/// metrics themselves are tested in tests/eval.rs).
+#[test]
+fn eval_every_writes_sample_quality_to_metrics() {
+    use wgpu_diffusion::eval::classifier::{self, TrainSettings};
+    let out = tmp("train-eval");
+    std::fs::create_dir_all(&out).unwrap();
+    let gpu = common::gpu();
+    let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
+    let settings = TrainSettings {
+        epochs: 1,
+        train_subset: Some(2000),
+        decay_epochs: 0,
+        ..TrainSettings::default()
+    };
+    let clf = out.join("classifier.safetensors");
+    classifier::train(&gpu, &mnist, &settings)
+        .unwrap()
+        .save(&clf)
+        .unwrap();
+    let run = out.join("run");
+    // 200 images / 4 per step: 50 steps per epoch, 2 epochs, both evaluated on 30 samples.
+    let o = train(
+        &run,
+        &[
+            "--epochs",
+            "2",
+            "--eval-every",
+            "1",
+            "--eval-count",
+            "30",
+            "--sample-every",
+            "0",
+            "--classifier",
+            clf.to_str().unwrap(),
+        ],
+    );
+    ok(&o);
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .collect();
+    let evals: Vec<&Vec<&str>> = rows.iter().filter(|c| !c[6].is_empty()).collect();
+    assert_eq!(evals.len(), 2, "one evaluation per epoch:\n{csv}");
+    for c in &evals {
+        assert!(!c[3].is_empty(), "evaluations sit on epoch rows:\n{csv}");
+        assert_eq!(c[6], "30");
+        let v: Vec<f64> = c[7..11].iter().map(|x| x.parse().unwrap()).collect();
+        assert!(v[0].is_finite() && v[0] > 0.0, "fid {}", v[0]);
+        assert!(v[1] > 0.1 && v[1] <= 1.0, "confidence {}", v[1]);
+        assert!((0.0..=1.0).contains(&v[2]), "confident fraction {}", v[2]);
+        assert!((0.0..=1.0).contains(&v[3]), "entropy ratio {}", v[3]);
+    }
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("30 samples: FID"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // A corrupt classifier fails before anything is written; --eval-count 0 is refused.
+    let bad = out.join("bad.safetensors");
+    std::fs::write(&bad, b"junk").unwrap();
+    let run2 = out.join("run2");
+    let o = train(
+        &run2,
+        &["--eval-every", "1", "--classifier", bad.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("corrupt"), "{}", error_line(&o));
+    assert!(!run2.exists());
+    let o = train(&run2, &["--eval-every", "1", "--eval-count", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        error_line(&o).contains("--eval-count"),
+        "{}",
+        error_line(&o)
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 

@@ -11,6 +11,7 @@
 //! The weights are cached in a safetensors file (tensors `w1 b1 w2 b2 w3 b3`) with the test
 //! accuracy and the training settings in its metadata.
 
+use super::fid;
 use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -32,6 +33,9 @@ pub const CLASSES: usize = DIMS[3];
 pub const FORMAT: &str = "wgpu-diffusion-classifier/2";
 /// Slots of the on-GPU loss history ring.
 const HISTORY: usize = 1024;
+/// Names of the cached FID reference statistics in the classifier file.
+const STATS_MEAN: &str = "fid.test_mean";
+const STATS_COV: &str = "fid.test_cov";
 /// Rows per inference batch.
 const INFER_BATCH: usize = 1000;
 
@@ -266,6 +270,9 @@ impl Default for TrainSettings {
 pub struct Classifier {
     pub params: Vec<f32>,
     pub meta: ClassifierMeta,
+    /// The FID's reference: mean and covariance of the 10,000 test digits' features, computed
+    /// once after training and cached in the file (tensors `fid.test_mean`, `fid.test_cov`, f64).
+    pub test_stats: fid::Stats,
 }
 
 /// The metadata stored with the weights.
@@ -277,6 +284,8 @@ pub struct ClassifierMeta {
     pub train_seconds: f64,
     /// Mean training loss over the last logged steps (up to 100).
     pub final_train_loss: f64,
+    /// Test digits behind the accuracy and the cached FID statistics.
+    pub test_images: usize,
     pub adapter: String,
 }
 
@@ -361,18 +370,25 @@ pub fn train(gpu: &Gpu, mnist: &Mnist, s: &TrainSettings) -> Result<Classifier> 
     let train_seconds = start.elapsed().as_secs_f64();
     let mut c = Classifier {
         params,
+        test_stats: fid::Stats {
+            mean: vec![],
+            cov: vec![],
+            n: 0,
+        },
         meta: ClassifierMeta {
             test_accuracy: 0.0,
             settings: s.clone(),
             train_images: n,
             train_seconds,
             final_train_loss,
+            test_images: mnist.test.count,
             adapter: gpu.describe(),
         },
     };
     let out = c.infer(gpu, &mnist.test.pixels)?;
     let labels: Vec<u32> = mnist.test_labels.iter().map(|&l| l as u32).collect();
     c.meta.test_accuracy = ops::accuracy(&out.predictions(), &labels);
+    c.test_stats = fid::stats(&out.features, FEATURES);
     Ok(c)
 }
 
@@ -452,6 +468,20 @@ impl Classifier {
                 .map_err(|e| Error::io(format!("classifier tensor {name}: {e}")))?;
             views.push((name.to_string(), view));
         }
+        let d = self.test_stats.dim();
+        let f64_bytes = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (mean_bytes, cov_bytes) = (
+            f64_bytes(&self.test_stats.mean),
+            f64_bytes(&self.test_stats.cov),
+        );
+        for (name, shape, bytes) in [
+            (STATS_MEAN, vec![d], &mean_bytes),
+            (STATS_COV, vec![d, d], &cov_bytes),
+        ] {
+            let view = TensorView::new(Dtype::F64, shape, bytes)
+                .map_err(|e| Error::io(format!("classifier tensor {name}: {e}")))?;
+            views.push((name.to_string(), view));
+        }
         let meta = serde_json::to_string(&self.meta)
             .map_err(|e| Error::io(format!("classifier metadata: {e}")))?;
         let info = HashMap::from([
@@ -508,7 +538,35 @@ impl Classifier {
         if params.iter().any(|v| !v.is_finite()) {
             return Err(bad("non-finite weights".into()));
         }
-        Ok(Classifier { params, meta })
+        let read_f64 = |name: &str, shape: &[usize]| -> Result<Vec<f64>> {
+            let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+            if t.dtype() != Dtype::F64 || t.shape() != shape {
+                return Err(bad(format!(
+                    "tensor {name} is {:?} {:?}, expected F64 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            let v: Vec<f64> = t
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(bad(format!("non-finite values in {name}")));
+            }
+            Ok(v)
+        };
+        let test_stats = fid::Stats {
+            mean: read_f64(STATS_MEAN, &[FEATURES])?,
+            cov: read_f64(STATS_COV, &[FEATURES, FEATURES])?,
+            n: meta.test_images,
+        };
+        Ok(Classifier {
+            params,
+            meta,
+            test_stats,
+        })
     }
 }
 

@@ -111,27 +111,36 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
     Ok(sample::to_bytes(&sampler.generate(gpu, a.count)?))
 }
 
-/// The report of one set of digits: FID against the test statistics and the classifier's
-/// view of them.
-fn describe(
-    c: &Classifier,
-    gpu: &Gpu,
-    pixels: &[u8],
-    test: &fid::Stats,
-) -> Result<serde_json::Value> {
+/// The classifier's view of one set of digits: FID against the cached test statistics (with
+/// n, since FID is biased at small n), confidence and class coverage.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Quality {
+    pub n: usize,
+    pub fid: f64,
+    pub confidence_mean: f64,
+    pub confident_frac: f64,
+    pub label_histogram: Vec<usize>,
+    pub entropy_ratio: f64,
+}
+
+/// [`Quality`] of `pixels` (28x28 bytes each) in `c`'s feature space.
+pub fn quality(c: &Classifier, gpu: &Gpu, pixels: &[u8]) -> Result<Quality> {
     let inf = c.infer(gpu, pixels)?;
     let stats = fid::stats(&inf.features, FEATURES);
-    let f = fid::fid(&stats, test);
-    let (conf, frac) = metrics::confidence(&inf.probs, CLASSES);
-    let hist = metrics::histogram(&inf.predictions(), CLASSES);
-    Ok(serde_json::json!({
-        "n": inf.n,
-        "fid": f,
-        "confidence_mean": conf,
-        "confident_frac": frac,
-        "label_histogram": hist,
-        "entropy_ratio": metrics::entropy_ratio(&hist),
-    }))
+    let (confidence_mean, confident_frac) = metrics::confidence(&inf.probs, CLASSES);
+    let label_histogram = metrics::histogram(&inf.predictions(), CLASSES);
+    Ok(Quality {
+        n: inf.n,
+        fid: fid::fid(&stats, &c.test_stats),
+        confidence_mean,
+        confident_frac,
+        entropy_ratio: metrics::entropy_ratio(&label_histogram),
+        label_histogram,
+    })
+}
+
+fn describe(c: &Classifier, gpu: &Gpu, pixels: &[u8]) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(quality(c, gpu, pixels)?).expect("plain fields serialise"))
 }
 
 /// `wgpu-diffusion eval`: one JSON object (see [`report_text`] for the text form).
@@ -178,16 +187,16 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
     let px = PIXELS as usize;
     let n = pixels.len() / px;
 
-    let test_inf = c.infer(gpu, &mnist.test.pixels)?;
-    let test_stats = fid::stats(&test_inf.features, FEATURES);
-    let mut report = describe(&c, gpu, &pixels, &test_stats)?;
+    // FID is against the test digits' statistics, computed when the classifier was trained
+    // and cached with it.
+    let mut report = describe(&c, gpu, &pixels)?;
 
     // Sanity rows at the same n (FID is biased at small n): training digits, and uniform noise.
     let n_sanity = n.min(mnist.train.count);
-    let train_row = describe(&c, gpu, &mnist.train.pixels[..n_sanity * px], &test_stats)?;
+    let train_row = describe(&c, gpu, &mnist.train.pixels[..n_sanity * px])?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed ^ 0x0015_E000);
     let noise: Vec<u8> = (0..n_sanity * px).map(|_| rng.random::<u8>()).collect();
-    let noise_row = describe(&c, gpu, &noise, &test_stats)?;
+    let noise_row = describe(&c, gpu, &noise)?;
 
     // Memorisation: nearest training digit, for samples and for test digits.
     let nn_n = a.nn_count.min(n);
@@ -207,7 +216,7 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
 
     let o = report.as_object_mut().unwrap();
     o.insert("source".into(), source.into());
-    o.insert("test_n".into(), test_inf.n.into());
+    o.insert("test_n".into(), c.test_stats.n.into());
     o.insert("nn_distance_samples".into(), nn_samples.into());
     o.insert("nn_distance_test".into(), nn_test.into());
     o.insert(

@@ -12,4 +12,4 @@ pub mod command;
 pub mod fid;
 pub mod metrics;
 
-pub use command::{report_text, run_command, EvalArgs};
+pub use command::{quality, report_text, run_command, EvalArgs, Quality};

@@ -37,6 +37,9 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         log_every,
         checkpoint_every: 1000,
         sample_every: 0,
+        eval_every: 0,
+        eval_count: 2000,
+        classifier: PathBuf::from("data/classifier.safetensors"),
     }
 }
 

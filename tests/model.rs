@@ -64,7 +64,7 @@ fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
     }
 }
 
-fn build<'a>(
+fn build(
     gpu: &Gpu,
     cfg: &ModelConfig,
     batch: usize,

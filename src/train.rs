@@ -491,9 +491,9 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     }
     crate::model::network::check_fits(gpu, &model, (args.batch_images * args.repeat) as usize)?;
     crate::model::network::check_fits(gpu, &model, args.val_count)?;
-    if args.eval_every > 0 && args.classifier.exists() {
+    if args.eval_every > 0 {
         // A broken classifier file fails now, before anything is written.
-        crate::eval::classifier::Classifier::load(&args.classifier)?;
+        crate::eval::classifier::check_cached(&args.classifier)?;
     }
     let mnist: Mnist = data::load(args.data.as_deref())?;
     let train_images = args.train_subset.unwrap_or(mnist.train.count);
@@ -675,7 +675,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     // --eval-every: the cached classifier (trained now if absent) and a sampler of
     // --eval-count digits reading the EMA weights.
     let evaluator = if args.eval_every > 0 {
-        if !args.classifier.exists() {
+        if !args.classifier.exists() || crate::eval::classifier::is_stale(&args.classifier) {
             metrics.say(&format!(
                 "--eval-every: training the classifier once (cached in {})",
                 args.classifier.display()

@@ -261,3 +261,57 @@ fn classifier_gradients_match_finite_differences() {
         }
     }
 }
+
+/// A cached classifier of an older format is stale (trained again, not refused); junk is not
+/// stale (it is refused as corrupt); the current format is not stale and loads.
+#[test]
+fn stale_classifier_files_are_recognised() {
+    use wgpu_diffusion::eval::classifier::{check_cached, is_stale, ClassifierMeta};
+    use wgpu_diffusion::eval::fid::Stats;
+    let dir = tmp("stale");
+    let d = classifier::FEATURES;
+    let c = Classifier {
+        params: classifier::init_params(0),
+        meta: ClassifierMeta {
+            test_accuracy: 0.5,
+            settings: TrainSettings::default(),
+            train_images: 1,
+            train_seconds: 0.0,
+            final_train_loss: 1.0,
+            test_images: 3,
+            adapter: "none".into(),
+        },
+        test_stats: Stats {
+            mean: vec![0.25; d],
+            cov: (0..d * d).map(|i| (i % 7) as f64).collect(),
+            n: 3,
+        },
+    };
+    let current = dir.join("current.safetensors");
+    c.save(&current).unwrap();
+    assert!(!is_stale(&current));
+    check_cached(&current).unwrap();
+    assert_eq!(Classifier::load(&current).unwrap().test_stats, c.test_stats);
+
+    let old = dir.join("old.safetensors");
+    let info = std::collections::HashMap::from([(
+        "format".to_string(),
+        "wgpu-diffusion-classifier/1".to_string(),
+    )]);
+    let bytes = safetensors::serialize(
+        Vec::<(String, safetensors::tensor::TensorView)>::new(),
+        Some(info),
+    )
+    .unwrap();
+    std::fs::write(&old, bytes).unwrap();
+    assert!(is_stale(&old));
+    check_cached(&old).unwrap();
+
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"junk").unwrap();
+    assert!(!is_stale(&junk));
+    assert!(check_cached(&junk).is_err());
+    assert!(!is_stale(&dir.join("absent.safetensors")));
+    check_cached(&dir.join("absent.safetensors")).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

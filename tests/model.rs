@@ -64,12 +64,7 @@ fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
     }
 }
 
-fn build(
-    gpu: &Gpu,
-    cfg: &ModelConfig,
-    batch: usize,
-    c: &Case,
-) -> (GpuTensor, Optimizer, Network) {
+fn build(gpu: &Gpu, cfg: &ModelConfig, batch: usize, c: &Case) -> (GpuTensor, Optimizer, Network) {
     let params = GpuTensor::from_slice(gpu, "params", &[c.layout.total], &c.params).unwrap();
     let zeros = vec![0.0; c.layout.total];
     let opt = Optimizer::new(

@@ -570,7 +570,33 @@ impl Classifier {
     }
 }
 
-/// Loads the classifier from `path`, or (when absent, or with `retrain`) trains it with
+/// Whether `path` is a classifier file of an older version of this program (its format names
+/// another version): the cache is then stale and is trained again rather than refused.
+pub fn is_stale(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok((_, md)) = SafeTensors::read_metadata(&bytes) else {
+        return false;
+    };
+    let format = md
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("format").cloned())
+        .unwrap_or_default();
+    format.starts_with("wgpu-diffusion-classifier/") && format != FORMAT
+}
+
+/// Checks a cached classifier file before any long work starts: absent or stale is fine (it
+/// will be trained), anything else must load.
+pub fn check_cached(path: &Path) -> Result<()> {
+    if path.exists() && !is_stale(path) {
+        Classifier::load(path)?;
+    }
+    Ok(())
+}
+
+/// Loads the classifier from `path`, or (when absent, stale, or with `retrain`) trains it with
 /// `settings` and caches it there. The flag says whether it was trained now.
 pub fn load_or_train(
     gpu: &Gpu,
@@ -579,7 +605,7 @@ pub fn load_or_train(
     mnist: &Mnist,
     settings: &TrainSettings,
 ) -> Result<(Classifier, bool)> {
-    if !retrain && path.exists() {
+    if !retrain && path.exists() && !is_stale(path) {
         return Ok((Classifier::load(path)?, false));
     }
     let c = train(gpu, mnist, settings)?;

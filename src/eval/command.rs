@@ -158,8 +158,8 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         }
         None
     };
-    if !a.retrain && a.classifier.exists() {
-        Classifier::load(&a.classifier)?;
+    if !a.retrain {
+        classifier::check_cached(&a.classifier)?;
     }
     let mnist = data::load(a.data.as_deref())?;
     let settings = TrainSettings {

@@ -510,6 +510,8 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     let layout = ParamLayout::new(&model);
 
     // Starting point: a fresh model, or the checkpoint.
+    // A resumed run may change the learning rate (a hand-made decay): say so.
+    let mut lr_note = String::new();
     let (mut state, buffers) = if args.resume {
         if !ckpt_path.exists() {
             return Err(Error::checkpoint(format!(
@@ -532,6 +534,9 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
                 "{} lacks the optimizer state needed to resume",
                 ckpt_path.display()
             )));
+        }
+        if meta.lr != args.lr {
+            lr_note = format!(" at lr {} (it ran at lr {} before)", args.lr, meta.lr);
         }
         (meta.state, b)
     } else {
@@ -669,7 +674,11 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         gpu.describe(),
         batch,
         steps_per_epoch,
-        if args.resume { format!(", resuming at step {}", state.step) } else { String::new() }
+        if args.resume {
+            format!(", resuming at step {}{lr_note}", state.step)
+        } else {
+            String::new()
+        }
     ));
 
     // --eval-every: the cached classifier (trained now if absent) and a sampler of

@@ -187,6 +187,15 @@ fn resume_is_exact() {
     let b = losses(&split);
     assert_eq!(a.len(), 30);
     assert_eq!(a, b, "resumed run differs from the straight run");
+    // Resuming may lower the learning rate by hand; the log says so.
+    let o = train(&split, &["--max-steps", "33", "--resume", "--lr", "5e-5"]);
+    ok(&o);
+    let log = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        log.contains("resuming at step 30 at lr 0.00005 (it ran at lr 0.0001 before)"),
+        "{log}"
+    );
+    assert_eq!(losses(&split).len(), 33);
     let _ = std::fs::remove_dir_all(straight);
     let _ = std::fs::remove_dir_all(split);
 }

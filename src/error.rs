@@ -20,6 +20,9 @@ pub enum ErrorKind {
     Diverged,
     /// Any other I/O failure (writing outputs).
     Io,
+    /// Stopped by Ctrl-C or SIGTERM after saving what it had (exit 130, as shells report a
+    /// SIGINT).
+    Interrupted,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +66,7 @@ impl Error {
             ErrorKind::Config | ErrorKind::Data | ErrorKind::Adapter | ErrorKind::Checkpoint => 2,
             ErrorKind::Diverged => 3,
             ErrorKind::Gpu | ErrorKind::Io => 1,
+            ErrorKind::Interrupted => 130,
         }
     }
 }

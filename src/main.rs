@@ -143,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Noise(a) => noise(&cli.gpu, a),
         Command::Train(a) => {
             let gpu = cli.gpu.open()?;
+            train::install_interrupt_handler();
             let s = train::run(&gpu, a)?;
             if a.json {
                 println!("{}", serde_json::json!({ "summary": s }));

@@ -26,6 +26,29 @@ const EPOCH_SAMPLE_SEED: u64 = 0xD161_7500;
 /// Seed of the --eval-every samples (fixed, so evaluations compare).
 const EVAL_SAMPLE_SEED: u64 = 0xE7A1_0000;
 
+/// Set by Ctrl-C or SIGTERM (see [`install_interrupt_handler`]): the loop saves a checkpoint
+/// after the step in flight and stops.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes Ctrl-C and SIGTERM stop training cleanly: the current step finishes, its losses are
+/// logged and checked, a checkpoint is written and the run ends with exit code 130 (resume it
+/// with `--resume`). A second signal exits at once without saving. For the binary; tests may
+/// call [`request_interrupt`] instead.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("error: interrupted again; stopping without saving");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: saving a checkpoint after this step (again to quit without saving)");
+    });
+}
+
+/// What a signal does: asks the training loop to save and stop.
+pub fn request_interrupt() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Seed of the validation noise: fixed, so validation losses compare across epochs and runs.
 pub const VALIDATION_SEED: u64 = 0x5EED_0000_0800;
 
@@ -790,7 +813,9 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             state.epoch_step += 1;
 
             let end_of_epoch = state.epoch_step == steps_per_epoch;
-            let want_row = state.step % args.log_every == 0 || state.step == max_steps;
+            let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+            let want_row =
+                state.step % args.log_every == 0 || state.step == max_steps || interrupted;
             let want_ckpt = state.step % args.checkpoint_every == 0;
             if want_row || want_ckpt || end_of_epoch {
                 // Read the losses since the last row: a divergence is caught before any
@@ -830,9 +855,22 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
                     last_row_time = now;
                 }
             }
-            if state.step % args.checkpoint_every == 0 {
+            if state.step % args.checkpoint_every == 0 || interrupted {
                 state.seconds = seconds0 + start.elapsed().as_secs_f64();
                 save(&state, "checkpoint", &ckpt_path)?;
+            }
+            if interrupted {
+                if let Some(b) = &metrics.bar {
+                    b.finish_and_clear();
+                }
+                return Err(Error::new(
+                    ErrorKind::Interrupted,
+                    format!(
+                        "interrupted after step {}: checkpoint written to {}; continue with --resume",
+                        state.step,
+                        ckpt_path.display()
+                    ),
+                ));
             }
         }
         if state.epoch_step < steps_per_epoch {

@@ -176,6 +176,85 @@ fn eval_every_writes_sample_quality_to_metrics() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// SIGTERM (as Ctrl-C) mid-run: the step in flight finishes, its loss is logged, a checkpoint
+/// is written, exit code 130; `--resume` continues from that step.
+#[test]
+fn interrupt_saves_a_checkpoint_and_resumes() {
+    let out = tmp("train-interrupt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--train-subset",
+            "200",
+            "--val-count",
+            "40",
+        ])
+        .args(["--batch-images", "4", "--repeat", "25", "--log-every", "1"])
+        .args([
+            "--max-steps",
+            "100000",
+            "--epochs",
+            "1000",
+            "--sample-every",
+            "0",
+        ])
+        .arg("--data")
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a few logged steps.
+    let csv = out.join("metrics.csv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&csv).map_or(0, |t| t.lines().count()) < 4 {
+        assert!(t0.elapsed().as_secs() < 300, "no training rows after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = error_line(&o);
+    assert!(
+        line.contains("interrupted after step") && line.contains("--resume"),
+        "{line}"
+    );
+    let step: u64 = line
+        .split("interrupted after step ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Every step up to the interruption is logged, and the checkpoint is at that step.
+    assert_eq!(losses(&out).len() as u64, step);
+    assert!(out.join("checkpoint.safetensors").exists());
+    assert!(!out.join("checkpoint.safetensors.tmp").exists());
+    let o = train(&out, &["--max-steps", &(step + 2).to_string(), "--resume"]);
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("resuming at step {step}")),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(losses(&out).len() as u64, step + 2);
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn resume_is_exact() {
     let straight = tmp("train-straight");

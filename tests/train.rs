@@ -181,7 +181,7 @@ fn eval_every_writes_sample_quality_to_metrics() {
 #[test]
 fn interrupt_saves_a_checkpoint_and_resumes() {
     let out = tmp("train-interrupt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+    let child = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .args([
             "train",

@@ -27,10 +27,12 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         val_count: 20,
         ema: 0.999,
         seed: 1,
-        data: Some(match std::env::var_os("MNIST_DIR") {
-            Some(d) => PathBuf::from(d),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
-        }),
+        data: Some(
+            match std::env::var_os("MNIST_DIR").filter(|d| !d.is_empty()) {
+                Some(d) => PathBuf::from(d),
+                None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
+            },
+        ),
         out,
         resume: false,
         json: true,

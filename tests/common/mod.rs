@@ -13,7 +13,7 @@ pub fn gpu() -> Gpu {
 
 /// The MNIST folder: $MNIST_DIR, else ../shared/mnist beside the project (as in CI).
 pub fn mnist_dir() -> std::path::PathBuf {
-    match std::env::var_os("MNIST_DIR") {
+    match std::env::var_os("MNIST_DIR").filter(|d| !d.is_empty()) {
         Some(d) => std::path::PathBuf::from(d),
         None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
     }

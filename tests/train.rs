@@ -13,10 +13,10 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// `train --preset tiny` on a small subset, with extra flags.
-fn train(out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+/// The `train --preset tiny` command on a small subset, with extra flags.
+fn train_command(out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .args([
             "train",
             "--preset",
@@ -31,9 +31,13 @@ fn train(out: &Path, extra: &[&str]) -> Output {
         .arg(mnist_dir())
         .arg("--out")
         .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
+        .args(extra);
+    c
+}
+
+/// Runs [`train_command`] to the end.
+fn train(out: &Path, extra: &[&str]) -> Output {
+    train_command(out, extra).output().unwrap()
 }
 
 fn ok(o: &Output) {
@@ -181,34 +185,21 @@ fn eval_every_writes_sample_quality_to_metrics() {
 #[test]
 fn interrupt_saves_a_checkpoint_and_resumes() {
     let out = tmp("train-interrupt");
-    let child = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .args([
-            "train",
-            "--preset",
-            "tiny",
-            "--train-subset",
-            "200",
-            "--val-count",
-            "40",
-        ])
-        .args(["--batch-images", "4", "--repeat", "25", "--log-every", "1"])
-        .args([
+    let child = train_command(
+        &out,
+        &[
             "--max-steps",
             "100000",
             "--epochs",
             "1000",
             "--sample-every",
             "0",
-        ])
-        .arg("--data")
-        .arg(mnist_dir())
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     // Wait for a few logged steps.
     let csv = out.join("metrics.csv");
     let t0 = std::time::Instant::now();

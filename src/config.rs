@@ -129,6 +129,7 @@ impl Preset {
             layers,
             heads,
             key_dim,
+            mlp: 0,
         }
     }
 }
@@ -143,6 +144,26 @@ pub struct ModelConfig {
     pub heads: u32,
     /// K: key (and value) width per head.
     pub key_dim: u32,
+    /// F: hidden width of the feed-forward block after each attention layer (our addition;
+    /// 0 = none, as in the seed). Checkpoints written before it existed read as 0.
+    #[serde(default)]
+    pub mlp: u32,
+}
+
+/// "1 layers, 8 heads x 32, mlp 256, patch 10 overlap 4" (the mlp part only when F > 0).
+impl std::fmt::Display for ModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} layers, {} heads x {}",
+            self.layers, self.heads, self.key_dim
+        )?;
+        if self.mlp > 0 {
+            write!(f, ", mlp {}", self.mlp)?;
+        }
+        let g = &self.geometry;
+        write!(f, ", patch {} overlap {}", g.patch, g.overlap)
+    }
 }
 
 impl ModelConfig {
@@ -170,7 +191,9 @@ impl ModelConfig {
             self.geometry.dim() as u64,
             self.hk() as u64,
         );
-        let per_layer = 3 * (d * hk + hk) + hk * d + d;
+        let f = self.mlp as u64;
+        let mlp = if f > 0 { d * f + f + f * d + d } else { 0 };
+        let per_layer = 3 * (d * hk + hk) + hk * d + d + mlp;
         t * d + self.layers as u64 * per_layer
     }
 }
@@ -209,5 +232,28 @@ mod tests {
         assert!(Geometry::new(0, 1).is_err());
         assert!(Geometry::new(1, 14).is_err());
         assert!(Geometry::new(2, 1).is_ok());
+    }
+
+    #[test]
+    fn mlp_counts_its_weights_and_old_configs_read_as_none() {
+        let t = Preset::Tiny.model();
+        assert_eq!(t.mlp, 0);
+        let m = ModelConfig { mlp: 7, ..t };
+        // W_1 [100, 7] + b_1 [7] + W_2 [7, 100] + b_2 [100] per layer.
+        assert_eq!(
+            m.parameter_count() - t.parameter_count(),
+            700 + 7 + 700 + 100
+        );
+        assert_eq!(
+            m.to_string(),
+            "1 layers, 2 heads x 8, mlp 7, patch 6 overlap 2"
+        );
+        assert_eq!(t.to_string(), "1 layers, 2 heads x 8, patch 6 overlap 2");
+        // A configuration written before --mlp existed.
+        let mut json = serde_json::to_value(t).unwrap();
+        json.as_object_mut().unwrap().remove("mlp");
+        assert_eq!(serde_json::from_value::<ModelConfig>(json).unwrap(), t);
+        let round: ModelConfig = serde_json::from_value(serde_json::to_value(m).unwrap()).unwrap();
+        assert_eq!(round, m);
     }
 }

@@ -73,6 +73,10 @@ pub struct TrainArgs {
     /// Key width K per head.
     #[arg(long)]
     pub key_dim: Option<u32>,
+    /// Hidden width F of a feed-forward block (GELU) after each attention layer; 0 = none, as
+    /// in the seed (our addition: it gives the small models the non-linearity they lack).
+    #[arg(long)]
+    pub mlp: Option<u32>,
     /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).
     #[arg(long, default_value_t = 0.99, allow_negative_numbers = true)]
     pub alpha: f32,
@@ -204,6 +208,7 @@ pub fn model_config(a: &TrainArgs) -> Result<ModelConfig> {
         layers: a.layers.unwrap_or(base.layers),
         heads: a.heads.unwrap_or(base.heads),
         key_dim: a.key_dim.unwrap_or(base.key_dim),
+        mlp: a.mlp.unwrap_or(base.mlp),
     };
     m.validate()?;
     Ok(m)
@@ -687,13 +692,8 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         .min(steps_per_epoch * args.epochs as u64);
     let mut metrics = Metrics::open(&args.out, args.resume, args.json, max_steps, state.step)?;
     metrics.say(&format!(
-        "training {} weights ({} layers, {} heads x {}, patch {} overlap {}) on {}: {} samples per step, {} steps per epoch{}",
+        "training {} weights ({model}) on {}: {} samples per step, {} steps per epoch{}",
         model.parameter_count(),
-        model.layers,
-        model.heads,
-        model.key_dim,
-        model.geometry.patch,
-        model.geometry.overlap,
         gpu.describe(),
         batch,
         steps_per_epoch,

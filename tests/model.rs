@@ -21,6 +21,25 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 layers: 2,
                 heads: 3,
                 key_dim: 5,
+                mlp: 0,
+            },
+            2,
+        ),
+        // The feed-forward block (--mlp): odd F on the tiny geometry, and two layers.
+        (
+            ModelConfig {
+                mlp: 7,
+                ..Preset::Tiny.model()
+            },
+            2,
+        ),
+        (
+            ModelConfig {
+                geometry: Geometry::new(13, 1).unwrap(),
+                layers: 2,
+                heads: 3,
+                key_dim: 5,
+                mlp: 33,
             },
             2,
         ),
@@ -85,7 +104,10 @@ fn activations_loss_and_every_gradient_match_reference() {
         let (_params, opt, net) = build(&gpu, &cfg, batch, &c);
         net.set_slot(&gpu, 5);
         gpu.run(&net.dispatches()).unwrap();
-        let name = format!("P={} L={} H={}", cfg.geometry.patch, cfg.layers, cfg.heads);
+        let name = format!(
+            "P={} L={} H={} F={}",
+            cfg.geometry.patch, cfg.layers, cfg.heads, cfg.mlp
+        );
 
         let fwd = reference::forward::<f32>(&cfg, &c.layout, &c.params, &c.tokens, batch);
         let mut want: Vec<(String, &[f32])> = vec![("x_start".into(), &fwd.x_start)];
@@ -93,6 +115,11 @@ fn activations_loss_and_every_gradient_match_reference() {
             want.push((format!("layer{l}.qkv"), &ly.qkv));
             want.push((format!("layer{l}.probs"), &ly.probs));
             want.push((format!("layer{l}.o"), &ly.o));
+            if let Some(mlp) = &ly.mlp {
+                want.push((format!("layer{l}.y"), &mlp.y));
+                want.push((format!("layer{l}.pre"), &mlp.pre));
+                want.push((format!("layer{l}.h"), &mlp.h));
+            }
             want.push((format!("layer{l}.out"), &ly.out));
         }
         let got = net.activations();

@@ -6,7 +6,7 @@
 use wgpu_diffusion::config::{Geometry, ModelConfig, Preset};
 use wgpu_diffusion::model::{ParamLayout, TensorSpec};
 use wgpu_diffusion::reference::model::{self, Forward};
-use wgpu_diffusion::reference::{noise, patches};
+use wgpu_diffusion::reference::{gelu, noise, patches};
 use wgpu_diffusion::testing::uniform_data;
 
 /// One model with its parameters and one batch of inputs, in f64.
@@ -32,7 +32,13 @@ fn odd() -> ModelConfig {
         layers: 2,
         heads: 3,
         key_dim: 5,
+        mlp: 0,
     }
+}
+
+/// `cfg` with a feed-forward block of hidden width `f` after each attention layer.
+fn with_mlp(cfg: ModelConfig, f: u32) -> ModelConfig {
+    ModelConfig { mlp: f, ..cfg }
 }
 
 /// Keras-initialised weights (`layout.init`) but small random biases; `qk_gain` multiplies the
@@ -90,6 +96,8 @@ fn cases() -> Vec<Case> {
         case("tiny B=3 peaked", tiny(), 3, 12, 6.0),
         case("odd L=2 B=3", odd(), 3, 13, 1.0),
         case("odd L=2 B=2 peaked", odd(), 2, 14, 8.0),
+        case("tiny mlp 7 B=2", with_mlp(tiny(), 7), 2, 15, 1.0),
+        case("odd L=2 mlp 12 B=2 peaked", with_mlp(odd(), 12), 2, 16, 6.0),
     ]
 }
 
@@ -298,7 +306,7 @@ fn f32_reference_agrees_with_f64() {
 /// input tokens exactly and the loss is the MSE of the patch tokens against the target.
 #[test]
 fn zero_model_is_identity() {
-    for cfg in [tiny(), odd()] {
+    for cfg in [tiny(), odd(), with_mlp(odd(), 5)] {
         let g = cfg.geometry;
         let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
         let layout = ParamLayout::new(&cfg);
@@ -453,4 +461,93 @@ fn activations_follow_documented_layouts() {
     }
     // The case is not trivially uniform attention (1/T = 0.2).
     assert!(peak > 0.3, "max probability {peak}");
+}
+
+/// The feed-forward block follows its documented layout: y = o W_o + b_o + x_start,
+/// pre = y W_1 + b_1, h = gelu(pre), out = y + h W_2 + b_2 (recomputed entry by entry), and
+/// the next layer reads `out`.
+#[test]
+fn mlp_block_follows_documented_layout() {
+    let c = case("odd mlp 6", with_mlp(odd(), 6), 2, 51, 2.0);
+    let (cfg, lay, prm) = (&c.cfg, &c.layout, &c.params);
+    let (m, d, f) = (
+        c.batch * cfg.geometry.tokens() as usize,
+        cfg.geometry.dim() as usize,
+        cfg.mlp as usize,
+    );
+    let hk = cfg.hk() as usize;
+    let fwd = model::forward(cfg, lay, prm, &c.tokens, c.batch);
+    let close = |a: f64, b: f64, what: &str| {
+        assert!(
+            (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+            "{what}: {a} vs {b}"
+        )
+    };
+    for (l, act) in fwd.layers.iter().enumerate() {
+        let w = |n: &str| &prm[lay.get(&format!("layer{l}.{n}")).range()];
+        let mlp = act
+            .mlp
+            .as_ref()
+            .expect("a layer with --mlp has a feed-forward block");
+        for r in 0..m {
+            for j in 0..d {
+                let mut s = w("b_o")[j] + fwd.x_start[r * d + j];
+                for i in 0..hk {
+                    s += act.o[r * hk + i] * w("w_o")[i * d + j];
+                }
+                close(mlp.y[r * d + j], s, "y");
+            }
+            for j in 0..f {
+                let mut s = w("b_1")[j];
+                for i in 0..d {
+                    s += mlp.y[r * d + i] * w("w_1")[i * f + j];
+                }
+                close(mlp.pre[r * f + j], s, "pre");
+                close(mlp.h[r * f + j], gelu::gelu(s), "h");
+            }
+            for j in 0..d {
+                let mut s = w("b_2")[j] + mlp.y[r * d + j];
+                for i in 0..f {
+                    s += mlp.h[r * f + i] * w("w_2")[i * d + j];
+                }
+                close(act.out[r * d + j], s, "out");
+            }
+        }
+    }
+    assert_eq!(fwd.layers[1].x_in, fwd.layers[0].out);
+    // The block is not the identity: the output differs from the attention block's y.
+    let first = fwd.layers[0].mlp.as_ref().unwrap();
+    assert!(first
+        .y
+        .iter()
+        .zip(&fwd.layers[0].out)
+        .any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+/// The finite-difference check catches a wrong gradient inside the feed-forward block: a
+/// gelu' evaluated without its x-dependent term (what a hand-derived slip looks like) and a
+/// dropped residual (the block's input gradient not added to the layer's output gradient).
+#[test]
+fn finite_difference_check_catches_wrong_mlp_gradients() {
+    let c = case("odd mlp 6", with_mlp(odd(), 6), 2, 61, 1.0);
+    let (_, grads) =
+        model::loss_and_grad(&c.cfg, &c.layout, &c.params, &c.tokens, &c.target, c.batch);
+    assert!(fd_check(&c, &grads, 20).is_ok());
+    let lay = &c.layout;
+    let mut half = grads.clone();
+    for g in &mut half[lay.get("layer0.w_1").range()] {
+        *g *= 0.5;
+    }
+    let mut doubled = grads.clone();
+    for g in &mut doubled[lay.get("layer1.b_2").range()] {
+        *g *= 2.0;
+    }
+    for (what, g) in [("0.5x w_1", &half), ("2x b_2", &doubled)] {
+        let r = fd_check(&c, g, 20);
+        assert!(
+            r.is_err(),
+            "{what}: the finite-difference check passed a wrong gradient"
+        );
+        eprintln!("{what}: caught: {}", r.unwrap_err().lines().next().unwrap());
+    }
 }

@@ -38,6 +38,10 @@ pub const SHADERS: &[Shader] = &[
         source: include_str!("../../shaders/adam.wgsl"),
     },
     Shader {
+        name: "gelu",
+        source: include_str!("../../shaders/gelu.wgsl"),
+    },
+    Shader {
         name: "loss",
         source: include_str!("../../shaders/loss.wgsl"),
     },

@@ -6,18 +6,23 @@
 //!   x_0 = x_start; for each layer l:
 //!     qkv_l = x_l W_qkv + b_qkv                             matmul   [M, 3HK]
 //!     o_l   = softmax(Q K^T / sqrt(K)) V per head           attention [M, HK] (+ probs)
-//!     x_l+1 = o_l W_o + b_o + x_start                       matmul + add
+//!     y_l   = o_l W_o + b_o + x_start                       matmul + add
+//!     with --mlp F (our addition; the seed has none):
+//!       pre_l = y_l W_1 + b_1, h_l = gelu(pre_l)            matmul, gelu  [M, F]
+//!       x_l+1 = y_l + h_l W_2 + b_2                         matmul + add
+//!     else x_l+1 = y_l
 //!   loss = mean over the g^2 patch tokens of (x_L - target)^2   mse_forward -> history[slot]
-//! Backward (gather kernels, no atomics): mse_backward; per layer from the last: the output
-//! projection's matmul backward, attention backward, the QKV matmul backward; d x_start
-//! collects every layer's residual gradient and layer 0's input gradient; dpos = sum over the
-//! batch of d x_start. Weight gradients are written (not accumulated): each weight is used once.
+//! Backward (gather kernels, no atomics): mse_backward; per layer from the last: the
+//! feed-forward block's matmul, gelu and matmul backward (its input gradient accumulated into
+//! the layer's output gradient: the residual), the output projection's matmul backward,
+//! attention backward, the QKV matmul backward; d x_start collects every layer's d y_l and
+//! layer 0's input gradient; dpos = sum over the batch of d x_start. Weight gradients are written (not accumulated): each weight is used once.
 
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::model::ParamLayout;
-use crate::ops::{adam, attention, loss, matmul};
+use crate::ops::{adam, attention, gelu, loss, matmul};
 
 /// Slots of the on-GPU loss history (the host reads it every `--log-every` steps).
 pub const LOSS_HISTORY: usize = 4096;
@@ -27,7 +32,23 @@ struct Layer {
     qkv: GpuTensor,
     probs: GpuTensor,
     o: GpuTensor,
+    /// y = o W_o + b_o + x_start: the layer's output unless it has a feed-forward block.
     proj: GpuTensor,
+    mlp: Option<Mlp>,
+}
+
+/// A layer's feed-forward block: pre [M, F], h = gelu(pre) [M, F], out = y + h W_2 + b_2.
+struct Mlp {
+    pre: GpuTensor,
+    h: GpuTensor,
+    out: GpuTensor,
+}
+
+impl Layer {
+    /// The layer's output x_{l+1}.
+    fn out(&self) -> &GpuTensor {
+        self.mlp.as_ref().map_or(&self.proj, |f| &f.out)
+    }
 }
 
 /// Forward (and optionally backward) of the model for a fixed batch size.
@@ -61,9 +82,10 @@ pub fn check_fits(gpu: &Gpu, cfg: &ModelConfig, batch: usize) -> Result<()> {
         cfg.heads as u64,
     );
     let m = batch as u64 * t;
-    let layout_total = cfg.parameter_count() + 64 * (1 + 4 * cfg.layers as u64);
+    let layout_total = cfg.parameter_count() + 64 * (1 + 8 * cfg.layers as u64);
     for (label, elems) in [
         ("the model's parameters", layout_total),
+        ("the feed-forward activations", m * cfg.mlp as u64),
         ("the QKV activations", m * 3 * hk),
         ("the attention probabilities", batch as u64 * h * t * t),
         ("the attention output", m * hk),
@@ -123,12 +145,12 @@ impl Network {
             let x_in = if l == 0 {
                 x_start.clone()
             } else {
-                layers[l - 1].proj.clone()
+                layers[l - 1].out().clone()
             };
             let qkv = z(&format!("layer{l}.qkv"), &[m, 3 * hk])?;
             let probs = z(&format!("layer{l}.probs"), &[batch, ashape.heads, t, t])?;
             let o = z(&format!("layer{l}.o"), &[m, hk])?;
-            let proj = z(&format!("layer{l}.out"), &[batch, t, d])?;
+            let proj = z(&format!("layer{l}.y"), &[batch, t, d])?;
             forward.push(matmul::matmul_forward(
                 gpu,
                 &x_in,
@@ -154,17 +176,50 @@ impl Network {
             )?);
             // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
             forward.push(loss::add_inplace(gpu, &proj, &x_start)?);
+            let mlp = if cfg.mlp > 0 {
+                let f = cfg.mlp as usize;
+                let pre = z(&format!("layer{l}.pre"), &[m, f])?;
+                let h = z(&format!("layer{l}.h"), &[m, f])?;
+                let out = z(&format!("layer{l}.out"), &[batch, t, d])?;
+                forward.push(matmul::matmul_forward(
+                    gpu,
+                    &proj,
+                    &w(&format!("layer{l}.w_1")),
+                    Some(&w(&format!("layer{l}.b_1"))),
+                    &pre,
+                    m,
+                    d,
+                    f,
+                )?);
+                forward.push(gelu::gelu_forward(gpu, &pre, &h)?);
+                forward.push(matmul::matmul_forward(
+                    gpu,
+                    &h,
+                    &w(&format!("layer{l}.w_2")),
+                    Some(&w(&format!("layer{l}.b_2"))),
+                    &out,
+                    m,
+                    f,
+                    d,
+                )?);
+                // Residual around the block: x_{l+1} = y + FFN(y).
+                forward.push(loss::add_inplace(gpu, &out, &proj)?);
+                Some(Mlp { pre, h, out })
+            } else {
+                None
+            };
             layers.push(Layer {
                 x_in,
                 qkv,
                 probs,
                 o,
                 proj,
+                mlp,
             });
         }
         let output = layers
             .last()
-            .map(|l| l.proj.clone())
+            .map(|l| l.out().clone())
             .unwrap_or(x_start.clone());
         let mse = loss::MseForward::new(gpu, &output, &target, &history, batch, t, p, d)?;
 
@@ -180,14 +235,53 @@ impl Network {
             let dgs = [z("dx_a", &[batch, t, d])?, z("dx_b", &[batch, t, d])?];
             let d_o = z("do", &[m, hk])?;
             let dqkv = z("dqkv", &[m, 3 * hk])?;
+            let f = cfg.mlp as usize;
+            let (dh, dpre) = (z("dh", &[m, f])?, z("dpre", &[m, f])?);
             backward.push(loss::mse_backward(
                 gpu, &output, &target, &dout, batch, t, p, d,
             )?);
-            // d x_start = sum of every layer's output gradient + layer 0's input gradient.
-            backward.push(loss::copy(gpu, &dout, &dxs)?);
+            // dy: the gradient w.r.t. the current layer's output, then (after the feed-forward
+            // block's backward) w.r.t. its y.
             let mut dy = dout.clone();
-            for l in (0..cfg.layers as usize).rev() {
+            let last = cfg.layers as usize - 1;
+            for l in (0..=last).rev() {
                 let ly = &layers[l];
+                if let Some(mlp) = &ly.mlp {
+                    backward.extend(matmul::matmul_backward(
+                        gpu,
+                        &mlp.h,
+                        &w(&format!("layer{l}.w_2")),
+                        &dy,
+                        &dh,
+                        &dw(&format!("layer{l}.w_2")),
+                        &dw(&format!("layer{l}.b_2")),
+                        m,
+                        f,
+                        d,
+                        false,
+                    )?);
+                    backward.push(gelu::gelu_backward(gpu, &mlp.pre, &dh, &dpre)?);
+                    // dy += dpre W_1^T (the residual around the block).
+                    backward.extend(matmul::matmul_backward(
+                        gpu,
+                        &ly.proj,
+                        &w(&format!("layer{l}.w_1")),
+                        &dpre,
+                        &dy,
+                        &dw(&format!("layer{l}.w_1")),
+                        &dw(&format!("layer{l}.b_1")),
+                        m,
+                        d,
+                        f,
+                        true,
+                    )?);
+                }
+                // d x_start = sum of every layer's d y + layer 0's input gradient.
+                backward.push(if l == last {
+                    loss::copy(gpu, &dy, &dxs)?
+                } else {
+                    loss::add_inplace(gpu, &dxs, &dy)?
+                });
                 backward.extend(matmul::matmul_backward(
                     gpu,
                     &ly.o,
@@ -223,13 +317,10 @@ impl Network {
                     3 * hk,
                     acc,
                 )?);
-                if l > 0 {
-                    backward.push(loss::add_inplace(gpu, &dxs, &dx)?);
-                    dy = dx;
-                }
+                dy = dx;
             }
             backward.push(loss::pos_backward(gpu, &dxs, &dw("pos"), batch, t, d)?);
-            keep.extend([dout, dxs, d_o, dqkv]);
+            keep.extend([dout, dxs, d_o, dqkv, dh, dpre]);
             keep.extend(dgs);
         }
         Ok(Network {
@@ -270,14 +361,20 @@ impl Network {
     }
 
     /// The activations kept for the backward pass, by name, in the layouts of the CPU
-    /// reference (`x_start`, then per layer `qkv`, `probs`, `o`, `out`): for tests.
+    /// reference (`x_start`, then per layer `qkv`, `probs`, `o`, with a feed-forward block
+    /// `y`, `pre`, `h`, then `out`): for tests.
     pub fn activations(&self) -> Vec<(String, &GpuTensor)> {
         let mut v = vec![("x_start".to_string(), &self.x_start)];
         for (l, ly) in self.layers.iter().enumerate() {
             v.push((format!("layer{l}.qkv"), &ly.qkv));
             v.push((format!("layer{l}.probs"), &ly.probs));
             v.push((format!("layer{l}.o"), &ly.o));
-            v.push((format!("layer{l}.out"), &ly.proj));
+            if let Some(mlp) = &ly.mlp {
+                v.push((format!("layer{l}.y"), &ly.proj));
+                v.push((format!("layer{l}.pre"), &mlp.pre));
+                v.push((format!("layer{l}.h"), &mlp.h));
+            }
+            v.push((format!("layer{l}.out"), ly.out()));
         }
         v
     }
@@ -304,7 +401,9 @@ impl Network {
             self.cfg.hk() as f64,
         );
         let m = self.batch as f64 * t;
-        self.cfg.layers as f64 * (2.0 * m * d * 3.0 * hk + 2.0 * m * hk * d + 4.0 * m * t * hk)
+        let mlp = 4.0 * m * d * self.cfg.mlp as f64;
+        self.cfg.layers as f64
+            * (2.0 * m * d * 3.0 * hk + 2.0 * m * hk * d + 4.0 * m * t * hk + mlp)
     }
 
     /// Losses of steps `first..first + n` from the history ring (n <= LOSS_HISTORY).

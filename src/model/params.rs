@@ -8,6 +8,11 @@
 //!   `layer{l}.b_qkv`   [3*HK]     bq | bk | bv, zeros
 //!   `layer{l}.w_o`     [HK, D]    Wo
 //!   `layer{l}.b_o`     [D]        bo, zeros
+//!   with `--mlp F` (F > 0), after them:
+//!   `layer{l}.w_1`     [D, F]     Glorot uniform (Keras' Dense default)
+//!   `layer{l}.b_1`     [F]        zeros
+//!   `layer{l}.w_2`     [F, D]     Glorot uniform
+//!   `layer{l}.b_2`     [D]        zeros
 //! Head h of Q (K, V) is columns h*key_dim .. (h+1)*key_dim of its block.
 
 use crate::config::ModelConfig;
@@ -92,6 +97,14 @@ impl ParamLayout {
                 Init::Uniform(out_limit),
             );
             push(format!("layer{l}.b_o"), vec![d], Init::Zeros);
+            if cfg.mlp > 0 {
+                let f = cfg.mlp as usize;
+                let glorot = (6.0 / (df + f as f32)).sqrt();
+                push(format!("layer{l}.w_1"), vec![d, f], Init::Uniform(glorot));
+                push(format!("layer{l}.b_1"), vec![f], Init::Zeros);
+                push(format!("layer{l}.w_2"), vec![f, d], Init::Uniform(glorot));
+                push(format!("layer{l}.b_2"), vec![d], Init::Zeros);
+            }
         }
         ParamLayout {
             tensors,

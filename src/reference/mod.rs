@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod attention;
 pub mod classifier;
+pub mod gelu;
 pub mod loss;
 pub mod matmul;
 pub mod model;

@@ -11,7 +11,12 @@
 //!     qkv   = x_in W_qkv + b_qkv                           [B*T, 3HK]  (Q | K | V)
 //!     probs = softmax(Q_h K_h^T / sqrt(K)) per (b, h)      [B, H, T, T] (over the keys)
 //!     o     = probs V_h, heads side by side                [B*T, HK]
-//!     out   = o W_o + b_o + x_start                        [B, T, D]   (x_start, not x_in!)
+//!     y     = o W_o + b_o + x_start                        [B, T, D]   (x_start, not x_in!)
+//!     with --mlp F > 0 (our addition; the seed has none):
+//!       pre = y W_1 + b_1                                  [B*T, F]
+//!       h   = gelu(pre)                                    [B*T, F]
+//!       out = y + h W_2 + b_2                              [B, T, D]
+//!     else out = y
 //!     x = out
 //! loss = mean over (b, t < g^2, d) of (x - target)^2       target [B, g^2, D]
 //! ```
@@ -28,6 +33,7 @@
 
 use crate::config::ModelConfig;
 use crate::model::ParamLayout;
+use crate::reference::gelu;
 
 /// Storage type of the reference: `f32` (as on the GPU) or `f64` (for finite differences).
 pub trait Real: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
@@ -95,8 +101,22 @@ pub struct LayerForward<F = f32> {
     pub probs: Vec<F>,
     /// Attention output, heads side by side, [B*T, HK].
     pub o: Vec<F>,
-    /// x after the layer: o W_o + b_o + x_start, [B, T, D].
+    /// The feed-forward block's activations (with `--mlp F`, F > 0).
+    pub mlp: Option<MlpForward<F>>,
+    /// x after the layer, [B, T, D]: o W_o + b_o + x_start, plus the feed-forward block's
+    /// h W_2 + b_2 when there is one.
     pub out: Vec<F>,
+}
+
+/// The activations of a layer's feed-forward block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpForward<F = f32> {
+    /// Its input: the attention block's output o W_o + b_o + x_start, [B, T, D].
+    pub y: Vec<F>,
+    /// y W_1 + b_1, [B*T, F].
+    pub pre: Vec<F>,
+    /// gelu(pre), [B*T, F].
+    pub h: Vec<F>,
 }
 
 /// Every activation of a forward pass.
@@ -314,15 +334,31 @@ pub fn forward<F: Real>(
         let (probs, o) = attention(dm, &qkv, batch);
         let proj = linear(&o, p("w_o"), p("b_o"), m, hk, d);
         // The residual adds x_start, not the layer's input (SPEC §3).
-        let out: Vec<F> = (0..m * d)
+        let y: Vec<F> = (0..m * d)
             .map(|i| F::from_f64(proj[i].to_f64() + x_start[i].to_f64()))
             .collect();
+        let (mlp, out) = if cfg.mlp > 0 {
+            let f = cfg.mlp as usize;
+            let pre = linear(&y, p("w_1"), p("b_1"), m, d, f);
+            let h: Vec<F> = pre
+                .iter()
+                .map(|v| F::from_f64(gelu::gelu(v.to_f64())))
+                .collect();
+            let ffn = linear(&h, p("w_2"), p("b_2"), m, f, d);
+            let out = (0..m * d)
+                .map(|i| F::from_f64(y[i].to_f64() + ffn[i].to_f64()))
+                .collect();
+            (Some(MlpForward { y, pre, h }), out)
+        } else {
+            (None, y)
+        };
         let x_in = std::mem::replace(&mut x, out.clone());
         layers.push(LayerForward {
             x_in,
             qkv,
             probs,
             o,
+            mlp,
             out,
         });
     }
@@ -397,12 +433,34 @@ pub fn backward<F: Real>(
         let act = &fwd.layers[l];
         let p = |n: &str| tensor(layout, params, &format!("layer{l}.{n}"));
         let (w_qkv, w_o) = (p("w_qkv"), p("w_o"));
-        // out = proj + x_start
+        let spec = |n: &str| layout.get(&format!("layer{l}.{n}")).range();
+        // out = y + gelu(y W_1 + b_1) W_2 + b_2: dx becomes the gradient w.r.t. y.
+        if let Some(mlp) = &act.mlp {
+            let f = cfg.mlp as usize;
+            let (mut dw, mut db) = (vec![F::default(); f * d], vec![F::default(); d]);
+            let dh = linear_backward(&mlp.h, p("w_2"), &dx, m, f, d, &mut dw, &mut db);
+            grads[spec("w_2")].copy_from_slice(&dw);
+            grads[spec("b_2")].copy_from_slice(&db);
+            let dpre: Vec<F> = dh
+                .iter()
+                .zip(&mlp.pre)
+                .map(|(g, v)| F::from_f64(g.to_f64() * gelu::gelu_grad(v.to_f64())))
+                .collect();
+            let (mut dw, mut db) = (vec![F::default(); d * f], vec![F::default(); f]);
+            let dy = linear_backward(&mlp.y, p("w_1"), &dpre, m, d, f, &mut dw, &mut db);
+            grads[spec("w_1")].copy_from_slice(&dw);
+            grads[spec("b_1")].copy_from_slice(&db);
+            dx = dx
+                .iter()
+                .zip(&dy)
+                .map(|(a, b)| F::from_f64(a.to_f64() + b.to_f64()))
+                .collect();
+        }
+        // y = proj + x_start
         for (a, g) in dx_start.iter_mut().zip(&dx) {
             *a += g.to_f64();
         }
         // proj = o W_o + b_o
-        let spec = |n: &str| layout.get(&format!("layer{l}.{n}")).range();
         let (mut dw, mut db) = (vec![F::default(); hk * d], vec![F::default(); d]);
         let d_o = linear_backward(&act.o, w_o, &dx, m, hk, d, &mut dw, &mut db);
         grads[spec("w_o")].copy_from_slice(&dw);

@@ -18,8 +18,8 @@ fn ok(o: &Output) {
     );
 }
 
-/// A tiny checkpoint from 3 training steps.
-fn checkpoint(dir: &Path) -> PathBuf {
+/// A tiny checkpoint from 3 training steps (`extra`: more train flags).
+fn checkpoint(dir: &Path, extra: &[&str]) -> PathBuf {
     let o = bin()
         .args([
             "train",
@@ -44,6 +44,7 @@ fn checkpoint(dir: &Path) -> PathBuf {
         .arg(mnist_dir())
         .arg("--out")
         .arg(dir)
+        .args(extra)
         .output()
         .unwrap();
     ok(&o);
@@ -66,7 +67,7 @@ fn sample(ckpt: &Path, out: &Path, extra: &[&str]) -> Output {
 fn sample_writes_idx_grid_and_trajectory() {
     let base = std::env::temp_dir().join(format!("wgpu-diffusion-sample-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
-    let ckpt = checkpoint(&base.join("run"));
+    let ckpt = checkpoint(&base.join("run"), &[]);
     let out = base.join("samples");
     let o = sample(
         &ckpt,
@@ -137,4 +138,21 @@ fn sample_writes_idx_grid_and_trajectory() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
     let _ = std::fs::remove_dir_all(base);
+}
+
+/// A model with the feed-forward block (`train --mlp`): the sampler builds it from the
+/// configuration in the checkpoint.
+#[test]
+fn sample_from_a_model_with_mlp() {
+    let base =
+        std::env::temp_dir().join(format!("wgpu-diffusion-sample-mlp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let ckpt = checkpoint(&base.join("run"), &["--mlp", "16"]);
+    let meta = wgpu_diffusion::train::read_run_config(&ckpt).unwrap();
+    assert_eq!(meta.model.mlp, 16);
+    let out = base.join("samples");
+    ok(&sample(&ckpt, &out, &["--count", "5", "--steps", "3"]));
+    let idx = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
+    assert_eq!(idx.dims, vec![5, 28, 28]);
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -289,6 +289,11 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
         line.contains("another configuration") && line.contains("heads"),
         "{line}"
     );
+    // ... or with a feed-forward block the checkpoint does not have.
+    let o = train(&out, &["--max-steps", "6", "--resume", "--mlp", "16"]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = error_line(&o);
+    assert!(line.contains("mlp 0 (checkpoint) vs 16 (flags)"), "{line}");
     assert_eq!(
         std::fs::read(&ckpt).unwrap(),
         before,

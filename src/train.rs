@@ -149,7 +149,7 @@ pub struct TrainArgs {
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "data/classifier.safetensors"
+        default_value = crate::eval::classifier::DEFAULT_PATH
     )]
     pub classifier: PathBuf,
 }
@@ -519,10 +519,12 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     }
     crate::model::network::check_fits(gpu, &model, (args.batch_images * args.repeat) as usize)?;
     crate::model::network::check_fits(gpu, &model, args.val_count)?;
-    if args.eval_every > 0 {
-        // A broken classifier file fails now, before anything is written.
-        crate::eval::classifier::check_cached(&args.classifier)?;
-    }
+    // A broken classifier file fails now, before anything is written.
+    let cached_classifier = if args.eval_every > 0 {
+        crate::eval::classifier::read_cached(&args.classifier)?
+    } else {
+        None
+    };
     let mnist: Mnist = data::load(args.data.as_deref())?;
     let train_images = args.train_subset.unwrap_or(mnist.train.count);
     let config = RunConfig {
@@ -707,17 +709,17 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     // --eval-every: the cached classifier (trained now if absent) and a sampler of
     // --eval-count digits reading the EMA weights.
     let evaluator = if args.eval_every > 0 {
-        if !args.classifier.exists() || crate::eval::classifier::is_stale(&args.classifier) {
+        if cached_classifier.is_none() {
             metrics.say(&format!(
                 "--eval-every: training the classifier once (cached in {})",
                 args.classifier.display()
             ));
         }
         let settings = crate::eval::classifier::TrainSettings::default();
-        let (c, _) = crate::eval::classifier::load_or_train(
+        let (c, _) = crate::eval::classifier::cached_or_train(
             gpu,
             &args.classifier,
-            false,
+            cached_classifier,
             &mnist,
             &settings,
         )?;

@@ -262,11 +262,11 @@ fn classifier_gradients_match_finite_differences() {
     }
 }
 
-/// A cached classifier of an older format is stale (trained again, not refused); junk is not
-/// stale (it is refused as corrupt); the current format is not stale and loads.
+/// A cached classifier of an older format is stale (trained again, not refused); junk is
+/// refused as corrupt; the current format loads; an absent file is simply not cached.
 #[test]
 fn stale_classifier_files_are_recognised() {
-    use wgpu_diffusion::eval::classifier::{check_cached, is_stale, ClassifierMeta};
+    use wgpu_diffusion::eval::classifier::{read_cached, ClassifierMeta};
     use wgpu_diffusion::eval::fid::Stats;
     let dir = tmp("stale");
     let d = classifier::FEATURES;
@@ -289,8 +289,10 @@ fn stale_classifier_files_are_recognised() {
     };
     let current = dir.join("current.safetensors");
     c.save(&current).unwrap();
-    assert!(!is_stale(&current));
-    check_cached(&current).unwrap();
+    let back = read_cached(&current)
+        .unwrap()
+        .expect("the current format loads");
+    assert_eq!(back.test_stats, c.test_stats);
     assert_eq!(Classifier::load(&current).unwrap().test_stats, c.test_stats);
 
     let old = dir.join("old.safetensors");
@@ -304,14 +306,20 @@ fn stale_classifier_files_are_recognised() {
     )
     .unwrap();
     std::fs::write(&old, bytes).unwrap();
-    assert!(is_stale(&old));
-    check_cached(&old).unwrap();
+    assert!(
+        read_cached(&old).unwrap().is_none(),
+        "an older format is stale"
+    );
 
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"junk").unwrap();
-    assert!(!is_stale(&junk));
-    assert!(check_cached(&junk).is_err());
-    assert!(!is_stale(&dir.join("absent.safetensors")));
-    check_cached(&dir.join("absent.safetensors")).unwrap();
+    let e = read_cached(&junk)
+        .err()
+        .expect("junk is refused")
+        .to_string();
+    assert!(e.contains("corrupt"), "{e}");
+    assert!(read_cached(&dir.join("absent.safetensors"))
+        .unwrap()
+        .is_none());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -23,6 +23,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+/// Where `eval` and `train --eval-every` cache the classifier unless told otherwise.
+pub const DEFAULT_PATH: &str = "data/classifier.safetensors";
+
 /// Layer widths: input, two hidden layers, classes.
 pub const DIMS: [usize; 4] = [784, 256, 128, 10];
 /// Width of the feature layer (the second hidden layer, after its ReLU).
@@ -499,17 +502,19 @@ impl Classifier {
 
     /// Reads a file written by [`Classifier::save`]; any problem is a checkpoint error (exit 2).
     pub fn load(path: &Path) -> Result<Classifier> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            Error::checkpoint(format!("cannot read classifier {}: {e}", path.display()))
-        })?;
+        Classifier::from_bytes(path, &read_file(path)?)
+    }
+
+    /// Parses the bytes of a classifier file (`path` names it in errors).
+    fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Classifier> {
         let bad = |m: String| {
             Error::checkpoint(format!(
                 "classifier {} is corrupt or not a classifier file ({m}); delete it or pass --retrain",
                 path.display()
             ))
         };
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, md) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
         let info = md.metadata().clone().unwrap_or_default();
         if info.get("format").map(|s| s.as_str()) != Some(FORMAT) {
             return Err(bad(format!("format is not {FORMAT}")));
@@ -570,13 +575,15 @@ impl Classifier {
     }
 }
 
-/// Whether `path` is a classifier file of an older version of this program (its format names
-/// another version): the cache is then stale and is trained again rather than refused.
-pub fn is_stale(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    let Ok((_, md)) = SafeTensors::read_metadata(&bytes) else {
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| Error::checkpoint(format!("cannot read classifier {}: {e}", path.display())))
+}
+
+/// Whether `bytes` are a classifier file of an older version of this program (its format
+/// names another version): the cache is then stale and is trained again rather than refused.
+fn is_stale(bytes: &[u8]) -> bool {
+    let Ok((_, md)) = SafeTensors::read_metadata(bytes) else {
         return false;
     };
     let format = md
@@ -587,26 +594,31 @@ pub fn is_stale(path: &Path) -> bool {
     format.starts_with("wgpu-diffusion-classifier/") && format != FORMAT
 }
 
-/// Checks a cached classifier file before any long work starts: absent or stale is fine (it
-/// will be trained), anything else must load.
-pub fn check_cached(path: &Path) -> Result<()> {
-    if path.exists() && !is_stale(path) {
-        Classifier::load(path)?;
+/// The cached classifier at `path`, read once, before any long work starts: `None` when the
+/// file is absent or stale (of an older format: it will be trained again), an error when it
+/// is anything else that does not load (corrupt, not a classifier).
+pub fn read_cached(path: &Path) -> Result<Option<Classifier>> {
+    if !path.exists() {
+        return Ok(None);
     }
-    Ok(())
+    let bytes = read_file(path)?;
+    if is_stale(&bytes) {
+        return Ok(None);
+    }
+    Classifier::from_bytes(path, &bytes).map(Some)
 }
 
-/// Loads the classifier from `path`, or (when absent, stale, or with `retrain`) trains it with
-/// `settings` and caches it there. The flag says whether it was trained now.
-pub fn load_or_train(
+/// `cached` (from [`read_cached`]) or, when there is none, a classifier trained now with
+/// `settings` and cached at `path`. The flag says whether it was trained now.
+pub fn cached_or_train(
     gpu: &Gpu,
     path: &Path,
-    retrain: bool,
+    cached: Option<Classifier>,
     mnist: &Mnist,
     settings: &TrainSettings,
 ) -> Result<(Classifier, bool)> {
-    if !retrain && path.exists() && !is_stale(path) {
-        return Ok((Classifier::load(path)?, false));
+    if let Some(c) = cached {
+        return Ok((c, false));
     }
     let c = train(gpu, mnist, settings)?;
     c.save(path)?;

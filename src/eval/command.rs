@@ -39,7 +39,7 @@ pub struct EvalArgs {
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "data/classifier.safetensors"
+        default_value = crate::eval::classifier::DEFAULT_PATH
     )]
     pub classifier: PathBuf,
     /// Train the classifier again even if the cached file exists.
@@ -158,9 +158,12 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         }
         None
     };
-    if !a.retrain {
-        classifier::check_cached(&a.classifier)?;
-    }
+    // A broken cache fails now, before the data is loaded or digits are sampled.
+    let cached = if a.retrain {
+        None
+    } else {
+        classifier::read_cached(&a.classifier)?
+    };
     let mnist = data::load(a.data.as_deref())?;
     let settings = TrainSettings {
         epochs: a.classifier_epochs,
@@ -169,7 +172,7 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         decay_epochs: a.classifier_decay_epochs,
         ..TrainSettings::default()
     };
-    let (c, trained) = classifier::load_or_train(gpu, &a.classifier, a.retrain, &mnist, &settings)?;
+    let (c, trained) = classifier::cached_or_train(gpu, &a.classifier, cached, &mnist, &settings)?;
     let (pixels, source) = match (from_file, &a.checkpoint) {
         (Some(p), _) => (p, a.samples.as_ref().unwrap().display().to_string()),
         (None, Some(ck)) => (

@@ -313,10 +313,7 @@ fn stale_classifier_files_are_recognised() {
 
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"junk").unwrap();
-    let e = read_cached(&junk)
-        .err()
-        .expect("junk is refused")
-        .to_string();
+    let e = read_cached(&junk).expect_err("junk is refused").to_string();
     assert!(e.contains("corrupt"), "{e}");
     assert!(read_cached(&dir.join("absent.safetensors"))
         .unwrap()

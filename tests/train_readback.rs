@@ -15,6 +15,7 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         layers: None,
         heads: None,
         key_dim: None,
+        mlp: None,
         alpha: 0.99,
         n_max: 500,
         batch_images: 2,

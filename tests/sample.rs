@@ -2,7 +2,7 @@
 
 mod common;
 
-use wgpu_diffusion::config::{Preset, PIXELS};
+use wgpu_diffusion::config::{ModelConfig, Preset, PIXELS};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
@@ -41,12 +41,20 @@ fn digits(
     out
 }
 
-/// A tiny model with random weights large enough to matter (not a trained one).
-fn tiny_params(seed: u64) -> Vec<f32> {
-    let layout = ParamLayout::new(&Preset::Tiny.model());
+/// A model with random weights large enough to matter (not a trained one).
+fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
+    let layout = ParamLayout::new(cfg);
     let mut p = layout.init(seed);
-    for v in p.iter_mut() {
-        *v *= 4.0;
+    // The attention weights (not the feed-forward block's, which would make the 50-step
+    // loop blow up past f32's range) four times their initial size.
+    for t in layout
+        .tensors
+        .iter()
+        .filter(|t| !t.name.contains("_1") && !t.name.contains("_2"))
+    {
+        for v in &mut p[t.range()] {
+            *v *= 4.0;
+        }
     }
     p
 }
@@ -61,17 +69,30 @@ fn step_tolerance(s: &Schedule, state: &[f32]) -> f32 {
 #[test]
 fn one_step_matches_reference() {
     let gpu = common::gpu();
-    let cfg = Preset::Tiny.model();
+    // The tiny preset, and with the feed-forward block (--mlp).
+    for cfg in [
+        Preset::Tiny.model(),
+        ModelConfig {
+            mlp: 12,
+            ..Preset::Tiny.model()
+        },
+    ] {
+        one_step_matches_reference_for(&gpu, &cfg);
+    }
+}
+
+fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
+    let (gpu, cfg) = (gpu, *cfg);
     let layout = ParamLayout::new(&cfg);
-    let params = tiny_params(1);
+    let params = random_params(&cfg, 1);
     for (steps, scale, batch) in [(1, 1.0, 3), (1, 1.5, 5), (50, 1.5, 2)] {
         let s = schedule(steps, scale);
-        let sm_params = GpuTensor::from_slice(&gpu, "params", &[layout.total], &params).unwrap();
-        let sm = Sampler::new(&gpu, &cfg, &layout, &sm_params, batch, s, 7).unwrap();
-        let last = sm.run(&gpu, 0).unwrap();
+        let sm_params = GpuTensor::from_slice(gpu, "params", &[layout.total], &params).unwrap();
+        let sm = Sampler::new(gpu, &cfg, &layout, &sm_params, batch, s, 7).unwrap();
+        let last = sm.run(gpu, 0).unwrap();
         // Check every step of digit 0's trajectory, and the whole batch's last step, against
         // the reference step applied to the GPU's own previous state.
-        let traj = sm.trajectory(&gpu).unwrap();
+        let traj = sm.trajectory(gpu).unwrap();
         let px = PIXELS as usize;
         let init = reference::initial_noise(7, 0, 1);
         assert_close("initial noise", &traj[..px], &init, 1e-5, 1e-5);
@@ -128,7 +149,7 @@ fn ten_step_loop_matches_reference() {
 #[test]
 fn seeds_are_deterministic_and_chunking_changes_nothing() {
     let gpu = common::gpu();
-    let params = tiny_params(3);
+    let params = random_params(&Preset::Tiny.model(), 3);
     let s = schedule(5, 1.0);
     let a = digits(&gpu, &params, 7, s, 5, 7);
     let b = digits(&gpu, &params, 7, s, 5, 7);

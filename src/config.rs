@@ -9,6 +9,27 @@ pub const IMAGE_SIZE: u32 = 28;
 /// Pixels per image.
 pub const PIXELS: u32 = IMAGE_SIZE * IMAGE_SIZE;
 
+/// Mean of the training pixels in the model's scale, x = p/256 - 0.5, over all 60,000 MNIST
+/// training digits (47,040,000 pixels).
+pub const PIXEL_MEAN: f32 = -0.369_85;
+/// Their variance.
+pub const PIXEL_VAR: f32 = 0.094_19;
+
+/// What the model's output adds to its last layer for the predicted noise (our addition; the
+/// seed's network is `Identity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Skip {
+    /// The seed: the output is the last layer's x (whose x_start residual holds the noisy
+    /// patch itself).
+    #[default]
+    Identity,
+    /// The noisy patch enters scaled by the noise level, as the best linear estimate of the
+    /// noise: out = x + (c - 1) A - c a^n mean, c = s / (a^2n var + s^2), s = 1 - a^n, with
+    /// the training pixels' mean and variance. The network learns what is not linear.
+    Wiener,
+}
+
 /// How an image is cut into overlapping square patches.
 ///
 /// Patch (i, j), i, j in 0..g, covers rows `i*P .. i*P + P + 2*O` and the same columns, so
@@ -130,6 +151,7 @@ impl Preset {
             heads,
             key_dim,
             mlp: 0,
+            skip: Skip::Identity,
         }
     }
 }
@@ -148,6 +170,10 @@ pub struct ModelConfig {
     /// 0 = none, as in the seed). Checkpoints written before it existed read as 0.
     #[serde(default)]
     pub mlp: u32,
+    /// The output's skip term (our addition; `Identity`, the seed's, for checkpoints written
+    /// before it existed).
+    #[serde(default)]
+    pub skip: Skip,
 }
 
 /// "1 layers, 8 heads x 32, mlp 256, patch 10 overlap 4" (the mlp part only when F > 0).
@@ -160,6 +186,9 @@ impl std::fmt::Display for ModelConfig {
         )?;
         if self.mlp > 0 {
             write!(f, ", mlp {}", self.mlp)?;
+        }
+        if self.skip == Skip::Wiener {
+            write!(f, ", wiener skip")?;
         }
         let g = &self.geometry;
         write!(f, ", patch {} overlap {}", g.patch, g.overlap)

@@ -77,6 +77,11 @@ pub struct TrainArgs {
     /// in the seed (our addition: it gives the small models the non-linearity they lack).
     #[arg(long)]
     pub mlp: Option<u32>,
+    /// The output's skip term: `identity` (the seed: the noisy patch passes as it is) or
+    /// `wiener` (our addition: scaled by the noise level as the best linear noise estimate,
+    /// so the network learns only the rest).
+    #[arg(long, value_enum)]
+    pub skip: Option<crate::config::Skip>,
     /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).
     #[arg(long, default_value_t = 0.99, allow_negative_numbers = true)]
     pub alpha: f32,
@@ -209,6 +214,7 @@ pub fn model_config(a: &TrainArgs) -> Result<ModelConfig> {
         heads: a.heads.unwrap_or(base.heads),
         key_dim: a.key_dim.unwrap_or(base.key_dim),
         mlp: a.mlp.unwrap_or(base.mlp),
+        skip: a.skip.unwrap_or(base.skip),
     };
     m.validate()?;
     Ok(m)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use wgpu_diffusion::config::{Geometry, ModelConfig, Preset};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::{Init, ParamLayout};
@@ -22,6 +22,7 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 heads: 3,
                 key_dim: 5,
                 mlp: 0,
+                skip: Skip::Identity,
             },
             2,
         ),
@@ -40,6 +41,16 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 heads: 3,
                 key_dim: 5,
                 mlp: 33,
+                skip: Skip::Identity,
+            },
+            2,
+        ),
+        // The Wiener skip term on the output (--skip wiener), with a feed-forward block.
+        (
+            ModelConfig {
+                mlp: 9,
+                skip: Skip::Wiener,
+                ..Preset::Tiny.model()
             },
             2,
         ),
@@ -105,8 +116,8 @@ fn activations_loss_and_every_gradient_match_reference() {
         net.set_slot(&gpu, 5);
         gpu.run(&net.dispatches()).unwrap();
         let name = format!(
-            "P={} L={} H={} F={}",
-            cfg.geometry.patch, cfg.layers, cfg.heads, cfg.mlp
+            "P={} L={} H={} F={} skip {:?}",
+            cfg.geometry.patch, cfg.layers, cfg.heads, cfg.mlp, cfg.skip
         );
 
         let fwd = reference::forward::<f32>(&cfg, &c.layout, &c.params, &c.tokens, batch);
@@ -121,6 +132,9 @@ fn activations_loss_and_every_gradient_match_reference() {
                 want.push((format!("layer{l}.h"), &mlp.h));
             }
             want.push((format!("layer{l}.out"), &ly.out));
+        }
+        if let Some(y) = &fwd.skipped {
+            want.push(("output".into(), y));
         }
         let got = net.activations();
         assert_eq!(got.len(), want.len());

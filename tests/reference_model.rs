@@ -3,7 +3,7 @@
 //! on a two-layer model with an odd geometry; that the check can fail; and the forward pass's
 //! layouts and SPEC quirks (x_start residual, conditioning token, loss over g^2 tokens only).
 
-use wgpu_diffusion::config::{Geometry, ModelConfig, Preset};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip};
 use wgpu_diffusion::model::{ParamLayout, TensorSpec};
 use wgpu_diffusion::reference::model::{self, Forward};
 use wgpu_diffusion::reference::{gelu, noise, patches};
@@ -33,6 +33,7 @@ fn odd() -> ModelConfig {
         heads: 3,
         key_dim: 5,
         mlp: 0,
+        skip: Skip::Identity,
     }
 }
 
@@ -98,6 +99,16 @@ fn cases() -> Vec<Case> {
         case("odd L=2 B=2 peaked", odd(), 2, 14, 8.0),
         case("tiny mlp 7 B=2", with_mlp(tiny(), 7), 2, 15, 1.0),
         case("odd L=2 mlp 12 B=2 peaked", with_mlp(odd(), 12), 2, 16, 6.0),
+        case(
+            "tiny mlp 5 wiener skip B=2",
+            ModelConfig {
+                skip: Skip::Wiener,
+                ..with_mlp(tiny(), 5)
+            },
+            2,
+            17,
+            1.0,
+        ),
     ]
 }
 

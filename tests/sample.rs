@@ -2,7 +2,7 @@
 
 mod common;
 
-use wgpu_diffusion::config::{ModelConfig, Preset, PIXELS};
+use wgpu_diffusion::config::{ModelConfig, Preset, Skip, PIXELS};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
@@ -74,6 +74,10 @@ fn one_step_matches_reference() {
         Preset::Tiny.model(),
         ModelConfig {
             mlp: 12,
+            ..Preset::Tiny.model()
+        },
+        ModelConfig {
+            skip: Skip::Wiener,
             ..Preset::Tiny.model()
         },
     ] {

@@ -16,6 +16,7 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         heads: None,
         key_dim: None,
         mlp: None,
+        skip: None,
         alpha: 0.99,
         n_max: 500,
         batch_images: 2,

@@ -42,6 +42,10 @@ pub const SHADERS: &[Shader] = &[
         source: include_str!("../../shaders/gelu.wgsl"),
     },
     Shader {
+        name: "skip",
+        source: include_str!("../../shaders/skip.wgsl"),
+    },
+    Shader {
         name: "loss",
         source: include_str!("../../shaders/loss.wgsl"),
     },

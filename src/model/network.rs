@@ -11,18 +11,21 @@
 //!       pre_l = y_l W_1 + b_1, h_l = gelu(pre_l)            matmul, gelu  [M, F]
 //!       x_l+1 = y_l + h_l W_2 + b_2                         matmul + add
 //!     else x_l+1 = y_l
-//!   loss = mean over the g^2 patch tokens of (x_L - target)^2   mse_forward -> history[slot]
-//! Backward (gather kernels, no atomics): mse_backward; per layer from the last: the
+//!   output = x_L, or with --skip wiener x_L + the skip term     skip_forward
+//!   loss = mean over the g^2 patch tokens of (output - target)^2  mse_forward -> history[slot]
+//! Backward (gather kernels, no atomics): mse_backward (its gradient is also x_L's: no weight
+//! enters the skip term); per layer from the last: the
 //! feed-forward block's matmul, gelu and matmul backward (its input gradient accumulated into
 //! the layer's output gradient: the residual), the output projection's matmul backward,
 //! attention backward, the QKV matmul backward; d x_start collects every layer's d y_l and
 //! layer 0's input gradient; dpos = sum over the batch of d x_start. Weight gradients are written (not accumulated): each weight is used once.
 
 use crate::config::ModelConfig;
+use crate::config::Skip;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::model::ParamLayout;
-use crate::ops::{adam, attention, gelu, loss, matmul};
+use crate::ops::{adam, attention, gelu, loss, matmul, skip};
 
 /// Slots of the on-GPU loss history (the host reads it every `--log-every` steps).
 pub const LOSS_HISTORY: usize = 4096;
@@ -217,10 +220,18 @@ impl Network {
                 mlp,
             });
         }
-        let output = layers
+        let x_last = layers
             .last()
             .map(|l| l.out().clone())
             .unwrap_or(x_start.clone());
+        let output = match cfg.skip {
+            Skip::Identity => x_last,
+            Skip::Wiener => {
+                let y = z("output", &[batch, t, d])?;
+                forward.push(skip::skip_forward(gpu, &x_last, &tokens, &y, batch, t, d)?);
+                y
+            }
+        };
         let mse = loss::MseForward::new(gpu, &output, &target, &history, batch, t, p, d)?;
 
         let mut backward = Vec::new();
@@ -362,7 +373,7 @@ impl Network {
 
     /// The activations kept for the backward pass, by name, in the layouts of the CPU
     /// reference (`x_start`, then per layer `qkv`, `probs`, `o`, with a feed-forward block
-    /// `y`, `pre`, `h`, then `out`): for tests.
+    /// `y`, `pre`, `h`, then `out`; with the Wiener skip last `output`): for tests.
     pub fn activations(&self) -> Vec<(String, &GpuTensor)> {
         let mut v = vec![("x_start".to_string(), &self.x_start)];
         for (l, ly) in self.layers.iter().enumerate() {
@@ -375,6 +386,9 @@ impl Network {
                 v.push((format!("layer{l}.h"), &mlp.h));
             }
             v.push((format!("layer{l}.out"), ly.out()));
+        }
+        if self.cfg.skip == Skip::Wiener {
+            v.push(("output".to_string(), &self.output));
         }
         v
     }

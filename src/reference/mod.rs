@@ -12,3 +12,4 @@ pub mod noise;
 pub mod patches;
 pub mod rng;
 pub mod sample;
+pub mod skip;

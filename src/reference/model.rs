@@ -18,6 +18,8 @@
 //!       out = y + h W_2 + b_2                              [B, T, D]
 //!     else out = y
 //!     x = out
+//! output = x, or with --skip wiener (our addition): x + (c - 1) tokens - c a^n MEAN on the
+//!          patch tokens (`reference::skip`), which no weight enters: its gradient is dx = dy
 //! loss = mean over (b, t < g^2, d) of (x - target)^2       target [B, g^2, D]
 //! ```
 //!
@@ -31,9 +33,9 @@
 //! With `f32` this is the reference the GPU kernels are compared with; with `f64` the whole
 //! pass is double precision, which is what the finite-difference test of the gradients uses.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Skip};
 use crate::model::ParamLayout;
-use crate::reference::gelu;
+use crate::reference::{gelu, skip};
 
 /// Storage type of the reference: `f32` (as on the GPU) or `f64` (for finite differences).
 pub trait Real: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
@@ -127,12 +129,17 @@ pub struct Forward<F = f32> {
     pub x_start: Vec<F>,
     /// One entry per layer, in order.
     pub layers: Vec<LayerForward<F>>,
+    /// With `--skip wiener`: the output, the last layer's x plus the skip term, [B, T, D].
+    pub skipped: Option<Vec<F>>,
 }
 
 impl<F: Real> Forward<F> {
-    /// The model's output [B, T, D] (the last layer's `out`; the first g^2 tokens of each
-    /// sample are the predicted noise patches).
+    /// The model's output [B, T, D] (the last layer's `out`, with the skip term when there is
+    /// one; the first g^2 tokens of each sample are the predicted noise patches).
     pub fn output(&self) -> &[F] {
+        if let Some(y) = &self.skipped {
+            return y;
+        }
         match self.layers.last() {
             Some(l) => &l.out,
             None => &self.x_start,
@@ -362,10 +369,15 @@ pub fn forward<F: Real>(
             out,
         });
     }
+    let skipped = match cfg.skip {
+        Skip::Identity => None,
+        Skip::Wiener => Some(skip::skip_forward(&x, tokens, batch, t, d)),
+    };
     Forward {
         batch,
         x_start,
         layers,
+        skipped,
     }
 }
 

@@ -1,0 +1,65 @@
+//! Host side of `shaders/skip.wgsl`: the model's output skip term (`--skip wiener`).
+
+use super::{check_count, expect_len};
+use crate::config::{PIXEL_MEAN, PIXEL_VAR};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::WG_1D;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    tokens: u32,
+    patches: u32,
+    dim: u32,
+}
+
+/// x [B, T, D], tokens [B, T, D] -> y [B, T, D]: the patch tokens get the Wiener skip term
+/// (see the shader), the conditioning token (t = P = T - 1) is copied.
+pub fn skip_forward(
+    gpu: &Gpu,
+    x: &GpuTensor,
+    tokens: &GpuTensor,
+    y: &GpuTensor,
+    batch: usize,
+    t: usize,
+    d: usize,
+) -> Result<Dispatch> {
+    if batch == 0 || t < 2 || d == 0 {
+        return Err(Error::config(format!(
+            "skip_forward: need B >= 1, T >= 2, D >= 1, got B={batch} T={t} D={d}"
+        )));
+    }
+    let n = batch * t * d;
+    check_count("skip_forward", n)?;
+    for v in [x, tokens, y] {
+        expect_len("skip_forward", v, n)?;
+    }
+    let k = gpu.kernel(
+        "skip",
+        "skip_forward",
+        &[
+            ("WG", WG_1D as f64),
+            ("MEAN", PIXEL_MEAN as f64),
+            ("VAR", PIXEL_VAR as f64),
+        ],
+    )?;
+    let p = Params {
+        n: n as u32,
+        tokens: t as u32,
+        patches: (t - 1) as u32,
+        dim: d as u32,
+    };
+    let u = gpu.uniform("skip_forward-params", &p);
+    gpu.dispatch(
+        &k,
+        &[
+            (0, u.as_entire_binding()),
+            (1, x.bind()),
+            (2, tokens.bind()),
+            (3, y.bind()),
+        ],
+        gpu.groups_1d(n as u64, WG_1D)?,
+    )
+}

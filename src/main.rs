@@ -179,6 +179,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(a) => {
             let gpu = cli.gpu.open()?;
+            if a.loss_by_level {
+                let r = eval::command::run_levels(&gpu, a)?;
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&r).expect("plain fields serialise")
+                    );
+                } else {
+                    print!("{}", r.text());
+                }
+                return Ok(());
+            }
             let r = eval::run_command(&gpu, a)?;
             if a.json {
                 println!("{r}");

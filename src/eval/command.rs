@@ -12,6 +12,11 @@ use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Digits sampled by default.
+const DEFAULT_COUNT: u64 = 10_000;
+/// Test digits of --loss-by-level unless --count says otherwise.
+const LEVELS_COUNT: usize = 256;
+
 /// Flags of `eval`.
 #[derive(clap::Args, Clone, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["samples", "checkpoint"])))]
@@ -23,8 +28,8 @@ pub struct EvalArgs {
     /// Or sample them now from this checkpoint (EMA weights).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
-    /// Digits to sample with --checkpoint.
-    #[arg(long, default_value_t = 10_000)]
+    /// Digits to sample with --checkpoint (with --loss-by-level: test digits, default 256).
+    #[arg(long, default_value_t = DEFAULT_COUNT)]
     pub count: u64,
     /// Denoising steps n' with --checkpoint.
     #[arg(long, default_value_t = 50)]
@@ -32,6 +37,9 @@ pub struct EvalArgs {
     /// Step scale s with --checkpoint.
     #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
     pub step_scale: f32,
+    /// The checkpoint's weights to use: the EMA or the raw (last step's) ones.
+    #[arg(long, value_enum, default_value_t = Weights::Ema)]
+    pub weights: Weights,
     /// Seed of the initial noise with --checkpoint (and of the pure-noise sanity row).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -66,6 +74,14 @@ pub struct EvalArgs {
     /// Folder with the MNIST files (else $MNIST_DIR, else ./data/mnist, downloaded if absent).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Instead of sampling: the model's noise-prediction error at single noise levels on
+    /// --count test digits (default levels 1,5,20,50,100,200,300,400,500), beside the identity
+    /// and linear-estimate baselines. Needs --checkpoint.
+    #[arg(long, requires = "checkpoint")]
+    pub loss_by_level: bool,
+    /// The levels of --loss-by-level, comma-separated.
+    #[arg(long, value_delimiter = ',', requires = "loss_by_level")]
+    pub levels: Option<Vec<u32>>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -89,7 +105,7 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
     if a.count == 0 {
         return Err(Error::config("--count must be at least 1"));
     }
-    let model = sample::load_model(gpu, path, Weights::Ema)?;
+    let model = sample::load_model(gpu, path, a.weights)?;
     let cfg = model.config.model;
     let schedule = Schedule {
         alpha: model.config.alpha,
@@ -141,6 +157,53 @@ pub fn quality(c: &Classifier, gpu: &Gpu, pixels: &[u8]) -> Result<Quality> {
 
 fn describe(c: &Classifier, gpu: &Gpu, pixels: &[u8]) -> Result<serde_json::Value> {
     Ok(serde_json::to_value(quality(c, gpu, pixels)?).expect("plain fields serialise"))
+}
+
+/// `eval --loss-by-level` (the report; `--json` prints it as one object).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LevelsReport {
+    pub checkpoint: String,
+    pub weights: String,
+    pub count: usize,
+    pub levels: Vec<super::levels::LevelRow>,
+}
+
+impl LevelsReport {
+    pub fn text(&self) -> String {
+        format!(
+            "noise-prediction MSE by level, {} test digits, {} weights of {}\n{}",
+            self.count,
+            self.weights,
+            self.checkpoint,
+            super::levels::table(&self.levels)
+        )
+    }
+}
+
+/// `eval --checkpoint CKPT --loss-by-level [--levels ..] [--count N]` (N defaults to 256 here).
+pub fn run_levels(gpu: &Gpu, a: &EvalArgs) -> Result<LevelsReport> {
+    let path = a
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| Error::config("--loss-by-level needs --checkpoint"))?;
+    let model = sample::load_model(gpu, path, a.weights)?;
+    let mnist = data::load(a.data.as_deref())?;
+    let levels = a
+        .levels
+        .clone()
+        .unwrap_or_else(|| super::levels::DEFAULT_LEVELS.to_vec());
+    let count = if a.count == DEFAULT_COUNT {
+        LEVELS_COUNT
+    } else {
+        a.count as usize
+    };
+    let levels = super::levels::loss_by_level(gpu, &model, &mnist, &levels, count, a.seed)?;
+    Ok(LevelsReport {
+        checkpoint: path.display().to_string(),
+        weights: format!("{:?}", model.weights).to_lowercase(),
+        count,
+        levels,
+    })
 }
 
 /// `wgpu-diffusion eval`: one JSON object (see [`report_text`] for the text form).

@@ -10,6 +10,7 @@
 pub mod classifier;
 pub mod command;
 pub mod fid;
+pub mod levels;
 pub mod metrics;
 
 pub use command::{quality, report_text, run_command, EvalArgs, Quality};

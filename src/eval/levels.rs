@@ -1,0 +1,116 @@
+//! `eval --checkpoint CKPT --loss-by-level`: the model's noise-prediction error at single noise
+//! levels n, on test digits, beside two baselines computed on the same inputs: the seed's
+//! identity (the noisy patch A itself as the noise estimate) and the best linear estimate
+//! c (A - a^n mean) of `--skip wiener`. The training loss averages over all levels; this says
+//! where a model is weak (it is how the identity skip's weakness at mid and high noise was
+//! found).
+//!
+//! Inputs are made with the CPU reference of the noise and patches (bit-identical to the
+//! kernels' noise, tested in tests/noise.rs), uploaded once per level; the model's forward
+//! pass runs on the GPU.
+
+use crate::config::PIXEL_MEAN;
+use crate::data::Mnist;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::model::network::Network;
+use crate::reference::{noise, patches, skip};
+use crate::sample::LoadedModel;
+use serde::Serialize;
+
+/// The levels reported by default.
+pub const DEFAULT_LEVELS: [u32; 9] = [1, 5, 20, 50, 100, 200, 300, 400, 500];
+
+/// One level's mean squared errors over the patch tokens (the training loss's terms).
+#[derive(Clone, Debug, Serialize)]
+pub struct LevelRow {
+    pub n: u32,
+    /// a^n.
+    pub signal: f64,
+    pub model: f64,
+    /// The noisy patch as the estimate (the seed's skip, with no learned correction).
+    pub identity: f64,
+    /// c (A - a^n mean), the linear estimate of `--skip wiener`.
+    pub linear: f64,
+}
+
+/// The rows for `levels` on the first `count` test digits, noise seeded by `seed`.
+pub fn loss_by_level(
+    gpu: &Gpu,
+    model: &LoadedModel,
+    mnist: &Mnist,
+    levels: &[u32],
+    count: usize,
+    seed: u64,
+) -> Result<Vec<LevelRow>> {
+    let run = &model.config;
+    let cfg = run.model;
+    let g = cfg.geometry;
+    if count == 0 || count > mnist.test.count {
+        return Err(Error::config(format!(
+            "--count must be in 1..={} for --loss-by-level, got {count}",
+            mnist.test.count
+        )));
+    }
+    if let Some(&n) = levels.iter().find(|&&n| n > run.n_max) {
+        return Err(Error::config(format!(
+            "level {n} is above the model's n_max {}",
+            run.n_max
+        )));
+    }
+    crate::model::network::check_fits(gpu, &cfg, count)?;
+    let net = Network::new(gpu, &cfg, &model.layout, count, &model.params, None)?;
+    let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
+    let perm: Vec<u32> = (0..count as u32).collect();
+    let mut rows = Vec::with_capacity(levels.len());
+    for &n in levels {
+        let spec = noise::NoiseSpec {
+            seed,
+            step: n,
+            stream: 0,
+            alpha: run.alpha,
+            n_max: run.n_max,
+            repeat: 1,
+            perm_offset: 0,
+        };
+        let px = g.pixels() as usize;
+        let nz = noise::noise_at_levels(&spec, &mnist.test.pixels, px, &perm, &vec![n; count]);
+        let tokens = patches::patches_forward(&g, &nz.noisy, &nz.cond, t);
+        let target = patches::patches_forward(&g, &nz.noise, &nz.cond, p);
+        net.tokens.write(gpu, &tokens);
+        gpu.run(&net.forward_dispatches())?;
+        let out: Vec<f32> = net.output.read(gpu)?;
+        let an = nz.cond[0] as f64;
+        let c = skip::factor(an);
+        let (mut model_se, mut ident_se, mut lin_se) = (0.0f64, 0.0f64, 0.0f64);
+        for b in 0..count {
+            for i in 0..p * d {
+                let (a, y) = (tokens[b * t * d + i] as f64, target[b * p * d + i] as f64);
+                model_se += (out[b * t * d + i] as f64 - y).powi(2);
+                ident_se += (a - y).powi(2);
+                lin_se += (c * (a - an * PIXEL_MEAN as f64) - y).powi(2);
+            }
+        }
+        let terms = (count * p * d) as f64;
+        rows.push(LevelRow {
+            n,
+            signal: an,
+            model: model_se / terms,
+            identity: ident_se / terms,
+            linear: lin_se / terms,
+        });
+    }
+    Ok(rows)
+}
+
+/// The rows as a text table.
+pub fn table(rows: &[LevelRow]) -> String {
+    let mut s = String::from("    n      a^n   model MSE  identity MSE  linear MSE\n");
+    for r in rows {
+        s += &format!(
+            "{:>5} {:>8.4} {:>11.4} {:>13.4} {:>11.4}\n",
+            r.n, r.signal, r.model, r.identity, r.linear
+        );
+    }
+    s
+}

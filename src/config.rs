@@ -24,9 +24,11 @@ pub enum Skip {
     /// patch itself).
     #[default]
     Identity,
-    /// The noisy patch enters scaled by the noise level, as the best linear estimate of the
-    /// noise: out = x + (c - 1) A - c a^n mean, c = s / (a^2n var + s^2), s = 1 - a^n, with
-    /// the training pixels' mean and variance. The network learns what is not linear.
+    /// The noisy patch A enters scaled by the noise level, as the best linear estimate of the
+    /// noise, and the network's own part R = x - A is scaled by the size of what that
+    /// estimate misses (EDM's preconditioning): out = c (A - a^n mean) + q R,
+    /// c = s / (a^2n var + s^2), q = sqrt(a^2n var / (a^2n var + s^2)), s = 1 - a^n, with the
+    /// training pixels' mean and variance.
     Wiener,
 }
 

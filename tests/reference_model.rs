@@ -136,9 +136,13 @@ fn indices(len: usize, sample: usize, seed: u64) -> Vec<usize> {
 }
 
 const EPS: f64 = 1e-4;
-/// Tolerance: |fd - analytic| <= REL * max(|fd|, |analytic|) + ABS * (largest |gradient|).
+/// Tolerance: |fd - analytic| <= REL * max(|fd|, |analytic|) + ABS * (largest |gradient|)
+/// + ROUND * |loss| / EPS.
 const REL: f64 = 1e-6;
 const ABS: f64 = 1e-8;
+/// Plus the resolution of a central difference of an f64 loss L: rounding of about
+/// `ROUND * |L|` in each evaluation, divided by EPS.
+const ROUND: f64 = 1e-14;
 
 /// Central differences of the loss for `per_tensor` sampled entries of every tensor, against
 /// `grads`. Returns the number of entries checked, or a message naming the first mismatches.
@@ -155,6 +159,7 @@ fn fd_check_entries(
     pick: impl Fn(usize, &TensorSpec) -> Vec<usize>,
 ) -> Result<usize, String> {
     let scale = grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    let floor = ROUND * loss_at(c, &c.params).abs() / EPS;
     let mut params = c.params.clone();
     let mut bad = Vec::new();
     let mut count = 0;
@@ -172,7 +177,7 @@ fn fd_check_entries(
             let fd = (up - down) / (2.0 * EPS);
             let an = grads[i];
             let err = (fd - an).abs();
-            let tol = REL * fd.abs().max(an.abs()) + ABS * scale;
+            let tol = REL * fd.abs().max(an.abs()) + ABS * scale + floor;
             worst = worst.max(err / tol);
             checked += 1;
             if err.is_nan() || err > tol {

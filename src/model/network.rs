@@ -13,8 +13,8 @@
 //!     else x_l+1 = y_l
 //!   output = x_L, or with --skip wiener x_L + the skip term     skip_forward
 //!   loss = mean over the g^2 patch tokens of (output - target)^2  mse_forward -> history[slot]
-//! Backward (gather kernels, no atomics): mse_backward (its gradient is also x_L's: no weight
-//! enters the skip term); per layer from the last: the
+//! Backward (gather kernels, no atomics): mse_backward (then skip_backward with the Wiener
+//! skip); per layer from the last: the
 //! feed-forward block's matmul, gelu and matmul backward (its input gradient accumulated into
 //! the layer's output gradient: the residual), the output projection's matmul backward,
 //! attention backward, the QKV matmul backward; d x_start collects every layer's d y_l and
@@ -254,6 +254,14 @@ impl Network {
             // dy: the gradient w.r.t. the current layer's output, then (after the feed-forward
             // block's backward) w.r.t. its y.
             let mut dy = dout.clone();
+            if cfg.skip == Skip::Wiener {
+                let dx_last = z("dx_last", &[batch, t, d])?;
+                backward.push(skip::skip_backward(
+                    gpu, &dout, &tokens, &dx_last, batch, t, d,
+                )?);
+                keep.push(dx_last.clone());
+                dy = dx_last;
+            }
             let last = cfg.layers as usize - 1;
             for l in (0..=last).rev() {
                 let ly = &layers[l];

@@ -15,8 +15,9 @@ struct Params {
     dim: u32,
 }
 
-/// x [B, T, D], tokens [B, T, D] -> y [B, T, D]: the patch tokens get the Wiener skip term
-/// (see the shader), the conditioning token (t = P = T - 1) is copied.
+/// x [B, T, D], tokens [B, T, D] -> y [B, T, D]: the patch tokens get
+/// y = c (A - a^n MEAN) + q (x - A) (see the shader), the conditioning token (t = P = T - 1)
+/// is copied.
 pub fn skip_forward(
     gpu: &Gpu,
     x: &GpuTensor,
@@ -26,19 +27,47 @@ pub fn skip_forward(
     t: usize,
     d: usize,
 ) -> Result<Dispatch> {
+    dispatch(gpu, "skip_forward", x, tokens, y, batch, t, d)
+}
+
+/// dy [B, T, D], tokens [B, T, D] -> dx [B, T, D] = q dy on the patch tokens (dy on the
+/// conditioning token): the gradient w.r.t. the last layer's output.
+pub fn skip_backward(
+    gpu: &Gpu,
+    dy: &GpuTensor,
+    tokens: &GpuTensor,
+    dx: &GpuTensor,
+    batch: usize,
+    t: usize,
+    d: usize,
+) -> Result<Dispatch> {
+    dispatch(gpu, "skip_backward", dy, tokens, dx, batch, t, d)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    gpu: &Gpu,
+    entry: &str,
+    x: &GpuTensor,
+    tokens: &GpuTensor,
+    y: &GpuTensor,
+    batch: usize,
+    t: usize,
+    d: usize,
+) -> Result<Dispatch> {
     if batch == 0 || t < 2 || d == 0 {
         return Err(Error::config(format!(
-            "skip_forward: need B >= 1, T >= 2, D >= 1, got B={batch} T={t} D={d}"
+            "{entry}: need B >= 1, T >= 2, D >= 1, got B={batch} T={t} D={d}"
         )));
     }
     let n = batch * t * d;
-    check_count("skip_forward", n)?;
+    check_count(entry, n)?;
     for v in [x, tokens, y] {
-        expect_len("skip_forward", v, n)?;
+        expect_len(entry, v, n)?;
     }
     let k = gpu.kernel(
         "skip",
-        "skip_forward",
+        entry,
         &[
             ("WG", WG_1D as f64),
             ("MEAN", PIXEL_MEAN as f64),
@@ -51,7 +80,7 @@ pub fn skip_forward(
         patches: (t - 1) as u32,
         dim: d as u32,
     };
-    let u = gpu.uniform("skip_forward-params", &p);
+    let u = gpu.uniform(&format!("{entry}-params"), &p);
     gpu.dispatch(
         &k,
         &[

@@ -18,8 +18,8 @@
 //!       out = y + h W_2 + b_2                              [B, T, D]
 //!     else out = y
 //!     x = out
-//! output = x, or with --skip wiener (our addition): x + (c - 1) tokens - c a^n MEAN on the
-//!          patch tokens (`reference::skip`), which no weight enters: its gradient is dx = dy
+//! output = x, or with --skip wiener (our addition): c (A - a^n MEAN) + q (x - A) on the
+//!          patch tokens A (`reference::skip`); its gradient is dx = q dy
 //! loss = mean over (b, t < g^2, d) of (x - target)^2       target [B, g^2, D]
 //! ```
 //!
@@ -129,15 +129,16 @@ pub struct Forward<F = f32> {
     pub x_start: Vec<F>,
     /// One entry per layer, in order.
     pub layers: Vec<LayerForward<F>>,
-    /// With `--skip wiener`: the output, the last layer's x plus the skip term, [B, T, D].
-    pub skipped: Option<Vec<F>>,
+    /// With `--skip wiener`: the output [B, T, D] (the last layer's x with the skip term),
+    /// and the input tokens its backward reads the noise levels from.
+    pub skipped: Option<(Vec<F>, Vec<F>)>,
 }
 
 impl<F: Real> Forward<F> {
     /// The model's output [B, T, D] (the last layer's `out`, with the skip term when there is
     /// one; the first g^2 tokens of each sample are the predicted noise patches).
     pub fn output(&self) -> &[F] {
-        if let Some(y) = &self.skipped {
+        if let Some((y, _)) = &self.skipped {
             return y;
         }
         match self.layers.last() {
@@ -371,7 +372,7 @@ pub fn forward<F: Real>(
     }
     let skipped = match cfg.skip {
         Skip::Identity => None,
-        Skip::Wiener => Some(skip::skip_forward(&x, tokens, batch, t, d)),
+        Skip::Wiener => Some((skip::skip_forward(&x, tokens, batch, t, d), tokens.to_vec())),
     };
     Forward {
         batch,
@@ -441,6 +442,9 @@ pub fn backward<F: Real>(
     let mut dx_start = vec![0.0f64; m * d];
     // Gradient w.r.t. the current layer's output.
     let mut dx = loss_backward(cfg, fwd.output(), target, batch);
+    if let Some((_, tokens)) = &fwd.skipped {
+        dx = skip::skip_backward(&dx, tokens, batch, t, d);
+    }
     for l in (0..cfg.layers as usize).rev() {
         let act = &fwd.layers[l];
         let p = |n: &str| tensor(layout, params, &format!("layer{l}.{n}"));

@@ -112,7 +112,8 @@ pub struct TrainArgs {
     /// Test digits in the validation set (noised once, with a fixed seed).
     #[arg(long, default_value_t = 800)]
     pub val_count: usize,
-    /// Decay of the exponential moving average of the weights, in [0, 1).
+    /// Decay of the exponential moving average of the weights, in [0, 1); step t uses
+    /// min(decay, (1 + t) / (10 + t)), so the average forgets the initial weights quickly.
     #[arg(long, default_value_t = 0.999)]
     pub ema: f32,
     /// Seed of initialisation, shuffling and noise.

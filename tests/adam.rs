@@ -80,10 +80,15 @@ fn ema_matches_reference() {
         let mut e = uniform_data(n, 2);
         let pt = GpuTensor::from_slice(&gpu, "params", &[n], &p).unwrap();
         let et = GpuTensor::from_slice(&gpu, "ema", &[n], &e).unwrap();
-        let d = adam::ema(&gpu, 0.999, &pt, &et).unwrap();
-        for _ in 0..3 {
-            gpu.run(&[&d]).unwrap();
-            reference::ema(0.999, &p, &mut e);
+        let ema = adam::Ema::new(&gpu, 0.999, &pt, &et).unwrap();
+        // Without set_step the decay is used as it is; then the warmed-up decay of steps
+        // 1, 2 and 5000.
+        gpu.run(&[&ema.dispatch]).unwrap();
+        reference::ema(0.999, &p, &mut e);
+        for t in [1, 2, 5000] {
+            ema.set_step(&gpu, t);
+            gpu.run(&[&ema.dispatch]).unwrap();
+            reference::ema(reference::ema_decay_at(0.999, t), &p, &mut e);
         }
         assert_close(
             &format!("ema n={n}"),
@@ -96,6 +101,17 @@ fn ema_matches_reference() {
 }
 
 #[test]
+fn ema_warm_up() {
+    // (1 + t) / (10 + t) until it reaches the decay: 2/11 at t = 1, 0.999 from t = 8991 on.
+    assert!((reference::ema_decay_at(0.999, 1) - 2.0 / 11.0).abs() < 1e-7);
+    assert!((reference::ema_decay_at(0.999, 1000) - 1001.0 / 1010.0).abs() < 1e-7);
+    assert_eq!(reference::ema_decay_at(0.999, 8991), 0.999);
+    assert_eq!(reference::ema_decay_at(0.999, 100_000), 0.999);
+    assert_eq!(reference::ema_decay_at(0.5, 100), 0.5);
+    assert!((reference::ema_decay_at(0.5, 3) - 4.0 / 13.0).abs() < 1e-7);
+}
+
+#[test]
 fn bad_inputs_are_errors() {
     let gpu = common::gpu();
     let z = |n: usize| GpuTensor::zeros(&gpu, "z", &[n]).unwrap();
@@ -103,6 +119,6 @@ fn bad_inputs_are_errors() {
     assert!(Adam::new(&gpu, cfg, &z(10), &z(10), &z(9), &z(10)).is_err());
     let bad = AdamConfig { beta2: 1.0, ..cfg };
     assert!(Adam::new(&gpu, bad, &z(10), &z(10), &z(10), &z(10)).is_err());
-    assert!(adam::ema(&gpu, 0.5, &z(3), &z(4)).is_err());
-    assert!(adam::ema(&gpu, 1.5, &z(3), &z(3)).is_err());
+    assert!(adam::Ema::new(&gpu, 0.5, &z(3), &z(4)).is_err());
+    assert!(adam::Ema::new(&gpu, 1.5, &z(3), &z(3)).is_err());
 }

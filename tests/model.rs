@@ -194,7 +194,7 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
                 reference::loss_and_grad::<f32>(&cfg, &c.layout, &p, &c.tokens, &c.target, batch);
             want.push(l);
             adam::adam_step(&acfg, k + 1, &mut p, &g, &mut m, &mut v);
-            adam::ema(0.9, &p, &mut ema);
+            adam::ema(adam::ema_decay_at(0.9, k + 1), &p, &mut ema);
         }
         let name = format!("P={} L={}", cfg.geometry.patch, cfg.layers);
         assert!(

@@ -445,7 +445,7 @@ pub struct Optimizer {
     pub v: GpuTensor,
     pub ema: GpuTensor,
     adam: adam::Adam,
-    ema_update: Dispatch,
+    ema_update: adam::Ema,
 }
 
 impl Optimizer {
@@ -466,7 +466,7 @@ impl Optimizer {
         let v = GpuTensor::from_slice(gpu, "adam-v", &[n], v)?;
         let ema = GpuTensor::from_slice(gpu, "ema", &[n], ema)?;
         let adam = adam::Adam::new(gpu, adam::AdamConfig::keras(lr), params, &grads, &m, &v)?;
-        let ema_update = adam::ema(gpu, ema_decay, params, &ema)?;
+        let ema_update = adam::Ema::new(gpu, ema_decay, params, &ema)?;
         Ok(Optimizer {
             grads,
             m,
@@ -477,18 +477,20 @@ impl Optimizer {
         })
     }
 
-    /// Sets Adam's step t (1-based) for the next submission.
+    /// Sets the step t (1-based) of the next submission: Adam's bias correction and the
+    /// EMA's warmed-up decay.
     pub fn set_step(&self, gpu: &Gpu, t: u64) {
         self.adam.set_step(gpu, t);
+        self.ema_update.set_step(gpu, t);
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.adam.dispatch.record(pass);
-        self.ema_update.record(pass);
+        self.ema_update.dispatch.record(pass);
     }
 
     /// Adam's and the EMA's dispatches (for timing).
     pub fn dispatches(&self) -> Vec<&Dispatch> {
-        vec![&self.adam.dispatch, &self.ema_update]
+        vec![&self.adam.dispatch, &self.ema_update.dispatch]
     }
 }

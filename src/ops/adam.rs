@@ -1,5 +1,5 @@
 //! Host side of `shaders/adam.wgsl`: tf.keras 2.x Adam over the flat parameter buffer in one
-//! dispatch ([`Adam`], with [`Adam::set_step`] per step), and the EMA of the weights ([`ema`]).
+//! dispatch ([`Adam`], with [`Adam::set_step`] per step), and the EMA of the weights ([`Ema`], with its warm-up per step).
 
 use super::expect_len;
 use crate::error::{Error, Result};
@@ -148,31 +148,60 @@ impl Adam {
     }
 }
 
-/// ema = decay * ema + (1 - decay) * params (elementwise, same length; different buffers).
-pub fn ema(gpu: &Gpu, decay: f32, params: &GpuTensor, ema: &GpuTensor) -> Result<Dispatch> {
-    let n = params.len();
-    expect_len("ema", ema, n)?;
-    check_len("ema", n)?;
-    if !(0.0..=1.0).contains(&decay) {
-        return Err(Error::config(format!(
-            "ema: decay must be in [0, 1], got {decay}"
-        )));
+/// `ema` over params (same length, different buffers), prepared once: ema = d * ema +
+/// (1 - d) * params with the warmed-up decay d of [`Ema::set_step`].
+pub struct Ema {
+    pub dispatch: Dispatch,
+    /// The decay the warm-up rises to.
+    pub decay: f32,
+    params: wgpu::Buffer,
+    base: Params,
+}
+
+impl Ema {
+    /// Prepares the update with `decay` in [0, 1] (used as it is until [`Ema::set_step`]).
+    pub fn new(gpu: &Gpu, decay: f32, params: &GpuTensor, ema: &GpuTensor) -> Result<Ema> {
+        let n = params.len();
+        expect_len("ema", ema, n)?;
+        check_len("ema", n)?;
+        if !(0.0..=1.0).contains(&decay) {
+            return Err(Error::config(format!(
+                "ema: decay must be in [0, 1], got {decay}"
+            )));
+        }
+        let base = Params {
+            n: n as u32,
+            decay,
+            ..Default::default()
+        };
+        let u = gpu.uniform("ema-params", &base);
+        let k = gpu.kernel("adam", "ema", &constants())?;
+        let groups = gpu.groups_1d(n as u64, WG_1D)?;
+        let dispatch = gpu.dispatch(
+            &k,
+            &[
+                (0, u.as_entire_binding()),
+                (5, params.bind()),
+                (6, ema.bind()),
+            ],
+            groups,
+        )?;
+        Ok(Ema {
+            dispatch,
+            decay,
+            params: u,
+            base,
+        })
     }
-    let p = Params {
-        n: n as u32,
-        decay,
-        ..Default::default()
-    };
-    let u = gpu.uniform("ema-params", &p);
-    let k = gpu.kernel("adam", "ema", &constants())?;
-    let groups = gpu.groups_1d(n as u64, WG_1D)?;
-    gpu.dispatch(
-        &k,
-        &[
-            (0, u.as_entire_binding()),
-            (5, params.bind()),
-            (6, ema.bind()),
-        ],
-        groups,
-    )
+
+    /// Sets the decay of update t (1-based) to `reference::adam::ema_decay_at(decay, t)`, so the
+    /// average forgets the initial weights quickly. A 32-byte queue write.
+    pub fn set_step(&self, gpu: &Gpu, t: u64) {
+        let p = Params {
+            decay: crate::reference::adam::ema_decay_at(self.decay, t),
+            ..self.base
+        };
+        gpu.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+    }
 }

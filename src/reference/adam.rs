@@ -27,6 +27,15 @@ pub fn adam_step(
     }
 }
 
+/// The EMA's decay at update t (1-based): min(decay, (1 + t) / (10 + t)), the warm-up of
+/// TensorFlow's `ExponentialMovingAverage(num_updates=t)`. Without it an average with decay
+/// 0.999 still holds 0.999^t of the random initial weights after t steps (37 % after 1,000),
+/// which is what the samples of a short run show.
+pub fn ema_decay_at(decay: f32, t: u64) -> f32 {
+    let warm = (1.0 + t as f64) / (10.0 + t as f64);
+    (decay as f64).min(warm) as f32
+}
+
 /// ema = decay * ema + (1 - decay) * params.
 pub fn ema(decay: f32, params: &[f32], ema: &mut [f32]) {
     assert_eq!(params.len(), ema.len());

@@ -368,13 +368,15 @@ pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
         cfg.hk() as u64,
         cfg.heads as u64,
     );
-    let l = cfg.layers as u64;
-    let largest = 4 * t * (3 * hk).max(d).max(h * t).max(PIXELS as u64);
+    let (l, f) = (cfg.layers as u64, cfg.mlp as u64);
+    let largest = 4 * t * (3 * hk).max(d).max(h * t).max(PIXELS as u64).max(f);
     let max_binding = gpu
         .limits
         .max_storage_buffer_binding_size
         .min(gpu.limits.max_buffer_size);
-    let per_digit = 4 * (t * d * (2 + l) + l * (t * 4 * hk + h * t * t) + 3 * PIXELS as u64);
+    // Tokens, x_start, each layer's y (and with --mlp its pre, h and out), the skip's output.
+    let per_digit =
+        4 * (t * d * (3 + 2 * l) + l * (t * (4 * hk + 2 * f) + h * t * t) + 3 * PIXELS as u64);
     let by_binding = max_binding / largest;
     let by_memory = (2u64 << 30) / per_digit;
     by_binding.min(by_memory).min(count).clamp(1, 20_000) as usize

@@ -204,3 +204,20 @@ fn sampling_loop_reads_nothing_back() {
         "one readback for the finished digits"
     );
 }
+
+/// The automatic batch counts the feed-forward block's activations: a wide block gives a
+/// smaller batch, and the batch chosen always fits the adapter.
+#[test]
+fn auto_batch_counts_the_mlp_and_fits() {
+    let gpu = common::gpu();
+    let plain = Preset::Tiny.model();
+    let wide = ModelConfig { mlp: 4096, ..plain };
+    let (a, b) = (
+        wgpu_diffusion::sample::auto_batch(&gpu, &plain, 1_000_000),
+        wgpu_diffusion::sample::auto_batch(&gpu, &wide, 1_000_000),
+    );
+    assert!(b < a, "batch with mlp {b} vs without {a}");
+    for (cfg, batch) in [(plain, a), (wide, b)] {
+        wgpu_diffusion::model::network::check_fits(&gpu, &cfg, batch).unwrap();
+    }
+}

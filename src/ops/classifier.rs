@@ -64,12 +64,7 @@ fn dispatch(
     threads: usize,
     bindings: &[(u32, &GpuTensor)],
 ) -> Result<Dispatch> {
-    let k = gpu.kernel("classifier", entry, &constants())?;
-    let u = gpu.uniform(&format!("{entry}-params"), p);
-    let groups = gpu.groups_1d(threads as u64, WG_1D)?;
-    let mut entries = vec![(0, u.as_entire_binding())];
-    entries.extend(bindings.iter().map(|(b, t)| (*b, t.bind())));
-    gpu.dispatch(&k, &entries, groups)
+    super::dispatch_1d(gpu, "classifier", entry, &constants(), p, threads, bindings)
 }
 
 fn relu_check(op: &str, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor) -> Result<usize> {

@@ -18,15 +18,12 @@ fn dispatch(gpu: &Gpu, entry: &str, n: usize, bindings: &[(u32, &GpuTensor)]) ->
     for (_, t) in bindings {
         expect_len(entry, t, n)?;
     }
-    let k = gpu.kernel("gelu", entry, &[("WG", WG_1D as f64)])?;
     let p = Params {
         n: n as u32,
         ..Default::default()
     };
-    let u = gpu.uniform(&format!("{entry}-params"), &p);
-    let mut entries = vec![(0, u.as_entire_binding())];
-    entries.extend(bindings.iter().map(|(b, t)| (*b, t.bind())));
-    gpu.dispatch(&k, &entries, gpu.groups_1d(n as u64, WG_1D)?)
+    let wg = [("WG", WG_1D as f64)];
+    super::dispatch_1d(gpu, "gelu", entry, &wg, &p, n, bindings)
 }
 
 /// x [n] -> y [n] = gelu(x).

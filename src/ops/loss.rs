@@ -37,12 +37,7 @@ fn elementwise(
     bindings: &[(u32, &GpuTensor)],
 ) -> Result<Dispatch> {
     check_count(entry, threads.max(p.n as usize))?;
-    let k = gpu.kernel("loss", entry, &constants())?;
-    let u = gpu.uniform(&format!("{entry}-params"), &p);
-    let groups = gpu.groups_1d(threads as u64, WG_1D)?;
-    let mut entries = vec![(0, u.as_entire_binding())];
-    entries.extend(bindings.iter().map(|(b, t)| (*b, t.bind())));
-    gpu.dispatch(&k, &entries, groups)
+    super::dispatch_1d(gpu, "loss", entry, &constants(), &p, threads, bindings)
 }
 
 /// tokens [B, T, D], pos [T, D] -> x_start [B, T, D] = tokens + pos (broadcast over B).

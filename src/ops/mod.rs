@@ -13,7 +13,27 @@ pub mod patches;
 pub mod skip;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuTensor};
+use crate::gpu::kernels::WG_1D;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+
+/// A 1-D dispatch of `shader`'s `entry` over `threads` threads in groups of `WG_1D` (spilling
+/// into y for large counts), specialised with `constants`, with its uniform `params` at
+/// binding 0 and `bindings` after it: the set-up every elementwise op shares.
+pub(crate) fn dispatch_1d<P: bytemuck::Pod>(
+    gpu: &Gpu,
+    shader: &str,
+    entry: &str,
+    constants: &[(&str, f64)],
+    params: &P,
+    threads: usize,
+    bindings: &[(u32, &GpuTensor)],
+) -> Result<Dispatch> {
+    let k = gpu.kernel(shader, entry, constants)?;
+    let u = gpu.uniform(&format!("{entry}-params"), params);
+    let mut entries = vec![(0, u.as_entire_binding())];
+    entries.extend(bindings.iter().map(|(b, t)| (*b, t.bind())));
+    gpu.dispatch(&k, &entries, gpu.groups_1d(threads as u64, WG_1D)?)
+}
 
 /// Errors unless `t` holds exactly `len` elements.
 pub(crate) fn expect_len(op: &str, t: &GpuTensor, len: usize) -> Result<()> {

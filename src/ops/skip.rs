@@ -65,30 +65,24 @@ fn dispatch(
     for v in [x, tokens, y] {
         expect_len(entry, v, n)?;
     }
-    let k = gpu.kernel(
-        "skip",
-        entry,
-        &[
-            ("WG", WG_1D as f64),
-            ("MEAN", PIXEL_MEAN as f64),
-            ("VAR", PIXEL_VAR as f64),
-        ],
-    )?;
+    let constants = [
+        ("WG", WG_1D as f64),
+        ("MEAN", PIXEL_MEAN as f64),
+        ("VAR", PIXEL_VAR as f64),
+    ];
     let p = Params {
         n: n as u32,
         tokens: t as u32,
         patches: (t - 1) as u32,
         dim: d as u32,
     };
-    let u = gpu.uniform(&format!("{entry}-params"), &p);
-    gpu.dispatch(
-        &k,
-        &[
-            (0, u.as_entire_binding()),
-            (1, x.bind()),
-            (2, tokens.bind()),
-            (3, y.bind()),
-        ],
-        gpu.groups_1d(n as u64, WG_1D)?,
+    super::dispatch_1d(
+        gpu,
+        "skip",
+        entry,
+        &constants,
+        &p,
+        n,
+        &[(1, x), (2, tokens), (3, y)],
     )
 }

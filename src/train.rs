@@ -78,8 +78,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub mlp: Option<u32>,
     /// The output's skip term: `identity` (the seed: the noisy patch passes as it is) or
-    /// `wiener` (our addition: scaled by the noise level as the best linear noise estimate,
-    /// so the network learns only the rest).
+    /// `wiener` (our addition: the best linear noise estimate for the level, plus the
+    /// network's part scaled by what that estimate misses, as EDM preconditions).
     #[arg(long, value_enum)]
     pub skip: Option<crate::config::Skip>,
     /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).

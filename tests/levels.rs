@@ -104,35 +104,24 @@ fn loss_by_level_matches_reference_and_baselines() {
     );
 
     // The command: JSON with the rows; a level above n_max is one line, exit 2.
-    let o = bin()
-        .args([
-            "eval",
-            "--loss-by-level",
-            "--levels",
-            "0,500",
-            "--count",
-            "5",
-            "--json",
-        ])
-        .arg("--checkpoint")
-        .arg(&ckpt)
-        .arg("--data")
-        .arg(mnist_dir())
-        .output()
-        .unwrap();
+    let eval = |extra: &[&str]| {
+        bin()
+            .args(["eval", "--loss-by-level"])
+            .args(extra)
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--data")
+            .arg(mnist_dir())
+            .output()
+            .unwrap()
+    };
+    let o = eval(&["--levels", "0,500", "--count", "5", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["count"], 5);
     assert_eq!(v["levels"].as_array().unwrap().len(), 2);
     assert_eq!(v["levels"][1]["n"], 500);
-    let o = bin()
-        .args(["eval", "--loss-by-level", "--levels", "501"])
-        .arg("--checkpoint")
-        .arg(&ckpt)
-        .arg("--data")
-        .arg(mnist_dir())
-        .output()
-        .unwrap();
+    let o = eval(&["--levels", "501"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         error_line(&o).contains("above the model's n_max 500"),

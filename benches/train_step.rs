@@ -60,7 +60,7 @@ fn main() {
     let target = uniform_data(batch * p * d, 3);
     net.tokens.write(&gpu, &tokens);
     net.target.write(&gpu, &target);
-    opt.set_step(&gpu, 1);
+    opt.set_step(&gpu, 1, 1e-3);
     let mut all = net.dispatches();
     all.extend(opt.dispatches());
     let reps = if quick { 3 } else { 10 };

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod figures;
 pub mod gpu;
 pub mod info;
+pub mod lr_schedule;
 pub mod model;
 pub mod ops;
 pub mod reference;

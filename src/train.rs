@@ -10,6 +10,7 @@ use crate::config::{Geometry, ModelConfig, Preset, PIXELS};
 use crate::data::{self, Mnist};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::lr_schedule::LrSchedule;
 use crate::model::network::{Network, Optimizer, LOSS_HISTORY};
 use crate::model::ParamLayout;
 use crate::ops::noise::{NoiseConfig, NoiseInject};
@@ -97,6 +98,18 @@ pub struct TrainArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     pub lr: f32,
+    /// Steps of linear learning-rate warm-up from 0 (0 = none, as in the seed).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// Steps of cosine learning-rate decay from --lr to --lr-min at the end of the run (its
+    /// length is --max-steps, else --epochs times the steps per epoch); 0 = a constant rate,
+    /// as in the seed. A constant-rate run can be finished with a decay: resume it with a
+    /// larger --max-steps and --decay-steps.
+    #[arg(long, default_value_t = 0)]
+    pub decay_steps: u64,
+    /// The rate --decay-steps ends at (default: --lr / 10).
+    #[arg(long)]
+    pub lr_min: Option<f32>,
     /// Most epochs.
     #[arg(long, default_value_t = 200)]
     pub epochs: u32,
@@ -310,9 +323,36 @@ struct Row {
     val_loss: Option<f32>,
     seconds: f64,
     samples_per_s: f64,
+    /// The learning rate of the row's last step.
+    lr: f32,
     /// The --eval-every evaluation, on epoch rows that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
     eval: Option<crate::eval::Quality>,
+}
+
+/// The columns of metrics.csv.
+const METRICS_HEADER: &str = "epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio,lr";
+
+/// Gives a metrics.csv written by an older version (fewer columns) the current header, so a
+/// resumed run's rows line up with it; the old rows keep their empty trailing columns.
+fn upgrade_header(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(
+        ErrorKind::Io,
+        "cannot read",
+        path,
+    ))?;
+    let first = text.lines().next().unwrap_or("");
+    if first == METRICS_HEADER {
+        return Ok(());
+    }
+    if !METRICS_HEADER.starts_with(first) {
+        return Err(Error::config(format!(
+            "{} does not look like a metrics.csv of this program (header {first:?})",
+            path.display()
+        )));
+    }
+    let rest = text.split_once('\n').map_or("", |(_, r)| r);
+    crate::checkpoint::write_atomic(path, format!("{METRICS_HEADER}\n{rest}").as_bytes())
 }
 
 struct Metrics {
@@ -325,6 +365,10 @@ impl Metrics {
     fn open(out: &Path, append: bool, json: bool, total: u64, done: u64) -> Result<Metrics> {
         let path = out.join("metrics.csv");
         let fresh = !append || !path.exists();
+        if !fresh {
+            // Before opening: the upgrade replaces the file.
+            upgrade_header(&path)?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(!fresh)
@@ -333,10 +377,7 @@ impl Metrics {
             .open(&path)
             .map_err(crate::error::io_err(ErrorKind::Io, "cannot open", &path))?;
         if fresh {
-            writeln!(
-                file,
-                "epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio"
-            )
+            writeln!(file, "{METRICS_HEADER}")
                 .map_err(|e| Error::io(format!("cannot write {}: {e}", path.display())))?;
         }
         let bar = (!json && std::io::stdout().is_terminal()).then(|| {
@@ -367,13 +408,14 @@ impl Metrics {
             .unwrap_or_else(|| ",,,,".into());
         writeln!(
             self.file,
-            "{},{},{},{},{:.3},{:.1},{eval}",
+            "{},{},{},{},{:.3},{:.1},{eval},{}",
             r.epoch,
             r.step,
             f(r.train_loss),
             f(r.val_loss),
             r.seconds,
-            r.samples_per_s
+            r.samples_per_s,
+            r.lr
         )
         .and_then(|_| self.file.flush())
         .map_err(|e| Error::io(format!("cannot write metrics.csv: {e}")))?;
@@ -388,13 +430,14 @@ impl Metrics {
             })
             .unwrap_or_default();
         let text = format!(
-            "epoch {} step {} train_loss {} val_loss {} {:.1} samples/s{eval}",
+            "epoch {} step {} train_loss {} val_loss {} lr {:.3e} {:.1} samples/s{eval}",
             r.epoch,
             r.step,
             r.train_loss
                 .map(|v| format!("{v:.5}"))
                 .unwrap_or("-".into()),
             r.val_loss.map(|v| format!("{v:.5}")).unwrap_or("-".into()),
+            r.lr,
             r.samples_per_s
         );
         if self.json {
@@ -690,22 +733,30 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         None
     };
 
+    let max_steps = args
+        .max_steps
+        .unwrap_or(u64::MAX)
+        .min(steps_per_epoch * args.epochs as u64);
+    let lr = LrSchedule::new(
+        args.lr,
+        args.warmup,
+        args.decay_steps,
+        args.lr_min.unwrap_or(args.lr / 10.0),
+        max_steps,
+    )?;
     std::fs::create_dir_all(&args.out).map_err(crate::error::io_err(
         ErrorKind::Io,
         "cannot create",
         &args.out,
     ))?;
-    let max_steps = args
-        .max_steps
-        .unwrap_or(u64::MAX)
-        .min(steps_per_epoch * args.epochs as u64);
     let mut metrics = Metrics::open(&args.out, args.resume, args.json, max_steps, state.step)?;
     metrics.say(&format!(
-        "training {} weights ({model}) on {}: {} samples per step, {} steps per epoch{}",
+        "training {} weights ({model}) on {}: {} samples per step, {} steps per epoch, {}{}",
         model.parameter_count(),
         gpu.describe(),
         batch,
         steps_per_epoch,
+        lr,
         if args.resume {
             format!(", resuming at step {}{lr_note}", state.step)
         } else {
@@ -790,7 +841,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
                 (state.epoch_step * args.batch_images as u64) as u32,
             );
             net.set_slot(gpu, (step % LOSS_HISTORY as u64) as u32);
-            opt.set_step(gpu, step + 1);
+            opt.set_step(gpu, step + 1, lr.at(step));
             let mut enc = gpu
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -858,6 +909,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
                         val_loss: None,
                         seconds: seconds0 + now,
                         samples_per_s: rate,
+                        lr: lr.at(state.step - 1),
                         eval: None,
                     })?;
                     last_row_step = state.step;
@@ -911,6 +963,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             val_loss: Some(val),
             seconds: seconds0 + now,
             samples_per_s: ((state.step - first_step) as usize * batch) as f64 / now.max(1e-9),
+            lr: lr.at(state.step - 1),
             eval,
         })?;
         state.epoch += 1;

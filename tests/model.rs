@@ -5,6 +5,7 @@ mod common;
 
 use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::lr_schedule::LrSchedule;
 use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::{Init, ParamLayout};
 use wgpu_diffusion::ops::adam::AdamConfig;
@@ -175,9 +176,11 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
         let c = case(&cfg, batch, 20);
         let (params, opt, net) = build(&gpu, &cfg, batch, &c);
         let steps = 10;
+        // A warm-up and a decay: each step's rate reaches Adam as the reference's.
+        let sched = LrSchedule::new(1e-3, 3, 4, 1e-4, steps).unwrap();
         for k in 0..steps {
             net.set_slot(&gpu, k as u32);
-            opt.set_step(&gpu, k + 1);
+            opt.set_step(&gpu, k + 1, sched.at(k));
             let mut all = net.dispatches();
             all.extend(opt.dispatches());
             gpu.run(&all).unwrap();
@@ -193,6 +196,10 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
             let (l, g) =
                 reference::loss_and_grad::<f32>(&cfg, &c.layout, &p, &c.tokens, &c.target, batch);
             want.push(l);
+            let acfg = AdamConfig {
+                lr: sched.at(k),
+                ..acfg
+            };
             adam::adam_step(&acfg, k + 1, &mut p, &g, &mut m, &mut v);
             adam::ema(adam::ema_decay_at(0.9, k + 1), &p, &mut ema);
         }

@@ -56,7 +56,7 @@ fn losses(out: &Path) -> Vec<(u64, String)> {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio")
+        Some("epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio,lr")
     );
     lines
         .map(|l| l.split(',').collect::<Vec<_>>())
@@ -270,6 +270,108 @@ fn resume_is_exact() {
     let _ = std::fs::remove_dir_all(split);
 }
 
+/// The lr column of every per-step row of metrics.csv, by step.
+fn lrs(out: &Path) -> Vec<(u64, f32)> {
+    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| c[3].is_empty())
+        .map(|c| (c[1].parse().unwrap(), c[11].parse().unwrap()))
+        .collect()
+}
+
+/// --warmup/--decay-steps/--lr-min: each step's rate is the schedule's (logged as metrics.csv's
+/// lr column; that Adam uses the rate it is given is tests/model.rs's check), a resumed run
+/// continues the schedule, and a constant-rate run can be finished with a decay by resuming it.
+#[test]
+fn lr_schedule_is_followed_and_resumed() {
+    use wgpu_diffusion::lr_schedule::LrSchedule;
+    let out = tmp("train-lr");
+    let sched = [
+        "--lr",
+        "2e-3",
+        "--warmup",
+        "4",
+        "--decay-steps",
+        "8",
+        "--lr-min",
+        "1e-4",
+    ];
+    let o = train(&out, &[&["--max-steps", "20"][..], &sched[..]].concat());
+    ok(&o);
+    let log = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        log.contains("lr 0.002 after 4 warm-up steps, cosine decay to 0.0001 over steps 13..20"),
+        "{log}"
+    );
+    let want = LrSchedule::new(2e-3, 4, 8, 1e-4, 20).unwrap();
+    let got = lrs(&out);
+    assert_eq!(got.len(), 20);
+    for &(step, lr) in &got {
+        assert_eq!(lr, want.at(step - 1), "step {step}");
+    }
+    assert_eq!(got[3].1, 2e-3);
+    assert!((got[19].1 - 1e-4).abs() < 1e-10);
+
+    // A constant-rate run of 10 steps, finished by a decay over 6 more, is the straight run
+    // with that decay: same rates, same losses.
+    let fin = tmp("train-lr-finish");
+    ok(&train(&fin, &["--max-steps", "10", "--lr", "2e-3"]));
+    let decay = ["--max-steps", "16", "--lr", "2e-3", "--decay-steps", "6"];
+    ok(&train(&fin, &[&["--resume"][..], &decay[..]].concat()));
+    let straight = tmp("train-lr-straight");
+    ok(&train(&straight, &decay));
+    let got = lrs(&fin);
+    let want = LrSchedule::new(2e-3, 0, 6, 2e-3 / 10.0, 16).unwrap();
+    assert_eq!(got.len(), 16);
+    for &(step, lr) in &got {
+        assert_eq!(lr, want.at(step - 1), "step {step}");
+    }
+    assert_eq!(got[9].1, 2e-3);
+    assert!(
+        (got[15].1 - 2e-4).abs() < 1e-10,
+        "--lr-min defaults to --lr / 10"
+    );
+    assert_eq!(lrs(&straight), got);
+    assert_eq!(
+        losses(&straight),
+        losses(&fin),
+        "resumed decay differs from the straight run"
+    );
+    for d in [out, fin, straight] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Resuming a run whose metrics.csv has an older header (fewer columns) gives it the current
+/// one and keeps the old rows.
+#[test]
+fn resume_upgrades_an_old_metrics_header() {
+    let out = tmp("train-old-csv");
+    ok(&train(&out, &["--max-steps", "3"]));
+    let path = out.join("metrics.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (header, rows) = text.split_once('\n').unwrap();
+    let old_header = header.strip_suffix(",lr").unwrap();
+    // The old version's rows: one column fewer.
+    let old_rows: String = rows
+        .lines()
+        .map(|l| format!("{}\n", &l[..l.rfind(',').unwrap()]))
+        .collect();
+    std::fs::write(&path, format!("{old_header}\n{old_rows}")).unwrap();
+    ok(&train(&out, &["--max-steps", "5", "--resume"]));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with(&format!("{header}\n{old_rows}")), "{text}");
+    assert_eq!(losses(&out).len(), 5);
+    // A file that is not ours is refused rather than rewritten.
+    std::fs::write(&path, "something,else\n").unwrap();
+    let o = train(&out, &["--max-steps", "6", "--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("does not look like a metrics.csv"));
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     let out = tmp("train-errors");
@@ -321,6 +423,11 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     for (args, needle) in [
         (vec!["--patch", "7"], "impossible patch geometry"),
         (vec!["--alpha", "1.5"], "--alpha"),
+        (
+            vec!["--max-steps", "40", "--warmup", "30", "--decay-steps", "20"],
+            "exceed the run's 40 steps",
+        ),
+        (vec!["--decay-steps", "5", "--lr-min", "1"], "--lr-min"),
         (vec!["--layers", "0"], "--layers"),
         (
             vec!["--heads", "4000", "--key-dim", "1000"],

@@ -22,6 +22,10 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         batch_images: 2,
         repeat: 10,
         lr: 1e-3,
+        // A schedule: its per-step rate must not add readbacks either.
+        warmup: 2,
+        decay_steps: 2,
+        lr_min: None,
         epochs: 1,
         patience: 5,
         max_steps: Some(steps),

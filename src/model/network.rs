@@ -477,10 +477,10 @@ impl Optimizer {
         })
     }
 
-    /// Sets the step t (1-based) of the next submission: Adam's bias correction and the
-    /// EMA's warmed-up decay.
-    pub fn set_step(&self, gpu: &Gpu, t: u64) {
-        self.adam.set_step(gpu, t);
+    /// Sets the step t (1-based) of the next submission and its learning rate `lr`: Adam's
+    /// bias correction and the EMA's warmed-up decay.
+    pub fn set_step(&self, gpu: &Gpu, t: u64, lr: f32) {
+        self.adam.set_step_lr(gpu, t, lr);
         self.ema_update.set_step(gpu, t);
     }
 

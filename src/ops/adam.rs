@@ -139,8 +139,15 @@ impl Adam {
     /// Sets the step t (1-based: the first update is t = 1) for the next submission: the
     /// bias correction is computed here in f64. A 32-byte queue write.
     pub fn set_step(&self, gpu: &Gpu, t: u64) {
+        self.set_step_lr(gpu, t, self.config.lr);
+    }
+
+    /// [`Adam::set_step`] with this step's learning rate `lr` in place of the config's (a
+    /// schedule: see [`crate::lr_schedule`]).
+    pub fn set_step_lr(&self, gpu: &Gpu, t: u64, lr: f32) {
+        let config = AdamConfig { lr, ..self.config };
         let p = Params {
-            lr_t: self.config.lr_t(t) as f32,
+            lr_t: config.lr_t(t) as f32,
             ..self.base
         };
         gpu.queue

@@ -95,7 +95,9 @@ impl LrSchedule {
 impl std::fmt::Display for LrSchedule {
     /// "lr 0.001", with the warm-up and decay when there are any.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "lr {}", self.lr)?;
+        // Six significant digits: lr / 10 in f32 prints as 0.0001, not 0.000100000005.
+        let short = |x: f32| format!("{:.5e}", x).parse::<f64>().unwrap();
+        write!(f, "lr {}", short(self.lr))?;
         if self.warmup > 0 {
             write!(f, " after {} warm-up steps", self.warmup)?;
         }
@@ -103,7 +105,7 @@ impl std::fmt::Display for LrSchedule {
             write!(
                 f,
                 ", cosine decay to {} over steps {}..{}",
-                self.lr_min,
+                short(self.lr_min),
                 self.decay_start() + 1,
                 self.total
             )?;
@@ -171,6 +173,11 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "lr 0.001 after 10 warm-up steps, cosine decay to 0.0001 over steps 901..1000"
+        );
+        let s = LrSchedule::new(1e-3, 0, 100, 1e-3 / 10.0, 1000).unwrap();
+        assert!(
+            s.to_string().ends_with("to 0.0001 over steps 901..1000"),
+            "{s}"
         );
     }
 

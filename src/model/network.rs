@@ -123,6 +123,12 @@ impl Network {
             let s = layout.get(name);
             params.view(name, s.offset, &s.shape)
         };
+        // Layer l's dense map `s` (weights layer{l}.w_s [k, n], bias layer{l}.b_s [n]):
+        // y [m, n] = x [m, k] W + b.
+        let dense = |l: usize, s: &str, x: &GpuTensor, y: &GpuTensor, k: usize, n: usize| {
+            let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
+            matmul::matmul_forward(gpu, x, &w(&wn), Some(&w(&bn)), y, m, k, n)
+        };
         let tokens = z("tokens", &[batch, t, d])?;
         let target = z("target", &[batch, p, d])?;
         let x_start = z("x_start", &[batch, t, d])?;
@@ -154,29 +160,11 @@ impl Network {
             let probs = z(&format!("layer{l}.probs"), &[batch, ashape.heads, t, t])?;
             let o = z(&format!("layer{l}.o"), &[m, hk])?;
             let proj = z(&format!("layer{l}.y"), &[batch, t, d])?;
-            forward.push(matmul::matmul_forward(
-                gpu,
-                &x_in,
-                &w(&format!("layer{l}.w_qkv")),
-                Some(&w(&format!("layer{l}.b_qkv"))),
-                &qkv,
-                m,
-                d,
-                3 * hk,
-            )?);
+            forward.push(dense(l, "qkv", &x_in, &qkv, d, 3 * hk)?);
             forward.push(attention::attention_forward(
                 gpu, &ashape, &qkv, &o, &probs,
             )?);
-            forward.push(matmul::matmul_forward(
-                gpu,
-                &o,
-                &w(&format!("layer{l}.w_o")),
-                Some(&w(&format!("layer{l}.b_o"))),
-                &proj,
-                m,
-                hk,
-                d,
-            )?);
+            forward.push(dense(l, "o", &o, &proj, hk, d)?);
             // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
             forward.push(loss::add_inplace(gpu, &proj, &x_start)?);
             let mlp = if cfg.mlp > 0 {
@@ -184,27 +172,9 @@ impl Network {
                 let pre = z(&format!("layer{l}.pre"), &[m, f])?;
                 let h = z(&format!("layer{l}.h"), &[m, f])?;
                 let out = z(&format!("layer{l}.out"), &[batch, t, d])?;
-                forward.push(matmul::matmul_forward(
-                    gpu,
-                    &proj,
-                    &w(&format!("layer{l}.w_1")),
-                    Some(&w(&format!("layer{l}.b_1"))),
-                    &pre,
-                    m,
-                    d,
-                    f,
-                )?);
+                forward.push(dense(l, "1", &proj, &pre, d, f)?);
                 forward.push(gelu::gelu_forward(gpu, &pre, &h)?);
-                forward.push(matmul::matmul_forward(
-                    gpu,
-                    &h,
-                    &w(&format!("layer{l}.w_2")),
-                    Some(&w(&format!("layer{l}.b_2"))),
-                    &out,
-                    m,
-                    f,
-                    d,
-                )?);
+                forward.push(dense(l, "2", &h, &out, f, d)?);
                 // Residual around the block: x_{l+1} = y + FFN(y).
                 forward.push(loss::add_inplace(gpu, &out, &proj)?);
                 Some(Mlp { pre, h, out })
@@ -241,6 +211,30 @@ impl Network {
                 let s = layout.get(name);
                 grads.view(&format!("d{name}"), s.offset, &s.shape)
             };
+            // The backward of `dense`: dx [m, k] (= or += dy W^T), dW and db from dy [m, n].
+            let dense_backward = |l: usize,
+                                  s: &str,
+                                  x: &GpuTensor,
+                                  dy: &GpuTensor,
+                                  dx: &GpuTensor,
+                                  k: usize,
+                                  n: usize,
+                                  accumulate_dx: bool| {
+                let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
+                matmul::matmul_backward(
+                    gpu,
+                    x,
+                    &w(&wn),
+                    dy,
+                    dx,
+                    &dw(&wn),
+                    &dw(&bn),
+                    m,
+                    k,
+                    n,
+                    accumulate_dx,
+                )
+            };
             let dout = z("dout", &[batch, t, d])?;
             let dxs = z("dx_start", &[batch, t, d])?;
             let dgs = [z("dx_a", &[batch, t, d])?, z("dx_b", &[batch, t, d])?];
@@ -266,34 +260,10 @@ impl Network {
             for l in (0..=last).rev() {
                 let ly = &layers[l];
                 if let Some(mlp) = &ly.mlp {
-                    backward.extend(matmul::matmul_backward(
-                        gpu,
-                        &mlp.h,
-                        &w(&format!("layer{l}.w_2")),
-                        &dy,
-                        &dh,
-                        &dw(&format!("layer{l}.w_2")),
-                        &dw(&format!("layer{l}.b_2")),
-                        m,
-                        f,
-                        d,
-                        false,
-                    )?);
+                    backward.extend(dense_backward(l, "2", &mlp.h, &dy, &dh, f, d, false)?);
                     backward.push(gelu::gelu_backward(gpu, &mlp.pre, &dh, &dpre)?);
                     // dy += dpre W_1^T (the residual around the block).
-                    backward.extend(matmul::matmul_backward(
-                        gpu,
-                        &ly.proj,
-                        &w(&format!("layer{l}.w_1")),
-                        &dpre,
-                        &dy,
-                        &dw(&format!("layer{l}.w_1")),
-                        &dw(&format!("layer{l}.b_1")),
-                        m,
-                        d,
-                        f,
-                        true,
-                    )?);
+                    backward.extend(dense_backward(l, "1", &ly.proj, &dpre, &dy, d, f, true)?);
                 }
                 // d x_start = sum of every layer's d y + layer 0's input gradient.
                 backward.push(if l == last {
@@ -301,19 +271,7 @@ impl Network {
                 } else {
                     loss::add_inplace(gpu, &dxs, &dy)?
                 });
-                backward.extend(matmul::matmul_backward(
-                    gpu,
-                    &ly.o,
-                    &w(&format!("layer{l}.w_o")),
-                    &dy,
-                    &d_o,
-                    &dw(&format!("layer{l}.w_o")),
-                    &dw(&format!("layer{l}.b_o")),
-                    m,
-                    hk,
-                    d,
-                    false,
-                )?);
+                backward.extend(dense_backward(l, "o", &ly.o, &dy, &d_o, hk, d, false)?);
                 backward.push(attention::attention_backward(
                     gpu, &ashape, &ly.qkv, &ly.probs, &d_o, &dqkv,
                 )?);
@@ -323,15 +281,12 @@ impl Network {
                 } else {
                     (dgs[l % 2].clone(), false)
                 };
-                backward.extend(matmul::matmul_backward(
-                    gpu,
+                backward.extend(dense_backward(
+                    l,
+                    "qkv",
                     &ly.x_in,
-                    &w(&format!("layer{l}.w_qkv")),
                     &dqkv,
                     &dx,
-                    &dw(&format!("layer{l}.w_qkv")),
-                    &dw(&format!("layer{l}.b_qkv")),
-                    m,
                     d,
                     3 * hk,
                     acc,

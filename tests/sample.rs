@@ -47,11 +47,11 @@ fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
     let mut p = layout.init(seed);
     // The attention weights (not the feed-forward block's, which would make the 50-step
     // loop blow up past f32's range) four times their initial size.
-    for t in layout
-        .tensors
-        .iter()
-        .filter(|t| !t.name.contains("_1") && !t.name.contains("_2"))
-    {
+    for t in layout.tensors.iter().filter(|t| {
+        !["w_1", "b_1", "w_2", "b_2"]
+            .iter()
+            .any(|s| t.name.ends_with(s))
+    }) {
         for v in &mut p[t.range()] {
             *v *= 4.0;
         }

@@ -50,8 +50,9 @@ fn ok(o: &Output) {
     );
 }
 
-/// (step, train_loss) of every per-step row of metrics.csv.
-fn losses(out: &Path) -> Vec<(u64, String)> {
+/// The columns of every per-step row of metrics.csv (not the epoch rows), after checking
+/// its header.
+fn step_rows(out: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let mut lines = text.lines();
     assert_eq!(
@@ -59,9 +60,24 @@ fn losses(out: &Path) -> Vec<(u64, String)> {
         Some("epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio,lr")
     );
     lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
+        .map(|l| l.split(',').map(String::from).collect::<Vec<_>>())
         .filter(|c| c[3].is_empty())
-        .map(|c| (c[1].parse().unwrap(), c[2].to_string()))
+        .collect()
+}
+
+/// (step, train_loss) of every per-step row of metrics.csv.
+fn losses(out: &Path) -> Vec<(u64, String)> {
+    step_rows(out)
+        .into_iter()
+        .map(|c| (c[1].parse().unwrap(), c[2].clone()))
+        .collect()
+}
+
+/// (step, lr) of every per-step row of metrics.csv.
+fn lrs(out: &Path) -> Vec<(u64, f32)> {
+    step_rows(out)
+        .into_iter()
+        .map(|c| (c[1].parse().unwrap(), c[11].parse().unwrap()))
         .collect()
 }
 
@@ -268,17 +284,6 @@ fn resume_is_exact() {
     assert_eq!(losses(&split).len(), 33);
     let _ = std::fs::remove_dir_all(straight);
     let _ = std::fs::remove_dir_all(split);
-}
-
-/// The lr column of every per-step row of metrics.csv, by step.
-fn lrs(out: &Path) -> Vec<(u64, f32)> {
-    let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|c| c[3].is_empty())
-        .map(|c| (c[1].parse().unwrap(), c[11].parse().unwrap()))
-        .collect()
 }
 
 /// --warmup/--decay-steps/--lr-min: each step's rate is the schedule's (logged as metrics.csv's

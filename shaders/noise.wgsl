@@ -16,6 +16,9 @@
 //   noise_at_levels  as noise_inject, but n_b = levels[b] is given (the `noise` figure).
 //   fill_normal   -> out [count]: out[i] = N(0,1) at (seed, step, stream, perm_offset + i)
 //                 (the offset lets a big draw be made in chunks with the same numbers).
+//   fill_normal_counted  counter [1] -> out [count]: as fill_normal at step
+//                 params.step + counter[0], a step counter kept on the GPU (the sampler's
+//                 stochastic steps, all recorded into one command buffer).
 //   fill_bits     -> bits [count, 4]: the raw Philox words at (seed, step, stream, i), so tests
 //                 can check the generator bit for bit against the CPU mirror.
 
@@ -46,6 +49,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> bits: array<u32>;
 @group(0) @binding(8) var<storage, read> levels: array<u32>;
+@group(0) @binding(9) var<storage, read> counter: array<u32>;
 
 const PHILOX_M0: u32 = 0xD2511F53u;
 const PHILOX_M1: u32 = 0xCD9E8D57u;
@@ -89,9 +93,13 @@ fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
     return c;
 }
 
-fn random_bits(index: u32, stream: u32) -> vec4<u32> {
-    return philox4x32_10(vec4<u32>(index, params.step, stream, 0u),
+fn random_bits_at(index: u32, step: u32, stream: u32) -> vec4<u32> {
+    return philox4x32_10(vec4<u32>(index, step, stream, 0u),
                          vec2<u32>(params.seed_lo, params.seed_hi));
+}
+
+fn random_bits(index: u32, stream: u32) -> vec4<u32> {
+    return random_bits_at(index, params.step, stream);
 }
 
 fn box_muller(bits: vec4<u32>) -> f32 {
@@ -153,6 +161,17 @@ fn fill_normal(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     out[idx] = box_muller(random_bits(params.perm_offset + idx, params.stream));
+}
+
+@compute @workgroup_size(WG)
+fn fill_normal_counted(@builtin(global_invocation_id) gid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_index(gid, nwg);
+    if (idx >= params.count) {
+        return;
+    }
+    let step = params.step + counter[0];
+    out[idx] = box_muller(random_bits_at(params.perm_offset + idx, step, params.stream));
 }
 
 @compute @workgroup_size(WG)

@@ -8,6 +8,11 @@
 //   (patches_forward(image, cond) -> tokens; model forward; recompose -> nhat)
 //   sample_update    image, nhat [B, PIXELS] -> image = (image - nhat * (1 - keep)) / keep,
 //                    keep = a'^s (s: the step scale)
+//   sample_update_stochastic  (with --eta > 0, after fill_normal_counted drew z [B, PIXELS]
+//                    at RNG step k): as sample_update, then
+//                    image += coef[k].x * nhat + coef[k].y * z, coef [steps] of vec2
+//                    (src/sample.rs Schedule::noise_coefs: part of the predicted noise
+//                    swapped for fresh noise, DDIM's eta)
 //   sample_tick      state[0] += 1 (one thread)
 // After the last step, one more sample_snapshot stores the final digit 0 at traj[steps].
 
@@ -29,6 +34,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> image: array<f32>;
 @group(0) @binding(6) var<storage, read> nhat: array<f32>;
 @group(0) @binding(7) var<storage, read_write> traj: array<f32>;
+@group(0) @binding(8) var<storage, read> z: array<f32>;
+@group(0) @binding(9) var<storage, read> coef: array<vec2<f32>>;
 
 fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -62,6 +69,18 @@ fn sample_update(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     image[i] = (image[i] - nhat[i] * (1.0 - params.keep)) / params.keep;
+}
+
+@compute @workgroup_size(WG)
+fn sample_update_stochastic(@builtin(global_invocation_id) gid: vec3<u32>,
+                            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= params.batch * PIXELS) {
+        return;
+    }
+    let c = coef[min(state[0], params.steps - 1u)];
+    let n = nhat[i];
+    image[i] = (image[i] - n * (1.0 - params.keep)) / params.keep + c.x * n + c.y * z[i];
 }
 
 @compute @workgroup_size(1)

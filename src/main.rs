@@ -168,8 +168,8 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{r}");
             } else {
                 println!(
-                    "{} digits, {} steps (scale {}) in {:.2} s: {:.1} digits/s, {:.2} GFLOP/s on {}; wrote {}",
-                    r["count"], r["steps"], r["step_scale"], r["seconds"].as_f64().unwrap_or(0.0),
+                    "{} digits, {} steps (scale {}, eta {}) in {:.2} s: {:.1} digits/s, {:.2} GFLOP/s on {}; wrote {}",
+                    r["count"], r["steps"], r["step_scale"], r["eta"], r["seconds"].as_f64().unwrap_or(0.0),
                     r["digits_per_s"].as_f64().unwrap_or(0.0), r["gflops"].as_f64().unwrap_or(0.0),
                     r["adapter"].as_str().unwrap_or(""),
                     r["files"].as_array().map(|f| f.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()

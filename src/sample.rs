@@ -4,6 +4,14 @@
 //! Start: A = N(0,1) (GPU RNG, index = digit * 784 + pixel, so chunking does not change the
 //! digits). For n = n'..1: N_hat = recompose(model(patches(A), a'^n)); A = (A - N_hat (1 - a'^s)) / a'^s,
 //! with a' = a^(n_max / n') and s the step scale.
+//!
+//! `--eta E` (our addition; 0 = the seed's deterministic loop): the seed's update is exactly
+//! A = a'^m X_hat + (1 - a'^m) N_hat with m = n - s and X_hat = (A - (1 - a'^n) N_hat) / a'^n,
+//! the digit the model sees. The stochastic step replaces part of N_hat by fresh noise Z:
+//! A = a'^m X_hat + (1 - a'^m) (sqrt(1 - r^2) N_hat + r Z), r = E sqrt(1 - (t_m / t_n)^2),
+//! t_j = (1 - a'^j) / a'^j (the noise-to-signal ratio): E = 1 is DDPM's ancestral step
+//! (in the variance-exploding form A / a'^n = X + t_n N), E = 0 the seed's. No noise is added
+//! when m <= 0 (the last step).
 
 use crate::config::{ModelConfig, PIXELS};
 use crate::error::{Error, Result};
@@ -26,6 +34,8 @@ pub struct Schedule {
     pub steps: u32,
     /// s, the step scale (1 plain, 1.5 "more trust in the model").
     pub scale: f32,
+    /// E in [0, 1], the share of fresh noise in each step (0: the seed's deterministic loop).
+    pub eta: f32,
 }
 
 impl Schedule {
@@ -37,6 +47,12 @@ impl Schedule {
             return Err(Error::config(format!(
                 "--step-scale must be positive, got {}",
                 self.scale
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
+            return Err(Error::config(format!(
+                "--eta must be in [0, 1], got {}",
+                self.eta
             )));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0) || self.n_max == 0 {
@@ -65,6 +81,30 @@ impl Schedule {
     pub fn keep(&self) -> f32 {
         self.alpha_prime().powf(self.scale as f64) as f32
     }
+
+    /// Per step k, the stochastic step's additions to the seed's update (see the module
+    /// header): A += c0 N_hat + c1 Z with c0 = (1 - a'^m) (sqrt(1 - r^2) - 1),
+    /// c1 = (1 - a'^m) r, m = n' - k - s. All zero when eta = 0 or m <= 0.
+    pub fn noise_coefs(&self) -> Vec<[f32; 2]> {
+        let ap = self.alpha_prime();
+        let ratio = |j: f64| (1.0 - ap.powf(j)) / ap.powf(j);
+        (0..self.steps)
+            .map(|k| {
+                let n = (self.steps - k) as f64;
+                let m = n - self.scale as f64;
+                if self.eta == 0.0 || m <= 0.0 {
+                    return [0.0, 0.0];
+                }
+                let q = ratio(m) / ratio(n);
+                let r = self.eta as f64 * (1.0 - q * q).max(0.0).sqrt();
+                let sigma = 1.0 - ap.powf(m);
+                [
+                    (sigma * ((1.0 - r * r).sqrt() - 1.0)) as f32,
+                    (sigma * r) as f32,
+                ]
+            })
+            .collect()
+    }
 }
 
 #[repr(C)]
@@ -85,6 +125,8 @@ pub struct Sampler {
     state: GpuTensor,
     traj: GpuTensor,
     init: FillNormal,
+    /// With eta > 0: the fresh noise of each step (RNG step = the GPU's step counter).
+    step_noise: Option<FillNormal>,
     /// Before the model call: cond, snapshot, patches.
     pre: Vec<Dispatch>,
     /// After it: recompose, update, tick.
@@ -164,15 +206,38 @@ impl Sampler {
             snapshot()?,
             patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
         ];
-        let post = vec![
-            patches::recompose(gpu, g, batch, t, &net.output, &nhat)?,
-            gpu.dispatch(
+        let mut post = vec![patches::recompose(gpu, g, batch, t, &net.output, &nhat)?];
+        let mut keep = vec![cond, table];
+        let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
+        let step_noise = if schedule.eta > 0.0 {
+            let z = GpuTensor::zeros(gpu, "sample-z", &[batch, px])?;
+            let coefs: Vec<f32> = schedule.noise_coefs().concat();
+            let coef = GpuTensor::from_slice(gpu, "sample-coef", &[coefs.len()], &coefs)?;
+            let fill = FillNormal::counted(gpu, seed, streams::SAMPLE_STEP, &z, &state)?;
+            post.push(gpu.dispatch(
+                &k("sample_update_stochastic")?,
+                &[
+                    (0, u()),
+                    (1, state.bind()),
+                    (5, image.bind()),
+                    (6, nhat.bind()),
+                    (8, z.bind()),
+                    (9, coef.bind()),
+                ],
+                groups,
+            )?);
+            keep.extend([z, coef]);
+            Some(fill)
+        } else {
+            post.push(gpu.dispatch(
                 &k("sample_update")?,
                 &[(0, u()), (5, image.bind()), (6, nhat.bind())],
-                gpu.groups_1d((batch * px) as u64, WG_1D)?,
-            )?,
-            gpu.dispatch(&k("sample_tick")?, &[(2, state.bind())], [1, 1, 1])?,
-        ];
+                groups,
+            )?);
+            None
+        };
+        keep.push(nhat);
+        post.push(gpu.dispatch(&k("sample_tick")?, &[(2, state.bind())], [1, 1, 1])?);
         let last_snapshot = snapshot()?;
         let init = FillNormal::new(gpu, seed, streams::SAMPLE_INIT, &image)?;
         Ok(Sampler {
@@ -183,16 +248,17 @@ impl Sampler {
             state,
             traj,
             init,
+            step_noise,
             pre,
             post,
             last_snapshot,
-            _keep: vec![nhat, cond, table],
+            _keep: keep,
         })
     }
 
     /// Records the whole loop for digits `first..first + batch` into one command buffer and
-    /// submits it: the only host writes are the initial noise offset and the step counter
-    /// reset, before the loop; nothing is read back.
+    /// submits it: the only host writes are the noise offsets and the step counter reset,
+    /// before the loop; nothing is read back.
     pub fn submit(&self, gpu: &Gpu, first: u64) -> Result<()> {
         let offset = first * PIXELS as u64;
         if offset + (self.batch * PIXELS as usize) as u64 > u32::MAX as u64 {
@@ -201,6 +267,9 @@ impl Sampler {
             )));
         }
         self.init.set_step_offset(gpu, 0, offset as u32);
+        if let Some(f) = &self.step_noise {
+            f.set_step_offset(gpu, 0, offset as u32);
+        }
         self.state.write(gpu, &[0u32]);
         let mut enc = gpu
             .device
@@ -216,6 +285,9 @@ impl Sampler {
             for _ in 0..self.schedule.steps {
                 for d in &self.pre {
                     d.record(&mut pass);
+                }
+                if let Some(f) = &self.step_noise {
+                    f.dispatch.record(&mut pass);
                 }
                 self.net.record_forward(&mut pass);
                 for d in &self.post {
@@ -298,6 +370,10 @@ pub struct SampleArgs {
     /// Step scale s: each step divides by a'^s (1 plain, 1.5 trusts the model more).
     #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
     pub step_scale: f32,
+    /// Share of fresh noise in each step, in [0, 1]: 0 is the seed's deterministic loop,
+    /// 1 DDPM's ancestral step (our addition; it lets later steps correct earlier errors).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub eta: f32,
     /// Seed of the initial noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -400,6 +476,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         n_max: model.config.n_max,
         steps: a.steps,
         scale: a.step_scale,
+        eta: a.eta,
     };
     schedule.validate()?;
     let batch = match a.batch {
@@ -477,6 +554,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         "count": a.count,
         "steps": a.steps,
         "step_scale": a.step_scale,
+        "eta": a.eta,
         "seed": a.seed,
         "weights": format!("{:?}", model.weights).to_lowercase(),
         "batch": batch,

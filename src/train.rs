@@ -719,6 +719,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             n_max: args.n_max,
             steps: 50.min(args.n_max),
             scale: 1.5,
+            eta: 0.0,
         };
         Some(crate::sample::Sampler::new(
             gpu,
@@ -786,6 +787,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             n_max: args.n_max,
             steps: 50.min(args.n_max),
             scale: 1.5,
+            eta: 0.0,
         };
         let sampler = crate::sample::Sampler::new(
             gpu,

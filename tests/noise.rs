@@ -69,6 +69,27 @@ struct Injected {
     noisy: Vec<f32>,
 }
 
+/// `fill_normal_counted`: the RNG step is the host's step plus a counter on the GPU, and the
+/// index starts at the host's offset.
+#[test]
+fn counted_normals_use_the_gpu_counter() {
+    let gpu = common::gpu();
+    let (seed, stream, n) = (9u64, rng::streams::SAMPLE_STEP, 37usize);
+    let out = GpuTensor::zeros(&gpu, "normals", &[n]).unwrap();
+    let counter = GpuTensor::zeros(&gpu, "counter", &[1]).unwrap();
+    let f = FillNormal::counted(&gpu, seed, stream, &out, &counter).unwrap();
+    for (step, count, offset) in [(0u32, 0u32, 0u32), (2, 5, 100), (0, 41, 7)] {
+        counter.write(&gpu, &[count]);
+        f.set_step_offset(&gpu, step, offset);
+        gpu.run(&[&f.dispatch]).unwrap();
+        let want: Vec<f32> = (0..n as u32)
+            .map(|i| rng::normal(seed, step + count, stream, offset + i))
+            .collect();
+        let what = format!("step {step} + counter {count}, offset {offset}");
+        assert_close(&what, &out.read(&gpu).unwrap(), &want, 1e-5, 1e-5);
+    }
+}
+
 fn inject(
     gpu: &Gpu,
     spec: &reference::NoiseSpec,

@@ -10,11 +10,17 @@ use wgpu_diffusion::sample::{Sampler, Schedule};
 use wgpu_diffusion::testing::assert_close;
 
 fn schedule(steps: u32, scale: f32) -> Schedule {
+    stochastic(steps, scale, 0.0)
+}
+
+/// A schedule with fresh noise in each step (`--eta`).
+fn stochastic(steps: u32, scale: f32, eta: f32) -> Schedule {
     Schedule {
         alpha: 0.99,
         n_max: 500,
         steps,
         scale,
+        eta,
     }
 }
 
@@ -89,8 +95,14 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
     let (gpu, cfg) = (gpu, *cfg);
     let layout = ParamLayout::new(&cfg);
     let params = random_params(&cfg, 1);
-    for (steps, scale, batch) in [(1, 1.0, 3), (1, 1.5, 5), (50, 1.5, 2)] {
-        let s = schedule(steps, scale);
+    for (steps, scale, eta, batch) in [
+        (1, 1.0, 0.0, 3),
+        (1, 1.5, 0.0, 5),
+        (50, 1.5, 0.0, 2),
+        (2, 1.0, 1.0, 3),
+        (10, 0.7, 0.5, 2),
+    ] {
+        let s = stochastic(steps, scale, eta);
         let sm_params = GpuTensor::from_slice(gpu, "params", &[layout.total], &params).unwrap();
         let sm = Sampler::new(gpu, &cfg, &layout, &sm_params, batch, s, 7).unwrap();
         let last = sm.run(gpu, 0).unwrap();
@@ -103,9 +115,9 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
         for k in 0..steps as usize {
             let mut a = traj[k * px..(k + 1) * px].to_vec();
             let tol = step_tolerance(&s, &a);
-            reference::sample_step(&cfg, &layout, &params, &s, k as u32, &mut a);
+            reference::sample_step(&cfg, &layout, &params, &s, k as u32, 7, 0, &mut a);
             assert_close(
-                &format!("step {k} of {steps}, s={scale}"),
+                &format!("step {k} of {steps}, s={scale}, eta={eta}"),
                 &traj[(k + 1) * px..(k + 2) * px],
                 &a,
                 tol,
@@ -124,7 +136,7 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             let init = reference::initial_noise(7, 0, batch);
             let tol = step_tolerance(&s, &init);
             assert_close(
-                &format!("1 step, s={scale}, B={batch}"),
+                &format!("{steps} steps, s={scale}, eta={eta}, B={batch}"),
                 &last,
                 &want,
                 tol,
@@ -142,11 +154,12 @@ fn ten_step_loop_matches_reference() {
     let cfg = Preset::Tiny.model();
     let layout = ParamLayout::new(&cfg);
     let params = layout.init(2);
-    for scale in [1.0, 1.5] {
-        let s = schedule(10, scale);
+    for (scale, eta) in [(1.0, 0.0), (1.5, 0.0), (1.0, 1.0)] {
+        let s = stochastic(10, scale, eta);
         let got = digits(&gpu, &params, 4, s, 11, 4);
         let want = reference::sample(&cfg, &layout, &params, &s, 11, 0, 4);
-        assert_close(&format!("10-step loop, s={scale}"), &got, &want, 1e-4, 1e-4);
+        let what = format!("10-step loop, s={scale}, eta={eta}");
+        assert_close(&what, &got, &want, 1e-4, 1e-4);
     }
 }
 
@@ -163,6 +176,56 @@ fn seeds_are_deterministic_and_chunking_changes_nothing() {
     // 7 digits in chunks of 3 (3 + 3 + 1 of a 3-batch) equal one batch of 7.
     let chunked = digits(&gpu, &params, 3, s, 5, 7);
     assert_close("chunks of 3 vs one batch of 7", &chunked, &a, 1e-6, 1e-6);
+    // With fresh noise in each step too; and that noise changes the digits.
+    let s = stochastic(5, 1.0, 1.0);
+    let a2 = digits(&gpu, &params, 7, s, 5, 7);
+    assert_eq!(a2, digits(&gpu, &params, 7, s, 5, 7), "eta 1: same seed");
+    let chunked = digits(&gpu, &params, 3, s, 5, 7);
+    assert_close("eta 1: chunks of 3 vs 7", &chunked, &a2, 1e-6, 1e-6);
+    let moved = a.iter().zip(&a2).filter(|(x, y)| (*x - *y).abs() > 1e-3);
+    assert!(
+        moved.count() > a.len() / 2,
+        "eta 1 left the digits as they were"
+    );
+}
+
+/// The stochastic step's coefficients: none for eta = 0 or on the last step; for eta = 1 and
+/// s = 1 the fresh noise has DDPM's posterior size (variance-exploding form,
+/// sigma_up^2 = t_m^2 (t_n^2 - t_m^2) / t_n^2, t = (1 - a'^j) / a'^j), computed here apart.
+#[test]
+fn stochastic_step_coefficients() {
+    for (steps, scale) in [(50, 1.0), (500, 1.5), (7, 0.5)] {
+        assert!(schedule(steps, scale)
+            .noise_coefs()
+            .iter()
+            .all(|c| *c == [0.0, 0.0]));
+        let c = stochastic(steps, scale, 1.0).noise_coefs();
+        assert_eq!(c.len(), steps as usize);
+        assert!(c.iter().all(|[a, b]| a.is_finite() && b.is_finite()));
+        if scale >= 1.0 {
+            assert_eq!(
+                *c.last().unwrap(),
+                [0.0, 0.0],
+                "no noise after the last step"
+            );
+        }
+    }
+    let s = stochastic(50, 1.0, 1.0);
+    let ap = s.alpha_prime();
+    let t = |j: f64| (1.0 - ap.powf(j)) / ap.powf(j);
+    for (k, [c0, c1]) in s.noise_coefs().iter().enumerate().take(49) {
+        let (n, m) = ((50 - k) as f64, (49 - k) as f64);
+        let up = t(m) * (t(n).powi(2) - t(m).powi(2)).sqrt() / t(n);
+        let want = up * ap.powf(m);
+        assert!(
+            ((*c1 as f64) - want).abs() <= 1e-6 + 1e-4 * want,
+            "step {k}: c1 {c1} vs {want}"
+        );
+        // Fresh and kept noise together keep the level's noise size (1 - a'^m).
+        let sigma = 1.0 - ap.powf(m);
+        let kept = sigma + *c0 as f64;
+        assert!((kept * kept + (*c1 as f64).powi(2) - sigma * sigma).abs() < 1e-5);
+    }
 }
 
 #[test]
@@ -172,6 +235,9 @@ fn bad_schedules_are_errors() {
             schedule(steps, scale).validate().is_err(),
             "{steps} {scale}"
         );
+    }
+    for eta in [-0.1, 1.5, f32::NAN] {
+        assert!(stochastic(10, 1.0, eta).validate().is_err(), "eta {eta}");
     }
     let s = schedule(50, 1.0);
     // alpha is an f32 (0.99 rounds to 0.99000001): compare loosely.
@@ -192,17 +258,20 @@ fn sampling_loop_reads_nothing_back() {
     let cfg = Preset::Tiny.model();
     let layout = ParamLayout::new(&cfg);
     let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &layout.init(4)).unwrap();
-    let sm = Sampler::new(&gpu, &cfg, &layout, &p, 6, schedule(20, 1.5), 1).unwrap();
-    let before = gpu.readbacks();
-    sm.submit(&gpu, 0).unwrap();
-    gpu.wait().unwrap();
-    assert_eq!(gpu.readbacks(), before, "the 20-step loop read data back");
-    sm.run(&gpu, 0).unwrap();
-    assert_eq!(
-        gpu.readbacks(),
-        before + 1,
-        "one readback for the finished digits"
-    );
+    for eta in [0.0, 1.0] {
+        let s = stochastic(20, 1.5, eta);
+        let sm = Sampler::new(&gpu, &cfg, &layout, &p, 6, s, 1).unwrap();
+        let before = gpu.readbacks();
+        sm.submit(&gpu, 0).unwrap();
+        gpu.wait().unwrap();
+        assert_eq!(gpu.readbacks(), before, "the 20-step loop read data back");
+        sm.run(&gpu, 0).unwrap();
+        assert_eq!(
+            gpu.readbacks(),
+            before + 1,
+            "one readback for the finished digits"
+        );
+    }
 }
 
 /// The automatic batch counts the feed-forward block's activations: a wide block gives a

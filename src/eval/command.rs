@@ -37,6 +37,10 @@ pub struct EvalArgs {
     /// Step scale s with --checkpoint.
     #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
     pub step_scale: f32,
+    /// Share of fresh noise in each step, in [0, 1]: 0 is the seed's deterministic loop,
+    /// 1 DDPM's ancestral step (our addition; it lets later steps correct earlier errors).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub eta: f32,
     /// The checkpoint's weights to use: the EMA or the raw (last step's) ones.
     #[arg(long, value_enum, default_value_t = Weights::Ema)]
     pub weights: Weights,
@@ -112,6 +116,7 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
         n_max: model.config.n_max,
         steps: a.steps,
         scale: a.step_scale,
+        eta: a.eta,
     };
     schedule.validate()?;
     let batch = sample::auto_batch(gpu, &cfg, a.count);
@@ -241,10 +246,11 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         (None, Some(ck)) => (
             sample_digits(gpu, a, ck)?,
             format!(
-                "{} (n'={} s={} seed {})",
+                "{} (n'={} s={} eta={} seed {})",
                 ck.display(),
                 a.steps,
                 a.step_scale,
+                a.eta,
                 a.seed
             ),
         ),

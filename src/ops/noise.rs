@@ -169,14 +169,39 @@ pub struct FillNormal {
 
 impl FillNormal {
     pub fn new(gpu: &Gpu, seed: u64, stream: u32, out: &GpuTensor) -> Result<FillNormal> {
-        Self::build(gpu, seed, stream, out, out.len(), "fill_normal", 6)
+        Self::build(gpu, seed, stream, out, out.len(), "fill_normal", 6, None)
+    }
+
+    /// `fill_normal_counted`: as [`FillNormal::new`], but the RNG step is the one set on the
+    /// host plus `counter[0]` (u32 [1]), a counter the GPU itself moves on, so that dispatches
+    /// recorded into one command buffer draw different numbers.
+    pub fn counted(
+        gpu: &Gpu,
+        seed: u64,
+        stream: u32,
+        out: &GpuTensor,
+        counter: &GpuTensor,
+    ) -> Result<FillNormal> {
+        expect_len("fill_normal_counted", counter, 1)?;
+        let c = Some(counter);
+        Self::build(
+            gpu,
+            seed,
+            stream,
+            out,
+            out.len(),
+            "fill_normal_counted",
+            6,
+            c,
+        )
     }
 
     /// Raw generator output: `out` holds 4 u32 words per index.
     pub fn bits(gpu: &Gpu, seed: u64, stream: u32, out: &GpuTensor) -> Result<FillNormal> {
-        Self::build(gpu, seed, stream, out, out.len() / 4, "fill_bits", 7)
+        Self::build(gpu, seed, stream, out, out.len() / 4, "fill_bits", 7, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         gpu: &Gpu,
         seed: u64,
@@ -185,6 +210,7 @@ impl FillNormal {
         count: usize,
         entry: &str,
         binding: u32,
+        counter: Option<&GpuTensor>,
     ) -> Result<FillNormal> {
         let base = Params {
             seed_lo: seed as u32,
@@ -196,11 +222,11 @@ impl FillNormal {
         let params = gpu.uniform("fill-params", &base);
         let k = gpu.kernel("noise", entry, &constants())?;
         let groups = gpu.groups_1d(count as u64, WG_1D)?;
-        let dispatch = gpu.dispatch(
-            &k,
-            &[(0, params.as_entire_binding()), (binding, out.bind())],
-            groups,
-        )?;
+        let mut bindings = vec![(0, params.as_entire_binding()), (binding, out.bind())];
+        if let Some(c) = counter {
+            bindings.push((9, c.bind()));
+        }
+        let dispatch = gpu.dispatch(&k, &bindings, groups)?;
         Ok(FillNormal {
             dispatch,
             params,

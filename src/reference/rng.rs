@@ -19,6 +19,8 @@ pub mod streams {
     pub const FIGURE: u32 = 12;
     /// The epoch's shuffle of the training images (on the CPU; `step` is the epoch).
     pub const SHUFFLE: u32 = 16;
+    /// The fresh noise of the sampler's stochastic steps (`--eta`; `step` is the step k).
+    pub const SAMPLE_STEP: u32 = 20;
 }
 
 fn mulhilo(a: u32, b: u32) -> (u32, u32) {

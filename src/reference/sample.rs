@@ -2,18 +2,23 @@
 
 use crate::config::{ModelConfig, PIXELS};
 use crate::model::ParamLayout;
-use crate::reference::{model, patches, rng::streams};
+use crate::reference::{model, patches, rng, rng::streams};
 use crate::sample::Schedule;
 
-/// One denoising step k (0-based) of `images` [B, 784] in place: the model predicts the
-/// noise patches at conditioning a'^(n'-k), they are recomposed (overlaps averaged), and
-/// A = (A - N_hat (1 - a'^s)) / a'^s.
+/// One denoising step k (0-based) of `images` [B, 784] in place, digits `first..first + B`
+/// of a run with `seed`: the model predicts the noise patches at conditioning a'^(n'-k), they
+/// are recomposed (overlaps averaged), and A = (A - N_hat (1 - a'^s)) / a'^s; with eta > 0
+/// then A += c0 N_hat + c1 Z (`Schedule::noise_coefs`), Z the normal at (seed, k,
+/// SAMPLE_STEP, digit * 784 + pixel).
+#[allow(clippy::too_many_arguments)]
 pub fn sample_step(
     cfg: &ModelConfig,
     layout: &ParamLayout,
     params: &[f32],
     schedule: &Schedule,
     k: u32,
+    seed: u64,
+    first: u64,
     images: &mut [f32],
 ) {
     let g = &cfg.geometry;
@@ -27,8 +32,14 @@ pub fn sample_step(
         .to_vec();
     let nhat = patches::recompose(g, &out, t);
     let keep = schedule.keep();
-    for (a, n) in images.iter_mut().zip(&nhat) {
+    let [c0, c1] = schedule.noise_coefs()[k as usize];
+    let base = first * px as u64;
+    for (i, (a, n)) in images.iter_mut().zip(&nhat).enumerate() {
         *a = (*a - *n * (1.0 - keep)) / keep;
+        if schedule.eta > 0.0 {
+            let z = rng::normal(seed, k, streams::SAMPLE_STEP, (base + i as u64) as u32);
+            *a += c0 * *n + c1 * z;
+        }
     }
 }
 
@@ -36,9 +47,7 @@ pub fn sample_step(
 pub fn initial_noise(seed: u64, first: u64, count: usize) -> Vec<f32> {
     let px = PIXELS as u64;
     (0..(count as u64 * px))
-        .map(|i| {
-            crate::reference::rng::normal(seed, 0, streams::SAMPLE_INIT, (first * px + i) as u32)
-        })
+        .map(|i| rng::normal(seed, 0, streams::SAMPLE_INIT, (first * px + i) as u32))
         .collect()
 }
 
@@ -54,7 +63,7 @@ pub fn sample(
 ) -> Vec<f32> {
     let mut a = initial_noise(seed, first, count);
     for k in 0..schedule.steps {
-        sample_step(cfg, layout, params, schedule, k, &mut a);
+        sample_step(cfg, layout, params, schedule, k, seed, first, &mut a);
     }
     a
 }

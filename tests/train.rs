@@ -377,6 +377,31 @@ fn resume_upgrades_an_old_metrics_header() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// `--level-max` reaches the training batches: the tiny model's first loss (initial
+/// weights, identity skip: output ~ A = a^n x + (1 - a^n) N against N) is
+/// ~a^2n E(x - N)^2 ~ 1.2 when every level is 0 or 1, and ~0.12 averaged over 0..=500.
+/// The run says its levels; like the rate, they may change on --resume, and the log says so.
+#[test]
+fn level_max_sets_the_training_levels() {
+    let first_loss = |out: &Path| -> f32 { losses(out)[0].1.parse().unwrap() };
+    let all = tmp("train-levels-all");
+    ok(&train(&all, &["--max-steps", "1"]));
+    let low = tmp("train-levels-low");
+    let o = train(&low, &["--max-steps", "1", "--level-max", "1"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("levels 0..=1"));
+    let (a, l) = (first_loss(&all), first_loss(&low));
+    assert!(
+        a < 0.4 && l > 0.8,
+        "first loss {a} (0..=500) vs {l} (0..=1)"
+    );
+    ok(&train(
+        &low,
+        &["--max-steps", "2", "--level-max", "1", "--resume"],
+    ));
+    assert_eq!(losses(&low).len(), 2);
+}
+
 #[test]
 fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     let out = tmp("train-errors");
@@ -401,6 +426,17 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     assert_eq!(o.status.code(), Some(2));
     let line = error_line(&o);
     assert!(line.contains("mlp 0 (checkpoint) vs 16 (flags)"), "{line}");
+    // ... or drawing other training levels.
+    let o = train(
+        &out,
+        &["--max-steps", "6", "--resume", "--level-max", "200"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let line = error_line(&o);
+    assert!(
+        line.contains("level_max null (checkpoint) vs 200"),
+        "{line}"
+    );
     assert_eq!(
         std::fs::read(&ckpt).unwrap(),
         before,
@@ -428,6 +464,10 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     for (args, needle) in [
         (vec!["--patch", "7"], "impossible patch geometry"),
         (vec!["--alpha", "1.5"], "--alpha"),
+        (
+            vec!["--level-max", "501"],
+            "--level-max must be at most --n-max (500)",
+        ),
         (
             vec!["--max-steps", "40", "--warmup", "30", "--decay-steps", "20"],
             "exceed the run's 40 steps",

@@ -19,6 +19,7 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         skip: None,
         alpha: 0.99,
         n_max: 500,
+        level_max: None,
         batch_images: 2,
         repeat: 10,
         lr: 1e-3,

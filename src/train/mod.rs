@@ -6,7 +6,7 @@
 //! validation loss once per epoch, and the weights when it writes a checkpoint.
 
 use crate::checkpoint::{self, Buffers};
-use crate::config::{Geometry, ModelConfig, Preset, PIXELS};
+use crate::config::{ModelConfig, PIXELS};
 use crate::data::{self, Mnist};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -16,10 +16,19 @@ use crate::model::ParamLayout;
 use crate::ops::noise::{NoiseConfig, NoiseInject};
 use crate::ops::patches;
 use crate::reference::rng::streams;
-use serde::{Deserialize, Serialize};
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use serde::Serialize;
+use std::path::Path;
 use std::time::Instant;
+
+mod args;
+mod metrics;
+mod run_state;
+
+use args::check_args;
+pub use args::{model_config, TrainArgs};
+use metrics::{Metrics, Row};
+use run_state::{config_diff, read_state, Meta};
+pub use run_state::{read_run_config, RunConfig, RunState};
 
 /// Side of the per-epoch sample grid, and its seed (fixed, so epochs compare).
 const EPOCH_GRID: usize = 8;
@@ -53,259 +62,6 @@ pub fn request_interrupt() {
 /// Seed of the validation noise: fixed, so validation losses compare across epochs and runs.
 pub const VALIDATION_SEED: u64 = 0x5EED_0000_0800;
 
-/// Flags of `train` (defaults are the seed's settings).
-#[derive(clap::Args, Clone, Debug)]
-pub struct TrainArgs {
-    /// Model preset; the flags below override single values of it.
-    #[arg(long, value_enum, default_value_t = Preset::Seed)]
-    pub preset: Preset,
-    /// Patch size P (pixels per patch step).
-    #[arg(long)]
-    pub patch: Option<u32>,
-    /// Overlap O (pixels each patch reaches into its neighbours).
-    #[arg(long)]
-    pub overlap: Option<u32>,
-    /// Attention layers L.
-    #[arg(long)]
-    pub layers: Option<u32>,
-    /// Heads H per layer.
-    #[arg(long)]
-    pub heads: Option<u32>,
-    /// Key width K per head.
-    #[arg(long)]
-    pub key_dim: Option<u32>,
-    /// Hidden width F of a feed-forward block (GELU) after each attention layer; 0 = none, as
-    /// in the seed (our addition: it gives the small models the non-linearity they lack).
-    #[arg(long)]
-    pub mlp: Option<u32>,
-    /// The output's skip term: `identity` (the seed: the noisy patch passes as it is) or
-    /// `wiener` (our addition: the best linear noise estimate for the level, plus the
-    /// network's part scaled by what that estimate misses, as EDM preconditions).
-    #[arg(long, value_enum)]
-    pub skip: Option<crate::config::Skip>,
-    /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).
-    #[arg(long, default_value_t = 0.99, allow_negative_numbers = true)]
-    pub alpha: f32,
-    /// Largest noise level n drawn in training (uniform over 0..=n-max).
-    #[arg(long, default_value_t = 500)]
-    pub n_max: u32,
-    /// Largest level drawn for the training batches (default: --n-max), our addition: with
-    /// a = 0.99 the levels past ~200 are nearly pure noise (a^n < 0.14), where `--skip wiener`'s
-    /// linear estimate is already almost exact, so drawing them spends steps on little. The
-    /// validation set and the sampler keep 0..=n-max.
-    #[arg(long)]
-    pub level_max: Option<u32>,
-    /// Distinct images per batch.
-    #[arg(long, default_value_t = 5)]
-    pub batch_images: u32,
-    /// Copies of each image per batch, each with its own noise and level.
-    #[arg(long, default_value_t = 100)]
-    pub repeat: u32,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
-    pub lr: f32,
-    /// Steps of linear learning-rate warm-up from 0 (0 = none, as in the seed).
-    #[arg(long, default_value_t = 0)]
-    pub warmup: u64,
-    /// Steps of cosine learning-rate decay from --lr to --lr-min at the end of the run (its
-    /// length is --max-steps, else --epochs times the steps per epoch); 0 = a constant rate,
-    /// as in the seed. A constant-rate run can be finished with a decay: resume it with a
-    /// larger --max-steps and --decay-steps.
-    #[arg(long, default_value_t = 0)]
-    pub decay_steps: u64,
-    /// The rate --decay-steps ends at (default: --lr / 10).
-    #[arg(long)]
-    pub lr_min: Option<f32>,
-    /// Most epochs.
-    #[arg(long, default_value_t = 200)]
-    pub epochs: u32,
-    /// Epochs without a better validation loss before stopping.
-    #[arg(long, default_value_t = 5)]
-    pub patience: u32,
-    /// Stop after this many steps in total (counting steps before a --resume).
-    #[arg(long)]
-    pub max_steps: Option<u64>,
-    /// Train on the first N training images only.
-    #[arg(long)]
-    pub train_subset: Option<usize>,
-    /// Test digits in the validation set (noised once, with a fixed seed).
-    #[arg(long, default_value_t = 800)]
-    pub val_count: usize,
-    /// Decay of the exponential moving average of the weights, in [0, 1); step t uses
-    /// min(decay, (1 + t) / (10 + t)), so the average forgets the initial weights quickly.
-    #[arg(long, default_value_t = 0.999)]
-    pub ema: f32,
-    /// Seed of initialisation, shuffling and noise.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Folder with the MNIST files (else $MNIST_DIR, else ./data/mnist, downloaded if absent).
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Output folder: checkpoint.safetensors, best.safetensors, metrics.csv.
-    #[arg(long, default_value = "runs/train")]
-    pub out: PathBuf,
-    /// Continue the run in --out from its checkpoint.
-    #[arg(long)]
-    pub resume: bool,
-    /// Print one JSON object per logged row instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Steps between logged rows (the only loss readbacks).
-    #[arg(long, default_value_t = 50)]
-    pub log_every: u64,
-    /// Steps between checkpoints (also written at every epoch end and at the end).
-    #[arg(long, default_value_t = 1000)]
-    pub checkpoint_every: u64,
-    /// Write an 8x8 grid of digits sampled with the EMA weights (fixed seed, 50 steps, scale
-    /// 1.5) to OUT/samples/epoch-E.png every this many epochs; 0 turns it off.
-    #[arg(long, default_value_t = 1)]
-    pub sample_every: u32,
-    /// Every this many epochs, sample --eval-count digits with the EMA weights (fixed seed, 50
-    /// steps, scale 1.5) and write their FID, confidence and label entropy in the classifier's
-    /// features (as `eval` reports them) to metrics.csv; 0 turns it off.
-    #[arg(long, default_value_t = 0)]
-    pub eval_every: u32,
-    /// Digits sampled for each --eval-every evaluation (FID is biased at small n: metrics.csv
-    /// names n in its eval_n column).
-    #[arg(long, default_value_t = 2000)]
-    pub eval_count: u64,
-    /// The classifier of --eval-every (trained once and cached there when absent, as `eval`
-    /// does).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = crate::eval::classifier::DEFAULT_PATH
-    )]
-    pub classifier: PathBuf,
-}
-
-/// What defines a run: a checkpoint can only be resumed with the same values.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunConfig {
-    pub model: ModelConfig,
-    pub alpha: f32,
-    pub n_max: u32,
-    pub batch_images: u32,
-    pub repeat: u32,
-    pub seed: u64,
-    pub train_images: usize,
-    pub val_count: usize,
-}
-
-/// Where a run stands; saved in every checkpoint.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RunState {
-    /// Steps done.
-    pub step: u64,
-    /// Current epoch (0-based) and steps done within it.
-    pub epoch: u32,
-    pub epoch_step: u64,
-    pub best_val: Option<f32>,
-    pub best_epoch: Option<u32>,
-    pub epochs_without_improvement: u32,
-    /// Seconds of training before this process (for the metrics' clock).
-    pub seconds: f64,
-    pub finished: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Meta {
-    kind: String,
-    config: RunConfig,
-    state: RunState,
-    lr: f32,
-    /// The training levels' upper end (`--level-max`; like the rate, it may change on
-    /// --resume); absent in older checkpoints, which drew 0..=n_max.
-    #[serde(default)]
-    level_max: Option<u32>,
-}
-
-/// The run configuration stored in a checkpoint (to sample from it or resume it).
-pub fn read_run_config(path: &Path) -> Result<RunConfig> {
-    Ok(read_state(path)?.config)
-}
-
-/// The model configuration the flags ask for.
-pub fn model_config(a: &TrainArgs) -> Result<ModelConfig> {
-    let base = a.preset.model();
-    let geometry = Geometry::new(
-        a.patch.unwrap_or(base.geometry.patch),
-        a.overlap.unwrap_or(base.geometry.overlap),
-    )?;
-    let m = ModelConfig {
-        geometry,
-        layers: a.layers.unwrap_or(base.layers),
-        heads: a.heads.unwrap_or(base.heads),
-        key_dim: a.key_dim.unwrap_or(base.key_dim),
-        mlp: a.mlp.unwrap_or(base.mlp),
-        skip: a.skip.unwrap_or(base.skip),
-    };
-    m.validate()?;
-    Ok(m)
-}
-
-fn check_args(a: &TrainArgs) -> Result<()> {
-    let bad = |m: String| Err(Error::config(m));
-    if !(a.alpha > 0.0 && a.alpha < 1.0) {
-        return bad(format!("--alpha must be in (0, 1), got {}", a.alpha));
-    }
-    if a.n_max == 0 {
-        return bad("--n-max must be at least 1".into());
-    }
-    if let Some(m) = a.level_max.filter(|m| *m > a.n_max) {
-        return bad(format!(
-            "--level-max must be at most --n-max ({}), got {m}",
-            a.n_max
-        ));
-    }
-    if a.batch_images == 0 || a.repeat == 0 {
-        return bad("--batch-images and --repeat must be at least 1".into());
-    }
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        return bad(format!("--lr must be positive, got {}", a.lr));
-    }
-    if !(0.0..1.0).contains(&a.ema) {
-        return bad(format!("--ema must be in [0, 1), got {}", a.ema));
-    }
-    if a.val_count == 0 || a.val_count > data::TEST_COUNT {
-        return bad(format!(
-            "--val-count must be in 1..={}, got {}",
-            data::TEST_COUNT,
-            a.val_count
-        ));
-    }
-    if a.log_every == 0 || a.log_every > LOSS_HISTORY as u64 {
-        return bad(format!(
-            "--log-every must be in 1..={LOSS_HISTORY}, got {}",
-            a.log_every
-        ));
-    }
-    if a.checkpoint_every == 0 {
-        return bad("--checkpoint-every must be at least 1".into());
-    }
-    if a.epochs == 0 {
-        return bad("--epochs must be at least 1".into());
-    }
-    if a.eval_every > 0 && a.eval_count == 0 {
-        return bad("--eval-count must be at least 1 with --eval-every".into());
-    }
-    if let Some(n) = a.train_subset {
-        if n == 0 || n > data::TRAIN_COUNT {
-            return bad(format!(
-                "--train-subset must be in 1..={}, got {n}",
-                data::TRAIN_COUNT
-            ));
-        }
-        if n < a.batch_images as usize {
-            return bad(format!(
-                "--train-subset {n} is smaller than one batch of {} images",
-                a.batch_images
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The image order of `epoch`: a Fisher-Yates shuffle driven by Philox bits, so it is the same
 /// on every machine and can be rebuilt on resume.
 pub fn epoch_permutation(seed: u64, epoch: u32, n: usize) -> Vec<u32> {
@@ -328,163 +84,6 @@ pub struct Summary {
     pub seconds: f64,
     pub samples_per_s: f64,
     pub stopped_early: bool,
-}
-
-/// One row of metrics.csv (and of the log).
-#[derive(Serialize)]
-struct Row {
-    epoch: u32,
-    step: u64,
-    train_loss: Option<f32>,
-    val_loss: Option<f32>,
-    seconds: f64,
-    samples_per_s: f64,
-    /// The learning rate of the row's last step.
-    lr: f32,
-    /// The --eval-every evaluation, on epoch rows that have one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eval: Option<crate::eval::Quality>,
-}
-
-/// The columns of metrics.csv.
-const METRICS_HEADER: &str = "epoch,step,train_loss,val_loss,seconds,samples_per_s,eval_n,fid,confidence_mean,confident_frac,entropy_ratio,lr";
-
-/// Gives a metrics.csv written by an older version (fewer columns) the current header, so a
-/// resumed run's rows line up with it; the old rows keep their empty trailing columns.
-fn upgrade_header(path: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(path).map_err(crate::error::io_err(
-        ErrorKind::Io,
-        "cannot read",
-        path,
-    ))?;
-    let first = text.lines().next().unwrap_or("");
-    if first == METRICS_HEADER {
-        return Ok(());
-    }
-    if !METRICS_HEADER.starts_with(first) {
-        return Err(Error::config(format!(
-            "{} does not look like a metrics.csv of this program (header {first:?})",
-            path.display()
-        )));
-    }
-    let rest = text.split_once('\n').map_or("", |(_, r)| r);
-    crate::checkpoint::write_atomic(path, format!("{METRICS_HEADER}\n{rest}").as_bytes())
-}
-
-struct Metrics {
-    file: std::fs::File,
-    json: bool,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Metrics {
-    fn open(out: &Path, append: bool, json: bool, total: u64, done: u64) -> Result<Metrics> {
-        let path = out.join("metrics.csv");
-        let fresh = !append || !path.exists();
-        if !fresh {
-            // Before opening: the upgrade replaces the file.
-            upgrade_header(&path)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(!fresh)
-            .write(true)
-            .truncate(fresh)
-            .open(&path)
-            .map_err(crate::error::io_err(ErrorKind::Io, "cannot open", &path))?;
-        if fresh {
-            writeln!(file, "{METRICS_HEADER}")
-                .map_err(|e| Error::io(format!("cannot write {}: {e}", path.display())))?;
-        }
-        let bar = (!json && std::io::stdout().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
-                )
-                .unwrap(),
-            );
-            b.set_position(done);
-            b
-        });
-        Ok(Metrics { file, json, bar })
-    }
-
-    fn row(&mut self, r: &Row) -> Result<()> {
-        let f = |v: Option<f32>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
-        let eval = r
-            .eval
-            .as_ref()
-            .map(|q| {
-                format!(
-                    "{},{:.4},{:.5},{:.5},{:.5}",
-                    q.n, q.fid, q.confidence_mean, q.confident_frac, q.entropy_ratio
-                )
-            })
-            .unwrap_or_else(|| ",,,,".into());
-        writeln!(
-            self.file,
-            "{},{},{},{},{:.3},{:.1},{eval},{}",
-            r.epoch,
-            r.step,
-            f(r.train_loss),
-            f(r.val_loss),
-            r.seconds,
-            r.samples_per_s,
-            r.lr
-        )
-        .and_then(|_| self.file.flush())
-        .map_err(|e| Error::io(format!("cannot write metrics.csv: {e}")))?;
-        let eval = r
-            .eval
-            .as_ref()
-            .map(|q| {
-                format!(
-                    "; {} samples: FID {:.3} confidence {:.4} label entropy/ln10 {:.4}",
-                    q.n, q.fid, q.confidence_mean, q.entropy_ratio
-                )
-            })
-            .unwrap_or_default();
-        let text = format!(
-            "epoch {} step {} train_loss {} val_loss {} lr {:.3e} {:.1} samples/s{eval}",
-            r.epoch,
-            r.step,
-            r.train_loss
-                .map(|v| format!("{v:.5}"))
-                .unwrap_or("-".into()),
-            r.val_loss.map(|v| format!("{v:.5}")).unwrap_or("-".into()),
-            r.lr,
-            r.samples_per_s
-        );
-        if self.json {
-            println!("{}", serde_json::to_string(r).unwrap());
-        } else if let Some(b) = &self.bar {
-            b.set_position(r.step);
-            b.set_message(format!(
-                "loss {}  {:.0} samples/s",
-                r.train_loss
-                    .map(|v| format!("{v:.5}"))
-                    .unwrap_or("-".into()),
-                r.samples_per_s
-            ));
-            if r.val_loss.is_some() {
-                b.println(text);
-            }
-        } else {
-            println!("{text}");
-        }
-        Ok(())
-    }
-
-    fn say(&self, msg: &str) {
-        if self.json {
-            return;
-        }
-        match &self.bar {
-            Some(b) => b.println(msg),
-            None => println!("{msg}"),
-        }
-    }
 }
 
 /// Inputs of one batch: noise injection and the two patch extractions (tokens with the
@@ -530,46 +129,6 @@ impl Batcher {
             d.record(pass);
         }
     }
-}
-
-fn read_state(path: &Path) -> Result<Meta> {
-    let meta = checkpoint::read_meta(path)?;
-    serde_json::from_value(meta).map_err(|e| {
-        Error::checkpoint(format!(
-            "{} is not a training checkpoint of this version: {e}",
-            path.display()
-        ))
-    })
-}
-
-/// Names the fields in which two run configurations differ.
-fn config_diff(a: &RunConfig, b: &RunConfig) -> String {
-    let (ja, jb) = (
-        serde_json::to_value(a).unwrap(),
-        serde_json::to_value(b).unwrap(),
-    );
-    let mut diffs = Vec::new();
-    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
-                let null = serde_json::Value::Null;
-                let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
-                for k in keys {
-                    let (va, vb) = (x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null));
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&p, va, vb, out);
-                }
-            }
-            _ if a != b => out.push(format!("{prefix} {b} (checkpoint) vs {a} (flags)")),
-            _ => {}
-        }
-    }
-    walk("", &ja, &jb, &mut diffs);
-    diffs.join(", ")
 }
 
 /// Trains on `gpu` as `args` say. Returns a summary, or an error (a NaN loss is an error of
@@ -948,9 +507,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
                 save(&state, "checkpoint", &ckpt_path)?;
             }
             if interrupted {
-                if let Some(b) = &metrics.bar {
-                    b.finish_and_clear();
-                }
+                metrics.finish();
                 return Err(Error::new(
                     ErrorKind::Interrupted,
                     format!(
@@ -1046,9 +603,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         // No epoch finished yet: the latest weights are the best we have.
         save(&state, "best", &best_path)?;
     }
-    if let Some(b) = &metrics.bar {
-        b.finish_and_clear();
-    }
+    metrics.finish();
     let secs = start.elapsed().as_secs_f64();
     Ok(Summary {
         steps: state.step,

@@ -27,7 +27,7 @@ mod run_state;
 use args::check_args;
 pub use args::{model_config, TrainArgs};
 use metrics::{Metrics, Row};
-use run_state::{config_diff, read_state, Meta};
+use run_state::Meta;
 pub use run_state::{read_run_config, RunConfig, RunState};
 
 /// Side of the per-epoch sample grid, and its seed (fixed, so epochs compare).
@@ -168,51 +168,17 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     let level_max = args.level_max.unwrap_or(args.n_max);
 
     // Starting point: a fresh model, or the checkpoint.
-    // A resumed run may change the learning rate (a hand-made decay) or the levels: say so.
-    let mut resume_note = String::new();
-    let (mut state, buffers) = if args.resume {
-        if !ckpt_path.exists() {
-            return Err(Error::checkpoint(format!(
-                "--resume: no checkpoint at {}",
-                ckpt_path.display()
-            )));
-        }
-        let meta = read_state(&ckpt_path)?;
-        if meta.config != config {
-            return Err(Error::checkpoint(format!(
-                "{} is from another configuration: {}",
-                ckpt_path.display(),
-                config_diff(&config, &meta.config)
-            )));
-        }
-        let loaded = checkpoint::load(&ckpt_path, &layout)?;
-        let b = loaded.buffers;
-        if b.adam_m.is_none() || b.adam_v.is_none() || b.ema.is_none() {
-            return Err(Error::checkpoint(format!(
-                "{} lacks the optimizer state needed to resume",
-                ckpt_path.display()
-            )));
-        }
-        if meta.lr != args.lr {
-            resume_note = format!(" at lr {} (it ran at lr {} before)", args.lr, meta.lr);
-        }
-        let before = meta.level_max.unwrap_or(config.n_max);
-        if before != level_max {
-            resume_note += &format!(", drawing levels 0..={level_max} (0..={before} before)");
-        }
-        (meta.state, b)
+    let (mut state, buffers, resume_note) = if args.resume {
+        run_state::resume(&ckpt_path, &config, &layout, args.lr, level_max)?
     } else {
         let params = layout.init(args.seed);
-        let state = RunState::default();
-        (
-            state,
-            Buffers {
-                ema: Some(params.clone()),
-                adam_m: Some(vec![0.0; layout.total]),
-                adam_v: Some(vec![0.0; layout.total]),
-                params,
-            },
-        )
+        let buffers = Buffers {
+            ema: Some(params.clone()),
+            adam_m: Some(vec![0.0; layout.total]),
+            adam_v: Some(vec![0.0; layout.total]),
+            params,
+        };
+        (RunState::default(), buffers, String::new())
     };
     if state.finished {
         return Err(Error::config(format!(
@@ -260,56 +226,17 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         &net.target,
     )?;
 
-    // Validation: the first val_count test digits, noised once with a fixed seed.
-    let val_net = Network::new(gpu, &model, &layout, args.val_count, &params, None)?;
-    {
-        let px = PIXELS as usize;
-        let test_data =
-            GpuTensor::from_bytes(gpu, "val-images", &mnist.test.pixels[..args.val_count * px])?;
-        let ident: Vec<u32> = (0..args.val_count as u32).collect();
-        let vperm = GpuTensor::from_slice(gpu, "val-perm", &[args.val_count], &ident)?;
-        let vb = Batcher::new(
-            gpu,
-            &model,
-            NoiseConfig {
-                seed: VALIDATION_SEED,
-                stream: streams::VALIDATION,
-                alpha: args.alpha,
-                n_max: args.n_max,
-                repeat: 1,
-            },
-            args.val_count,
-            &test_data,
-            &vperm,
-            &val_net.tokens,
-            &val_net.target,
-        )?;
-        vb.noise.set_step(gpu, 0, 0);
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            vb.record(&mut pass);
-        }
-        gpu.queue.submit([enc.finish()]);
-        gpu.wait()?;
-    }
+    let val_net = validation_net(gpu, args, &model, &layout, &params, &mnist)?;
 
     // The per-epoch picture: the same sampler as `sample`, reading the EMA weights.
     let epoch_sampler = if args.sample_every > 0 {
-        let schedule = crate::sample::Schedule {
-            alpha: args.alpha,
-            n_max: args.n_max,
-            steps: 50.min(args.n_max),
-            scale: 1.5,
-            eta: 0.0,
-        };
         Some(crate::sample::Sampler::new(
             gpu,
             &model,
             &layout,
             &opt.ema,
             EPOCH_GRID * EPOCH_GRID,
-            schedule,
+            epoch_schedule(args),
             EPOCH_SAMPLE_SEED,
         )?)
     } else {
@@ -365,20 +292,13 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             &mnist,
             &settings,
         )?;
-        let schedule = crate::sample::Schedule {
-            alpha: args.alpha,
-            n_max: args.n_max,
-            steps: 50.min(args.n_max),
-            scale: 1.5,
-            eta: 0.0,
-        };
         let sampler = crate::sample::Sampler::new(
             gpu,
             &model,
             &layout,
             &opt.ema,
             crate::sample::auto_batch(gpu, &model, args.eval_count),
-            schedule,
+            epoch_schedule(args),
             EVAL_SAMPLE_SEED,
         )?;
         Some((sampler, c))
@@ -550,24 +470,9 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
             lr: lr.at(state.step - 1),
             eval,
         })?;
-        state.epoch += 1;
-        state.epoch_step = 0;
-        let improved = state.best_val.is_none_or(|b| val < b);
-        if improved {
-            state.best_val = Some(val);
-            state.best_epoch = Some(state.epoch - 1);
-            state.epochs_without_improvement = 0;
-        } else {
-            state.epochs_without_improvement += 1;
-        }
+        let improved = state.end_epoch(val, args.patience, args.epochs);
+        stopped_early = state.epochs_without_improvement >= args.patience;
         state.seconds = seconds0 + now;
-        if state.epochs_without_improvement >= args.patience {
-            stopped_early = true;
-            state.finished = true;
-        }
-        if state.epoch >= args.epochs {
-            state.finished = true;
-        }
         if improved {
             save(&state, "best", &best_path)?;
         }
@@ -614,6 +519,61 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         samples_per_s: ((state.step - first_step) as usize * batch) as f64 / secs.max(1e-9),
         stopped_early,
     })
+}
+
+/// The validation network: the first val_count test digits, noised once with a fixed seed
+/// (its inputs are made here and never change).
+fn validation_net(
+    gpu: &Gpu,
+    args: &TrainArgs,
+    model: &ModelConfig,
+    layout: &ParamLayout,
+    params: &GpuTensor,
+    mnist: &Mnist,
+) -> Result<Network> {
+    let val_net = Network::new(gpu, model, layout, args.val_count, params, None)?;
+    let px = PIXELS as usize;
+    let test_data =
+        GpuTensor::from_bytes(gpu, "val-images", &mnist.test.pixels[..args.val_count * px])?;
+    let ident: Vec<u32> = (0..args.val_count as u32).collect();
+    let vperm = GpuTensor::from_slice(gpu, "val-perm", &[args.val_count], &ident)?;
+    let vb = Batcher::new(
+        gpu,
+        model,
+        NoiseConfig {
+            seed: VALIDATION_SEED,
+            stream: streams::VALIDATION,
+            alpha: args.alpha,
+            n_max: args.n_max,
+            repeat: 1,
+        },
+        args.val_count,
+        &test_data,
+        &vperm,
+        &val_net.tokens,
+        &val_net.target,
+    )?;
+    vb.noise.set_step(gpu, 0, 0);
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        vb.record(&mut pass);
+    }
+    gpu.queue.submit([enc.finish()]);
+    gpu.wait()?;
+    Ok(val_net)
+}
+
+/// The schedule of the per-epoch grid and of --eval-every: n' = 50, s = 1.5 (the seed's
+/// fast setting), deterministic.
+fn epoch_schedule(args: &TrainArgs) -> crate::sample::Schedule {
+    crate::sample::Schedule {
+        alpha: args.alpha,
+        n_max: args.n_max,
+        steps: 50.min(args.n_max),
+        scale: 1.5,
+        eta: 0.0,
+    }
 }
 
 fn net_validation(gpu: &Gpu, val: &Network) -> Result<f32> {

@@ -1,9 +1,10 @@
 //! What a training checkpoint says about its run: the configuration that defines it, where it
 //! stands, and the rate and levels it ran at.
 
-use crate::checkpoint;
+use crate::checkpoint::{self, Buffers};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::model::ParamLayout;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -48,12 +49,74 @@ pub(super) struct Meta {
     pub(super) level_max: Option<u32>,
 }
 
+impl RunState {
+    /// Closes an epoch with validation loss `val`: the best so far is kept, early stopping
+    /// (`patience` epochs without a better loss) and the last of `epochs` finish the run.
+    /// Returns whether `val` is the best so far.
+    pub fn end_epoch(&mut self, val: f32, patience: u32, epochs: u32) -> bool {
+        let improved = self.best_val.is_none_or(|b| val < b);
+        if improved {
+            self.best_val = Some(val);
+            self.best_epoch = Some(self.epoch);
+            self.epochs_without_improvement = 0;
+        } else {
+            self.epochs_without_improvement += 1;
+        }
+        self.epoch += 1;
+        self.epoch_step = 0;
+        self.finished = self.epochs_without_improvement >= patience || self.epoch >= epochs;
+        improved
+    }
+}
+
+/// Where a --resume starts: the checkpoint's state and buffers, after checking that it is of
+/// the same configuration and holds the optimizer state; and a note for the log when the rate
+/// or the levels change.
+pub(super) fn resume(
+    path: &Path,
+    config: &RunConfig,
+    layout: &ParamLayout,
+    lr: f32,
+    level_max: u32,
+) -> Result<(RunState, Buffers, String)> {
+    if !path.exists() {
+        return Err(Error::checkpoint(format!(
+            "--resume: no checkpoint at {}",
+            path.display()
+        )));
+    }
+    let meta = read_state(path)?;
+    if meta.config != *config {
+        return Err(Error::checkpoint(format!(
+            "{} is from another configuration: {}",
+            path.display(),
+            config_diff(config, &meta.config)
+        )));
+    }
+    let b = checkpoint::load(path, layout)?.buffers;
+    if b.adam_m.is_none() || b.adam_v.is_none() || b.ema.is_none() {
+        return Err(Error::checkpoint(format!(
+            "{} lacks the optimizer state needed to resume",
+            path.display()
+        )));
+    }
+    let mut note = String::new();
+    if meta.lr != lr {
+        note = format!(" at lr {lr} (it ran at lr {} before)", meta.lr);
+    }
+    let before = meta.level_max.unwrap_or(config.n_max);
+    if before != level_max {
+        note += &format!(", drawing levels 0..={level_max} (0..={before} before)");
+    }
+    Ok((meta.state, b, note))
+}
+
 /// The run configuration stored in a checkpoint (to sample from it or resume it).
 pub fn read_run_config(path: &Path) -> Result<RunConfig> {
     Ok(read_state(path)?.config)
 }
 
-pub(super) fn read_state(path: &Path) -> Result<Meta> {
+fn read_state(path: &Path) -> Result<Meta> {
     let meta = checkpoint::read_meta(path)?;
     serde_json::from_value(meta).map_err(|e| {
         Error::checkpoint(format!(
@@ -64,7 +127,7 @@ pub(super) fn read_state(path: &Path) -> Result<Meta> {
 }
 
 /// Names the fields in which two run configurations differ.
-pub(super) fn config_diff(a: &RunConfig, b: &RunConfig) -> String {
+fn config_diff(a: &RunConfig, b: &RunConfig) -> String {
     let (ja, jb) = (
         serde_json::to_value(a).unwrap(),
         serde_json::to_value(b).unwrap(),
@@ -91,4 +154,32 @@ pub(super) fn config_diff(a: &RunConfig, b: &RunConfig) -> String {
     }
     walk("", &ja, &jb, &mut diffs);
     diffs.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunState;
+
+    /// Best epoch, patience and the epoch limit, over a made-up series of validation losses.
+    #[test]
+    fn end_epoch_keeps_the_best_and_stops() {
+        let mut s = RunState::default();
+        let vals = [0.5, 0.4, 0.45, 0.41, 0.39, 0.4, 0.42];
+        let mut improved = Vec::new();
+        for v in vals {
+            improved.push(s.end_epoch(v, 2, 100));
+            if s.finished {
+                break;
+            }
+        }
+        assert_eq!(improved, [true, true, false, false]);
+        assert_eq!((s.best_epoch, s.best_val), (Some(1), Some(0.4)));
+        assert_eq!((s.epoch, s.epochs_without_improvement), (4, 2));
+        assert!(s.finished, "two epochs without a better loss");
+        // The epoch limit finishes a run that still improves.
+        let mut s = RunState::default();
+        assert!(s.end_epoch(1.0, 5, 2) && !s.finished);
+        assert!(s.end_epoch(0.9, 5, 2) && s.finished);
+        assert_eq!(s.epoch_step, 0);
+    }
 }

@@ -140,6 +140,7 @@ fn main() {
         steps: 50,
         scale: 1.5,
         eta: 0.0,
+        clip: false,
     };
     let sbatch = wgpu_diffusion::sample::auto_batch(&gpu, &cfg, count as u64);
     let sm = Sampler::new(&gpu, &cfg, &layout, &params, sbatch, schedule, 0).unwrap();

@@ -7,7 +7,11 @@
 //   sample_snapshot  image [B, PIXELS] -> traj [(steps + 1), PIXELS]: traj[k] = image of digit 0
 //   (patches_forward(image, cond) -> tokens; model forward; recompose -> nhat)
 //   sample_update    image, nhat [B, PIXELS] -> image = (image - nhat * (1 - keep)) / keep,
-//                    keep = a'^s (s: the step scale)
+//                    keep = a'^s (s: the step scale). With params.clip (`--clip`), nhat is
+//                    first replaced by the noise that the clamped digit estimate implies:
+//                    u = a'^n = table[k], X_hat = clamp((A - (1 - u) nhat) / u, LO, HI),
+//                    nhat' = (A - u X_hat) / (1 - u) (DDPM's x0 clipping; unchanged when
+//                    X_hat is in range)
 //   sample_update_stochastic  (with --eta > 0, after fill_normal_counted drew z [B, PIXELS]
 //                    at RNG step k): as sample_update, then
 //                    image += coef[k].x * nhat + coef[k].y * z, coef [steps] of vec2
@@ -18,12 +22,14 @@
 
 override WG: u32 = 64u;
 override PIXELS: u32 = 784u;
+override LO: f32 = -0.5;
+override HI: f32 = 0.5;
 
 struct Params {
     batch: u32,   // B
     steps: u32,   // n'
     keep: f32,    // a'^s
-    _pad: u32,
+    clip: u32,    // 1: clamp the digit estimate to [LO, HI]
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -61,6 +67,18 @@ fn sample_snapshot(@builtin(global_invocation_id) gid: vec3<u32>,
     traj[min(state[0], params.steps) * PIXELS + p] = image[p];
 }
 
+// The predicted noise of element i, or with params.clip the noise of the clamped estimate.
+fn noise_estimate(i: u32) -> f32 {
+    let n = nhat[i];
+    if (params.clip == 0u) {
+        return n;
+    }
+    let u = table[min(state[0], params.steps - 1u)];
+    let a = image[i];
+    let x = clamp((a - (1.0 - u) * n) / u, LO, HI);
+    return (a - u * x) / (1.0 - u);
+}
+
 @compute @workgroup_size(WG)
 fn sample_update(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -68,7 +86,8 @@ fn sample_update(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.batch * PIXELS) {
         return;
     }
-    image[i] = (image[i] - nhat[i] * (1.0 - params.keep)) / params.keep;
+    let n = noise_estimate(i);
+    image[i] = (image[i] - n * (1.0 - params.keep)) / params.keep;
 }
 
 @compute @workgroup_size(WG)
@@ -79,7 +98,7 @@ fn sample_update_stochastic(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let c = coef[min(state[0], params.steps - 1u)];
-    let n = nhat[i];
+    let n = noise_estimate(i);
     image[i] = (image[i] - n * (1.0 - params.keep)) / params.keep + c.x * n + c.y * z[i];
 }
 

@@ -1,25 +1,44 @@
-// The model's output skip term (`--skip wiener`, our addition to SPEC §3; the seed's output is
-// the last layer's x itself). B samples, T tokens (P = g^2 patch tokens, then the conditioning
-// token whose values are all a^n), D token width. With s = 1 - a^n and pixels X of mean MEAN
-// and variance VAR, the best linear estimate of the noise N in A = a^n X + s N is
-// c (A - a^n MEAN), c = s / (a^2n VAR + s^2), and what it misses has variance
-// q^2 = a^2n VAR / (a^2n VAR + s^2). The network's own contribution R = x - A (x, the last
-// layer's output, holds A through the x_start residual) is scaled by q, as EDM preconditions
-// its denoiser: R has a unit-scale target at every level, and at high noise, where the
-// estimate is nearly exact, R's errors are damped by q (about 0.002 at n = 500).
+// The model's output skip term (`--skip wiener` and `--skip mixture`, our addition to SPEC §3;
+// the seed's output is the last layer's x itself). B samples, T tokens (P = g^2 patch tokens,
+// then the conditioning token whose values are all a^n), D token width. A noisy pixel is
+// A = u X + s N with u = a^n, s = 1 - a^n. The skip term is an estimate E of the noise N from
+// A alone, and q, the standard deviation of what E misses; the network's own contribution
+// R = x - A (x, the last layer's output, holds A through the x_start residual) is scaled by
+// q, as EDM preconditions its denoiser: R has a unit-scale target at every level, and where
+// the estimate is nearly exact, R's errors are damped by q.
+//
+//   wiener  (MIXTURE = false): X of mean MEAN and variance VAR; the best linear estimate
+//           E = c (A - u MEAN), c = s / (u^2 VAR + s^2), q^2 = u^2 VAR / (u^2 VAR + s^2)
+//           (one q per sample).
+//   mixture (MIXTURE = true): X is background (exactly BG) with probability BG_FRAC, else
+//           ink of mean INK_MEAN and variance INK_VAR. With the two parts' likelihoods of A,
+//           l0 = N(A; u BG, s^2) and l1 = N(A; u INK_MEAN, u^2 INK_VAR + s^2), the posterior
+//           weight of background w = BG_FRAC l0 / (BG_FRAC l0 + (1 - BG_FRAC) l1) (from its
+//           log-odds), E0 = (A - u BG) / s (exact if background), E1 = c1 (A - u INK_MEAN)
+//           (the ink part's linear estimate, c1 and q1 as above with INK_VAR):
+//           E = w E0 + (1 - w) E1, q^2 = (1 - w) q1^2 + w (1 - w) (E0 - E1)^2 (per pixel).
+//           s is taken as at least S_MIN, so n = 0 (s = 0) stays finite.
 //
 //   skip_forward   x [B, T, D] (the last layer's output), tokens [B, T, D] (the model's input:
-//                  noisy patches A and the conditioning token, a^n = tokens[b, P, 0])
-//                  -> y [B, T, D]:  y = c (A - a^n MEAN) + q (x - A)   for t < P
-//                                   y = x                              for t = P
+//                  noisy patches A and the conditioning token, u = tokens[b, P, 0])
+//                  -> y [B, T, D]:  y = E + q (x - A)   for t < P
+//                                   y = x               for t = P
 //   skip_backward  dy [B, T, D], tokens -> dx [B, T, D]: dx = q dy (t < P), dy (t = P)
+//                  (E and q depend on the input only, not on the weights)
 //
-// One thread per element, 1-D groups of WG spilling into y for large counts. MEAN and VAR come
-// from the host (config::PIXEL_MEAN / PIXEL_VAR).
+// One thread per element, 1-D groups of WG spilling into y for large counts. The statistics
+// come from the host (config::PIXEL_MEAN, PIXEL_VAR, BACKGROUND_FRAC, INK_MEAN, INK_VAR,
+// PIXEL_LO).
 
 override WG: u32 = 64u;
+override MIXTURE: bool = false;
 override MEAN: f32 = 0.0;
 override VAR: f32 = 1.0;
+override BG: f32 = -0.5;
+override BG_FRAC: f32 = 0.8;
+override INK_MEAN: f32 = 0.0;
+override INK_VAR: f32 = 1.0;
+override S_MIN: f32 = 1e-6;
 
 struct Params {
     n: u32,        // B*T*D
@@ -33,13 +52,43 @@ struct Params {
 @group(0) @binding(2) var<storage, read> tokens: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// (c, q) for sample b.
-fn factors(b: u32) -> vec2<f32> {
-    let an = tokens[b * params.tokens * params.dim + params.patches * params.dim];
-    let s = 1.0 - an;
-    let sig = an * an * VAR;
+// The linear estimate's factor c and residual q for pixels of variance v.
+fn linear(u: f32, s: f32, v: f32) -> vec2<f32> {
+    let sig = u * u * v;
     let den = sig + s * s;
     return vec2<f32>(s / den, sqrt(sig / den));
+}
+
+// (E, q) for a patch element of value a at level u.
+fn estimate(a: f32, u: f32) -> vec2<f32> {
+    if (!MIXTURE) {
+        let f = linear(u, 1.0 - u, VAR);
+        return vec2<f32>(f.x * (a - u * MEAN), f.y);
+    }
+    let s = max(1.0 - u, S_MIN);
+    let f1 = linear(u, s, INK_VAR);
+    let v1 = u * u * INK_VAR + s * s;
+    let d0 = a - u * BG;
+    let d1 = a - u * INK_MEAN;
+    // log(BG_FRAC l0) - log((1 - BG_FRAC) l1), clamped so exp stays finite.
+    let odds = log(BG_FRAC / (1.0 - BG_FRAC)) - d0 * d0 / (2.0 * s * s) - log(s)
+        + d1 * d1 / (2.0 * v1) + 0.5 * log(v1);
+    let w = 1.0 / (1.0 + exp(-clamp(odds, -80.0, 80.0)));
+    let e0 = d0 / s;
+    let e1 = f1.x * d1;
+    let gap = e0 - e1;
+    return vec2<f32>(w * e0 + (1.0 - w) * e1,
+                     sqrt((1.0 - w) * f1.y * f1.y + w * (1.0 - w) * gap * gap));
+}
+
+// Element idx's (E, q); for the conditioning token (E, q) = (0, 1): y = x, dx = dy.
+fn element(idx: u32) -> vec2<f32> {
+    let row = params.tokens * params.dim;
+    if ((idx % row) / params.dim >= params.patches) {
+        return vec2<f32>(0.0, 1.0);
+    }
+    let u = tokens[(idx / row) * row + params.patches * params.dim];
+    return estimate(tokens[idx], u);
 }
 
 @compute @workgroup_size(WG)
@@ -50,15 +99,12 @@ fn skip_forward(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let row = params.tokens * params.dim;
-    let b = idx / row;
     if ((idx % row) / params.dim >= params.patches) {
         y[idx] = x[idx];
         return;
     }
-    let f = factors(b);
-    let an = tokens[b * row + params.patches * params.dim];
-    let a = tokens[idx];
-    y[idx] = f.x * (a - an * MEAN) + f.y * (x[idx] - a);
+    let f = element(idx);
+    y[idx] = f.x + f.y * (x[idx] - tokens[idx]);
 }
 
 // x is bound to dy and y to dx here (same layout as the forward).
@@ -69,10 +115,5 @@ fn skip_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (idx >= params.n) {
         return;
     }
-    let row = params.tokens * params.dim;
-    if ((idx % row) / params.dim >= params.patches) {
-        y[idx] = x[idx];
-        return;
-    }
-    y[idx] = factors(idx / row).y * x[idx];
+    y[idx] = element(idx).y * x[idx];
 }

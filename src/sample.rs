@@ -13,7 +13,7 @@
 //! (in the variance-exploding form A / a'^n = X + t_n N), E = 0 the seed's. No noise is added
 //! when m <= 0 (the last step).
 
-use crate::config::{ModelConfig, PIXELS};
+use crate::config::{ModelConfig, PIXELS, PIXEL_HI, PIXEL_LO};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -36,6 +36,8 @@ pub struct Schedule {
     pub scale: f32,
     /// E in [0, 1], the share of fresh noise in each step (0: the seed's deterministic loop).
     pub eta: f32,
+    /// Clamp each step's digit estimate to the pixel range (`--clip`; the seed does not).
+    pub clip: bool,
 }
 
 impl Schedule {
@@ -113,7 +115,7 @@ struct Params {
     batch: u32,
     steps: u32,
     keep: f32,
-    _pad: u32,
+    clip: u32,
 }
 
 /// The sampling loop for a fixed batch, prepared once.
@@ -174,10 +176,15 @@ impl Sampler {
                 batch: batch as u32,
                 steps: schedule.steps,
                 keep: schedule.keep(),
-                _pad: 0,
+                clip: schedule.clip as u32,
             },
         );
-        let c = [("WG", WG_1D as f64), ("PIXELS", px as f64)];
+        let c = [
+            ("WG", WG_1D as f64),
+            ("PIXELS", px as f64),
+            ("LO", PIXEL_LO as f64),
+            ("HI", PIXEL_HI as f64),
+        ];
         let k = |e: &str| gpu.kernel("sample", e, &c);
         let u = || params_buf.as_entire_binding();
         let snapshot = || -> Result<Dispatch> {
@@ -207,7 +214,7 @@ impl Sampler {
             patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
         ];
         let mut post = vec![patches::recompose(gpu, g, batch, t, &net.output, &nhat)?];
-        let mut keep = vec![cond, table];
+        let mut keep = vec![cond];
         let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
         let step_noise = if schedule.eta > 0.0 {
             let z = GpuTensor::zeros(gpu, "sample-z", &[batch, px])?;
@@ -219,6 +226,7 @@ impl Sampler {
                 &[
                     (0, u()),
                     (1, state.bind()),
+                    (3, table.bind()),
                     (5, image.bind()),
                     (6, nhat.bind()),
                     (8, z.bind()),
@@ -231,12 +239,18 @@ impl Sampler {
         } else {
             post.push(gpu.dispatch(
                 &k("sample_update")?,
-                &[(0, u()), (5, image.bind()), (6, nhat.bind())],
+                &[
+                    (0, u()),
+                    (1, state.bind()),
+                    (3, table.bind()),
+                    (5, image.bind()),
+                    (6, nhat.bind()),
+                ],
                 groups,
             )?);
             None
         };
-        keep.push(nhat);
+        keep.extend([nhat, table]);
         post.push(gpu.dispatch(&k("sample_tick")?, &[(2, state.bind())], [1, 1, 1])?);
         let last_snapshot = snapshot()?;
         let init = FillNormal::new(gpu, seed, streams::SAMPLE_INIT, &image)?;
@@ -374,6 +388,10 @@ pub struct SampleArgs {
     /// 1 DDPM's ancestral step (our addition; it lets later steps correct earlier errors).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub eta: f32,
+    /// Clamp each step's digit estimate X_hat = (A - (1 - a'^n) N_hat) / a'^n to the pixel
+    /// range and step with the noise it implies (DDPM's x0 clipping; our addition).
+    #[arg(long)]
+    pub clip: bool,
     /// Seed of the initial noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -477,6 +495,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         steps: a.steps,
         scale: a.step_scale,
         eta: a.eta,
+        clip: a.clip,
     };
     schedule.validate()?;
     let batch = match a.batch {
@@ -555,6 +574,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         "steps": a.steps,
         "step_scale": a.step_scale,
         "eta": a.eta,
+        "clip": a.clip,
         "seed": a.seed,
         "weights": format!("{:?}", model.weights).to_lowercase(),
         "batch": batch,

@@ -77,10 +77,12 @@ fn loss_by_level_matches_reference_and_baselines() {
         let want_model = mse(&|i| pred[i] as f64);
         let want_ident = mse(&a);
         let want_lin = mse(&|i| skip::factor(an) * (a(i) - an * PIXEL_MEAN as f64));
+        let want_mix = mse(&|i| skip::mixture(a(i), an).0);
         for (what, got, want) in [
             ("model", row.model, want_model),
             ("identity", row.identity, want_ident),
             ("linear", row.linear, want_lin),
+            ("mixture", row.mixture, want_mix),
         ] {
             assert!(
                 (got - want).abs() <= 1e-4 * want + 1e-7,
@@ -98,10 +100,14 @@ fn loss_by_level_matches_reference_and_baselines() {
     assert!((rows[0].linear - 1.0).abs() < 0.1, "{:?}", rows[0]);
     assert!(rows[0].identity > rows[0].linear + 0.1, "{:?}", rows[0]);
     assert!(
-        rows[3].identity < 1e-3 && rows[3].linear < 1e-4,
+        rows[3].identity < 1e-3 && rows[3].linear < 1e-4 && rows[3].mixture < 1e-4,
         "{:?}",
         rows[3]
     );
+    // At n = 0 the mixture knows the noise of nothing either (MSE ~ 1); at n = 37 it beats the
+    // linear estimate on real digits (background pixels are read off).
+    assert!((rows[0].mixture - 1.0).abs() < 0.1, "{:?}", rows[0]);
+    assert!(rows[1].mixture < rows[1].linear, "{:?}", rows[1]);
 
     // The command: JSON with the rows; a level above n_max is one line, exit 2.
     let eval = |extra: &[&str]| {

@@ -55,6 +55,18 @@ fn configs() -> Vec<(ModelConfig, usize)> {
             },
             2,
         ),
+        // The mixture skip (--skip mixture), two layers of odd sizes.
+        (
+            ModelConfig {
+                geometry: Geometry::new(13, 1).unwrap(),
+                layers: 2,
+                heads: 3,
+                key_dim: 5,
+                mlp: 7,
+                skip: Skip::Mixture,
+            },
+            3,
+        ),
     ]
 }
 

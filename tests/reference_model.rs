@@ -109,6 +109,16 @@ fn cases() -> Vec<Case> {
             17,
             1.0,
         ),
+        case(
+            "odd L=2 mixture skip B=3",
+            ModelConfig {
+                skip: Skip::Mixture,
+                ..odd()
+            },
+            3,
+            18,
+            1.0,
+        ),
     ]
 }
 

@@ -21,6 +21,7 @@ fn stochastic(steps: u32, scale: f32, eta: f32) -> Schedule {
         steps,
         scale,
         eta,
+        clip: false,
     }
 }
 
@@ -86,6 +87,10 @@ fn one_step_matches_reference() {
             skip: Skip::Wiener,
             ..Preset::Tiny.model()
         },
+        ModelConfig {
+            skip: Skip::Mixture,
+            ..Preset::Tiny.model()
+        },
     ] {
         one_step_matches_reference_for(&gpu, &cfg);
     }
@@ -95,14 +100,20 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
     let (gpu, cfg) = (gpu, *cfg);
     let layout = ParamLayout::new(&cfg);
     let params = random_params(&cfg, 1);
-    for (steps, scale, eta, batch) in [
-        (1, 1.0, 0.0, 3),
-        (1, 1.5, 0.0, 5),
-        (50, 1.5, 0.0, 2),
-        (2, 1.0, 1.0, 3),
-        (10, 0.7, 0.5, 2),
+    for (steps, scale, eta, clip, batch) in [
+        (1, 1.0, 0.0, false, 3),
+        (1, 1.5, 0.0, false, 5),
+        (50, 1.5, 0.0, false, 2),
+        (2, 1.0, 1.0, false, 3),
+        (10, 0.7, 0.5, false, 2),
+        (1, 1.0, 0.0, true, 3),
+        (50, 1.5, 0.0, true, 2),
+        (10, 1.0, 1.0, true, 2),
     ] {
-        let s = stochastic(steps, scale, eta);
+        let s = Schedule {
+            clip,
+            ..stochastic(steps, scale, eta)
+        };
         let sm_params = GpuTensor::from_slice(gpu, "params", &[layout.total], &params).unwrap();
         let sm = Sampler::new(gpu, &cfg, &layout, &sm_params, batch, s, 7).unwrap();
         let last = sm.run(gpu, 0).unwrap();
@@ -117,7 +128,7 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             let tol = step_tolerance(&s, &a);
             reference::sample_step(&cfg, &layout, &params, &s, k as u32, 7, 0, &mut a);
             assert_close(
-                &format!("step {k} of {steps}, s={scale}, eta={eta}"),
+                &format!("step {k} of {steps}, s={scale}, eta={eta}, clip={clip}"),
                 &traj[(k + 1) * px..(k + 2) * px],
                 &a,
                 tol,
@@ -136,7 +147,7 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             let init = reference::initial_noise(7, 0, batch);
             let tol = step_tolerance(&s, &init);
             assert_close(
-                &format!("{steps} steps, s={scale}, eta={eta}, B={batch}"),
+                &format!("{steps} steps, s={scale}, eta={eta}, clip={clip}, B={batch}"),
                 &last,
                 &want,
                 tol,
@@ -144,6 +155,28 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             );
         }
     }
+}
+
+/// With --clip and s = 1 the last step lands on the clamped digit estimate itself
+/// (a'^(n - s) = 1), so every pixel is in the pixel range; without it, a model with large
+/// random weights makes digits far outside it.
+#[test]
+fn clip_keeps_the_digits_in_the_pixel_range() {
+    let gpu = common::gpu();
+    let params = random_params(&Preset::Tiny.model(), 3);
+    let s = schedule(20, 1.0);
+    let raw = digits(&gpu, &params, 5, s, 2, 5);
+    let clipped = digits(&gpu, &params, 5, Schedule { clip: true, ..s }, 2, 5);
+    let out = |d: &[f32], eps: f32| {
+        d.iter()
+            .filter(|v| !(-0.5 - eps..=0.5 + eps).contains(*v))
+            .count()
+    };
+    assert!(
+        out(&raw, 0.0) > raw.len() / 10,
+        "unclipped digits were already in range"
+    );
+    assert_eq!(out(&clipped, 1e-4), 0, "clipped digits outside [-0.5, 0.5]");
 }
 
 /// A whole 10-step loop of the tiny model (initial weights: the loop is stable, so errors do
@@ -154,11 +187,19 @@ fn ten_step_loop_matches_reference() {
     let cfg = Preset::Tiny.model();
     let layout = ParamLayout::new(&cfg);
     let params = layout.init(2);
-    for (scale, eta) in [(1.0, 0.0), (1.5, 0.0), (1.0, 1.0)] {
-        let s = stochastic(10, scale, eta);
+    for (scale, eta, clip) in [
+        (1.0, 0.0, false),
+        (1.5, 0.0, false),
+        (1.0, 1.0, false),
+        (1.5, 0.0, true),
+    ] {
+        let s = Schedule {
+            clip,
+            ..stochastic(10, scale, eta)
+        };
         let got = digits(&gpu, &params, 4, s, 11, 4);
         let want = reference::sample(&cfg, &layout, &params, &s, 11, 0, 4);
-        let what = format!("10-step loop, s={scale}, eta={eta}");
+        let what = format!("10-step loop, s={scale}, eta={eta}, clip={clip}");
         assert_close(&what, &got, &want, 1e-4, 1e-4);
     }
 }

@@ -1,11 +1,13 @@
-//! The output skip term (`shaders/skip.wgsl`, `--skip wiener`), forward and backward, on the
-//! GPU against the CPU reference on odd and aligned shapes, noise levels from pure noise to
-//! none; the reference's factors at their limits. (Its gradient is also checked by finite
-//! differences of the whole reference model, tests/reference_model.rs.)
+//! The output skip terms (`shaders/skip.wgsl`, `--skip wiener` and `--skip mixture`), forward
+//! and backward, on the GPU against the CPU reference on odd and aligned shapes, noise levels
+//! from pure noise to none; the reference's factors at their limits; the mixture's estimate
+//! is the posterior of its prior (its error variance is q^2 on pixels drawn from the prior).
+//! (Its gradient is also checked by finite differences of the whole reference model,
+//! tests/reference_model.rs.)
 
 mod common;
 
-use wgpu_diffusion::config::{PIXEL_MEAN, PIXEL_VAR};
+use wgpu_diffusion::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_MEAN, PIXEL_VAR};
 use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::skip;
 use wgpu_diffusion::reference::skip as reference;
@@ -21,50 +23,143 @@ const SHAPES: [(usize, usize, usize); 6] = [
     (9, 3, 257),
 ];
 
+/// Noisy patch values A = a^n x + (1 - a^n) N as the model sees them: x is background
+/// (-0.5) for 80 % of the values, else ink in [-0.5, 0.5]; N from the test data.
+fn noisy(len: usize, an: f32, seed: u64) -> Vec<f32> {
+    let (u, z) = (uniform_data(len, seed), uniform_data(len, seed + 1));
+    u.iter()
+        .zip(&z)
+        .map(|(u, z)| {
+            let x = if *u < 0.6 { -0.5 } else { 0.5 * u };
+            an * x + (1.0 - an) * 2.0 * z
+        })
+        .collect()
+}
+
 #[test]
 fn skip_forward_matches_reference() {
     let gpu = common::gpu();
-    for (b, t, d) in SHAPES {
-        let x = uniform_data(b * t * d, 1);
-        let mut tokens: Vec<f32> = uniform_data(b * t * d, 2).iter().map(|v| 2.0 * v).collect();
-        // Conditioning values a^n from 1 (no noise: c = 0) down to 0.0066 (n = 500 at 0.99).
-        for s in 0..b {
-            let an = if b == 1 {
-                0.3
-            } else {
-                1.0 - 0.9934 * s as f32 / (b - 1) as f32
+    for kind in [Skip::Wiener, Skip::Mixture] {
+        for (b, t, d) in SHAPES {
+            let x = uniform_data(b * t * d, 1);
+            let mut tokens = vec![0.0f32; b * t * d];
+            // Conditioning values a^n from 1 (no noise) down to 0.0066 (n = 500 at 0.99).
+            for s in 0..b {
+                let an = if b == 1 {
+                    0.3
+                } else {
+                    1.0 - 0.9934 * s as f32 / (b - 1) as f32
+                };
+                let row = &mut tokens[s * t * d..(s + 1) * t * d];
+                row[..(t - 1) * d].copy_from_slice(&noisy((t - 1) * d, an, 2 + s as u64));
+                row[(t - 1) * d..].fill(an);
+            }
+            let tt =
+                |name: &str, v: &[f32]| GpuTensor::from_slice(&gpu, name, &[v.len()], v).unwrap();
+            let (xt, tk) = (tt("x", &x), tt("tokens", &tokens));
+            let y = tt("y", &vec![7.0; b * t * d]);
+            let dy = uniform_data(b * t * d, 3);
+            let dyt = tt("dy", &dy);
+            let dx = tt("dx", &vec![7.0; b * t * d]);
+            let f = skip::skip_forward(&gpu, kind, &xt, &tk, &y, b, t, d).unwrap();
+            let g = skip::skip_backward(&gpu, kind, &dyt, &tk, &dx, b, t, d).unwrap();
+            gpu.run(&[&f, &g]).unwrap();
+            // The mixture's weight w is a logistic of a log-odds with terms up to
+            // (A - a^n bg)^2 / 2 s^2: f32 rounding moves it by ~1e-7 of that, and the
+            // estimate by that times |E0 - E1|, hence its looser tolerance.
+            let (abs, rel) = match kind {
+                Skip::Mixture => (2e-4, 1e-4),
+                _ => (1e-6, 1e-5),
             };
-            tokens[(s * t + t - 1) * d..(s + 1) * t * d].fill(an);
+            assert_close(
+                &format!("skip_forward {kind:?} B={b} T={t} D={d}"),
+                &y.read::<f32>(&gpu).unwrap(),
+                &reference::skip_forward(kind, &x, &tokens, b, t, d),
+                abs,
+                rel,
+            );
+            assert_close(
+                &format!("skip_backward {kind:?} B={b} T={t} D={d}"),
+                &dx.read::<f32>(&gpu).unwrap(),
+                &reference::skip_backward(kind, &dy, &tokens, b, t, d),
+                abs,
+                rel,
+            );
         }
-        let tt = |name: &str, v: &[f32]| GpuTensor::from_slice(&gpu, name, &[v.len()], v).unwrap();
-        let (xt, tk) = (tt("x", &x), tt("tokens", &tokens));
-        let y = tt("y", &vec![7.0; b * t * d]);
-        let dy = uniform_data(b * t * d, 3);
-        let dyt = tt("dy", &dy);
-        let dx = tt("dx", &vec![7.0; b * t * d]);
-        let f = skip::skip_forward(&gpu, &xt, &tk, &y, b, t, d).unwrap();
-        let g = skip::skip_backward(&gpu, &dyt, &tk, &dx, b, t, d).unwrap();
-        gpu.run(&[&f, &g]).unwrap();
-        assert_close(
-            &format!("skip_forward B={b} T={t} D={d}"),
-            &y.read::<f32>(&gpu).unwrap(),
-            &reference::skip_forward(&x, &tokens, b, t, d),
-            1e-6,
-            1e-5,
-        );
-        assert_close(
-            &format!("skip_backward B={b} T={t} D={d}"),
-            &dx.read::<f32>(&gpu).unwrap(),
-            &reference::skip_backward(&dy, &tokens, b, t, d),
-            1e-6,
-            1e-5,
-        );
     }
-    // Impossible shapes are errors, not dispatches.
+    // Impossible shapes are errors, not dispatches; the identity skip has no kernel.
     let one = GpuTensor::zeros(&gpu, "one", &[4]).unwrap();
-    assert!(skip::skip_forward(&gpu, &one, &one, &one, 4, 1, 1).is_err());
-    assert!(skip::skip_forward(&gpu, &one, &one, &one, 1, 2, 1).is_err());
-    assert!(skip::skip_backward(&gpu, &one, &one, &one, 4, 1, 1).is_err());
+    let w = Skip::Wiener;
+    assert!(skip::skip_forward(&gpu, w, &one, &one, &one, 4, 1, 1).is_err());
+    assert!(skip::skip_forward(&gpu, w, &one, &one, &one, 1, 2, 1).is_err());
+    assert!(skip::skip_backward(&gpu, w, &one, &one, &one, 4, 1, 1).is_err());
+    assert!(skip::skip_forward(&gpu, Skip::Identity, &one, &one, &one, 1, 2, 2).is_err());
+}
+
+/// The mixture's E is the posterior mean of the noise and q its standard deviation: on
+/// pixels drawn from its own prior (background with BACKGROUND_FRAC, else N(INK_MEAN,
+/// INK_VAR)), the mean squared error of E equals the mean of q^2 (total variance), and it is
+/// below the linear estimate's error, far below where the noise is small.
+#[test]
+fn mixture_is_the_posterior_of_its_prior() {
+    let n = 40_000;
+    let (u, z1, z2) = (
+        uniform_data(n, 31),
+        uniform_data(n, 32),
+        uniform_data(n, 33),
+    );
+    for level in [1, 5, 20, 50, 100, 300] {
+        let an = 0.99f64.powi(level);
+        let (mut err_mix, mut q2, mut err_lin) = (0.0, 0.0, 0.0);
+        for i in 0..n {
+            // Two normals from uniforms in [-1, 1) (Box-Muller).
+            let (a1, a2) = ((z1[i] as f64 + 1.0) / 2.0, (z2[i] as f64 + 1.0) / 2.0);
+            let r = (-2.0 * (1.0 - a1).ln()).sqrt();
+            let (g1, g2) = (
+                r * (std::f64::consts::TAU * a2).cos(),
+                r * (std::f64::consts::TAU * a2).sin(),
+            );
+            let background = ((u[i] as f64 + 1.0) / 2.0) < BACKGROUND_FRAC as f64;
+            let x = if background {
+                -0.5
+            } else {
+                INK_MEAN as f64 + (INK_VAR as f64).sqrt() * g1
+            };
+            let a = an * x + (1.0 - an) * g2;
+            let (e, q) = reference::estimate(Skip::Mixture, a, an);
+            let (el, _) = reference::estimate(Skip::Wiener, a, an);
+            err_mix += (e - g2) * (e - g2);
+            q2 += q * q;
+            err_lin += (el - g2) * (el - g2);
+        }
+        let (err_mix, q2, err_lin) = (err_mix / n as f64, q2 / n as f64, err_lin / n as f64);
+        println!("n={level}: mixture {err_mix:.4} (mean q^2 {q2:.4}), linear {err_lin:.4}");
+        assert!(
+            (err_mix - q2).abs() <= 0.03 * q2 + 1e-4,
+            "n={level}: error {err_mix} vs mean q^2 {q2}"
+        );
+        assert!(
+            err_mix <= err_lin * 1.01,
+            "n={level}: {err_mix} vs {err_lin}"
+        );
+        if level <= 20 {
+            assert!(err_mix < 0.6 * err_lin, "n={level}: {err_mix} vs {err_lin}");
+        }
+    }
+    // Limits: pure noise (a^n = 0) gives E = A exactly and q = 0; no noise (a^n = 1) gives
+    // E = 0 (nothing to see of N) and q = 1 on ink, and E = 0, q = 0 on background.
+    let (e, q) = reference::estimate(Skip::Mixture, 0.7, 0.0);
+    assert!((e - 0.7).abs() < 1e-12 && q.abs() < 1e-9, "{e} {q}");
+    let (e, q) = reference::estimate(Skip::Mixture, 0.3, 1.0);
+    assert!(e.abs() < 1e-4 && (q - 1.0).abs() < 1e-6, "{e} {q}");
+    let (e, q) = reference::estimate(Skip::Mixture, -0.5, 1.0);
+    assert!(e.abs() < 1e-12 && q.abs() < 1e-3, "{e} {q}");
+    // A background pixel at low noise: its noise is read off almost exactly (q ~ 1 for the
+    // linear estimate).
+    let an = 0.99f64;
+    let a = an * -0.5 + (1.0 - an) * 1.3;
+    let (e, q, w) = reference::mixture(a, an);
+    assert!(w > 0.99 && (e - 1.3).abs() < 0.01 && q < 0.1, "{e} {q} {w}");
 }
 
 #[test]
@@ -87,7 +182,7 @@ fn skip_factor_limits_and_formula() {
     // output is c (A - a^n MEAN); x = A + r adds q r.
     let (t, d) = (2, 3);
     let tokens = [0.1f64, -0.2, 0.4, an, an, an];
-    let y = reference::skip_forward(&tokens, &tokens, 1, t, d);
+    let y = reference::skip_forward(Skip::Wiener, &tokens, &tokens, 1, t, d);
     for i in 0..d {
         let want = reference::factor(an) * (tokens[i] - an * PIXEL_MEAN as f64);
         assert!((y[i] - want).abs() < 1e-12, "{} vs {want}", y[i]);
@@ -98,7 +193,7 @@ fn skip_factor_limits_and_formula() {
         .enumerate()
         .map(|(i, v)| if i < d { v + 0.5 } else { *v })
         .collect();
-    let y2 = reference::skip_forward(&moved, &tokens, 1, t, d);
+    let y2 = reference::skip_forward(Skip::Wiener, &moved, &tokens, 1, t, d);
     let q = reference::factors(an).1;
     for i in 0..d {
         assert!((y2[i] - y[i] - 0.5 * q).abs() < 1e-12);

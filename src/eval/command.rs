@@ -41,6 +41,9 @@ pub struct EvalArgs {
     /// 1 DDPM's ancestral step (our addition; it lets later steps correct earlier errors).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub eta: f32,
+    /// Clamp each step's digit estimate to the pixel range (as `sample --clip`).
+    #[arg(long)]
+    pub clip: bool,
     /// The checkpoint's weights to use: the EMA or the raw (last step's) ones.
     #[arg(long, value_enum, default_value_t = Weights::Ema)]
     pub weights: Weights,
@@ -117,6 +120,7 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
         steps: a.steps,
         scale: a.step_scale,
         eta: a.eta,
+        clip: a.clip,
     };
     schedule.validate()?;
     let batch = sample::auto_batch(gpu, &cfg, a.count);
@@ -246,11 +250,12 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         (None, Some(ck)) => (
             sample_digits(gpu, a, ck)?,
             format!(
-                "{} (n'={} s={} eta={} seed {})",
+                "{} (n'={} s={} eta={}{} seed {})",
                 ck.display(),
                 a.steps,
                 a.step_scale,
                 a.eta,
+                if a.clip { " clip" } else { "" },
                 a.seed
             ),
         ),

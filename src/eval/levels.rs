@@ -1,7 +1,7 @@
 //! `eval --checkpoint CKPT --loss-by-level`: the model's noise-prediction error at single noise
-//! levels n, on test digits, beside two baselines computed on the same inputs: the seed's
-//! identity (the noisy patch A itself as the noise estimate) and the best linear estimate
-//! c (A - a^n mean) of `--skip wiener`. The training loss averages over all levels; this says
+//! levels n, on test digits, beside three baselines computed on the same inputs: the seed's
+//! identity (the noisy patch A itself as the noise estimate), the best linear estimate
+//! c (A - a^n mean) of `--skip wiener`, and the per-pixel posterior mean of `--skip mixture`. The training loss averages over all levels; this says
 //! where a model is weak (it is how the identity skip's weakness at mid and high noise was
 //! found).
 //!
@@ -9,7 +9,7 @@
 //! kernels' noise, tested in tests/noise.rs), uploaded once per level; the model's forward
 //! pass runs on the GPU.
 
-use crate::config::PIXEL_MEAN;
+use crate::config::Skip;
 use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -32,6 +32,8 @@ pub struct LevelRow {
     pub identity: f64,
     /// c (A - a^n mean), the linear estimate of `--skip wiener`.
     pub linear: f64,
+    /// The background-or-ink posterior mean of `--skip mixture`.
+    pub mixture: f64,
 }
 
 /// The rows for `levels` on the first `count` test digits, noise seeded by `seed`.
@@ -81,14 +83,14 @@ pub fn loss_by_level(
         gpu.run(&net.forward_dispatches())?;
         let out: Vec<f32> = net.output.read(gpu)?;
         let an = nz.cond[0] as f64;
-        let c = skip::factor(an);
-        let (mut model_se, mut ident_se, mut lin_se) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut model_se, mut ident_se, mut lin_se, mut mix_se) = (0.0f64, 0.0, 0.0, 0.0);
         for b in 0..count {
             for i in 0..p * d {
                 let (a, y) = (tokens[b * t * d + i] as f64, target[b * p * d + i] as f64);
                 model_se += (out[b * t * d + i] as f64 - y).powi(2);
                 ident_se += (a - y).powi(2);
-                lin_se += (c * (a - an * PIXEL_MEAN as f64) - y).powi(2);
+                lin_se += (skip::estimate(Skip::Wiener, a, an).0 - y).powi(2);
+                mix_se += (skip::estimate(Skip::Mixture, a, an).0 - y).powi(2);
             }
         }
         let terms = (count * p * d) as f64;
@@ -98,6 +100,7 @@ pub fn loss_by_level(
             model: model_se / terms,
             identity: ident_se / terms,
             linear: lin_se / terms,
+            mixture: mix_se / terms,
         });
     }
     Ok(rows)
@@ -105,11 +108,11 @@ pub fn loss_by_level(
 
 /// The rows as a text table.
 pub fn table(rows: &[LevelRow]) -> String {
-    let mut s = String::from("    n      a^n   model MSE  identity MSE  linear MSE\n");
+    let mut s = String::from("    n      a^n   model MSE  identity MSE  linear MSE  mixture MSE\n");
     for r in rows {
         s += &format!(
-            "{:>5} {:>8.4} {:>11.4} {:>13.4} {:>11.4}\n",
-            r.n, r.signal, r.model, r.identity, r.linear
+            "{:>5} {:>8.4} {:>11.4} {:>13.4} {:>11.4} {:>12.4}\n",
+            r.n, r.signal, r.model, r.identity, r.linear, r.mixture
         );
     }
     s

@@ -11,10 +11,10 @@
 //!       pre_l = y_l W_1 + b_1, h_l = gelu(pre_l)            matmul, gelu  [M, F]
 //!       x_l+1 = y_l + h_l W_2 + b_2                         matmul + add
 //!     else x_l+1 = y_l
-//!   output = x_L, or with --skip wiener x_L + the skip term     skip_forward
+//!   output = x_L, or with --skip wiener|mixture E + q (x_L - A)  skip_forward
 //!   loss = mean over the g^2 patch tokens of (output - target)^2  mse_forward -> history[slot]
-//! Backward (gather kernels, no atomics): mse_backward (then skip_backward with the Wiener
-//! skip); per layer from the last: the
+//! Backward (gather kernels, no atomics): mse_backward (then skip_backward with a skip
+//! term); per layer from the last: the
 //! feed-forward block's matmul, gelu and matmul backward (its input gradient accumulated into
 //! the layer's output gradient: the residual), the output projection's matmul backward,
 //! attention backward, the QKV matmul backward; d x_start collects every layer's d y_l and
@@ -196,9 +196,10 @@ impl Network {
             .unwrap_or(x_start.clone());
         let output = match cfg.skip {
             Skip::Identity => x_last,
-            Skip::Wiener => {
+            kind => {
                 let y = z("output", &[batch, t, d])?;
-                forward.push(skip::skip_forward(gpu, &x_last, &tokens, &y, batch, t, d)?);
+                let f = skip::skip_forward(gpu, kind, &x_last, &tokens, &y, batch, t, d)?;
+                forward.push(f);
                 y
             }
         };
@@ -248,10 +249,10 @@ impl Network {
             // dy: the gradient w.r.t. the current layer's output, then (after the feed-forward
             // block's backward) w.r.t. its y.
             let mut dy = dout.clone();
-            if cfg.skip == Skip::Wiener {
+            if cfg.skip != Skip::Identity {
                 let dx_last = z("dx_last", &[batch, t, d])?;
                 backward.push(skip::skip_backward(
-                    gpu, &dout, &tokens, &dx_last, batch, t, d,
+                    gpu, cfg.skip, &dout, &tokens, &dx_last, batch, t, d,
                 )?);
                 keep.push(dx_last.clone());
                 dy = dx_last;
@@ -350,7 +351,7 @@ impl Network {
             }
             v.push((format!("layer{l}.out"), ly.out()));
         }
-        if self.cfg.skip == Skip::Wiener {
+        if self.cfg.skip != Skip::Identity {
             v.push(("output".to_string(), &self.output));
         }
         v

@@ -1,10 +1,11 @@
-//! Host side of `shaders/skip.wgsl`: the model's output skip term (`--skip wiener`).
+//! Host side of `shaders/skip.wgsl`: the model's output skip term (`--skip wiener|mixture`).
 
 use super::{check_count, expect_len};
-use crate::config::{PIXEL_MEAN, PIXEL_VAR};
+use crate::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_LO, PIXEL_MEAN, PIXEL_VAR};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::reference::skip::S_MIN;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -15,11 +16,13 @@ struct Params {
     dim: u32,
 }
 
-/// x [B, T, D], tokens [B, T, D] -> y [B, T, D]: the patch tokens get
-/// y = c (A - a^n MEAN) + q (x - A) (see the shader), the conditioning token (t = P = T - 1)
-/// is copied.
+/// x [B, T, D], tokens [B, T, D] -> y [B, T, D]: the patch tokens get y = E + q (x - A),
+/// E the skip `kind`'s noise estimate from A and q the size of what it misses (see the
+/// shader); the conditioning token (t = P = T - 1) is copied.
+#[allow(clippy::too_many_arguments)]
 pub fn skip_forward(
     gpu: &Gpu,
+    kind: Skip,
     x: &GpuTensor,
     tokens: &GpuTensor,
     y: &GpuTensor,
@@ -27,13 +30,15 @@ pub fn skip_forward(
     t: usize,
     d: usize,
 ) -> Result<Dispatch> {
-    dispatch(gpu, "skip_forward", x, tokens, y, batch, t, d)
+    dispatch(gpu, kind, "skip_forward", x, tokens, y, batch, t, d)
 }
 
 /// dy [B, T, D], tokens [B, T, D] -> dx [B, T, D] = q dy on the patch tokens (dy on the
 /// conditioning token): the gradient w.r.t. the last layer's output.
+#[allow(clippy::too_many_arguments)]
 pub fn skip_backward(
     gpu: &Gpu,
+    kind: Skip,
     dy: &GpuTensor,
     tokens: &GpuTensor,
     dx: &GpuTensor,
@@ -41,12 +46,13 @@ pub fn skip_backward(
     t: usize,
     d: usize,
 ) -> Result<Dispatch> {
-    dispatch(gpu, "skip_backward", dy, tokens, dx, batch, t, d)
+    dispatch(gpu, kind, "skip_backward", dy, tokens, dx, batch, t, d)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     gpu: &Gpu,
+    kind: Skip,
     entry: &str,
     x: &GpuTensor,
     tokens: &GpuTensor,
@@ -55,6 +61,11 @@ fn dispatch(
     t: usize,
     d: usize,
 ) -> Result<Dispatch> {
+    if kind == Skip::Identity {
+        return Err(Error::config(format!(
+            "{entry}: the identity skip has no kernel"
+        )));
+    }
     if batch == 0 || t < 2 || d == 0 {
         return Err(Error::config(format!(
             "{entry}: need B >= 1, T >= 2, D >= 1, got B={batch} T={t} D={d}"
@@ -67,8 +78,14 @@ fn dispatch(
     }
     let constants = [
         ("WG", WG_1D as f64),
+        ("MIXTURE", (kind == Skip::Mixture) as u8 as f64),
         ("MEAN", PIXEL_MEAN as f64),
         ("VAR", PIXEL_VAR as f64),
+        ("BG", PIXEL_LO as f64),
+        ("BG_FRAC", BACKGROUND_FRAC as f64),
+        ("INK_MEAN", INK_MEAN as f64),
+        ("INK_VAR", INK_VAR as f64),
+        ("S_MIN", S_MIN),
     ];
     let p = Params {
         n: n as u32,

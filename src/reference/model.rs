@@ -18,8 +18,9 @@
 //!       out = y + h W_2 + b_2                              [B, T, D]
 //!     else out = y
 //!     x = out
-//! output = x, or with --skip wiener (our addition): c (A - a^n MEAN) + q (x - A) on the
-//!          patch tokens A (`reference::skip`); its gradient is dx = q dy
+//! output = x, or with --skip wiener|mixture (our addition): E + q (x - A) on the patch
+//!          tokens A (`reference::skip`: E the skip's noise estimate from A, q what it
+//!          misses); its gradient is dx = q dy
 //! loss = mean over (b, t < g^2, d) of (x - target)^2       target [B, g^2, D]
 //! ```
 //!
@@ -372,7 +373,10 @@ pub fn forward<F: Real>(
     }
     let skipped = match cfg.skip {
         Skip::Identity => None,
-        Skip::Wiener => Some((skip::skip_forward(&x, tokens, batch, t, d), tokens.to_vec())),
+        kind => Some((
+            skip::skip_forward(kind, &x, tokens, batch, t, d),
+            tokens.to_vec(),
+        )),
     };
     Forward {
         batch,
@@ -443,7 +447,7 @@ pub fn backward<F: Real>(
     // Gradient w.r.t. the current layer's output.
     let mut dx = loss_backward(cfg, fwd.output(), target, batch);
     if let Some((_, tokens)) = &fwd.skipped {
-        dx = skip::skip_backward(&dx, tokens, batch, t, d);
+        dx = skip::skip_backward(cfg.skip, &dx, tokens, batch, t, d);
     }
     for l in (0..cfg.layers as usize).rev() {
         let act = &fwd.layers[l];

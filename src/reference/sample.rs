@@ -1,6 +1,6 @@
 //! CPU reference of the sampling loop of `src/sample.rs` / `shaders/sample.wgsl` (SPEC §5).
 
-use crate::config::{ModelConfig, PIXELS};
+use crate::config::{ModelConfig, PIXELS, PIXEL_HI, PIXEL_LO};
 use crate::model::ParamLayout;
 use crate::reference::{model, patches, rng, rng::streams};
 use crate::sample::Schedule;
@@ -9,7 +9,8 @@ use crate::sample::Schedule;
 /// of a run with `seed`: the model predicts the noise patches at conditioning a'^(n'-k), they
 /// are recomposed (overlaps averaged), and A = (A - N_hat (1 - a'^s)) / a'^s; with eta > 0
 /// then A += c0 N_hat + c1 Z (`Schedule::noise_coefs`), Z the normal at (seed, k,
-/// SAMPLE_STEP, digit * 784 + pixel).
+/// SAMPLE_STEP, digit * 784 + pixel). With `clip`, N_hat is first replaced by
+/// (A - c X) / (1 - c), X = clamp((A - (1 - c) N_hat) / c, PIXEL_LO, PIXEL_HI), c = a'^(n'-k).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_step(
     cfg: &ModelConfig,
@@ -35,6 +36,12 @@ pub fn sample_step(
     let [c0, c1] = schedule.noise_coefs()[k as usize];
     let base = first * px as u64;
     for (i, (a, n)) in images.iter_mut().zip(&nhat).enumerate() {
+        let n = &if schedule.clip {
+            let x = ((*a - (1.0 - c) * *n) / c).clamp(PIXEL_LO, PIXEL_HI);
+            (*a - c * x) / (1.0 - c)
+        } else {
+            *n
+        };
         *a = (*a - *n * (1.0 - keep)) / keep;
         if schedule.eta > 0.0 {
             let z = rng::normal(seed, k, streams::SAMPLE_STEP, (base + i as u64) as u32);

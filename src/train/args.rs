@@ -31,9 +31,10 @@ pub struct TrainArgs {
     /// in the seed (our addition: it gives the small models the non-linearity they lack).
     #[arg(long)]
     pub mlp: Option<u32>,
-    /// The output's skip term: `identity` (the seed: the noisy patch passes as it is) or
+    /// The output's skip term: `identity` (the seed: the noisy patch passes as it is),
     /// `wiener` (our addition: the best linear noise estimate for the level, plus the
-    /// network's part scaled by what that estimate misses, as EDM preconditions).
+    /// network's part scaled by what that estimate misses, as EDM preconditions) or `mixture`
+    /// (as `wiener`, with the posterior of a background-or-ink prior of each pixel).
     #[arg(long, value_enum)]
     pub skip: Option<crate::config::Skip>,
     /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).

@@ -573,6 +573,7 @@ fn epoch_schedule(args: &TrainArgs) -> crate::sample::Schedule {
         steps: 50.min(args.n_max),
         scale: 1.5,
         eta: 0.0,
+        clip: false,
     }
 }
 

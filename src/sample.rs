@@ -216,39 +216,38 @@ impl Sampler {
         let mut post = vec![patches::recompose(gpu, g, batch, t, &net.output, &nhat)?];
         let mut keep = vec![cond];
         let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
-        let step_noise = if schedule.eta > 0.0 {
-            let z = GpuTensor::zeros(gpu, "sample-z", &[batch, px])?;
+        // With eta > 0: the fresh noise z [B, 784] and the per-step coefficients.
+        let stochastic = if schedule.eta > 0.0 {
             let coefs: Vec<f32> = schedule.noise_coefs().concat();
-            let coef = GpuTensor::from_slice(gpu, "sample-coef", &[coefs.len()], &coefs)?;
-            let fill = FillNormal::counted(gpu, seed, streams::SAMPLE_STEP, &z, &state)?;
-            post.push(gpu.dispatch(
-                &k("sample_update_stochastic")?,
-                &[
-                    (0, u()),
-                    (1, state.bind()),
-                    (3, table.bind()),
-                    (5, image.bind()),
-                    (6, nhat.bind()),
-                    (8, z.bind()),
-                    (9, coef.bind()),
-                ],
-                groups,
-            )?);
-            keep.extend([z, coef]);
-            Some(fill)
+            Some((
+                GpuTensor::zeros(gpu, "sample-z", &[batch, px])?,
+                GpuTensor::from_slice(gpu, "sample-coef", &[coefs.len()], &coefs)?,
+            ))
         } else {
-            post.push(gpu.dispatch(
-                &k("sample_update")?,
-                &[
-                    (0, u()),
-                    (1, state.bind()),
-                    (3, table.bind()),
-                    (5, image.bind()),
-                    (6, nhat.bind()),
-                ],
-                groups,
-            )?);
             None
+        };
+        let mut update = vec![
+            (0, u()),
+            (1, state.bind()),
+            (3, table.bind()),
+            (5, image.bind()),
+            (6, nhat.bind()),
+        ];
+        let entry = match &stochastic {
+            Some((z, coef)) => {
+                update.extend([(8, z.bind()), (9, coef.bind())]);
+                "sample_update_stochastic"
+            }
+            None => "sample_update",
+        };
+        post.push(gpu.dispatch(&k(entry)?, &update, groups)?);
+        let step_noise = match stochastic {
+            Some((z, coef)) => {
+                let fill = FillNormal::counted(gpu, seed, streams::SAMPLE_STEP, &z, &state)?;
+                keep.extend([z, coef]);
+                Some(fill)
+            }
+            None => None,
         };
         keep.extend([nhat, table]);
         post.push(gpu.dispatch(&k("sample_tick")?, &[(2, state.bind())], [1, 1, 1])?);

@@ -120,6 +120,7 @@ fn sample_writes_idx_grid_and_trajectory() {
         (ckpt.clone(), vec!["--steps", "0"], "--steps"),
         (ckpt.clone(), vec!["--step-scale", "0"], "--step-scale"),
         (ckpt.clone(), vec!["--step-scale", "-1.5"], "--step-scale"),
+        (ckpt.clone(), vec!["--eta", "1.5"], "--eta"),
         (
             base.join("missing.safetensors"),
             vec![],
@@ -137,6 +138,19 @@ fn sample_writes_idx_grid_and_trajectory() {
         let line = error_line(&o);
         assert!(line.contains(needle), "{args:?}: {line}");
     }
+    // eval checks the sampling flags before it looks for the data (here: an empty folder).
+    let empty = base.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = bin()
+        .arg("eval")
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .args(["--eta", "-0.2", "--data"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("--eta"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(base);
 }
 

@@ -107,6 +107,20 @@ fn read_samples(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(idx.data)
 }
 
+/// The sampling schedule the flags ask for, for a model trained with `run`; checked.
+fn schedule(a: &EvalArgs, run: &crate::train::RunConfig) -> Result<Schedule> {
+    let s = Schedule {
+        alpha: run.alpha,
+        n_max: run.n_max,
+        steps: a.steps,
+        scale: a.step_scale,
+        eta: a.eta,
+        clip: a.clip,
+    };
+    s.validate()?;
+    Ok(s)
+}
+
 /// Samples `a.count` digits from `a.checkpoint` (as bytes, the same rounding as `sample`).
 fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<u8>> {
     if a.count == 0 {
@@ -114,15 +128,7 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
     }
     let model = sample::load_model(gpu, path, a.weights)?;
     let cfg = model.config.model;
-    let schedule = Schedule {
-        alpha: model.config.alpha,
-        n_max: model.config.n_max,
-        steps: a.steps,
-        scale: a.step_scale,
-        eta: a.eta,
-        clip: a.clip,
-    };
-    schedule.validate()?;
+    let schedule = schedule(a, &model.config)?;
     let batch = sample::auto_batch(gpu, &cfg, a.count);
     let sampler = Sampler::new(
         gpu,
@@ -226,7 +232,8 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         Some(read_samples(p)?)
     } else {
         if let Some(p) = &a.checkpoint {
-            crate::train::read_run_config(p)?;
+            // Bad sampling flags fail here too, before the data is loaded.
+            schedule(a, &crate::train::read_run_config(p)?)?;
         }
         None
     };

@@ -1,6 +1,6 @@
-// The model's output skip term (`--skip wiener` and `--skip mixture`, our addition to SPEC §3;
-// the seed's output is the last layer's x itself). B samples, T tokens (P = g^2 patch tokens,
-// then the conditioning token whose values are all a^n), D token width. A noisy pixel is
+// The model's output skip term (`--skip wiener`, `mixture`, `pixel-mixture`: our addition to
+// SPEC §3; the seed's output is the last layer's x itself). B samples, T tokens (P = g^2 patch
+// tokens, then the conditioning token whose values are all a^n), D token width. A noisy pixel is
 // A = u X + s N with u = a^n, s = 1 - a^n. The skip term is an estimate E of the noise N from
 // A alone, and q, the standard deviation of what E misses; the network's own contribution
 // R = x - A (x, the last layer's output, holds A through the x_start residual) is scaled by
@@ -18,6 +18,9 @@
 //           (the ink part's linear estimate, c1 and q1 as above with INK_VAR):
 //           E = w E0 + (1 - w) E1, q^2 = (1 - w) q1^2 + w (1 - w) (E0 - E1)^2 (per pixel).
 //           s is taken as at least S_MIN, so n = 0 (s = 0) stays finite.
+//   pixel-mixture (MIXTURE and PER_PIXEL): as mixture, with BG_FRAC, INK_MEAN, INK_VAR of
+//           each patch element's own pixel from prior [3, P, D] (rows: fraction, mean,
+//           variance, in the patch tokens' layout; P*D = params.patches * params.dim).
 //
 //   skip_forward   x [B, T, D] (the last layer's output), tokens [B, T, D] (the model's input:
 //                  noisy patches A and the conditioning token, u = tokens[b, P, 0])
@@ -28,10 +31,11 @@
 //
 // One thread per element, 1-D groups of WG spilling into y for large counts. The statistics
 // come from the host (config::PIXEL_MEAN, PIXEL_VAR, BACKGROUND_FRAC, INK_MEAN, INK_VAR,
-// PIXEL_LO).
+// PIXEL_LO); without PER_PIXEL, `prior` is bound to any buffer and never read.
 
 override WG: u32 = 64u;
 override MIXTURE: bool = false;
+override PER_PIXEL: bool = false;
 override MEAN: f32 = 0.0;
 override VAR: f32 = 1.0;
 override BG: f32 = -0.5;
@@ -51,6 +55,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> tokens: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> prior: array<f32>;
 
 // The linear estimate's factor c and residual q for pixels of variance v.
 fn linear(u: f32, s: f32, v: f32) -> vec2<f32> {
@@ -59,26 +64,30 @@ fn linear(u: f32, s: f32, v: f32) -> vec2<f32> {
     return vec2<f32>(s / den, sqrt(sig / den));
 }
 
-// (E, q) for a patch element of value a at level u.
-fn estimate(a: f32, u: f32) -> vec2<f32> {
+// (E, q) for a patch element of value a at level u whose prior (background fraction, ink
+// mean, ink variance) is p (used by the mixtures only).
+fn estimate(a: f32, u: f32, p: vec3<f32>) -> vec2<f32> {
     if (!MIXTURE) {
         let f = linear(u, 1.0 - u, VAR);
         return vec2<f32>(f.x * (a - u * MEAN), f.y);
     }
     let s = max(1.0 - u, S_MIN);
-    let f1 = linear(u, s, INK_VAR);
-    let v1 = u * u * INK_VAR + s * s;
+    let f1 = linear(u, s, p.z);
+    let v1 = u * u * p.z + s * s;
     let d0 = a - u * BG;
-    let d1 = a - u * INK_MEAN;
-    // log(BG_FRAC l0) - log((1 - BG_FRAC) l1), clamped so exp stays finite.
-    let odds = log(BG_FRAC / (1.0 - BG_FRAC)) - d0 * d0 / (2.0 * s * s) - log(s)
+    let d1 = a - u * p.y;
+    // log(frac l0) - log((1 - frac) l1), clamped so exp stays finite.
+    let odds = log(p.x / (1.0 - p.x)) - d0 * d0 / (2.0 * s * s) - log(s)
         + d1 * d1 / (2.0 * v1) + 0.5 * log(v1);
-    let w = 1.0 / (1.0 + exp(-clamp(odds, -80.0, 80.0)));
+    // w and 1 - w each from its own logistic: 1 - w as a difference would round to 0 in
+    // f32 when w is within 6e-8 of 1, and q with it.
+    let lo = clamp(odds, -80.0, 80.0);
+    let w = 1.0 / (1.0 + exp(-lo));
+    let w1 = 1.0 / (1.0 + exp(lo));
     let e0 = d0 / s;
     let e1 = f1.x * d1;
     let gap = e0 - e1;
-    return vec2<f32>(w * e0 + (1.0 - w) * e1,
-                     sqrt((1.0 - w) * f1.y * f1.y + w * (1.0 - w) * gap * gap));
+    return vec2<f32>(w * e0 + w1 * e1, sqrt(w1 * f1.y * f1.y + w * w1 * gap * gap));
 }
 
 // Element idx's (E, q); for the conditioning token (E, q) = (0, 1): y = x, dx = dy.
@@ -88,7 +97,13 @@ fn element(idx: u32) -> vec2<f32> {
         return vec2<f32>(0.0, 1.0);
     }
     let u = tokens[(idx / row) * row + params.patches * params.dim];
-    return estimate(tokens[idx], u);
+    var p = vec3<f32>(BG_FRAC, INK_MEAN, INK_VAR);
+    if (PER_PIXEL) {
+        let pd = params.patches * params.dim;
+        let j = idx % row;
+        p = vec3<f32>(prior[j], prior[pd + j], prior[2u * pd + j]);
+    }
+    return estimate(tokens[idx], u, p);
 }
 
 @compute @workgroup_size(WG)

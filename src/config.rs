@@ -46,6 +46,13 @@ pub enum Skip {
     /// Gaussian), and q is the posterior's standard deviation, per pixel. It removes the
     /// noise from background pixels at low noise, which no linear estimate can.
     Mixture,
+    /// As `mixture`, with a prior of its own for each of the 784 positions (background
+    /// fraction, ink mean and variance of that pixel over the training digits): a pixel where
+    /// no digit has ink is background with near certainty. The prior is a tensor of the
+    /// checkpoint (`skip.prior`, not trained), which `train` computes from the data.
+    #[value(name = "pixel-mixture")]
+    #[serde(rename = "pixel-mixture")]
+    PixelMixture,
 }
 
 /// How an image is cut into overlapping square patches.

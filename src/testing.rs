@@ -56,3 +56,16 @@ pub fn uniform_data(n: usize, seed: u64) -> Vec<f32> {
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect()
 }
+
+/// A `--skip pixel-mixture` prior [3, pd] unlike the global one, for tests: background
+/// fractions in [0.02, 0.9998] (near-certain background too), ink means in [-0.3, 0.4], ink
+/// variances in [0.001, 0.2].
+pub fn random_prior(pd: usize, seed: u64) -> Vec<f32> {
+    let u = uniform_data(3 * pd, seed);
+    let to01 = |v: f32| (v + 1.0) / 2.0;
+    let mut p = Vec::with_capacity(3 * pd);
+    p.extend(u[..pd].iter().map(|&v| 0.02 + 0.9798 * to01(v)));
+    p.extend(u[pd..2 * pd].iter().map(|&v| -0.3 + 0.7 * to01(v)));
+    p.extend(u[2 * pd..].iter().map(|&v| 0.001 + 0.199 * to01(v)));
+    p
+}

@@ -1,24 +1,22 @@
 //! `eval --loss-by-level`: the GPU model's error at single noise levels equals the CPU
 //! reference model's on the same inputs; the baselines have their closed-form values; the
-//! command's JSON and its errors.
+//! command's JSON and its errors; a `--skip pixel-mixture` model's extra column.
 
 mod common;
 
 use common::{bin, error_line, mnist_dir};
 use wgpu_diffusion::config::PIXEL_MEAN;
-use wgpu_diffusion::eval::levels::loss_by_level;
+use wgpu_diffusion::data::Mnist;
+use wgpu_diffusion::eval::levels::{loss_by_level, LevelRow};
+use wgpu_diffusion::gpu::Gpu;
 use wgpu_diffusion::reference::{model, noise, patches, skip};
 use wgpu_diffusion::sample::{load_model, Weights};
 
-#[test]
-fn loss_by_level_matches_reference_and_baselines() {
-    let base = std::env::temp_dir().join(format!("wgpu-diffusion-levels-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let run = base.join("run");
+/// A 2-step `train --preset tiny --mlp 6 --skip SKIP` run in `base`/SKIP; its checkpoint.
+fn trained(base: &std::path::Path, skip: &str) -> std::path::PathBuf {
+    let run = base.join(skip);
     let o = bin()
-        .args([
-            "train", "--preset", "tiny", "--mlp", "6", "--skip", "wiener",
-        ])
+        .args(["train", "--preset", "tiny", "--mlp", "6", "--skip", skip])
         .args([
             "--train-subset",
             "50",
@@ -35,21 +33,28 @@ fn loss_by_level_matches_reference_and_baselines() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ckpt = run.join("checkpoint.safetensors");
+    run.join("checkpoint.safetensors")
+}
 
-    let gpu = common::gpu();
-    let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
-    let m = load_model(&gpu, &ckpt, Weights::Raw).unwrap();
+/// `eval --loss-by-level`'s rows for `ckpt` at levels 0, 37, 250, 500 on 7 test digits,
+/// checked against the CPU reference model and baselines on the same inputs.
+fn rows_match_reference(gpu: &Gpu, mnist: &Mnist, ckpt: &std::path::Path) -> Vec<LevelRow> {
+    let m = load_model(gpu, ckpt, Weights::Raw).unwrap();
     let (count, seed) = (7, 3);
     let levels = [0, 37, 250, 500];
-    let rows = loss_by_level(&gpu, &m, &mnist, &levels, count, seed).unwrap();
+    let rows = loss_by_level(gpu, &m, mnist, &levels, count, seed).unwrap();
     assert_eq!(rows.len(), levels.len());
 
     // The reference on the same inputs (same noise: the CPU noise is the kernels' bit for bit).
     let cfg = m.config.model;
     let g = cfg.geometry;
     let (t, p) = (g.tokens() as usize, g.patches() as usize);
-    let params: Vec<f32> = m.params.read(&gpu).unwrap();
+    let params: Vec<f32> = m.params.read(gpu).unwrap();
+    let prior = m
+        .layout
+        .find("skip.prior")
+        .map(|t| params[t.range()].to_vec());
+    assert_eq!(prior.is_some(), rows[0].pixel_mixture.is_some());
     let perm: Vec<u32> = (0..count as u32).collect();
     for (row, &n) in rows.iter().zip(&levels) {
         let spec = noise::NoiseSpec {
@@ -78,12 +83,22 @@ fn loss_by_level_matches_reference_and_baselines() {
         let want_ident = mse(&a);
         let want_lin = mse(&|i| skip::factor(an) * (a(i) - an * PIXEL_MEAN as f64));
         let want_mix = mse(&|i| skip::mixture(a(i), an).0);
-        for (what, got, want) in [
+        let mut checks = vec![
             ("model", row.model, want_model),
             ("identity", row.identity, want_ident),
             ("linear", row.linear, want_lin),
             ("mixture", row.mixture, want_mix),
-        ] {
+        ];
+        if let Some(pr) = &prior {
+            let pd = p * d;
+            let e = |i: usize| skip::mixture_with(a(i), an, skip::PixelPrior::at(pr, pd, i % pd));
+            checks.push((
+                "pixel mixture",
+                row.pixel_mixture.unwrap(),
+                mse(&|i| e(i).0),
+            ));
+        }
+        for (what, got, want) in checks {
             assert!(
                 (got - want).abs() <= 1e-4 * want + 1e-7,
                 "n={n} {what}: {got} vs reference {want}"
@@ -95,6 +110,19 @@ fn loss_by_level_matches_reference_and_baselines() {
             row.signal
         );
     }
+    rows
+}
+
+#[test]
+fn loss_by_level_matches_reference_and_baselines() {
+    let base = std::env::temp_dir().join(format!("wgpu-diffusion-levels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let ckpt = trained(&base, "wiener");
+    let gpu = common::gpu();
+    let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
+    let rows = rows_match_reference(&gpu, &mnist, &ckpt);
+    assert!(rows.iter().all(|r| r.pixel_mixture.is_none()));
+
     // Closed forms: at n = 0 the linear estimate is 0 (MSE = E[N^2] ~ 1), the identity's is
     // E[(X - N)^2] ~ 1 + E[X^2]; at n = 500 both are near 0.
     assert!((rows[0].linear - 1.0).abs() < 0.1, "{:?}", rows[0]);
@@ -134,5 +162,37 @@ fn loss_by_level_matches_reference_and_baselines() {
         "{}",
         error_line(&o)
     );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A `--skip pixel-mixture` model gets a column for the posterior under its own prior (from
+/// its 50 training digits), checked against the reference, better than the global mixture's
+/// at mid noise (the corners are background with near certainty), in the table and the JSON.
+#[test]
+fn pixel_mixture_models_get_their_prior_column() {
+    let base = std::env::temp_dir().join(format!("wgpu-diffusion-plevels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let ckpt = trained(&base, "pixel-mixture");
+    let gpu = common::gpu();
+    let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
+    let rows = rows_match_reference(&gpu, &mnist, &ckpt);
+    let at37 = rows[1].pixel_mixture.unwrap();
+    assert!(at37 < rows[1].mixture, "{:?}", rows[1]);
+    let eval = |extra: &[&str]| {
+        let o = bin()
+            .args(["eval", "--loss-by-level", "--levels", "37", "--count", "3"])
+            .args(extra)
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--data")
+            .arg(mnist_dir())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(eval(&[]).contains("pixel-mixture MSE"));
+    let v: serde_json::Value = serde_json::from_str(&eval(&["--json"])).unwrap();
+    assert!(v["levels"][0]["pixel_mixture"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(&base);
 }

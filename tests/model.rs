@@ -10,7 +10,7 @@ use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::{Init, ParamLayout};
 use wgpu_diffusion::ops::adam::AdamConfig;
 use wgpu_diffusion::reference::{adam, model as reference, patches};
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, random_prior, uniform_data};
 
 /// The tiny preset and a second odd geometry with two layers.
 fn configs() -> Vec<(ModelConfig, usize)> {
@@ -55,6 +55,16 @@ fn configs() -> Vec<(ModelConfig, usize)> {
             },
             2,
         ),
+        // The per-position mixture (--skip pixel-mixture), whose prior is a tensor of the
+        // parameters that training must not move.
+        (
+            ModelConfig {
+                mlp: 5,
+                skip: Skip::PixelMixture,
+                ..Preset::Tiny.model()
+            },
+            2,
+        ),
         // The mixture skip (--skip mixture), two layers of odd sizes.
         (
             ModelConfig {
@@ -81,11 +91,16 @@ fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
     let g = &cfg.geometry;
     let layout = ParamLayout::new(cfg);
     let mut params = layout.init(seed);
-    // Non-zero biases, and Q/K large enough that attention is far from uniform.
+    // Non-zero biases, Q/K large enough that attention is far from uniform, and a
+    // per-position prior unlike the global one.
     for t in &layout.tensors {
-        let r = uniform_data(t.len(), seed + t.offset as u64);
+        let r = match t.init {
+            Init::Prior => random_prior(t.len() / 3, seed),
+            _ => uniform_data(t.len(), seed + t.offset as u64),
+        };
         for (i, v) in params[t.range()].iter_mut().enumerate() {
             match t.init {
+                Init::Prior => *v = r[i],
                 Init::Zeros => *v = 0.05 * r[i],
                 Init::Uniform(_) if t.name.ends_with("w_qkv") => *v *= 6.0,
                 _ => {}
@@ -215,7 +230,19 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
             adam::adam_step(&acfg, k + 1, &mut p, &g, &mut m, &mut v);
             adam::ema(adam::ema_decay_at(0.9, k + 1), &p, &mut ema);
         }
-        let name = format!("P={} L={}", cfg.geometry.patch, cfg.layers);
+        let name = format!(
+            "P={} L={} skip {:?}",
+            cfg.geometry.patch, cfg.layers, cfg.skip
+        );
+        let moved = params.read::<f32>(&gpu).unwrap();
+        for t in c.layout.tensors.iter().filter(|t| !t.trained()) {
+            assert_eq!(
+                &moved[t.range()],
+                &c.params[t.range()],
+                "{name}: Adam moved {}",
+                t.name
+            );
+        }
         assert!(
             want[9] < want[0],
             "{name}: the reference loss should fall: {want:?}"

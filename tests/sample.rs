@@ -7,7 +7,7 @@ use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
 use wgpu_diffusion::sample::{Sampler, Schedule};
-use wgpu_diffusion::testing::assert_close;
+use wgpu_diffusion::testing::{assert_close, random_prior};
 
 fn schedule(steps: u32, scale: f32) -> Schedule {
     stochastic(steps, scale, 0.0)
@@ -55,13 +55,18 @@ fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
     // The attention weights (not the feed-forward block's, which would make the 50-step
     // loop blow up past f32's range) four times their initial size.
     for t in layout.tensors.iter().filter(|t| {
-        !["w_1", "b_1", "w_2", "b_2"]
-            .iter()
-            .any(|s| t.name.ends_with(s))
+        t.trained()
+            && !["w_1", "b_1", "w_2", "b_2"]
+                .iter()
+                .any(|s| t.name.ends_with(s))
     }) {
         for v in &mut p[t.range()] {
             *v *= 4.0;
         }
+    }
+    // --skip pixel-mixture: a per-position prior unlike the global one.
+    if let Some(t) = layout.find("skip.prior") {
+        p[t.range()].copy_from_slice(&random_prior(t.len() / 3, seed));
     }
     p
 }
@@ -89,6 +94,10 @@ fn one_step_matches_reference() {
         },
         ModelConfig {
             skip: Skip::Mixture,
+            ..Preset::Tiny.model()
+        },
+        ModelConfig {
+            skip: Skip::PixelMixture,
             ..Preset::Tiny.model()
         },
     ] {

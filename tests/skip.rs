@@ -1,7 +1,9 @@
 //! The output skip terms (`shaders/skip.wgsl`, `--skip wiener` and `--skip mixture`), forward
 //! and backward, on the GPU against the CPU reference on odd and aligned shapes, noise levels
 //! from pure noise to none; the reference's factors at their limits; the mixture's estimate
-//! is the posterior of its prior (its error variance is q^2 on pixels drawn from the prior).
+//! is the posterior of its prior (its error variance is q^2 on pixels drawn from the prior);
+//! `pixel-mixture` reads each element's own prior (`pixel_prior`, in the tokens' layout) and
+//! with the global prior is `mixture` exactly.
 //! (Its gradient is also checked by finite differences of the whole reference model,
 //! tests/reference_model.rs.)
 
@@ -11,7 +13,7 @@ use wgpu_diffusion::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_MEA
 use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::skip;
 use wgpu_diffusion::reference::skip as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, random_prior, uniform_data};
 
 /// (B, T, D): odd, aligned, the seed's geometry (T = 5, D = 324), the tiny preset's (17, 100).
 const SHAPES: [(usize, usize, usize); 6] = [
@@ -39,7 +41,7 @@ fn noisy(len: usize, an: f32, seed: u64) -> Vec<f32> {
 #[test]
 fn skip_forward_matches_reference() {
     let gpu = common::gpu();
-    for kind in [Skip::Wiener, Skip::Mixture] {
+    for kind in [Skip::Wiener, Skip::Mixture, Skip::PixelMixture] {
         for (b, t, d) in SHAPES {
             let x = uniform_data(b * t * d, 1);
             let mut tokens = vec![0.0f32; b * t * d];
@@ -61,39 +63,49 @@ fn skip_forward_matches_reference() {
             let dy = uniform_data(b * t * d, 3);
             let dyt = tt("dy", &dy);
             let dx = tt("dx", &vec![7.0; b * t * d]);
-            let f = skip::skip_forward(&gpu, kind, &xt, &tk, &y, b, t, d).unwrap();
-            let g = skip::skip_backward(&gpu, kind, &dyt, &tk, &dx, b, t, d).unwrap();
+            let prior = (kind == Skip::PixelMixture).then(|| random_prior((t - 1) * d, 4));
+            let pt = prior.as_ref().map(|p| tt("prior", p));
+            let f = skip::skip_forward(&gpu, kind, pt.as_ref(), &xt, &tk, &y, b, t, d).unwrap();
+            let g = skip::skip_backward(&gpu, kind, pt.as_ref(), &dyt, &tk, &dx, b, t, d).unwrap();
             gpu.run(&[&f, &g]).unwrap();
+            let prior = prior.as_deref();
             // The mixture's weight w is a logistic of a log-odds with terms up to
             // (A - a^n bg)^2 / 2 s^2: f32 rounding moves it by ~1e-7 of that, and the
             // estimate by that times |E0 - E1|, hence its looser tolerance.
             let (abs, rel) = match kind {
-                Skip::Mixture => (2e-4, 1e-4),
+                Skip::Mixture | Skip::PixelMixture => (2e-4, 1e-4),
                 _ => (1e-6, 1e-5),
             };
             assert_close(
                 &format!("skip_forward {kind:?} B={b} T={t} D={d}"),
                 &y.read::<f32>(&gpu).unwrap(),
-                &reference::skip_forward(kind, &x, &tokens, b, t, d),
+                &reference::skip_forward(kind, prior, &x, &tokens, b, t, d),
                 abs,
                 rel,
             );
             assert_close(
                 &format!("skip_backward {kind:?} B={b} T={t} D={d}"),
                 &dx.read::<f32>(&gpu).unwrap(),
-                &reference::skip_backward(kind, &dy, &tokens, b, t, d),
+                &reference::skip_backward(kind, prior, &dy, &tokens, b, t, d),
                 abs,
                 rel,
             );
         }
     }
-    // Impossible shapes are errors, not dispatches; the identity skip has no kernel.
+    // Impossible shapes are errors, not dispatches; the identity skip has no kernel; only
+    // pixel-mixture takes a prior, of 3 (T - 1) D values.
     let one = GpuTensor::zeros(&gpu, "one", &[4]).unwrap();
-    let w = Skip::Wiener;
-    assert!(skip::skip_forward(&gpu, w, &one, &one, &one, 4, 1, 1).is_err());
-    assert!(skip::skip_forward(&gpu, w, &one, &one, &one, 1, 2, 1).is_err());
-    assert!(skip::skip_backward(&gpu, w, &one, &one, &one, 4, 1, 1).is_err());
-    assert!(skip::skip_forward(&gpu, Skip::Identity, &one, &one, &one, 1, 2, 2).is_err());
+    let three = GpuTensor::zeros(&gpu, "three", &[6]).unwrap();
+    let (w, pm) = (Skip::Wiener, Skip::PixelMixture);
+    assert!(skip::skip_forward(&gpu, w, None, &one, &one, &one, 4, 1, 1).is_err());
+    assert!(skip::skip_forward(&gpu, w, None, &one, &one, &one, 1, 2, 1).is_err());
+    assert!(skip::skip_backward(&gpu, w, None, &one, &one, &one, 4, 1, 1).is_err());
+    let id = Skip::Identity;
+    assert!(skip::skip_forward(&gpu, id, None, &one, &one, &one, 1, 2, 2).is_err());
+    assert!(skip::skip_forward(&gpu, pm, Some(&three), &one, &one, &one, 1, 2, 2).is_ok());
+    assert!(skip::skip_forward(&gpu, pm, None, &one, &one, &one, 1, 2, 2).is_err());
+    assert!(skip::skip_forward(&gpu, pm, Some(&one), &one, &one, &one, 1, 2, 2).is_err());
+    assert!(skip::skip_forward(&gpu, w, Some(&three), &one, &one, &one, 1, 2, 2).is_err());
 }
 
 /// The mixture's E is the posterior mean of the noise and q its standard deviation: on
@@ -182,7 +194,7 @@ fn skip_factor_limits_and_formula() {
     // output is c (A - a^n MEAN); x = A + r adds q r.
     let (t, d) = (2, 3);
     let tokens = [0.1f64, -0.2, 0.4, an, an, an];
-    let y = reference::skip_forward(Skip::Wiener, &tokens, &tokens, 1, t, d);
+    let y = reference::skip_forward(Skip::Wiener, None, &tokens, &tokens, 1, t, d);
     for i in 0..d {
         let want = reference::factor(an) * (tokens[i] - an * PIXEL_MEAN as f64);
         assert!((y[i] - want).abs() < 1e-12, "{} vs {want}", y[i]);
@@ -193,9 +205,102 @@ fn skip_factor_limits_and_formula() {
         .enumerate()
         .map(|(i, v)| if i < d { v + 0.5 } else { *v })
         .collect();
-    let y2 = reference::skip_forward(Skip::Wiener, &moved, &tokens, 1, t, d);
+    let y2 = reference::skip_forward(Skip::Wiener, None, &moved, &tokens, 1, t, d);
     let q = reference::factors(an).1;
     for i in 0..d {
         assert!((y2[i] - y[i] - 0.5 * q).abs() < 1e-12);
     }
+}
+
+/// `pixel_prior`: per position the Laplace background fraction and the shrunk ink mean and
+/// variance, in the patch tokens' layout (each element holds its own pixel's prior, the
+/// shared bands of overlapping patches alike).
+#[test]
+fn pixel_prior_counts_each_position_in_token_layout() {
+    use wgpu_diffusion::config::Geometry;
+    let g = Geometry::new(6, 2).unwrap(); // g = 4, W = 10
+    let px = g.pixels() as usize;
+    // 3 digits: pixel 0 never inked; pixel 29 inked in two (p = 64 and 192); pixel 300 in all
+    // three (p = 128); elsewhere a pattern.
+    let mut pixels = vec![0u8; 3 * px];
+    for (k, v) in pixels.iter_mut().enumerate() {
+        *v = if (k * 7) % 5 == 0 { (k % 251) as u8 } else { 0 };
+    }
+    for s in 0..3 {
+        pixels[s * px] = 0;
+        pixels[s * px + 29] = [64, 192, 0][s];
+        pixels[s * px + 300] = 128;
+    }
+    let prior = reference::pixel_prior(&g, &pixels);
+    let (w, side, pd) = (
+        g.width() as usize,
+        g.size as usize,
+        (g.patches() * g.dim()) as usize,
+    );
+    assert_eq!(prior.len(), 3 * pd);
+    let (k, gm, gv) = (reference::PRIOR_PSEUDO, INK_MEAN as f64, INK_VAR as f64);
+    // The expected prior of pixel i from its three values.
+    let want = |i: usize| {
+        let xs: Vec<f64> = (0..3)
+            .map(|s| pixels[s * px + i])
+            .filter(|&p| p != 0)
+            .map(|p| p as f64 / 256.0 - 0.5)
+            .collect();
+        let n = xs.len() as f64;
+        let mean = (xs.iter().sum::<f64>() + k * gm) / (n + k);
+        let m2 = (xs.iter().map(|x| x * x).sum::<f64>() + k * (gv + gm * gm)) / (n + k);
+        [(3.0 - n + 1.0) / 5.0, mean, (m2 - mean * mean).max(1e-4)]
+    };
+    let mut seen = vec![0; px];
+    for t in 0..g.patches() as usize {
+        let (ti, tj) = (t / g.grid() as usize, t % g.grid() as usize);
+        for e in 0..g.dim() as usize {
+            let (r, c) = (e / w, e % w);
+            let i = (ti * g.patch as usize + r) * side + tj * g.patch as usize + c;
+            seen[i] += 1;
+            let j = t * g.dim() as usize + e;
+            let got = [prior[j], prior[pd + j], prior[2 * pd + j]];
+            for (q, (gq, wq)) in got.iter().zip(want(i)).enumerate() {
+                assert!(
+                    (*gq as f64 - wq).abs() < 1e-6,
+                    "token {t} element {e} (pixel {i}) row {q}: {gq} vs {wq}"
+                );
+            }
+        }
+    }
+    assert!(seen.iter().all(|&n| n >= 1), "every pixel is in some patch");
+    // The hand-checked cases: never inked -> 4/5 background, the global ink statistics.
+    let p0 = want(0);
+    assert!((p0[0] - 0.8).abs() < 1e-12 && (p0[1] - gm).abs() < 1e-12);
+    assert!((want(29)[0] - 0.4).abs() < 1e-12 && (want(300)[0] - 0.2).abs() < 1e-12);
+}
+
+/// With the global prior at every position, `pixel-mixture` is `mixture` exactly.
+#[test]
+fn pixel_mixture_with_the_global_prior_is_the_mixture() {
+    let (b, t, d) = (3, 5, 7);
+    let pd = (t - 1) * d;
+    let p = reference::PixelPrior::GLOBAL;
+    let prior: Vec<f64> = [p.frac, p.ink_mean, p.ink_var]
+        .iter()
+        .flat_map(|&v| std::iter::repeat_n(v, pd))
+        .collect();
+    let x: Vec<f64> = uniform_data(b * t * d, 41)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let mut tokens: Vec<f64> = noisy(b * t * d, 0.6, 42)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    for s in 0..b {
+        tokens[(s * t + t - 1) * d..(s + 1) * t * d].fill([1.0, 0.6, 0.05][s]);
+    }
+    let mix = reference::skip_forward(Skip::Mixture, None, &x, &tokens, b, t, d);
+    let pm = reference::skip_forward(Skip::PixelMixture, Some(&prior), &x, &tokens, b, t, d);
+    assert_eq!(mix, pm);
+    // And a different prior changes it.
+    let other: Vec<f64> = random_prior(pd, 43).iter().map(|&v| v as f64).collect();
+    let pm2 = reference::skip_forward(Skip::PixelMixture, Some(&other), &x, &tokens, b, t, d);
+    assert_ne!(mix, pm2);
 }

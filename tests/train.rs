@@ -483,3 +483,35 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     let _ = std::fs::remove_dir_all(out);
     let _ = std::fs::remove_dir_all(nan);
 }
+
+/// `--skip pixel-mixture`: a fresh run computes the skip's per-position prior from the digits
+/// it trains on (here the first 200) and stores it as `skip.prior` in the checkpoint; the
+/// steps leave it as it was (it is data, not a weight), in the weights and their EMA alike.
+#[test]
+fn pixel_mixture_prior_comes_from_the_training_digits() {
+    use wgpu_diffusion::config::{ModelConfig, Preset, Skip};
+    use wgpu_diffusion::model::ParamLayout;
+    use wgpu_diffusion::reference::skip::pixel_prior;
+    let out = tmp("train-pixel-prior");
+    ok(&train(
+        &out,
+        &["--max-steps", "3", "--skip", "pixel-mixture"],
+    ));
+    let cfg = ModelConfig {
+        skip: Skip::PixelMixture,
+        ..Preset::Tiny.model()
+    };
+    let layout = ParamLayout::new(&cfg);
+    let loaded =
+        wgpu_diffusion::checkpoint::load(&out.join("checkpoint.safetensors"), &layout).unwrap();
+    let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
+    let px = cfg.geometry.pixels() as usize;
+    let want = pixel_prior(&cfg.geometry, &mnist.train.pixels[..200 * px]);
+    let r = layout.get("skip.prior").range();
+    assert_eq!(&loaded.buffers.params[r.clone()], &want[..]);
+    let ema = loaded.buffers.ema.unwrap();
+    wgpu_diffusion::testing::assert_close("EMA prior", &ema[r.clone()], &want, 1e-6, 1e-6);
+    // Not the global prior: the corner pixel (token 0, element 0) is background in all 200
+    // digits, (200 + 1) / (200 + 2).
+    assert!((want[0] - 201.0 / 202.0).abs() < 1e-6, "{}", want[0]);
+}

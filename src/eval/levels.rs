@@ -1,9 +1,10 @@
 //! `eval --checkpoint CKPT --loss-by-level`: the model's noise-prediction error at single noise
 //! levels n, on test digits, beside three baselines computed on the same inputs: the seed's
 //! identity (the noisy patch A itself as the noise estimate), the best linear estimate
-//! c (A - a^n mean) of `--skip wiener`, and the per-pixel posterior mean of `--skip mixture`. The training loss averages over all levels; this says
-//! where a model is weak (it is how the identity skip's weakness at mid and high noise was
-//! found).
+//! c (A - a^n mean) of `--skip wiener`, the per-pixel posterior mean of `--skip mixture`, and
+//! for a `--skip pixel-mixture` model the posterior mean under its own per-position prior. The
+//! training loss averages over all levels; this says where a model is weak (it is how the
+//! identity skip's weakness at mid and high noise was found).
 //!
 //! Inputs are made with the CPU reference of the noise and patches (bit-identical to the
 //! kernels' noise, tested in tests/noise.rs), uploaded once per level; the model's forward
@@ -34,6 +35,9 @@ pub struct LevelRow {
     pub linear: f64,
     /// The background-or-ink posterior mean of `--skip mixture`.
     pub mixture: f64,
+    /// The same under the model's per-position prior (`--skip pixel-mixture` models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixel_mixture: Option<f64>,
 }
 
 /// The rows for `levels` on the first `count` test digits, noise seeded by `seed`.
@@ -64,6 +68,14 @@ pub fn loss_by_level(
     let net = Network::new(gpu, &cfg, &model.layout, count, &model.params, None)?;
     let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
     let perm: Vec<u32> = (0..count as u32).collect();
+    // The model's per-position prior [3, P, D], read once.
+    let prior: Option<Vec<f32>> = match model.layout.find("skip.prior") {
+        Some(spec) => {
+            let all: Vec<f32> = model.params.read(gpu)?;
+            Some(all[spec.range()].to_vec())
+        }
+        None => None,
+    };
     let mut rows = Vec::with_capacity(levels.len());
     for &n in levels {
         let spec = noise::NoiseSpec {
@@ -84,6 +96,7 @@ pub fn loss_by_level(
         let out: Vec<f32> = net.output.read(gpu)?;
         let an = nz.cond[0] as f64;
         let (mut model_se, mut ident_se, mut lin_se, mut mix_se) = (0.0f64, 0.0, 0.0, 0.0);
+        let mut pix_se = 0.0f64;
         for b in 0..count {
             for i in 0..p * d {
                 let (a, y) = (tokens[b * t * d + i] as f64, target[b * p * d + i] as f64);
@@ -91,6 +104,10 @@ pub fn loss_by_level(
                 ident_se += (a - y).powi(2);
                 lin_se += (skip::estimate(Skip::Wiener, a, an).0 - y).powi(2);
                 mix_se += (skip::estimate(Skip::Mixture, a, an).0 - y).powi(2);
+                if let Some(pr) = &prior {
+                    let e = skip::mixture_with(a, an, skip::PixelPrior::at(pr, p * d, i)).0;
+                    pix_se += (e - y).powi(2);
+                }
             }
         }
         let terms = (count * p * d) as f64;
@@ -101,6 +118,7 @@ pub fn loss_by_level(
             identity: ident_se / terms,
             linear: lin_se / terms,
             mixture: mix_se / terms,
+            pixel_mixture: prior.as_ref().map(|_| pix_se / terms),
         });
     }
     Ok(rows)
@@ -108,12 +126,18 @@ pub fn loss_by_level(
 
 /// The rows as a text table.
 pub fn table(rows: &[LevelRow]) -> String {
-    let mut s = String::from("    n      a^n   model MSE  identity MSE  linear MSE  mixture MSE\n");
+    let pix = rows.iter().any(|r| r.pixel_mixture.is_some());
+    let mut s = String::from("    n      a^n   model MSE  identity MSE  linear MSE  mixture MSE");
+    s += if pix { "  pixel-mixture MSE\n" } else { "\n" };
     for r in rows {
         s += &format!(
-            "{:>5} {:>8.4} {:>11.4} {:>13.4} {:>11.4} {:>12.4}\n",
+            "{:>5} {:>8.4} {:>11.4} {:>13.4} {:>11.4} {:>12.4}",
             r.n, r.signal, r.model, r.identity, r.linear, r.mixture
         );
+        match r.pixel_mixture {
+            Some(v) => s += &format!(" {v:>18.4}\n"),
+            None => s += "\n",
+        }
     }
     s
 }

@@ -198,7 +198,18 @@ impl Network {
             Skip::Identity => x_last,
             kind => {
                 let y = z("output", &[batch, t, d])?;
-                let f = skip::skip_forward(gpu, kind, &x_last, &tokens, &y, batch, t, d)?;
+                let prior = (kind == Skip::PixelMixture).then(|| w("skip.prior"));
+                let f = skip::skip_forward(
+                    gpu,
+                    kind,
+                    prior.as_ref(),
+                    &x_last,
+                    &tokens,
+                    &y,
+                    batch,
+                    t,
+                    d,
+                )?;
                 forward.push(f);
                 y
             }
@@ -251,8 +262,17 @@ impl Network {
             let mut dy = dout.clone();
             if cfg.skip != Skip::Identity {
                 let dx_last = z("dx_last", &[batch, t, d])?;
+                let prior = (cfg.skip == Skip::PixelMixture).then(|| w("skip.prior"));
                 backward.push(skip::skip_backward(
-                    gpu, cfg.skip, &dout, &tokens, &dx_last, batch, t, d,
+                    gpu,
+                    cfg.skip,
+                    prior.as_ref(),
+                    &dout,
+                    &tokens,
+                    &dx_last,
+                    batch,
+                    t,
+                    d,
                 )?);
                 keep.push(dx_last.clone());
                 dy = dx_last;

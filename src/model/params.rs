@@ -13,10 +13,16 @@
 //!   `layer{l}.b_1`     [F]        zeros
 //!   `layer{l}.w_2`     [F, D]     Glorot uniform
 //!   `layer{l}.b_2`     [D]        zeros
+//!   with `--skip pixel-mixture`, last:
+//!   `skip.prior`       [3, P, D]  the skip's per-position prior in the patch tokens' layout
+//!                                 (rows: background fraction, ink mean, ink variance; see
+//!                                 reference::skip::pixel_prior), NOT trained: the backward
+//!                                 leaves its gradient zero, so Adam never moves it
 //! Head h of Q (K, V) is columns h*key_dim .. (h+1)*key_dim of its block.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Skip};
 use crate::reference::rng;
+use crate::reference::skip::PixelPrior;
 
 /// How a tensor is initialised (Keras' defaults for `MultiHeadAttention`, SPEC §3).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,6 +30,9 @@ pub enum Init {
     Zeros,
     /// Uniform in (-limit, limit).
     Uniform(f32),
+    /// `skip.prior`'s rows [3, ..] filled with the global prior (PixelPrior::GLOBAL), which
+    /// `train` replaces with the data's per-position one. Not a trained tensor.
+    Prior,
 }
 
 /// One parameter tensor: name, shape, first element in the flat buffer, initialisation.
@@ -44,6 +53,10 @@ impl TensorSpec {
     }
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.len()
+    }
+    /// Whether training changes this tensor (all but `skip.prior`).
+    pub fn trained(&self) -> bool {
+        self.init != Init::Prior
     }
 }
 
@@ -106,6 +119,13 @@ impl ParamLayout {
                 push(format!("layer{l}.b_2"), vec![d], Init::Zeros);
             }
         }
+        if cfg.skip == Skip::PixelMixture {
+            push(
+                "skip.prior".into(),
+                vec![3, g.patches() as usize, d],
+                Init::Prior,
+            );
+        }
         ParamLayout {
             tensors,
             total: offset,
@@ -114,10 +134,13 @@ impl ParamLayout {
 
     /// The tensor called `name` (panics on an unknown name: a programming error).
     pub fn get(&self, name: &str) -> &TensorSpec {
-        self.tensors
-            .iter()
-            .find(|t| t.name == name)
+        self.find(name)
             .unwrap_or_else(|| panic!("no parameter tensor named {name}"))
+    }
+
+    /// The tensor called `name`, if this layout has one.
+    pub fn find(&self, name: &str) -> Option<&TensorSpec> {
+        self.tensors.iter().find(|t| t.name == name)
     }
 
     /// Initial values (padding is zero), reproducible from `seed` on any machine: tensor i's
@@ -125,11 +148,21 @@ impl ParamLayout {
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut out = vec![0.0; self.total];
         for (i, t) in self.tensors.iter().enumerate() {
-            if let Init::Uniform(limit) = t.init {
-                for (j, v) in out[t.range()].iter_mut().enumerate() {
-                    let b = rng::bits(seed, 0, INIT_STREAM + i as u32, j as u32)[0];
-                    let u = (b >> 8) as f32 / 16_777_216.0; // [0, 1)
-                    *v = (2.0 * u - 1.0) * limit;
+            match t.init {
+                Init::Zeros => {}
+                Init::Uniform(limit) => {
+                    for (j, v) in out[t.range()].iter_mut().enumerate() {
+                        let b = rng::bits(seed, 0, INIT_STREAM + i as u32, j as u32)[0];
+                        let u = (b >> 8) as f32 / 16_777_216.0; // [0, 1)
+                        *v = (2.0 * u - 1.0) * limit;
+                    }
+                }
+                Init::Prior => {
+                    let p = PixelPrior::GLOBAL;
+                    let rows = out[t.range()].chunks_exact_mut(t.len() / 3);
+                    for (row, v) in rows.zip([p.frac, p.ink_mean, p.ink_var]) {
+                        row.fill(v as f32);
+                    }
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Host side of `shaders/skip.wgsl`: the model's output skip term (`--skip wiener|mixture`).
+//! Host side of `shaders/skip.wgsl`: the model's output skip term
+//! (`--skip wiener|mixture|pixel-mixture`).
 
 use super::{check_count, expect_len};
 use crate::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_LO, PIXEL_MEAN, PIXEL_VAR};
@@ -18,11 +19,13 @@ struct Params {
 
 /// x [B, T, D], tokens [B, T, D] -> y [B, T, D]: the patch tokens get y = E + q (x - A),
 /// E the skip `kind`'s noise estimate from A and q the size of what it misses (see the
-/// shader); the conditioning token (t = P = T - 1) is copied.
+/// shader); the conditioning token (t = P = T - 1) is copied. `prior` [3, T - 1, D] (the
+/// parameter tensor `skip.prior`) is required by `pixel-mixture`, refused by the others.
 #[allow(clippy::too_many_arguments)]
 pub fn skip_forward(
     gpu: &Gpu,
     kind: Skip,
+    prior: Option<&GpuTensor>,
     x: &GpuTensor,
     tokens: &GpuTensor,
     y: &GpuTensor,
@@ -30,15 +33,17 @@ pub fn skip_forward(
     t: usize,
     d: usize,
 ) -> Result<Dispatch> {
-    dispatch(gpu, kind, "skip_forward", x, tokens, y, batch, t, d)
+    dispatch(gpu, kind, prior, "skip_forward", x, tokens, y, batch, t, d)
 }
 
 /// dy [B, T, D], tokens [B, T, D] -> dx [B, T, D] = q dy on the patch tokens (dy on the
-/// conditioning token): the gradient w.r.t. the last layer's output.
+/// conditioning token): the gradient w.r.t. the last layer's output (`prior` as in
+/// [`skip_forward`]).
 #[allow(clippy::too_many_arguments)]
 pub fn skip_backward(
     gpu: &Gpu,
     kind: Skip,
+    prior: Option<&GpuTensor>,
     dy: &GpuTensor,
     tokens: &GpuTensor,
     dx: &GpuTensor,
@@ -46,13 +51,25 @@ pub fn skip_backward(
     t: usize,
     d: usize,
 ) -> Result<Dispatch> {
-    dispatch(gpu, kind, "skip_backward", dy, tokens, dx, batch, t, d)
+    dispatch(
+        gpu,
+        kind,
+        prior,
+        "skip_backward",
+        dy,
+        tokens,
+        dx,
+        batch,
+        t,
+        d,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     gpu: &Gpu,
     kind: Skip,
+    prior: Option<&GpuTensor>,
     entry: &str,
     x: &GpuTensor,
     tokens: &GpuTensor,
@@ -76,9 +93,24 @@ fn dispatch(
     for v in [x, tokens, y] {
         expect_len(entry, v, n)?;
     }
+    let per_pixel = kind == Skip::PixelMixture;
+    match prior {
+        Some(p) if per_pixel => expect_len(entry, p, 3 * (t - 1) * d)?,
+        None if !per_pixel => {}
+        _ => {
+            return Err(Error::config(format!(
+                "{entry}: the {kind:?} skip {} a prior",
+                if per_pixel { "needs" } else { "takes no" }
+            )))
+        }
+    }
     let constants = [
         ("WG", WG_1D as f64),
-        ("MIXTURE", (kind == Skip::Mixture) as u8 as f64),
+        (
+            "MIXTURE",
+            matches!(kind, Skip::Mixture | Skip::PixelMixture) as u8 as f64,
+        ),
+        ("PER_PIXEL", per_pixel as u8 as f64),
         ("MEAN", PIXEL_MEAN as f64),
         ("VAR", PIXEL_VAR as f64),
         ("BG", PIXEL_LO as f64),
@@ -100,6 +132,7 @@ fn dispatch(
         &constants,
         &p,
         n,
-        &[(1, x), (2, tokens), (3, y)],
+        // Without a prior the shader never reads binding 4: the tokens stand in.
+        &[(1, x), (2, tokens), (3, y), (4, prior.unwrap_or(tokens))],
     )
 }

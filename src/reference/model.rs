@@ -154,6 +154,11 @@ fn tensor<'a, F>(layout: &ParamLayout, params: &'a [F], name: &str) -> &'a [F] {
     &params[layout.get(name).range()]
 }
 
+/// `skip.prior` when the layout has it (`--skip pixel-mixture`).
+fn prior<'a, F>(layout: &ParamLayout, params: &'a [F]) -> Option<&'a [F]> {
+    layout.find("skip.prior").map(|t| &params[t.range()])
+}
+
 /// y [M, N] = x [M, I] · w [I, N] + bias [N].
 fn linear<F: Real>(x: &[F], w: &[F], bias: &[F], m: usize, i: usize, n: usize) -> Vec<F> {
     let mut y = vec![F::default(); m * n];
@@ -374,7 +379,7 @@ pub fn forward<F: Real>(
     let skipped = match cfg.skip {
         Skip::Identity => None,
         kind => Some((
-            skip::skip_forward(kind, &x, tokens, batch, t, d),
+            skip::skip_forward(kind, prior(layout, params), &x, tokens, batch, t, d),
             tokens.to_vec(),
         )),
     };
@@ -447,7 +452,7 @@ pub fn backward<F: Real>(
     // Gradient w.r.t. the current layer's output.
     let mut dx = loss_backward(cfg, fwd.output(), target, batch);
     if let Some((_, tokens)) = &fwd.skipped {
-        dx = skip::skip_backward(cfg.skip, &dx, tokens, batch, t, d);
+        dx = skip::skip_backward(cfg.skip, prior(layout, params), &dx, tokens, batch, t, d);
     }
     for l in (0..cfg.layers as usize).rev() {
         let act = &fwd.layers[l];

@@ -1,9 +1,13 @@
-//! CPU reference of `shaders/skip.wgsl`: the model's output skip term (`--skip wiener` and
-//! `--skip mixture`): y = E + q (x - A) on the patch tokens, with E the skip's noise estimate
-//! from the noisy patch A and q the standard deviation of what it misses.
+//! CPU reference of `shaders/skip.wgsl`: the model's output skip term (`--skip wiener`,
+//! `mixture` and `pixel-mixture`): y = E + q (x - A) on the patch tokens, with E the skip's
+//! noise estimate from the noisy patch A and q the standard deviation of what it misses; and
+//! [`pixel_prior`], the per-position prior `pixel-mixture` reads, from training digits.
 
-use crate::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_LO, PIXEL_MEAN, PIXEL_VAR};
+use crate::config::{
+    Geometry, Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_LO, PIXEL_MEAN, PIXEL_VAR,
+};
 use crate::reference::model::Real;
+use crate::reference::patches;
 
 /// The smallest s = 1 - a^n the mixture uses (n = 0 has s = 0).
 pub const S_MIN: f64 = 1e-6;
@@ -27,29 +31,70 @@ pub fn factor(an: f64) -> f64 {
     factors(an).0
 }
 
-/// The mixture skip's posterior of the noise of one pixel of noisy value `a` at a^n = `an`:
-/// (its mean E, its standard deviation q, the weight w of "background"). The prior: the pixel
-/// is PIXEL_LO with probability BACKGROUND_FRAC, else N(INK_MEAN, INK_VAR).
+/// A pixel's two-part prior: background (exactly PIXEL_LO) with probability `frac`, else ink
+/// N(`ink_mean`, `ink_var`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PixelPrior {
+    pub frac: f64,
+    pub ink_mean: f64,
+    pub ink_var: f64,
+}
+
+impl PixelPrior {
+    /// The prior of every pixel of `--skip mixture` (MNIST's pixels pooled over positions),
+    /// and `pixel-mixture`'s before `train` fills in the data's.
+    pub const GLOBAL: PixelPrior = PixelPrior {
+        frac: BACKGROUND_FRAC as f64,
+        ink_mean: INK_MEAN as f64,
+        ink_var: INK_VAR as f64,
+    };
+
+    /// The prior at offset `j` of a sample's patch tokens in a prior tensor [3, P, D]
+    /// (rows: frac, ink mean, ink variance; `pd` = P*D).
+    pub fn at<F: Real>(prior: &[F], pd: usize, j: usize) -> PixelPrior {
+        PixelPrior {
+            frac: prior[j].to_f64(),
+            ink_mean: prior[pd + j].to_f64(),
+            ink_var: prior[2 * pd + j].to_f64(),
+        }
+    }
+}
+
+/// The mixture skip's posterior of the noise of one pixel of noisy value `a` at a^n = `an`
+/// under the global prior ([`PixelPrior::GLOBAL`]): (its mean E, its standard deviation q,
+/// the weight w of "background").
 pub fn mixture(a: f64, an: f64) -> (f64, f64, f64) {
-    let (bg, frac) = (PIXEL_LO as f64, BACKGROUND_FRAC as f64);
-    let (ink_mean, ink_var) = (INK_MEAN as f64, INK_VAR as f64);
+    mixture_with(a, an, PixelPrior::GLOBAL)
+}
+
+/// As [`mixture`] under the prior `p`.
+pub fn mixture_with(a: f64, an: f64, p: PixelPrior) -> (f64, f64, f64) {
+    let bg = PIXEL_LO as f64;
     let s = (1.0 - an).max(S_MIN);
-    let (c1, q1) = linear(an, s, ink_var);
-    let v1 = an * an * ink_var + s * s;
-    let (d0, d1) = (a - an * bg, a - an * ink_mean);
+    let (c1, q1) = linear(an, s, p.ink_var);
+    let v1 = an * an * p.ink_var + s * s;
+    let (d0, d1) = (a - an * bg, a - an * p.ink_mean);
     // log(frac N(a; an bg, s^2)) - log((1 - frac) N(a; an ink_mean, v1)).
-    let odds = (frac / (1.0 - frac)).ln() - d0 * d0 / (2.0 * s * s) - s.ln()
+    let odds = (p.frac / (1.0 - p.frac)).ln() - d0 * d0 / (2.0 * s * s) - s.ln()
         + d1 * d1 / (2.0 * v1)
         + 0.5 * v1.ln();
-    let w = 1.0 / (1.0 + (-odds.clamp(-80.0, 80.0)).exp());
+    let lo = odds.clamp(-80.0, 80.0);
+    let (w, w1) = (1.0 / (1.0 + (-lo).exp()), 1.0 / (1.0 + lo.exp()));
     let (e0, e1) = (d0 / s, c1 * d1);
-    let e = w * e0 + (1.0 - w) * e1;
-    let q = ((1.0 - w) * q1 * q1 + w * (1.0 - w) * (e0 - e1) * (e0 - e1)).sqrt();
+    let e = w * e0 + w1 * e1;
+    let q = (w1 * q1 * q1 + w * w1 * (e0 - e1) * (e0 - e1)).sqrt();
     (e, q, w)
 }
 
-/// (E, q) of the skip `kind` for a pixel of noisy value `a` at a^n = `an`.
+/// (E, q) of the skip `kind` for a pixel of noisy value `a` at a^n = `an`; `pixel-mixture`
+/// uses the global prior here (see [`estimate_at`]).
 pub fn estimate(kind: Skip, a: f64, an: f64) -> (f64, f64) {
+    estimate_at(kind, a, an, PixelPrior::GLOBAL)
+}
+
+/// (E, q) of the skip `kind` for a pixel of noisy value `a` at a^n = `an` whose prior, for
+/// `pixel-mixture`, is `prior` (the other skips ignore it).
+pub fn estimate_at(kind: Skip, a: f64, an: f64, prior: PixelPrior) -> (f64, f64) {
     match kind {
         Skip::Identity => (a, 1.0),
         Skip::Wiener => {
@@ -60,14 +105,66 @@ pub fn estimate(kind: Skip, a: f64, an: f64) -> (f64, f64) {
             let (e, q, _) = mixture(a, an);
             (e, q)
         }
+        Skip::PixelMixture => {
+            let (e, q, _) = mixture_with(a, an, prior);
+            (e, q)
+        }
     }
+}
+
+/// Pseudo-count of the per-position prior: each position's ink mean and variance are shrunk
+/// toward the global ones as if PRIOR_PSEUDO more ink pixels of the global statistics had been
+/// seen there (a position with little ink keeps a sensible prior), and its background fraction
+/// is Laplace's (n_bg + 1) / (n + 2) (never exactly 0 or 1).
+pub const PRIOR_PSEUDO: f64 = 16.0;
+
+/// The smallest ink variance of a position's prior.
+pub const PRIOR_VAR_MIN: f64 = 1e-4;
+
+/// `pixel-mixture`'s prior from `count` digits `pixels` (u8, [count, SIZE^2], 0 is background):
+/// per position the background fraction, ink mean and ink variance (in the model's scale
+/// x = p/256 - 0.5, shrunk as [`PRIOR_PSEUDO`] says), laid out as the patch tokens
+/// [3, P, D] (rows: fraction, mean, variance), so element j of a sample's patch tokens has
+/// its pixel's prior at j, P*D + j and 2 P*D + j.
+pub fn pixel_prior(g: &Geometry, pixels: &[u8]) -> Vec<f32> {
+    let px = g.pixels() as usize;
+    assert!(
+        !pixels.is_empty() && pixels.len().is_multiple_of(px),
+        "pixels: expected [count, {px}]"
+    );
+    let n = (pixels.len() / px) as f64;
+    let (mut bg, mut sum, mut sq) = (vec![0.0f64; px], vec![0.0f64; px], vec![0.0f64; px]);
+    for image in pixels.chunks_exact(px) {
+        for (i, &p) in image.iter().enumerate() {
+            if p == 0 {
+                bg[i] += 1.0;
+            } else {
+                let x = p as f64 / 256.0 - 0.5;
+                sum[i] += x;
+                sq[i] += x * x;
+            }
+        }
+    }
+    let (gm, gv, k) = (INK_MEAN as f64, INK_VAR as f64, PRIOR_PSEUDO);
+    let mut maps = vec![0.0f32; 3 * px];
+    for i in 0..px {
+        let ink = n - bg[i];
+        let mean = (sum[i] + k * gm) / (ink + k);
+        let m2 = (sq[i] + k * (gv + gm * gm)) / (ink + k);
+        maps[i] = ((bg[i] + 1.0) / (n + 2.0)) as f32;
+        maps[px + i] = mean as f32;
+        maps[2 * px + i] = (m2 - mean * mean).max(PRIOR_VAR_MIN) as f32;
+    }
+    patches::patches_forward(g, &maps, &[0.0; 3], g.patches() as usize)
 }
 
 /// x [B, T, D], tokens [B, T, D] -> y [B, T, D]: for the patch tokens t < T - 1,
 /// y = E + q (x - A) with A the token and a^n = tokens[b, T - 1, 0]; the conditioning token
-/// is copied.
+/// is copied. `prior` [3, T - 1, D] (see [`pixel_prior`]) is required by `pixel-mixture`
+/// and ignored by the other skips.
 pub fn skip_forward<F: Real>(
     kind: Skip,
+    prior: Option<&[F]>,
     x: &[F],
     tokens: &[F],
     batch: usize,
@@ -75,23 +172,18 @@ pub fn skip_forward<F: Real>(
     d: usize,
 ) -> Vec<F> {
     assert_eq!(x.len(), batch * t * d, "x: expected [B, T, D]");
-    assert_eq!(tokens.len(), batch * t * d, "tokens: expected [B, T, D]");
     let mut y = x.to_vec();
-    for b in 0..batch {
-        let an = tokens[(b * t + t - 1) * d].to_f64();
-        for i in b * t * d..(b * t + t - 1) * d {
-            let a = tokens[i].to_f64();
-            let (e, q) = estimate(kind, a, an);
-            y[i] = F::from_f64(e + q * (x[i].to_f64() - a));
-        }
-    }
+    for_each_patch_element(kind, prior, tokens, batch, t, d, |i, (e, q)| {
+        y[i] = F::from_f64(e + q * (x[i].to_f64() - tokens[i].to_f64()));
+    });
     y
 }
 
 /// dy [B, T, D], tokens -> dx [B, T, D] = q dy on the patch tokens, dy on the conditioning
-/// token.
+/// token (`prior` as in [`skip_forward`]).
 pub fn skip_backward<F: Real>(
     kind: Skip,
+    prior: Option<&[F]>,
     dy: &[F],
     tokens: &[F],
     batch: usize,
@@ -99,14 +191,39 @@ pub fn skip_backward<F: Real>(
     d: usize,
 ) -> Vec<F> {
     assert_eq!(dy.len(), batch * t * d, "dy: expected [B, T, D]");
-    assert_eq!(tokens.len(), batch * t * d, "tokens: expected [B, T, D]");
     let mut dx = dy.to_vec();
+    for_each_patch_element(kind, prior, tokens, batch, t, d, |i, (_, q)| {
+        dx[i] = F::from_f64(q * dy[i].to_f64());
+    });
+    dx
+}
+
+/// Calls `f(i, (E, q))` for every patch-token element i of `tokens` [B, T, D].
+fn for_each_patch_element<F: Real>(
+    kind: Skip,
+    prior: Option<&[F]>,
+    tokens: &[F],
+    batch: usize,
+    t: usize,
+    d: usize,
+    mut f: impl FnMut(usize, (f64, f64)),
+) {
+    assert_eq!(tokens.len(), batch * t * d, "tokens: expected [B, T, D]");
+    let pd = (t - 1) * d;
+    let prior = match (kind, prior) {
+        (Skip::PixelMixture, Some(p)) => {
+            assert_eq!(p.len(), 3 * pd, "prior: expected [3, T - 1, D]");
+            Some(p)
+        }
+        (Skip::PixelMixture, None) => panic!("the pixel-mixture skip needs its prior"),
+        _ => None,
+    };
     for b in 0..batch {
         let an = tokens[(b * t + t - 1) * d].to_f64();
-        for i in b * t * d..(b * t + t - 1) * d {
-            let q = estimate(kind, tokens[i].to_f64(), an).1;
-            dx[i] = F::from_f64(q * dy[i].to_f64());
+        for j in 0..pd {
+            let i = b * t * d + j;
+            let p = prior.map_or(PixelPrior::GLOBAL, |p| PixelPrior::at(p, pd, j));
+            f(i, estimate_at(kind, tokens[i].to_f64(), an, p));
         }
     }
-    dx
 }

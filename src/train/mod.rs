@@ -6,7 +6,7 @@
 //! validation loss once per epoch, and the weights when it writes a checkpoint.
 
 use crate::checkpoint::{self, Buffers};
-use crate::config::{ModelConfig, PIXELS};
+use crate::config::{ModelConfig, Skip, PIXELS};
 use crate::data::{self, Mnist};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -171,7 +171,13 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     let (mut state, buffers, resume_note) = if args.resume {
         run_state::resume(&ckpt_path, &config, &layout, args.lr, level_max)?
     } else {
-        let params = layout.init(args.seed);
+        let mut params = layout.init(args.seed);
+        if model.skip == Skip::PixelMixture {
+            // The skip's per-position prior, from the digits this run trains on.
+            let pixels = &mnist.train.pixels[..train_images * PIXELS as usize];
+            let prior = crate::reference::skip::pixel_prior(&model.geometry, pixels);
+            params[layout.get("skip.prior").range()].copy_from_slice(&prior);
+        }
         let buffers = Buffers {
             ema: Some(params.clone()),
             adam_m: Some(vec![0.0; layout.total]),

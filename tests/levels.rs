@@ -113,14 +113,36 @@ fn rows_match_reference(gpu: &Gpu, mnist: &Mnist, ckpt: &std::path::Path) -> Vec
     rows
 }
 
-#[test]
-fn loss_by_level_matches_reference_and_baselines() {
-    let base = std::env::temp_dir().join(format!("wgpu-diffusion-levels-{}", std::process::id()));
+/// `eval --loss-by-level --checkpoint CKPT --data MNIST` with `extra` flags.
+fn eval_levels(ckpt: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    bin()
+        .args(["eval", "--loss-by-level"])
+        .args(extra)
+        .arg("--checkpoint")
+        .arg(ckpt)
+        .arg("--data")
+        .arg(mnist_dir())
+        .output()
+        .unwrap()
+}
+
+/// A fresh folder, the checkpoint of [`trained`] in it and its [`rows_match_reference`].
+fn trained_rows(skip: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<LevelRow>) {
+    let base = std::env::temp_dir().join(format!(
+        "wgpu-diffusion-levels-{skip}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&base);
-    let ckpt = trained(&base, "wiener");
+    let ckpt = trained(&base, skip);
     let gpu = common::gpu();
     let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
     let rows = rows_match_reference(&gpu, &mnist, &ckpt);
+    (base, ckpt, rows)
+}
+
+#[test]
+fn loss_by_level_matches_reference_and_baselines() {
+    let (base, ckpt, rows) = trained_rows("wiener");
     assert!(rows.iter().all(|r| r.pixel_mixture.is_none()));
 
     // Closed forms: at n = 0 the linear estimate is 0 (MSE = E[N^2] ~ 1), the identity's is
@@ -138,17 +160,7 @@ fn loss_by_level_matches_reference_and_baselines() {
     assert!(rows[1].mixture < rows[1].linear, "{:?}", rows[1]);
 
     // The command: JSON with the rows; a level above n_max is one line, exit 2.
-    let eval = |extra: &[&str]| {
-        bin()
-            .args(["eval", "--loss-by-level"])
-            .args(extra)
-            .arg("--checkpoint")
-            .arg(&ckpt)
-            .arg("--data")
-            .arg(mnist_dir())
-            .output()
-            .unwrap()
-    };
+    let eval = |extra: &[&str]| eval_levels(&ckpt, extra);
     let o = eval(&["--levels", "0,500", "--count", "5", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -170,24 +182,14 @@ fn loss_by_level_matches_reference_and_baselines() {
 /// at mid noise (the corners are background with near certainty), in the table and the JSON.
 #[test]
 fn pixel_mixture_models_get_their_prior_column() {
-    let base = std::env::temp_dir().join(format!("wgpu-diffusion-plevels-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let ckpt = trained(&base, "pixel-mixture");
-    let gpu = common::gpu();
-    let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
-    let rows = rows_match_reference(&gpu, &mnist, &ckpt);
+    let (base, ckpt, rows) = trained_rows("pixel-mixture");
     let at37 = rows[1].pixel_mixture.unwrap();
     assert!(at37 < rows[1].mixture, "{:?}", rows[1]);
     let eval = |extra: &[&str]| {
-        let o = bin()
-            .args(["eval", "--loss-by-level", "--levels", "37", "--count", "3"])
-            .args(extra)
-            .arg("--checkpoint")
-            .arg(&ckpt)
-            .arg("--data")
-            .arg(mnist_dir())
-            .output()
-            .unwrap();
+        let o = eval_levels(
+            &ckpt,
+            &[&["--levels", "37", "--count", "3"], extra].concat(),
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };

@@ -8,20 +8,26 @@
 //   add           a_in [n], b_in [n] -> y [n]: y = a_in + b_in
 //   add_inplace   a_in [n], y [n] -> y [n]: y += a_in (residuals, gradient accumulation)
 //   copy          a_in [n] -> y [n]: y = a_in
-//   mse_forward   pred [B, T, D] (the model output), truth [B, P, D] (the target) -> history[slot]
-//                 = mean over (b, t < P, d) of (pred[b, t, d] - truth[b, t, d])^2
-//                 (the conditioning token t = P is ignored). ONE workgroup of RWG threads:
+//   mse_forward   pred [B, T, D] (the model output), truth [B, P, D] (the target), tokens
+//                 [B, T, D] (the model's input: a^n of sample b at tokens[b, P, 0])
+//                 -> history[slot] = mean over (b, t < P, d) of
+//                    w_b (pred[b, t, d] - truth[b, t, d])^2
+//                 (the conditioning token t = P is ignored); w_b = level_weight(b), 1 unless
+//                 WEIGHT_MAX > 1 (`--loss-weight-max`). ONE workgroup of RWG threads:
 //                 each strides over the B*P*D terms, four at a time, with a compensated
 //                 (Kahan) sum, then a tree in workgroup memory; no atomics. The host sets `slot` per step and
 //                 reads the history every N steps.
-//   mse_backward  pred [B, T, D], truth [B, P, D] -> dout [B, T, D]
-//                 dout[b, t, d] = 2 (pred - truth) / (B P D) for t < P, 0 for t = P.
+//   mse_backward  pred [B, T, D], truth [B, P, D], tokens -> dout [B, T, D]
+//                 dout[b, t, d] = 2 w_b (pred - truth) / (B P D) for t < P, 0 for t = P.
 //
 // Threads are 1-D (WG per workgroup, except mse_forward); the host spills large counts into
 // the y dimension. Mesa's llvmpipe (lavapipe) ends every loop of an invocation once 65,535
 // loop iterations in all have run: the host refuses sizes that would pass it there.
 
 override WG: u32 = 64u;
+// The loss weight's cap W (1: the plain mean) and the training pixels' variance.
+override WEIGHT_MAX: f32 = 1.0;
+override VAR: f32 = 1.0;
 const RWG: u32 = 256u;
 
 struct Params {
@@ -53,6 +59,23 @@ var<workgroup> partial: array<f32, RWG>;
 
 fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
+}
+
+// Sample b's loss weight min(1 / q^2, WEIGHT_MAX), q^2 = u^2 VAR / (u^2 VAR + s^2) with
+// u = a^n (its conditioning token) and s = 1 - u: EDM's 1 / c_out^2 for the Wiener skip,
+// capped. The comparison avoids dividing by u^2 VAR = 0 (pure noise gets the cap).
+fn level_weight(b: u32) -> f32 {
+    if (WEIGHT_MAX <= 1.0) {
+        return 1.0;
+    }
+    let u = tokens[b * params.tokens * params.dim + params.patches * params.dim];
+    let sig = u * u * VAR;
+    let s = 1.0 - u;
+    let num = sig + s * s;
+    if (num >= WEIGHT_MAX * sig) {
+        return WEIGHT_MAX;
+    }
+    return num / sig;
 }
 
 @compute @workgroup_size(WG)
@@ -126,7 +149,8 @@ fn mse_forward(@builtin(local_invocation_index) lid: u32) {
         let d1 = select(0.0, pred[(e1 / per) * row + e1 % per] - truth[e1], e0 + 1u < n);
         let d2 = select(0.0, pred[(e2 / per) * row + e2 % per] - truth[e2], e0 + 2u < n);
         let d3 = select(0.0, pred[(e3 / per) * row + e3 % per] - truth[e3], e0 + 3u < n);
-        let q = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        let q = (level_weight(e0 / per) * d0 * d0 + level_weight(e1 / per) * d1 * d1)
+            + (level_weight(e2 / per) * d2 * d2 + level_weight(e3 / per) * d3 * d3);
         // Kahan-compensated running sum.
         let term = q - comp;
         let next = s + term;
@@ -158,7 +182,7 @@ fn mse_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     let r = idx % row;
     let per = params.patches * params.dim;
     if (r < per) {
-        dout[idx] = params.scale * (pred[idx] - truth[b * per + r]);
+        dout[idx] = params.scale * level_weight(b) * (pred[idx] - truth[b * per + r]);
     } else {
         dout[idx] = 0.0;
     }

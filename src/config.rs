@@ -177,6 +177,7 @@ impl Preset {
             key_dim,
             mlp: 0,
             skip: Skip::Identity,
+            loss_weight_max: 1,
         }
     }
 }
@@ -199,6 +200,16 @@ pub struct ModelConfig {
     /// before it existed).
     #[serde(default)]
     pub skip: Skip,
+    /// W of `--loss-weight-max` (our addition): a sample at noise level a^n weighs
+    /// min(1 / q^2, W) in the loss, q the Wiener skip's residual scale there
+    /// (`reference::loss::level_weight`); 1 (the seed's plain mean, and what checkpoints
+    /// written before it existed read as) weighs every sample alike.
+    #[serde(default = "one")]
+    pub loss_weight_max: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// "1 layers, 8 heads x 32, mlp 256, patch 10 overlap 4" (the mlp part only when F > 0).
@@ -218,6 +229,9 @@ impl std::fmt::Display for ModelConfig {
         {
             write!(f, ", {} skip", v.get_name())?;
         }
+        if self.loss_weight_max > 1 {
+            write!(f, ", loss weight <= {}", self.loss_weight_max)?;
+        }
         let g = &self.geometry;
         write!(f, ", patch {} overlap {}", g.patch, g.overlap)
     }
@@ -230,6 +244,7 @@ impl ModelConfig {
             ("layers", self.layers),
             ("heads", self.heads),
             ("key-dim", self.key_dim),
+            ("loss-weight-max", self.loss_weight_max),
         ] {
             if v == 0 {
                 return Err(Error::config(format!("--{name} must be at least 1, got 0")));

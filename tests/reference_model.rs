@@ -34,6 +34,7 @@ fn odd() -> ModelConfig {
         key_dim: 5,
         mlp: 0,
         skip: Skip::Identity,
+        loss_weight_max: 1,
     }
 }
 
@@ -116,9 +117,10 @@ fn cases() -> Vec<Case> {
             1.0,
         ),
         case(
-            "tiny mlp 6 pixel-mixture skip B=2",
+            "tiny mlp 6 pixel-mixture skip loss weight 30 B=2",
             ModelConfig {
                 skip: Skip::PixelMixture,
+                loss_weight_max: 30,
                 ..with_mlp(tiny(), 6)
             },
             2,
@@ -140,7 +142,7 @@ fn cases() -> Vec<Case> {
 
 fn loss_at(c: &Case, params: &[f64]) -> f64 {
     let f = model::forward(&c.cfg, &c.layout, params, &c.tokens, c.batch);
-    model::loss(&c.cfg, f.output(), &c.target, c.batch)
+    model::loss(&c.cfg, f.output(), &c.tokens, &c.target, c.batch)
 }
 
 /// Indices checked in a tensor of `len` entries: all of them for small tensors, else a
@@ -288,7 +290,7 @@ fn finite_difference_check_catches_wrong_gradients() {
     }
     // dpos without the residual gradients: only layer 0's input gradient (sum over batch).
     let mut no_residual = grads.clone();
-    let dy = model::loss_backward(&c.cfg, fwd.output(), &c.target, c.batch);
+    let dy = model::loss_backward(&c.cfg, fwd.output(), &c.tokens, &c.target, c.batch);
     let pos = lay.get("pos").range();
     for (i, g) in no_residual[pos.clone()].iter_mut().enumerate() {
         // Each of the two layers added dy-derived residual gradient; remove the last layer's.
@@ -387,7 +389,7 @@ fn zero_model_is_identity() {
             }
         }
         want /= (b * p * d) as f64;
-        let got = model::loss(&cfg, fwd.output(), &target, b);
+        let got = model::loss(&cfg, fwd.output(), &tokens, &target, b);
         assert!((got as f64 - want).abs() <= 1e-6 * want, "{got} vs {want}");
         let pred = model::predict_noise(&cfg, &layout, &params, &tokens, b);
         assert_eq!(pred.len(), b * p * d);
@@ -421,12 +423,15 @@ fn residual_is_x_start_and_loss_skips_conditioning_token() {
     let g = c.cfg.geometry;
     let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
     let mut out = fwd.output().to_vec();
-    let before = model::loss(&c.cfg, &out, &c.target, c.batch);
+    let before = model::loss(&c.cfg, &out, &c.tokens, &c.target, c.batch);
     for b in 0..c.batch {
         out[(b * t + p) * d..(b + 1) * t * d].fill(123.0);
     }
-    assert_eq!(model::loss(&c.cfg, &out, &c.target, c.batch), before);
-    let dy = model::loss_backward(&c.cfg, &out, &c.target, c.batch);
+    assert_eq!(
+        model::loss(&c.cfg, &out, &c.tokens, &c.target, c.batch),
+        before
+    );
+    let dy = model::loss_backward(&c.cfg, &out, &c.tokens, &c.target, c.batch);
     for b in 0..c.batch {
         assert!(dy[(b * t + p) * d..(b + 1) * t * d]
             .iter()

@@ -426,6 +426,17 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     assert_eq!(o.status.code(), Some(2));
     let line = error_line(&o);
     assert!(line.contains("mlp 0 (checkpoint) vs 16 (flags)"), "{line}");
+    // ... or another loss weight (it is part of the objective the checkpoint was trained on).
+    let o = train(
+        &out,
+        &["--max-steps", "6", "--resume", "--loss-weight-max", "30"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let line = error_line(&o);
+    assert!(
+        line.contains("loss_weight_max 1 (checkpoint) vs 30 (flags)"),
+        "{line}"
+    );
     assert_eq!(
         std::fs::read(&ckpt).unwrap(),
         before,
@@ -463,6 +474,7 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
         ),
         (vec!["--decay-steps", "5", "--lr-min", "1"], "--lr-min"),
         (vec!["--layers", "0"], "--layers"),
+        (vec!["--loss-weight-max", "0"], "--loss-weight-max"),
         (
             vec!["--heads", "4000", "--key-dim", "1000"],
             "max_storage_buffer_binding_size",
@@ -514,4 +526,21 @@ fn pixel_mixture_prior_comes_from_the_training_digits() {
     // Not the global prior: the corner pixel (token 0, element 0) is background in all 200
     // digits, (200 + 1) / (200 + 2).
     assert!((want[0] - 201.0 / 202.0).abs() < 1e-6, "{}", want[0]);
+}
+
+/// `--loss-weight-max W`: the logged and stored objective weighs each sample by
+/// min(1/q^2, W) (checked against the reference in tests/loss.rs and tests/model.rs); here,
+/// that the flag reaches the run: the first step's loss on the same batch is larger than the
+/// plain mean's (every weight is >= 1, most > 1 over levels 0..=500), and the log says so.
+#[test]
+fn loss_weight_reaches_the_run() {
+    let first_loss = |out: &Path| -> f32 { losses(out)[0].1.parse().unwrap() };
+    let plain = tmp("train-weight-plain");
+    ok(&train(&plain, &["--max-steps", "1"]));
+    let weighted = tmp("train-weight-30");
+    let o = train(&weighted, &["--max-steps", "1", "--loss-weight-max", "30"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("loss weight <= 30"));
+    let (p, w) = (first_loss(&plain), first_loss(&weighted));
+    assert!(w > 3.0 * p, "weighted first loss {w} vs plain {p}");
 }

@@ -17,6 +17,7 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         key_dim: None,
         mlp: None,
         skip: None,
+        loss_weight_max: 1,
         alpha: 0.99,
         n_max: 500,
         level_max: None,

@@ -214,7 +214,11 @@ impl Network {
                 y
             }
         };
-        let mse = loss::MseForward::new(gpu, &output, &target, &history, batch, t, p, d)?;
+        let weight = loss::LevelWeight {
+            tokens: &tokens,
+            max: cfg.loss_weight_max,
+        };
+        let mse = loss::MseForward::new(gpu, &output, &target, weight, &history, batch, t, p, d)?;
 
         let mut backward = Vec::new();
         let mut keep = Vec::new();
@@ -255,7 +259,7 @@ impl Network {
             let f = cfg.mlp as usize;
             let (dh, dpre) = (z("dh", &[m, f])?, z("dpre", &[m, f])?);
             backward.push(loss::mse_backward(
-                gpu, &output, &target, &dout, batch, t, p, d,
+                gpu, &output, &target, weight, &dout, batch, t, p, d,
             )?);
             // dy: the gradient w.r.t. the current layer's output, then (after the feed-forward
             // block's backward) w.r.t. its y.

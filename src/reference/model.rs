@@ -130,16 +130,19 @@ pub struct Forward<F = f32> {
     pub x_start: Vec<F>,
     /// One entry per layer, in order.
     pub layers: Vec<LayerForward<F>>,
-    /// With `--skip wiener`: the output [B, T, D] (the last layer's x with the skip term),
-    /// and the input tokens its backward reads the noise levels from.
-    pub skipped: Option<(Vec<F>, Vec<F>)>,
+    /// With a skip term (`--skip wiener|mixture|pixel-mixture`): the output [B, T, D] (the
+    /// last layer's x with the skip term).
+    pub skipped: Option<Vec<F>>,
+    /// The input tokens [B, T, D] (the skip's backward and the loss weight read the noise
+    /// levels from them).
+    pub tokens: Vec<F>,
 }
 
 impl<F: Real> Forward<F> {
     /// The model's output [B, T, D] (the last layer's `out`, with the skip term when there is
     /// one; the first g^2 tokens of each sample are the predicted noise patches).
     pub fn output(&self) -> &[F] {
-        if let Some((y, _)) = &self.skipped {
+        if let Some(y) = &self.skipped {
             return y;
         }
         match self.layers.last() {
@@ -378,9 +381,14 @@ pub fn forward<F: Real>(
     }
     let skipped = match cfg.skip {
         Skip::Identity => None,
-        kind => Some((
-            skip::skip_forward(kind, prior(layout, params), &x, tokens, batch, t, d),
-            tokens.to_vec(),
+        kind => Some(skip::skip_forward(
+            kind,
+            prior(layout, params),
+            &x,
+            tokens,
+            batch,
+            t,
+            d,
         )),
     };
     Forward {
@@ -388,47 +396,70 @@ pub fn forward<F: Real>(
         x_start,
         layers,
         skipped,
+        tokens: tokens.to_vec(),
     }
 }
 
-/// Mean over (b, t < g^2, d) of (output - target)^2: `output` [B, T, D] (the conditioning
-/// token is ignored), `target` [B, g^2, D].
-pub fn loss<F: Real>(cfg: &ModelConfig, output: &[F], target: &[F], batch: usize) -> F {
-    let dm = Dims::new(cfg);
-    let (t, p, d) = (dm.t, dm.p, dm.d);
-    assert_eq!(output.len(), batch * t * d, "output: expected [B, T, D]");
-    assert_eq!(target.len(), batch * p * d, "target: expected [B, g^2, D]");
-    let mut sum = 0.0f64;
-    for b in 0..batch {
-        for i in 0..p * d {
-            let e = output[b * t * d + i].to_f64() - target[b * p * d + i].to_f64();
-            sum += e * e;
-        }
-    }
-    F::from_f64(sum / (batch * p * d) as f64)
+/// Mean over (b, t < g^2, d) of w_b (output - target)^2: `output` [B, T, D] (the conditioning
+/// token is ignored), `target` [B, g^2, D], w_b sample b's loss weight from its noise level in
+/// `tokens` [B, T, D] (`reference::loss::level_weight`; 1 with `loss_weight_max` = 1).
+pub fn loss<F: Real>(
+    cfg: &ModelConfig,
+    output: &[F],
+    tokens: &[F],
+    target: &[F],
+    batch: usize,
+) -> F {
+    let (o, tg, w, dm) = loss_inputs(cfg, output, tokens, target, batch);
+    F::from_f64(crate::reference::loss::mse_f64(
+        &o, &tg, &w, batch, dm.t, dm.p, dm.d,
+    ))
 }
 
-/// Gradient of [`loss`] w.r.t. the output, [B, T, D]: `2 (output - target) / (B g^2 D)` on the
-/// patch tokens, zero on the conditioning token.
+/// Gradient of [`loss`] w.r.t. the output, [B, T, D]: `2 w_b (output - target) / (B g^2 D)` on
+/// the patch tokens, zero on the conditioning token.
 pub fn loss_backward<F: Real>(
     cfg: &ModelConfig,
     output: &[F],
+    tokens: &[F],
     target: &[F],
     batch: usize,
 ) -> Vec<F> {
+    let (o, tg, w, dm) = loss_inputs(cfg, output, tokens, target, batch);
+    crate::reference::loss::mse_backward_f64(&o, &tg, &w, batch, dm.t, dm.p, dm.d)
+        .into_iter()
+        .map(F::from_f64)
+        .collect()
+}
+
+/// The loss's inputs in f64 and the sample weights.
+fn loss_inputs<F: Real>(
+    cfg: &ModelConfig,
+    output: &[F],
+    tokens: &[F],
+    target: &[F],
+    batch: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Dims) {
     let dm = Dims::new(cfg);
-    let (t, p, d) = (dm.t, dm.p, dm.d);
-    assert_eq!(output.len(), batch * t * d, "output: expected [B, T, D]");
-    assert_eq!(target.len(), batch * p * d, "target: expected [B, g^2, D]");
-    let scale = 2.0 / (batch * p * d) as f64;
-    let mut dy = vec![F::default(); batch * t * d];
-    for b in 0..batch {
-        for i in 0..p * d {
-            let e = output[b * t * d + i].to_f64() - target[b * p * d + i].to_f64();
-            dy[b * t * d + i] = F::from_f64(scale * e);
-        }
-    }
-    dy
+    assert_eq!(
+        output.len(),
+        batch * dm.t * dm.d,
+        "output: expected [B, T, D]"
+    );
+    assert_eq!(
+        target.len(),
+        batch * dm.p * dm.d,
+        "target: expected [B, g^2, D]"
+    );
+    let f64s = |v: &[F]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+    let w = crate::reference::loss::sample_weights(
+        &f64s(tokens),
+        batch,
+        dm.t,
+        dm.d,
+        cfg.loss_weight_max,
+    );
+    (f64s(output), f64s(target), w, dm)
 }
 
 /// Gradients of [`loss`] w.r.t. every parameter, in `layout` (padding zero), from the
@@ -450,8 +481,9 @@ pub fn backward<F: Real>(
     // d x_start, accumulated in f64: every layer's residual plus layer 0's input gradient.
     let mut dx_start = vec![0.0f64; m * d];
     // Gradient w.r.t. the current layer's output.
-    let mut dx = loss_backward(cfg, fwd.output(), target, batch);
-    if let Some((_, tokens)) = &fwd.skipped {
+    let mut dx = loss_backward(cfg, fwd.output(), &fwd.tokens, target, batch);
+    if fwd.skipped.is_some() {
+        let tokens = &fwd.tokens;
         dx = skip::skip_backward(cfg.skip, prior(layout, params), &dx, tokens, batch, t, d);
     }
     for l in (0..cfg.layers as usize).rev() {
@@ -521,7 +553,7 @@ pub fn loss_and_grad<F: Real>(
     batch: usize,
 ) -> (F, Vec<F>) {
     let fwd = forward(cfg, layout, params, tokens, batch);
-    let l = loss(cfg, fwd.output(), target, batch);
+    let l = loss(cfg, fwd.output(), tokens, target, batch);
     (l, backward(cfg, layout, params, &fwd, target, batch))
 }
 

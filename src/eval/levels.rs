@@ -131,13 +131,38 @@ pub fn table(rows: &[LevelRow]) -> String {
     s += if pix { "  pixel-mixture MSE\n" } else { "\n" };
     for r in rows {
         s += &format!(
-            "{:>5} {:>8.4} {:>11.4} {:>13.4} {:>11.4} {:>12.4}",
-            r.n, r.signal, r.model, r.identity, r.linear, r.mixture
+            "{:>5} {:>8.4} {:>11} {:>13} {:>11} {:>12}",
+            r.n,
+            r.signal,
+            mse(r.model),
+            mse(r.identity),
+            mse(r.linear),
+            mse(r.mixture)
         );
         match r.pixel_mixture {
-            Some(v) => s += &format!(" {v:>18.4}\n"),
+            Some(v) => s += &format!(" {:>18}\n", mse(v)),
             None => s += "\n",
         }
     }
     s
+}
+
+/// An MSE with four decimals, or three significant digits below 0.01 (the high levels' errors
+/// are small, and differ in their third digit).
+fn mse(v: f64) -> String {
+    if v >= 0.01 || v == 0.0 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn small_errors_keep_three_digits() {
+        assert_eq!(super::mse(0.30061), "0.3006");
+        assert_eq!(super::mse(0.002263), "2.26e-3");
+        assert_eq!(super::mse(0.0), "0.0000");
+    }
 }

@@ -194,11 +194,12 @@ impl Network {
             .last()
             .map(|l| l.out().clone())
             .unwrap_or(x_start.clone());
+        // `--skip pixel-mixture`'s prior, a view of the parameters (forward and backward).
+        let prior = (cfg.skip == Skip::PixelMixture).then(|| w("skip.prior"));
         let output = match cfg.skip {
             Skip::Identity => x_last,
             kind => {
                 let y = z("output", &[batch, t, d])?;
-                let prior = (kind == Skip::PixelMixture).then(|| w("skip.prior"));
                 let f = skip::skip_forward(
                     gpu,
                     kind,
@@ -266,7 +267,6 @@ impl Network {
             let mut dy = dout.clone();
             if cfg.skip != Skip::Identity {
                 let dx_last = z("dx_last", &[batch, t, d])?;
-                let prior = (cfg.skip == Skip::PixelMixture).then(|| w("skip.prior"));
                 backward.push(skip::skip_backward(
                     gpu,
                     cfg.skip,

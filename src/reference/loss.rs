@@ -74,9 +74,7 @@ pub fn mse(
     p: usize,
     d: usize,
 ) -> f32 {
-    let o: Vec<f64> = out.iter().map(|&v| v as f64).collect();
-    let tg: Vec<f64> = target.iter().map(|&v| v as f64).collect();
-    mse_f64(&o, &tg, w, batch, t, p, d) as f32
+    mse_f64(&f64s(out), &f64s(target), w, batch, t, p, d) as f32
 }
 
 /// d mse / d out [B, T, D]: 2 w[b] (out - target) / (B P D) on the first P tokens, 0 elsewhere.
@@ -89,12 +87,14 @@ pub fn mse_backward(
     p: usize,
     d: usize,
 ) -> Vec<f32> {
-    let o: Vec<f64> = out.iter().map(|&v| v as f64).collect();
-    let tg: Vec<f64> = target.iter().map(|&v| v as f64).collect();
-    mse_backward_f64(&o, &tg, w, batch, t, p, d)
+    mse_backward_f64(&f64s(out), &f64s(target), w, batch, t, p, d)
         .iter()
         .map(|&v| v as f32)
         .collect()
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
 }
 
 pub fn mse_f64(

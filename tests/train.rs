@@ -426,17 +426,6 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     assert_eq!(o.status.code(), Some(2));
     let line = error_line(&o);
     assert!(line.contains("mlp 0 (checkpoint) vs 16 (flags)"), "{line}");
-    // ... or another loss weight (it is part of the objective the checkpoint was trained on).
-    let o = train(
-        &out,
-        &["--max-steps", "6", "--resume", "--loss-weight-max", "30"],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    let line = error_line(&o);
-    assert!(
-        line.contains("loss_weight_max 1 (checkpoint) vs 30 (flags)"),
-        "{line}"
-    );
     assert_eq!(
         std::fs::read(&ckpt).unwrap(),
         before,
@@ -543,4 +532,26 @@ fn loss_weight_reaches_the_run() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("loss weight <= 30"));
     let (p, w) = (first_loss(&plain), first_loss(&weighted));
     assert!(w > 3.0 * p, "weighted first loss {w} vs plain {p}");
+
+    // Like the rate, W may change on --resume: the log says so and the next step's loss is
+    // the weighted one (against the same second step run plain).
+    let straight = tmp("train-weight-plain-2");
+    ok(&train(&straight, &["--max-steps", "2"]));
+    let o = train(
+        &plain,
+        &["--max-steps", "2", "--resume", "--loss-weight-max", "30"],
+    );
+    ok(&o);
+    let log = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        log.contains("resuming at step 1") && log.contains("loss weight <= 30 (<= 1 before)"),
+        "{log}"
+    );
+    let second = |out: &Path| -> f32 { losses(out)[1].1.parse().unwrap() };
+    let (p2, w2) = (second(&straight), second(&plain));
+    assert!(w2 > 3.0 * p2, "resumed weighted loss {w2} vs plain {p2}");
+    // ... and the checkpoint now records W = 30: resuming it without the flag goes back to 1.
+    let o = train(&plain, &["--max-steps", "3", "--resume"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("loss weight <= 1 (<= 30 before)"));
 }

@@ -43,6 +43,7 @@ pub struct TrainArgs {
     /// weighs its loss by 1/c_out^2: with a skip term the network's own part reaches the
     /// output scaled by q, so without the weight the mid and high levels, where a digit's shape
     /// is decided, give it almost no gradient (q^2 = 0.18 at n = 50, 0.03 at n = 100).
+    /// Like the rate, it may change on --resume.
     #[arg(long, default_value_t = 1)]
     pub loss_weight_max: u32,
     /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).

@@ -70,8 +70,8 @@ impl RunState {
 }
 
 /// Where a --resume starts: the checkpoint's state and buffers, after checking that it is of
-/// the same configuration and holds the optimizer state; and a note for the log when the rate
-/// or the levels change.
+/// the same configuration (all but `--loss-weight-max`) and holds the optimizer state; and a
+/// note for the log when the rate, the levels or the loss weight change.
 pub(super) fn resume(
     path: &Path,
     config: &RunConfig,
@@ -86,11 +86,15 @@ pub(super) fn resume(
         )));
     }
     let meta = read_state(path)?;
-    if meta.config != *config {
+    // The loss weight is the objective, not the model: like the rate, it may change.
+    let mut stored = meta.config.clone();
+    let weight_before = stored.model.loss_weight_max;
+    stored.model.loss_weight_max = config.model.loss_weight_max;
+    if stored != *config {
         return Err(Error::checkpoint(format!(
             "{} is from another configuration: {}",
             path.display(),
-            config_diff(config, &meta.config)
+            config_diff(config, &stored)
         )));
     }
     let b = checkpoint::load(path, layout)?.buffers;
@@ -107,6 +111,12 @@ pub(super) fn resume(
     let before = meta.level_max.unwrap_or(config.n_max);
     if before != level_max {
         note += &format!(", drawing levels 0..={level_max} (0..={before} before)");
+    }
+    if weight_before != config.model.loss_weight_max {
+        note += &format!(
+            ", loss weight <= {} (<= {weight_before} before)",
+            config.model.loss_weight_max
+        );
     }
     Ok((meta.state, b, note))
 }

@@ -520,7 +520,8 @@ fn pixel_mixture_prior_comes_from_the_training_digits() {
 /// `--loss-weight-max W`: the logged and stored objective weighs each sample by
 /// min(1/q^2, W) (checked against the reference in tests/loss.rs and tests/model.rs); here,
 /// that the flag reaches the run: the first step's loss on the same batch is larger than the
-/// plain mean's (every weight is >= 1, most > 1 over levels 0..=500), and the log says so.
+/// plain mean's (every weight is >= 1, most > 1 over levels 0..=500), and the log says so;
+/// and that W may change on --resume (the next step's loss is the new W's).
 #[test]
 fn loss_weight_reaches_the_run() {
     let first_loss = |out: &Path| -> f32 { losses(out)[0].1.parse().unwrap() };
@@ -544,7 +545,7 @@ fn loss_weight_reaches_the_run() {
     ok(&o);
     let log = String::from_utf8_lossy(&o.stdout);
     assert!(
-        log.contains("resuming at step 1") && log.contains("loss weight <= 30 (<= 1 before)"),
+        log.contains("resuming at step 1") && log.contains("loss weight <= 30 (<= 1 before;"),
         "{log}"
     );
     let second = |out: &Path| -> f32 { losses(out)[1].1.parse().unwrap() };
@@ -553,5 +554,40 @@ fn loss_weight_reaches_the_run() {
     // ... and the checkpoint now records W = 30: resuming it without the flag goes back to 1.
     let o = train(&plain, &["--max-steps", "3", "--resume"]);
     ok(&o);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("loss weight <= 1 (<= 30 before)"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("loss weight <= 1 (<= 30 before;"));
+}
+
+/// The validation loss is weighed by W too, so a resume with another W restarts the best
+/// validation loss: the first epoch after it writes best.safetensors even though its
+/// (W = 30) validation loss is larger than the epoch before's (W = 1). (200 digits in batches
+/// of 4: 50 steps per epoch.)
+#[test]
+fn loss_weight_change_restarts_the_best_validation_loss() {
+    let out = tmp("train-weight-best");
+    ok(&train(&out, &["--max-steps", "50"]));
+    let best = out.join("best.safetensors");
+    let before = std::fs::read(&best).unwrap();
+    let o = train(
+        &out,
+        &["--max-steps", "100", "--resume", "--loss-weight-max", "30"],
+    );
+    ok(&o);
+    let vals: Vec<f32> = std::fs::read_to_string(out.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(3).and_then(|v| v.parse().ok()))
+        .collect();
+    assert_eq!(vals.len(), 2, "one validation loss per epoch: {vals:?}");
+    assert!(
+        vals[1] > vals[0],
+        "W = 30 validation {} vs W = 1 {}",
+        vals[1],
+        vals[0]
+    );
+    assert_ne!(
+        std::fs::read(&best).unwrap(),
+        before,
+        "best.safetensors was not rewritten"
+    );
 }

@@ -112,13 +112,17 @@ pub(super) fn resume(
     if before != level_max {
         note += &format!(", drawing levels 0..={level_max} (0..={before} before)");
     }
+    let mut state = meta.state;
     if weight_before != config.model.loss_weight_max {
         note += &format!(
-            ", loss weight <= {} (<= {weight_before} before)",
+            ", loss weight <= {} (<= {weight_before} before; the best validation loss restarts)",
             config.model.loss_weight_max
         );
+        // The validation loss is weighed by W too: losses before and after do not compare.
+        state.best_val = None;
+        state.epochs_without_improvement = 0;
     }
-    Ok((meta.state, b, note))
+    Ok((state, b, note))
 }
 
 /// The run configuration stored in a checkpoint (to sample from it or resume it).

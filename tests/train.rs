@@ -53,6 +53,14 @@ fn ok(o: &Output) {
 /// The columns of every per-step row of metrics.csv (not the epoch rows), after checking
 /// its header.
 fn step_rows(out: &Path) -> Vec<Vec<String>> {
+    csv_rows(out)
+        .into_iter()
+        .filter(|c| c[3].is_empty())
+        .collect()
+}
+
+/// Every row of metrics.csv (per-step and per-epoch), its header checked.
+fn csv_rows(out: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let mut lines = text.lines();
     assert_eq!(
@@ -61,7 +69,14 @@ fn step_rows(out: &Path) -> Vec<Vec<String>> {
     );
     lines
         .map(|l| l.split(',').map(String::from).collect::<Vec<_>>())
-        .filter(|c| c[3].is_empty())
+        .collect()
+}
+
+/// The validation loss of every epoch row of metrics.csv.
+fn val_losses(out: &Path) -> Vec<f32> {
+    csv_rows(out)
+        .iter()
+        .filter_map(|c| c[3].parse().ok())
         .collect()
 }
 
@@ -572,12 +587,7 @@ fn loss_weight_change_restarts_the_best_validation_loss() {
         &["--max-steps", "100", "--resume", "--loss-weight-max", "30"],
     );
     ok(&o);
-    let vals: Vec<f32> = std::fs::read_to_string(out.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').nth(3).and_then(|v| v.parse().ok()))
-        .collect();
+    let vals = val_losses(&out);
     assert_eq!(vals.len(), 2, "one validation loss per epoch: {vals:?}");
     assert!(
         vals[1] > vals[0],

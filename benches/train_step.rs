@@ -1,11 +1,13 @@
 //! One full training step (forward, loss, backward, Adam, EMA) and the sampling loop, timed on
 //! the adapter: ms per step, samples/s, GFLOP/s, and the ratio to the CPU reference.
 //!
-//! `cargo bench --bench train_step [-- --preset seed|notebook|tiny] [--quick]`
-//! Default preset: `seed` on a real GPU, `tiny` on a CPU adapter (lavapipe).
+//! `cargo bench --bench train_step [-- --preset seed|notebook|tiny] [--quick] [--profile]
+//!     [--patch P --overlap O --layers L --heads H --key-dim K --mlp F --skip S]`
+//! Default preset: `seed` on a real GPU, `tiny` on a CPU adapter (lavapipe); the shape flags
+//! change the preset's values as `train`'s do, to measure the model you train.
 
 use std::time::Instant;
-use wgpu_diffusion::config::{Preset, PIXELS};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip, PIXELS};
 use wgpu_diffusion::gpu::timing::time_dispatches;
 use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor};
 use wgpu_diffusion::model::network::{Network, Optimizer};
@@ -31,7 +33,7 @@ fn main() {
         None if gpu.is_cpu() => Preset::Tiny,
         None => Preset::Seed,
     };
-    let cfg = preset.model();
+    let cfg = shape_overrides(&args, preset.model());
     let layout = ParamLayout::new(&cfg);
     let g = &cfg.geometry;
     let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
@@ -41,7 +43,7 @@ fn main() {
     let peak = wgpu_diffusion::gpu::timing::measure_peak_gflops(&gpu, probe).unwrap();
     println!("measured f32 FMA peak (shaders/peak.wgsl): {peak:.1} GFLOP/s");
     println!(
-        "preset {} ({} weights), batch {batch} samples ({} rows)",
+        "preset {} with {cfg} ({} weights), batch {batch} samples ({} rows)",
         preset.name(),
         cfg.parameter_count(),
         batch * t
@@ -119,7 +121,7 @@ fn main() {
     }
 
     // The CPU reference on the same step, for a baseline (a smaller batch on big presets).
-    let cpu_batch = if preset == Preset::Tiny { batch } else { 20 };
+    let cpu_batch = if cfg.parameter_count() < 100_000 { batch } else { 20 };
     let tok_cpu = &tokens[..cpu_batch * t * d];
     let tgt_cpu = &target[..cpu_batch * p * d];
     let c0 = Instant::now();
@@ -158,4 +160,35 @@ fn main() {
         Sampler::flops_per_digit_step(&cfg) * 50.0 * rate / 1e9,
         PIXELS
     );
+}
+
+/// The preset's model with `--patch --overlap --layers --heads --key-dim --mlp --skip` applied.
+fn shape_overrides(args: &[String], base: ModelConfig) -> ModelConfig {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
+    let num = |name: &str, default: u32| {
+        flag(name).map_or(default, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} wants a number, got {v}"))
+        })
+    };
+    let g = &base.geometry;
+    let geometry = Geometry::new(num("--patch", g.patch), num("--overlap", g.overlap))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = ModelConfig {
+        geometry,
+        layers: num("--layers", base.layers),
+        heads: num("--heads", base.heads),
+        key_dim: num("--key-dim", base.key_dim),
+        mlp: num("--mlp", base.mlp),
+        skip: flag("--skip").map_or(base.skip, |s| {
+            <Skip as clap::ValueEnum>::from_str(s, true).expect("--skip")
+        }),
+        ..base
+    };
+    cfg.validate().unwrap_or_else(|e| panic!("{e}"));
+    cfg
 }

@@ -121,7 +121,11 @@ fn main() {
     }
 
     // The CPU reference on the same step, for a baseline (a smaller batch on big presets).
-    let cpu_batch = if cfg.parameter_count() < 100_000 { batch } else { 20 };
+    let cpu_batch = if cfg.parameter_count() < 100_000 {
+        batch
+    } else {
+        20
+    };
     let tok_cpu = &tokens[..cpu_batch * t * d];
     let tgt_cpu = &target[..cpu_batch * p * d];
     let c0 = Instant::now();
@@ -143,6 +147,7 @@ fn main() {
         scale: 1.5,
         eta: 0.0,
         clip: false,
+        background: 0,
     };
     let sbatch = wgpu_diffusion::sample::auto_batch(&gpu, &cfg, count as u64);
     let sm = Sampler::new(&gpu, &cfg, &layout, &params, sbatch, schedule, 0).unwrap();

@@ -12,6 +12,12 @@
 //                    u = a'^n = table[k], X_hat = clamp((A - (1 - u) nhat) / u, LO, HI),
 //                    nhat' = (A - u X_hat) / (1 - u) (DDPM's x0 clipping; unchanged when
 //                    X_hat is in range)
+//                    With --background N (steps k >= params.bg_from, the levels <= N), nhat is
+//                    first blended with the exact noise of a background pixel:
+//                    nhat' = w (A - u LO) / s + (1 - w) nhat, s = 1 - u, w the posterior that
+//                    the pixel is background under the mixture prior of `--skip mixture`
+//                    (background LO with probability BG_FRAC, else ink N(INK_MEAN, INK_VAR)),
+//                    before the clipping
 //   sample_update_stochastic  (with --eta > 0, after fill_normal_counted drew z [B, PIXELS]
 //                    at RNG step k): as sample_update, then
 //                    image += coef[k].x * nhat + coef[k].y * z, coef [steps] of vec2
@@ -24,12 +30,19 @@ override WG: u32 = 64u;
 override PIXELS: u32 = 784u;
 override LO: f32 = -0.5;
 override HI: f32 = 0.5;
+override BG_FRAC: f32 = 0.8;
+override INK_MEAN: f32 = 0.0;
+override INK_VAR: f32 = 1.0;
 
 struct Params {
     batch: u32,   // B
     steps: u32,   // n'
     keep: f32,    // a'^s
     clip: u32,    // 1: clamp the digit estimate to [LO, HI]
+    bg_from: u32, // the first step of --background's blend (steps: never)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -67,14 +80,32 @@ fn sample_snapshot(@builtin(global_invocation_id) gid: vec3<u32>,
     traj[min(state[0], params.steps) * PIXELS + p] = image[p];
 }
 
-// The predicted noise of element i, or with params.clip the noise of the clamped estimate.
+// The posterior weight that a pixel of noisy value a at level u (s = 1 - u > 0) is
+// background, from the log-odds of BG_FRAC N(a; u LO, s^2) against
+// (1 - BG_FRAC) N(a; u INK_MEAN, u^2 INK_VAR + s^2) (as skip.wgsl's mixture).
+fn background_weight(a: f32, u: f32, s: f32) -> f32 {
+    let v1 = u * u * INK_VAR + s * s;
+    let d0 = a - u * LO;
+    let d1 = a - u * INK_MEAN;
+    let odds = log(BG_FRAC / (1.0 - BG_FRAC)) - d0 * d0 / (2.0 * s * s) - log(s)
+        + d1 * d1 / (2.0 * v1) + 0.5 * log(v1);
+    return 1.0 / (1.0 + exp(-clamp(odds, -80.0, 80.0)));
+}
+
+// The predicted noise of element i, blended with a background pixel's from step bg_from on,
+// then with params.clip the noise of the clamped estimate.
 fn noise_estimate(i: u32) -> f32 {
-    let n = nhat[i];
+    var n = nhat[i];
+    let u = table[min(state[0], params.steps - 1u)];
+    let a = image[i];
+    if (state[0] >= params.bg_from) {
+        let s = 1.0 - u;
+        let w = background_weight(a, u, s);
+        n = w * (a - u * LO) / s + (1.0 - w) * n;
+    }
     if (params.clip == 0u) {
         return n;
     }
-    let u = table[min(state[0], params.steps - 1u)];
-    let a = image[i];
     let x = clamp((a - (1.0 - u) * n) / u, LO, HI);
     return (a - u * x) / (1.0 - u);
 }

@@ -22,6 +22,7 @@ fn stochastic(steps: u32, scale: f32, eta: f32) -> Schedule {
         scale,
         eta,
         clip: false,
+        background: 0,
     }
 }
 
@@ -109,18 +110,24 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
     let (gpu, cfg) = (gpu, *cfg);
     let layout = ParamLayout::new(&cfg);
     let params = random_params(&cfg, 1);
-    for (steps, scale, eta, clip, batch) in [
-        (1, 1.0, 0.0, false, 3),
-        (1, 1.5, 0.0, false, 5),
-        (50, 1.5, 0.0, false, 2),
-        (2, 1.0, 1.0, false, 3),
-        (10, 0.7, 0.5, false, 2),
-        (1, 1.0, 0.0, true, 3),
-        (50, 1.5, 0.0, true, 2),
-        (10, 1.0, 1.0, true, 2),
+    // (n', s, eta, clip, B, --background level)
+    for (steps, scale, eta, clip, batch, background) in [
+        (1, 1.0, 0.0, false, 3, 0),
+        (1, 1.5, 0.0, false, 5, 0),
+        (50, 1.5, 0.0, false, 2, 0),
+        (2, 1.0, 1.0, false, 3, 0),
+        (10, 0.7, 0.5, false, 2, 0),
+        (1, 1.0, 0.0, true, 3, 0),
+        (50, 1.5, 0.0, true, 2, 0),
+        (10, 1.0, 1.0, true, 2, 0),
+        (1, 1.0, 0.0, false, 3, 500),
+        (50, 1.0, 0.0, false, 2, 120),
+        (50, 1.5, 0.0, true, 2, 30),
+        (10, 1.0, 1.0, false, 2, 200),
     ] {
         let s = Schedule {
             clip,
+            background,
             ..stochastic(steps, scale, eta)
         };
         let sm_params = GpuTensor::from_slice(gpu, "params", &[layout.total], &params).unwrap();
@@ -137,7 +144,7 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             let tol = step_tolerance(&s, &a);
             reference::sample_step(&cfg, &layout, &params, &s, k as u32, 7, 0, &mut a);
             assert_close(
-                &format!("step {k} of {steps}, s={scale}, eta={eta}, clip={clip}"),
+                &format!("step {k} of {steps}, s={scale}, eta={eta}, clip={clip}, bg={background}"),
                 &traj[(k + 1) * px..(k + 2) * px],
                 &a,
                 tol,
@@ -156,7 +163,9 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             let init = reference::initial_noise(7, 0, batch);
             let tol = step_tolerance(&s, &init);
             assert_close(
-                &format!("{steps} steps, s={scale}, eta={eta}, clip={clip}, B={batch}"),
+                &format!(
+                    "{steps} steps, s={scale}, eta={eta}, clip={clip}, bg={background}, B={batch}"
+                ),
                 &last,
                 &want,
                 tol,
@@ -188,6 +197,63 @@ fn clip_keeps_the_digits_in_the_pixel_range() {
     assert_eq!(out(&clipped, 1e-4), 0, "clipped digits outside [-0.5, 0.5]");
 }
 
+/// `--background N` starts at the first step whose level is at most N.
+#[test]
+fn background_starts_at_its_level() {
+    // n' = 50 of n_max = 500: step k is at level 10 (50 - k).
+    for (level, from) in [
+        (0, 50),
+        (9, 50),
+        (10, 49),
+        (19, 49),
+        (20, 48),
+        (500, 0),
+        (900, 0),
+    ] {
+        let s = Schedule {
+            background: level,
+            ..schedule(50, 1.0)
+        };
+        assert_eq!(s.background_from(), from, "--background {level}");
+    }
+    // n' = 30: levels 500 (30 - k) / 30.
+    let s = Schedule {
+        background: 50,
+        ..schedule(30, 1.0)
+    };
+    assert_eq!(
+        s.background_from(),
+        27,
+        "levels 50, 33.3, 16.7 are at most 50"
+    );
+}
+
+/// At the lowest levels the blend gives a background pixel (exactly -0.5, noised at level u
+/// with noise z, |z| <= 1) its own noise within 5 % of the model's error (the posterior of
+/// background is >= 0.95 there), and leaves an ink pixel's prediction as it was.
+#[test]
+fn background_blend_recovers_background_noise() {
+    for n in [1, 5, 10] {
+        let u = 0.99f32.powi(n);
+        let s = 1.0 - u;
+        for z in [-1.0f32, -0.7, 0.0, 0.4, 1.0] {
+            // The model is off by 1.
+            let bg = u * -0.5 + s * z;
+            let got = reference::background_blend(bg, u, z + 1.0);
+            assert!(
+                (got - z).abs() < 0.05,
+                "level {n}, background pixel with noise {z}: estimate {got}"
+            );
+            let ink = u * 0.4 + s * z;
+            let got = reference::background_blend(ink, u, 0.25);
+            assert!(
+                (got - 0.25).abs() < 1e-3,
+                "level {n}, ink pixel 0.4 with noise {z}: estimate {got}, want the model's 0.25"
+            );
+        }
+    }
+}
+
 /// A whole 10-step loop of the tiny model (initial weights: the loop is stable, so errors do
 /// not compound) equals the reference loop.
 #[test]
@@ -196,19 +262,21 @@ fn ten_step_loop_matches_reference() {
     let cfg = Preset::Tiny.model();
     let layout = ParamLayout::new(&cfg);
     let params = layout.init(2);
-    for (scale, eta, clip) in [
-        (1.0, 0.0, false),
-        (1.5, 0.0, false),
-        (1.0, 1.0, false),
-        (1.5, 0.0, true),
+    for (scale, eta, clip, background) in [
+        (1.0, 0.0, false, 0),
+        (1.5, 0.0, false, 0),
+        (1.0, 1.0, false, 0),
+        (1.5, 0.0, true, 0),
+        (1.0, 0.0, false, 250),
     ] {
         let s = Schedule {
             clip,
+            background,
             ..stochastic(10, scale, eta)
         };
         let got = digits(&gpu, &params, 4, s, 11, 4);
         let want = reference::sample(&cfg, &layout, &params, &s, 11, 0, 4);
-        let what = format!("10-step loop, s={scale}, eta={eta}, clip={clip}");
+        let what = format!("10-step loop, s={scale}, eta={eta}, clip={clip}, bg={background}");
         assert_close(&what, &got, &want, 1e-4, 1e-4);
     }
 }

@@ -44,6 +44,10 @@ pub struct EvalArgs {
     /// Clamp each step's digit estimate to the pixel range (as `sample --clip`).
     #[arg(long)]
     pub clip: bool,
+    /// From level N down, blend the noise estimate with a background pixel's (as
+    /// `sample --background`; 0: off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub background: u32,
     /// The checkpoint's weights to use: the EMA or the raw (last step's) ones.
     #[arg(long, value_enum, default_value_t = Weights::Ema)]
     pub weights: Weights,
@@ -116,6 +120,7 @@ fn schedule(a: &EvalArgs, run: &crate::train::RunConfig) -> Result<Schedule> {
         scale: a.step_scale,
         eta: a.eta,
         clip: a.clip,
+        background: a.background,
     };
     s.validate()?;
     Ok(s)
@@ -257,12 +262,16 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         (None, Some(ck)) => (
             sample_digits(gpu, a, ck)?,
             format!(
-                "{} (n'={} s={} eta={}{} seed {})",
+                "{} (n'={} s={} eta={}{}{} seed {})",
                 ck.display(),
                 a.steps,
                 a.step_scale,
                 a.eta,
                 if a.clip { " clip" } else { "" },
+                match a.background {
+                    0 => String::new(),
+                    n => format!(" background {n}"),
+                },
                 a.seed
             ),
         ),

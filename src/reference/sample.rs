@@ -2,14 +2,16 @@
 
 use crate::config::{ModelConfig, PIXELS, PIXEL_HI, PIXEL_LO};
 use crate::model::ParamLayout;
-use crate::reference::{model, patches, rng, rng::streams};
+use crate::reference::{model, patches, rng, rng::streams, skip};
 use crate::sample::Schedule;
 
 /// One denoising step k (0-based) of `images` [B, 784] in place, digits `first..first + B`
 /// of a run with `seed`: the model predicts the noise patches at conditioning a'^(n'-k), they
 /// are recomposed (overlaps averaged), and A = (A - N_hat (1 - a'^s)) / a'^s; with eta > 0
 /// then A += c0 N_hat + c1 Z (`Schedule::noise_coefs`), Z the normal at (seed, k,
-/// SAMPLE_STEP, digit * 784 + pixel). With `clip`, N_hat is first replaced by
+/// SAMPLE_STEP, digit * 784 + pixel). From step `schedule.background_from()` on, N_hat is
+/// first blended with a background pixel's noise ([`background_blend`]). With `clip`, N_hat
+/// is then replaced by
 /// (A - c X) / (1 - c), X = clamp((A - (1 - c) N_hat) / c, PIXEL_LO, PIXEL_HI), c = a'^(n'-k).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_step(
@@ -35,7 +37,13 @@ pub fn sample_step(
     let keep = schedule.keep();
     let [c0, c1] = schedule.noise_coefs()[k as usize];
     let base = first * px as u64;
+    let background = k >= schedule.background_from();
     for (i, (a, n)) in images.iter_mut().zip(&nhat).enumerate() {
+        let n = &if background {
+            background_blend(*a, c, *n)
+        } else {
+            *n
+        };
         let n = &if schedule.clip {
             let x = ((*a - (1.0 - c) * *n) / c).clamp(PIXEL_LO, PIXEL_HI);
             (*a - c * x) / (1.0 - c)
@@ -48,6 +56,15 @@ pub fn sample_step(
             *a += c0 * *n + c1 * z;
         }
     }
+}
+
+/// `--background`'s noise estimate for a pixel of noisy value `a` at level `u` = a'^n whose
+/// predicted noise is `nhat`: w (a - u PIXEL_LO) / (1 - u) + (1 - w) nhat, w the posterior
+/// that the pixel is background under the mixture prior ([`skip::mixture`]'s weight).
+pub fn background_blend(a: f32, u: f32, nhat: f32) -> f32 {
+    let (a, u) = (a as f64, u as f64);
+    let (_, _, w) = skip::mixture(a, u);
+    (w * (a - u * PIXEL_LO as f64) / (1.0 - u) + (1.0 - w) * nhat as f64) as f32
 }
 
 /// The initial noise of digits `first..first + count`, as the GPU draws it.

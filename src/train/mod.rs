@@ -580,6 +580,7 @@ fn epoch_schedule(args: &TrainArgs) -> crate::sample::Schedule {
         scale: 1.5,
         eta: 0.0,
         clip: false,
+        background: 0,
     }
 }
 

@@ -414,7 +414,8 @@ pub struct SampleArgs {
     /// From level N down (our addition; 0: off), blend each pixel's predicted noise with the
     /// exact noise of a background pixel (-0.5), weighted by the posterior that it is
     /// background under the mixture prior (81 % of MNIST's pixels are exactly background):
-    /// removes the speckle a model leaves at the lowest levels.
+    /// a finishing step for the last step or two (e.g. 10 with --steps 50); from higher levels
+    /// it decides pixels by their own noise and erases strokes.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub background: u32,
     /// Seed of the initial noise.

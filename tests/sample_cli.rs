@@ -112,6 +112,26 @@ fn sample_writes_idx_grid_and_trajectory() {
     let idx3 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
     assert_ne!(idx.data, idx3.data, "another seed gave the same digits");
 
+    // --background reaches the loop (all 4 steps here: levels 500, 375, 250, 125).
+    let o = sample(
+        &ckpt,
+        &out2,
+        &[
+            "--count",
+            "21",
+            "--steps",
+            "4",
+            "--background",
+            "500",
+            "--json",
+        ],
+    );
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["background"], 500);
+    let idx4 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
+    assert_ne!(idx.data, idx4.data, "--background changed no digit");
+
     // Bad input: one line, exit 2.
     let corrupt = base.join("corrupt.safetensors");
     std::fs::write(&corrupt, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage").unwrap();

@@ -84,12 +84,17 @@ impl Schedule {
             .collect()
     }
 
-    /// The first step k whose level (n' - k) n_max / n' is at most `background` (`steps` when
-    /// none is: `background` 0).
-    pub fn background_from(&self) -> u32 {
+    /// The first step k whose level (n' - k) n_max / n' is at most `level` (`steps` when none
+    /// is, as for `level` 0).
+    pub fn first_step_at_or_below(&self, level: u32) -> u32 {
         let n = self.steps as u64;
-        let lowest = (self.background as u64 * n / self.n_max as u64).min(n);
+        let lowest = (level as u64 * n / self.n_max as u64).min(n);
         (n - lowest) as u32
+    }
+
+    /// The first step of `--background` ([`Self::first_step_at_or_below`] its level).
+    pub fn background_from(&self) -> u32 {
+        self.first_step_at_or_below(self.background)
     }
 
     /// a'^s, the factor each step divides by.
@@ -133,20 +138,39 @@ struct Params {
     _pad: [u32; 3],
 }
 
+/// A model the sampler calls: its configuration and its weights on the GPU.
+#[derive(Clone, Copy)]
+pub struct SamplerModel<'a> {
+    pub cfg: &'a ModelConfig,
+    pub layout: &'a ParamLayout,
+    pub params: &'a GpuTensor,
+}
+
+/// One model's part of the loop: patches of the image into its tokens, its forward pass,
+/// its output recomposed into N_hat; used from step `from` on (until a later stage's).
+struct Stage {
+    cfg: ModelConfig,
+    from: u32,
+    net: Network,
+    patches: Dispatch,
+    recompose: Dispatch,
+}
+
 /// The sampling loop for a fixed batch, prepared once.
 pub struct Sampler {
     pub batch: usize,
     pub schedule: Schedule,
-    net: Network,
+    /// The model, then (with a refiner) the refiner from its first step.
+    stages: Vec<Stage>,
     image: GpuTensor,
     state: GpuTensor,
     traj: GpuTensor,
     init: FillNormal,
     /// With eta > 0: the fresh noise of each step (RNG step = the GPU's step counter).
     step_noise: Option<FillNormal>,
-    /// Before the model call: cond, snapshot, patches.
+    /// Before the model call: cond, snapshot.
     pre: Vec<Dispatch>,
-    /// After it: recompose, update, tick.
+    /// After the model call and its recompose: update, tick.
     post: Vec<Dispatch>,
     /// The final digit 0 into the trajectory.
     last_snapshot: Dispatch,
@@ -164,16 +188,35 @@ impl Sampler {
         schedule: Schedule,
         seed: u64,
     ) -> Result<Sampler> {
+        let model = SamplerModel {
+            cfg,
+            layout,
+            params,
+        };
+        Self::with_refiner(gpu, model, None, batch, schedule, seed)
+    }
+
+    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`
+    /// (`--refiner CKPT --refine-from LEVEL`: a second model trained on the low levels only,
+    /// as eDiff-I's expert denoisers). Both see the same image, conditioning and schedule.
+    pub fn with_refiner(
+        gpu: &Gpu,
+        model: SamplerModel<'_>,
+        refiner: Option<(SamplerModel<'_>, u32)>,
+        batch: usize,
+        schedule: Schedule,
+        seed: u64,
+    ) -> Result<Sampler> {
         schedule.validate()?;
         if batch == 0 {
             return Err(Error::config(
                 "the sampling batch must hold at least one digit",
             ));
         }
-        let g = &cfg.geometry;
+        if let Some((_, 0)) = refiner {
+            return Err(Error::config("--refine-from must be at least 1"));
+        }
         let px = PIXELS as usize;
-        let t = g.tokens() as usize;
-        let net = Network::new(gpu, cfg, layout, batch, params, None)?;
         let image = GpuTensor::zeros(gpu, "sample-image", &[batch, px])?;
         let nhat = GpuTensor::zeros(gpu, "sample-nhat", &[batch, px])?;
         let cond = GpuTensor::zeros(gpu, "sample-cond", &[batch])?;
@@ -231,9 +274,22 @@ impl Sampler {
                 gpu.groups_1d(batch as u64, WG_1D)?,
             )?,
             snapshot()?,
-            patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
         ];
-        let mut post = vec![patches::recompose(gpu, g, batch, t, &net.output, &nhat)?];
+        let mut stages = Vec::new();
+        for (m, from) in std::iter::once((model, 0))
+            .chain(refiner.map(|(r, level)| (r, schedule.first_step_at_or_below(level))))
+        {
+            let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
+            let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
+            stages.push(Stage {
+                cfg: *m.cfg,
+                from,
+                patches: patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
+                recompose: patches::recompose(gpu, g, batch, t, &net.output, &nhat)?,
+                net,
+            });
+        }
+        let mut post = Vec::new();
         let mut keep = vec![cond];
         let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
         // With eta > 0: the fresh noise z [B, 784] and the per-step coefficients.
@@ -276,7 +332,7 @@ impl Sampler {
         Ok(Sampler {
             batch,
             schedule,
-            net,
+            stages,
             image,
             state,
             traj,
@@ -315,14 +371,17 @@ impl Sampler {
                 timestamp_writes: None,
             });
             self.init.dispatch.record(&mut pass);
-            for _ in 0..self.schedule.steps {
+            for k in 0..self.schedule.steps {
                 for d in &self.pre {
                     d.record(&mut pass);
                 }
                 if let Some(f) = &self.step_noise {
                     f.dispatch.record(&mut pass);
                 }
-                self.net.record_forward(&mut pass);
+                let stage = self.stage(k);
+                stage.patches.record(&mut pass);
+                stage.net.record_forward(&mut pass);
+                stage.recompose.record(&mut pass);
                 for d in &self.post {
                     d.record(&mut pass);
                 }
@@ -360,14 +419,31 @@ impl Sampler {
         self.traj.read(gpu)
     }
 
+    /// The stage that makes step k's noise estimate.
+    fn stage(&self, k: u32) -> &Stage {
+        self.stages
+            .iter()
+            .rev()
+            .find(|s| k >= s.from)
+            .expect("stage 0 starts at step 0")
+    }
+
+    /// The first step that calls the refiner (`schedule.steps` when none does or there is
+    /// none).
+    pub fn refine_from_step(&self) -> u32 {
+        self.stages.get(1).map_or(self.schedule.steps, |s| s.from)
+    }
+
+    /// FLOPs of the whole loop per digit (the matmuls of every step's model call).
+    pub fn flops_per_digit(&self) -> f64 {
+        (0..self.schedule.steps)
+            .map(|k| Self::flops_per_digit_step(&self.stage(k).cfg))
+            .sum()
+    }
+
     /// FLOPs of one model call per digit (the matmuls), for digits/s and GFLOP/s reports.
     pub fn flops_per_digit_step(cfg: &ModelConfig) -> f64 {
-        let (t, d, hk) = (
-            cfg.geometry.tokens() as f64,
-            cfg.geometry.dim() as f64,
-            cfg.hk() as f64,
-        );
-        cfg.layers as f64 * (2.0 * t * d * 3.0 * hk + 2.0 * t * hk * d + 4.0 * t * t * hk)
+        crate::model::network::forward_flops_per_sample(cfg)
     }
 }
 
@@ -388,15 +464,9 @@ pub enum Weights {
     Raw,
 }
 
-/// Flags of `sample`.
+/// The sampling loop's flags, shared by `sample` and `eval --checkpoint`.
 #[derive(clap::Args, Clone, Debug)]
-pub struct SampleArgs {
-    /// Checkpoint to sample from (best.safetensors or checkpoint.safetensors of a run).
-    #[arg(long, default_value = "runs/train/best.safetensors")]
-    pub checkpoint: std::path::PathBuf,
-    /// Digits to make.
-    #[arg(long, default_value_t = 10_000)]
-    pub count: u64,
+pub struct SamplingArgs {
     /// Denoising steps n' (a' = a^(n_max / n')).
     #[arg(long, default_value_t = 50)]
     pub steps: u32,
@@ -418,6 +488,107 @@ pub struct SampleArgs {
     /// it decides pixels by their own noise and erases strokes.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub background: u32,
+    /// A second checkpoint for the lowest levels (our addition, as eDiff-I's expert
+    /// denoisers): a model trained with a small `--level-max`, called instead of the model at
+    /// the steps whose level is at most --refine-from. Same alpha and n_max; any shape.
+    #[arg(long, value_name = "PATH", requires = "refine_from")]
+    pub refiner: Option<std::path::PathBuf>,
+    /// The highest level at which --refiner is called (e.g. its training --level-max).
+    #[arg(long, value_name = "LEVEL", requires = "refiner")]
+    pub refine_from: Option<u32>,
+}
+
+impl SamplingArgs {
+    /// The schedule these flags ask for, for a model trained with `run`; checked.
+    pub fn schedule(&self, run: &crate::train::RunConfig) -> Result<Schedule> {
+        let s = Schedule {
+            alpha: run.alpha,
+            n_max: run.n_max,
+            steps: self.steps,
+            scale: self.step_scale,
+            eta: self.eta,
+            clip: self.clip,
+            background: self.background,
+        };
+        s.validate()?;
+        if self.refine_from == Some(0) {
+            return Err(Error::config("--refine-from must be at least 1"));
+        }
+        Ok(s)
+    }
+
+    /// Loads `--refiner` (if given) with `weights`, checked against the main model's run:
+    /// the same alpha and n_max (the two share one schedule).
+    pub fn load_refiner(
+        &self,
+        gpu: &Gpu,
+        run: &crate::train::RunConfig,
+        weights: Weights,
+    ) -> Result<Option<(LoadedModel, u32)>> {
+        let (Some(path), Some(level)) = (&self.refiner, self.refine_from) else {
+            return Ok(None);
+        };
+        let r = load_model(gpu, path, weights)?;
+        if r.config.alpha != run.alpha || r.config.n_max != run.n_max {
+            return Err(Error::config(format!(
+                "{}: the refiner was trained with alpha {} and n_max {}, the model with {} and {}",
+                path.display(),
+                r.config.alpha,
+                r.config.n_max,
+                run.alpha,
+                run.n_max
+            )));
+        }
+        Ok(Some((r, level)))
+    }
+
+    /// The flags in words, for reports: "n'=50 s=1 eta=1 clip background 10 refiner PATH
+    /// from 60".
+    pub fn describe(&self) -> String {
+        let mut d = format!("n'={} s={} eta={}", self.steps, self.step_scale, self.eta);
+        if self.clip {
+            d += " clip";
+        }
+        if self.background > 0 {
+            d += &format!(" background {}", self.background);
+        }
+        if let (Some(p), Some(l)) = (&self.refiner, self.refine_from) {
+            d += &format!(" refiner {} from {l}", p.display());
+        }
+        d
+    }
+}
+
+/// A sampler for `model` (and the refiner, if any) of `batch` digits.
+pub fn sampler_for(
+    gpu: &Gpu,
+    model: &LoadedModel,
+    refiner: Option<&(LoadedModel, u32)>,
+    batch: usize,
+    schedule: Schedule,
+    seed: u64,
+) -> Result<Sampler> {
+    Sampler::with_refiner(
+        gpu,
+        model.view(),
+        refiner.map(|(r, level)| (r.view(), *level)),
+        batch,
+        schedule,
+        seed,
+    )
+}
+
+/// Flags of `sample`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Checkpoint to sample from (best.safetensors or checkpoint.safetensors of a run).
+    #[arg(long, default_value = "runs/train/best.safetensors")]
+    pub checkpoint: std::path::PathBuf,
+    /// Digits to make.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Seed of the initial noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -450,6 +621,17 @@ pub struct LoadedModel {
     pub layout: ParamLayout,
     pub params: GpuTensor,
     pub weights: Weights,
+}
+
+impl LoadedModel {
+    /// The model as the sampler calls it.
+    pub fn view(&self) -> SamplerModel<'_> {
+        SamplerModel {
+            cfg: &self.config.model,
+            layout: &self.layout,
+            params: &self.params,
+        }
+    }
 }
 
 /// Loads `path`'s configuration and weights (`Ema` falls back to raw weights only if the file
@@ -502,6 +684,23 @@ pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
     by_binding.min(by_memory).min(count).clamp(1, 20_000) as usize
 }
 
+/// [`auto_batch`] for the model and the refiner together (both networks' activations are
+/// held at once).
+pub fn auto_batch_for(
+    gpu: &Gpu,
+    model: &LoadedModel,
+    refiner: Option<&(LoadedModel, u32)>,
+    count: u64,
+) -> usize {
+    let main = auto_batch(gpu, &model.config.model, count);
+    match refiner {
+        Some((r, _)) => (main / 2)
+            .max(1)
+            .min(auto_batch(gpu, &r.config.model, count)),
+        None => main,
+    }
+}
+
 /// `wgpu-diffusion sample`.
 pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
     if a.count == 0 {
@@ -514,37 +713,20 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         )));
     }
     let model = load_model(gpu, &a.checkpoint, a.weights)?;
-    let cfg = model.config.model;
-    let schedule = Schedule {
-        alpha: model.config.alpha,
-        n_max: model.config.n_max,
-        steps: a.steps,
-        scale: a.step_scale,
-        eta: a.eta,
-        clip: a.clip,
-        background: a.background,
-    };
-    schedule.validate()?;
+    let schedule = a.sampling.schedule(&model.config)?;
+    let refiner = a.sampling.load_refiner(gpu, &model.config, a.weights)?;
     let batch = match a.batch {
         Some(0) => return Err(Error::config("--batch must be at least 1")),
         Some(b) => b.min(a.count as usize),
-        None => auto_batch(gpu, &cfg, a.count),
+        None => auto_batch_for(gpu, &model, refiner.as_ref(), a.count),
     };
-    let sampler = Sampler::new(
-        gpu,
-        &cfg,
-        &model.layout,
-        &model.params,
-        batch,
-        schedule,
-        a.seed,
-    )?;
+    let sampler = sampler_for(gpu, &model, refiner.as_ref(), batch, schedule, a.seed)?;
     let px = PIXELS as usize;
     let start = std::time::Instant::now();
     let digits = sampler.generate(gpu, a.count)?;
     let secs = start.elapsed().as_secs_f64();
     let rate = a.count as f64 / secs.max(1e-9);
-    let gflops = Sampler::flops_per_digit_step(&cfg) * a.steps as f64 * rate / 1e9;
+    let gflops = sampler.flops_per_digit() * rate / 1e9;
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Error::io(format!("cannot create {}: {e}", a.out.display())))?;
     let idx_path = a.out.join("samples-idx3-ubyte");
@@ -567,7 +749,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         written.extend(crate::figures::write_trajectory(
             &a.out,
             &traj,
-            a.steps as usize,
+            a.sampling.steps as usize,
         )?);
     }
     if a.figures {
@@ -580,7 +762,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
                 scale,
                 ..schedule
             };
-            let sm = Sampler::new(gpu, &cfg, &model.layout, &model.params, 16, s, a.seed)?;
+            let sm = sampler_for(gpu, &model, refiner.as_ref(), 16, s, a.seed)?;
             let d = sm.run(gpu, 0)?;
             let grid = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
             let p = a
@@ -598,11 +780,14 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
     }
     Ok(serde_json::json!({
         "count": a.count,
-        "steps": a.steps,
-        "step_scale": a.step_scale,
-        "eta": a.eta,
-        "clip": a.clip,
-        "background": a.background,
+        "steps": a.sampling.steps,
+        "step_scale": a.sampling.step_scale,
+        "eta": a.sampling.eta,
+        "clip": a.sampling.clip,
+        "background": a.sampling.background,
+        "refiner": a.sampling.refiner.as_ref().map(|p| p.display().to_string()),
+        "refine_from": a.sampling.refine_from,
+        "refine_from_step": refiner.as_ref().map(|_| sampler.refine_from_step()),
         "seed": a.seed,
         "weights": format!("{:?}", model.weights).to_lowercase(),
         "batch": batch,

@@ -2,11 +2,11 @@
 
 mod common;
 
-use wgpu_diffusion::config::{ModelConfig, Preset, Skip, PIXELS};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip, PIXELS};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
-use wgpu_diffusion::sample::{Sampler, Schedule};
+use wgpu_diffusion::sample::{Sampler, SamplerModel, Schedule};
 use wgpu_diffusion::testing::{assert_close, random_prior};
 
 fn schedule(steps: u32, scale: f32) -> Schedule {
@@ -281,6 +281,82 @@ fn ten_step_loop_matches_reference() {
     }
 }
 
+/// `--refiner`: from the first step at or below --refine-from the loop calls a second model
+/// of another shape and skip. The GPU loop equals the reference loop; a level at n_max hands
+/// every step to the refiner (the refiner's own loop, exactly), one below every step's level
+/// none (the model's own loop, exactly).
+#[test]
+fn refiner_loop_matches_reference() {
+    let gpu = common::gpu();
+    let cfg = ModelConfig {
+        skip: Skip::Wiener,
+        ..Preset::Tiny.model()
+    };
+    // Patch 8, overlap 2: a 3x3 grid of 12x12 patches (the model's is 4x4 of 10x10).
+    let rcfg = ModelConfig {
+        geometry: Geometry::new(8, 2).unwrap(),
+        mlp: 16,
+        skip: Skip::Mixture,
+        ..Preset::Tiny.model()
+    };
+    let (layout, rlayout) = (ParamLayout::new(&cfg), ParamLayout::new(&rcfg));
+    let (params, rparams) = (layout.init(5), rlayout.init(6));
+    let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &params).unwrap();
+    let rp = GpuTensor::from_slice(&gpu, "refiner", &[rlayout.total], &rparams).unwrap();
+    let model = SamplerModel {
+        cfg: &cfg,
+        layout: &layout,
+        params: &p,
+    };
+    let refiner = SamplerModel {
+        cfg: &rcfg,
+        layout: &rlayout,
+        params: &rp,
+    };
+    let run = |level: Option<u32>, s: Schedule| {
+        let sm = Sampler::with_refiner(&gpu, model, level.map(|l| (refiner, l)), 3, s, 4).unwrap();
+        sm.run(&gpu, 0).unwrap()
+    };
+    let reference_model = reference::RefModel {
+        cfg: &cfg,
+        layout: &layout,
+        params: &params,
+    };
+    let reference_refiner = reference::RefModel {
+        cfg: &rcfg,
+        layout: &rlayout,
+        params: &rparams,
+    };
+    // 10 steps of 500: levels 500, 450, .., 50; from 200 the last four call the refiner.
+    for (scale, eta, clip) in [(1.0, 0.0, false), (1.0, 1.0, true), (1.5, 0.0, false)] {
+        let s = Schedule {
+            clip,
+            ..stochastic(10, scale, eta)
+        };
+        assert_eq!(s.first_step_at_or_below(200), 6);
+        let got = run(Some(200), s);
+        let want =
+            reference::sample_refined(reference_model, Some((reference_refiner, 200)), &s, 4, 0, 3);
+        let what = format!("refined 10-step loop, s={scale}, eta={eta}, clip={clip}");
+        assert_close(&what, &got, &want, 1e-4, 1e-4);
+        let plain = run(None, s);
+        let moved = got
+            .iter()
+            .zip(&plain)
+            .filter(|(x, y)| (*x - *y).abs() > 1e-3);
+        assert!(
+            moved.count() > got.len() / 2,
+            "{what}: the refiner changed few pixels"
+        );
+    }
+    let s = schedule(10, 1.0);
+    assert_eq!(run(Some(500), s), {
+        let sm = Sampler::new(&gpu, &rcfg, &rlayout, &rp, 3, s, 4).unwrap();
+        sm.run(&gpu, 0).unwrap()
+    });
+    assert_eq!(run(Some(49), s), run(None, s));
+}
+
 #[test]
 fn seeds_are_deterministic_and_chunking_changes_nothing() {
     let gpu = common::gpu();
@@ -376,9 +452,15 @@ fn sampling_loop_reads_nothing_back() {
     let cfg = Preset::Tiny.model();
     let layout = ParamLayout::new(&cfg);
     let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &layout.init(4)).unwrap();
-    for eta in [0.0, 1.0] {
+    let model = SamplerModel {
+        cfg: &cfg,
+        layout: &layout,
+        params: &p,
+    };
+    // Without and with fresh noise; and with a refiner (here the same model) from level 200.
+    for (eta, refine) in [(0.0, None), (1.0, None), (1.0, Some((model, 200)))] {
         let s = stochastic(20, 1.5, eta);
-        let sm = Sampler::new(&gpu, &cfg, &layout, &p, 6, s, 1).unwrap();
+        let sm = Sampler::with_refiner(&gpu, model, refine, 6, s, 1).unwrap();
         let before = gpu.readbacks();
         sm.submit(&gpu, 0).unwrap();
         gpu.wait().unwrap();

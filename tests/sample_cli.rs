@@ -190,3 +190,63 @@ fn sample_from_a_model_with_mlp() {
     assert_eq!(idx.dims, vec![5, 28, 28]);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `--refiner CKPT --refine-from LEVEL`: a second model (another shape) takes the low levels;
+/// the JSON names it and the step it starts at, and the digits change. A refiner trained with
+/// another alpha, --refine-from 0, or one flag without the other: one line, exit 2.
+#[test]
+fn sample_with_a_refiner() {
+    let base = std::env::temp_dir().join(format!(
+        "wgpu-diffusion-sample-refiner-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    let ckpt = checkpoint(&base.join("run"), &[]);
+    let refiner = checkpoint(
+        &base.join("refiner"),
+        &[
+            "--patch",
+            "8",
+            "--overlap",
+            "2",
+            "--skip",
+            "wiener",
+            "--level-max",
+            "100",
+        ],
+    );
+    let other_alpha = checkpoint(&base.join("alpha"), &["--alpha", "0.98"]);
+    let out = base.join("samples");
+    let plain = base.join("plain");
+    ok(&sample(&ckpt, &plain, &["--count", "6", "--steps", "5"]));
+    let refine = |r: &Path, level: &str| {
+        let mut args = vec!["--count", "6", "--steps", "5", "--json", "--refiner"];
+        args.push(r.to_str().unwrap());
+        args.extend(["--refine-from", level]);
+        sample(&ckpt, &out, &args)
+    };
+    // 5 steps of 500: levels 500, 400, .., 100; from 200 the last two call the refiner.
+    let o = refine(&refiner, "200");
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["refine_from"], 200);
+    assert_eq!(v["refine_from_step"], 3);
+    assert!(v["refiner"].as_str().unwrap().ends_with("best.safetensors"));
+    let a = read_idx_file(plain.join("samples-idx3-ubyte")).unwrap();
+    let b = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
+    assert_ne!(a.data, b.data, "--refiner changed no digit");
+
+    let o = refine(&other_alpha, "200");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("alpha"), "{}", error_line(&o));
+    let o = refine(&refiner, "0");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        error_line(&o).contains("--refine-from"),
+        "{}",
+        error_line(&o)
+    );
+    let o = sample(&ckpt, &out, &["--refine-from", "50"]);
+    assert_eq!(o.status.code(), Some(2), "--refine-from without --refiner");
+    let _ = std::fs::remove_dir_all(&base);
+}

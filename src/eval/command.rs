@@ -7,7 +7,7 @@ use crate::config::PIXELS;
 use crate::data;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::sample::{self, Sampler, Schedule, Weights};
+use crate::sample::{self, Weights};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,23 +31,9 @@ pub struct EvalArgs {
     /// Digits to sample with --checkpoint (with --loss-by-level: test digits, default 256).
     #[arg(long, default_value_t = DEFAULT_COUNT)]
     pub count: u64,
-    /// Denoising steps n' with --checkpoint.
-    #[arg(long, default_value_t = 50)]
-    pub steps: u32,
-    /// Step scale s with --checkpoint.
-    #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
-    pub step_scale: f32,
-    /// Share of fresh noise in each step, in [0, 1]: 0 is the seed's deterministic loop,
-    /// 1 DDPM's ancestral step (our addition; it lets later steps correct earlier errors).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub eta: f32,
-    /// Clamp each step's digit estimate to the pixel range (as `sample --clip`).
-    #[arg(long)]
-    pub clip: bool,
-    /// From level N down, blend the noise estimate with a background pixel's (as
-    /// `sample --background`; 0: off).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub background: u32,
+    /// The sampling loop with --checkpoint (as `sample`'s).
+    #[command(flatten)]
+    pub sampling: sample::SamplingArgs,
     /// The checkpoint's weights to use: the EMA or the raw (last step's) ones.
     #[arg(long, value_enum, default_value_t = Weights::Ema)]
     pub weights: Weights,
@@ -111,39 +97,16 @@ fn read_samples(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(idx.data)
 }
 
-/// The sampling schedule the flags ask for, for a model trained with `run`; checked.
-fn schedule(a: &EvalArgs, run: &crate::train::RunConfig) -> Result<Schedule> {
-    let s = Schedule {
-        alpha: run.alpha,
-        n_max: run.n_max,
-        steps: a.steps,
-        scale: a.step_scale,
-        eta: a.eta,
-        clip: a.clip,
-        background: a.background,
-    };
-    s.validate()?;
-    Ok(s)
-}
-
 /// Samples `a.count` digits from `a.checkpoint` (as bytes, the same rounding as `sample`).
 fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<u8>> {
     if a.count == 0 {
         return Err(Error::config("--count must be at least 1"));
     }
     let model = sample::load_model(gpu, path, a.weights)?;
-    let cfg = model.config.model;
-    let schedule = schedule(a, &model.config)?;
-    let batch = sample::auto_batch(gpu, &cfg, a.count);
-    let sampler = Sampler::new(
-        gpu,
-        &cfg,
-        &model.layout,
-        &model.params,
-        batch,
-        schedule,
-        a.seed,
-    )?;
+    let schedule = a.sampling.schedule(&model.config)?;
+    let refiner = a.sampling.load_refiner(gpu, &model.config, a.weights)?;
+    let batch = sample::auto_batch_for(gpu, &model, refiner.as_ref(), a.count);
+    let sampler = sample::sampler_for(gpu, &model, refiner.as_ref(), batch, schedule, a.seed)?;
     Ok(sample::to_bytes(&sampler.generate(gpu, a.count)?))
 }
 
@@ -238,7 +201,7 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
     } else {
         if let Some(p) = &a.checkpoint {
             // Bad sampling flags fail here too, before the data is loaded.
-            schedule(a, &crate::train::read_run_config(p)?)?;
+            a.sampling.schedule(&crate::train::read_run_config(p)?)?;
         }
         None
     };
@@ -262,16 +225,9 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         (None, Some(ck)) => (
             sample_digits(gpu, a, ck)?,
             format!(
-                "{} (n'={} s={} eta={}{}{} seed {})",
+                "{} ({} seed {})",
                 ck.display(),
-                a.steps,
-                a.step_scale,
-                a.eta,
-                if a.clip { " clip" } else { "" },
-                match a.background {
-                    0 => String::new(),
-                    n => format!(" background {n}"),
-                },
+                a.sampling.describe(),
                 a.seed
             ),
         ),

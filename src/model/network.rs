@@ -99,6 +99,19 @@ pub fn check_fits(gpu: &Gpu, cfg: &ModelConfig, batch: usize) -> Result<()> {
     Ok(())
 }
 
+/// Matmul FLOPs of one sample's forward pass: per layer the QKV projection, attention's two
+/// products, the output projection and the feed-forward block.
+pub fn forward_flops_per_sample(cfg: &ModelConfig) -> f64 {
+    let (t, d, hk, f) = (
+        cfg.geometry.tokens() as f64,
+        cfg.geometry.dim() as f64,
+        cfg.hk() as f64,
+        cfg.mlp as f64,
+    );
+    cfg.layers as f64
+        * (2.0 * t * d * 3.0 * hk + 2.0 * t * hk * d + 4.0 * t * t * hk + 4.0 * t * d * f)
+}
+
 impl Network {
     /// Buffers and dispatches for `batch` samples reading weights from `params` (flat, in
     /// `layout`); with `grads` (same layout) the backward pass is built too.
@@ -397,15 +410,7 @@ impl Network {
 
     /// Matmul FLOPs of one forward pass over the batch (the backward costs twice that).
     pub fn forward_flops(&self) -> f64 {
-        let (t, d, hk) = (
-            self.cfg.geometry.tokens() as f64,
-            self.cfg.geometry.dim() as f64,
-            self.cfg.hk() as f64,
-        );
-        let m = self.batch as f64 * t;
-        let mlp = 4.0 * m * d * self.cfg.mlp as f64;
-        self.cfg.layers as f64
-            * (2.0 * m * d * 3.0 * hk + 2.0 * m * hk * d + 4.0 * m * t * hk + mlp)
+        self.batch as f64 * forward_flops_per_sample(&self.cfg)
     }
 
     /// Losses of steps `first..first + n` from the history ring (n <= LOSS_HISTORY).

@@ -75,6 +75,14 @@ pub fn initial_noise(seed: u64, first: u64, count: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A model as the reference loop calls it: configuration, layout and flat weights.
+#[derive(Clone, Copy)]
+pub struct RefModel<'a> {
+    pub cfg: &'a ModelConfig,
+    pub layout: &'a ParamLayout,
+    pub params: &'a [f32],
+}
+
 /// The whole loop for `count` digits from `first`.
 pub fn sample(
     cfg: &ModelConfig,
@@ -85,9 +93,34 @@ pub fn sample(
     first: u64,
     count: usize,
 ) -> Vec<f32> {
+    let model = RefModel {
+        cfg,
+        layout,
+        params,
+    };
+    sample_refined(model, None, schedule, seed, first, count)
+}
+
+/// The whole loop with `--refiner`: the steps from
+/// `schedule.first_step_at_or_below(level)` on call the refiner instead of the model.
+pub fn sample_refined(
+    model: RefModel<'_>,
+    refiner: Option<(RefModel<'_>, u32)>,
+    schedule: &Schedule,
+    seed: u64,
+    first: u64,
+    count: usize,
+) -> Vec<f32> {
+    let from = refiner.map_or(schedule.steps, |(_, level)| {
+        schedule.first_step_at_or_below(level)
+    });
     let mut a = initial_noise(seed, first, count);
     for k in 0..schedule.steps {
-        sample_step(cfg, layout, params, schedule, k, seed, first, &mut a);
+        let m = match refiner {
+            Some((r, _)) if k >= from => r,
+            _ => model,
+        };
+        sample_step(m.cfg, m.layout, m.params, schedule, k, seed, first, &mut a);
     }
     a
 }

@@ -7,7 +7,7 @@
 //! change the preset's values as `train`'s do, to measure the model you train.
 
 use std::time::Instant;
-use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip, PIXELS};
+use wgpu_diffusion::config::{Preset, PIXELS};
 use wgpu_diffusion::gpu::timing::time_dispatches;
 use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor};
 use wgpu_diffusion::model::network::{Network, Optimizer};
@@ -16,24 +16,47 @@ use wgpu_diffusion::ops::attention::{self, AttentionShape};
 use wgpu_diffusion::reference;
 use wgpu_diffusion::sample::{Sampler, Schedule};
 use wgpu_diffusion::testing::uniform_data;
+use wgpu_diffusion::train::ShapeArgs;
+
+/// The bench's flags.
+#[derive(clap::Parser)]
+struct BenchArgs {
+    /// Model preset (default: `seed` on a real GPU, `tiny` on a CPU adapter).
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Fewer repetitions.
+    #[arg(long)]
+    quick: bool,
+    /// Also time each kernel of the training step.
+    #[arg(long)]
+    profile: bool,
+    /// The preset's values to change, as `train`'s flags do.
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// A name filter `cargo bench` may pass (this bench has one case; ignored).
+    #[arg(hide = true)]
+    filter: Vec<String>,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let args = <BenchArgs as clap::Parser>::parse();
+    let quick = args.quick;
     let gpu = Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });
-    let preset = match args
-        .iter()
-        .position(|a| a == "--preset")
-        .and_then(|i| args.get(i + 1))
-    {
-        Some(p) => <Preset as clap::ValueEnum>::from_str(p, true).expect("preset"),
+    let preset = match args.preset {
+        Some(p) => p,
         None if gpu.is_cpu() => Preset::Tiny,
         None => Preset::Seed,
     };
-    let cfg = shape_overrides(&args, preset.model());
+    let cfg = args
+        .shape
+        .apply(preset.model(), 1)
+        .unwrap_or_else(|e| panic!("{e}"));
     let layout = ParamLayout::new(&cfg);
     let g = &cfg.geometry;
     let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
@@ -68,7 +91,7 @@ fn main() {
     let reps = if quick { 3 } else { 10 };
     let step = time_dispatches(&gpu, &all, reps).unwrap();
     let fwd = time_dispatches(&gpu, &net.forward_dispatches(), reps).unwrap();
-    if args.iter().any(|a| a == "--profile") {
+    if args.profile {
         println!("per-kernel times of one training step:");
         for d in &all {
             let s = time_dispatches(&gpu, &[d], reps).unwrap();
@@ -165,35 +188,4 @@ fn main() {
         Sampler::flops_per_digit_step(&cfg) * 50.0 * rate / 1e9,
         PIXELS
     );
-}
-
-/// The preset's model with `--patch --overlap --layers --heads --key-dim --mlp --skip` applied.
-fn shape_overrides(args: &[String], base: ModelConfig) -> ModelConfig {
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-    };
-    let num = |name: &str, default: u32| {
-        flag(name).map_or(default, |v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} wants a number, got {v}"))
-        })
-    };
-    let g = &base.geometry;
-    let geometry = Geometry::new(num("--patch", g.patch), num("--overlap", g.overlap))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let cfg = ModelConfig {
-        geometry,
-        layers: num("--layers", base.layers),
-        heads: num("--heads", base.heads),
-        key_dim: num("--key-dim", base.key_dim),
-        mlp: num("--mlp", base.mlp),
-        skip: flag("--skip").map_or(base.skip, |s| {
-            <Skip as clap::ValueEnum>::from_str(s, true).expect("--skip")
-        }),
-        ..base
-    };
-    cfg.validate().unwrap_or_else(|e| panic!("{e}"));
-    cfg
 }

@@ -5,18 +5,12 @@ mod common;
 
 use std::path::PathBuf;
 use wgpu_diffusion::config::Preset;
-use wgpu_diffusion::train::{self, TrainArgs};
+use wgpu_diffusion::train::{self, ShapeArgs, TrainArgs};
 
 fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
     TrainArgs {
         preset: Preset::Tiny,
-        patch: None,
-        overlap: None,
-        layers: None,
-        heads: None,
-        key_dim: None,
-        mlp: None,
-        skip: None,
+        shape: ShapeArgs::default(),
         loss_weight_max: 1,
         alpha: 0.99,
         n_max: 500,

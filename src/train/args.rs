@@ -6,12 +6,10 @@ use crate::error::{Error, Result};
 use crate::model::network::LOSS_HISTORY;
 use std::path::PathBuf;
 
-/// Flags of `train` (defaults are the seed's settings).
-#[derive(clap::Args, Clone, Debug)]
-pub struct TrainArgs {
-    /// Model preset; the flags below override single values of it.
-    #[arg(long, value_enum, default_value_t = Preset::Seed)]
-    pub preset: Preset,
+/// The model-shape flags that override single values of a preset (shared by `train` and
+/// `cargo bench --bench train_step`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ShapeArgs {
     /// Patch size P (pixels per patch step).
     #[arg(long)]
     pub patch: Option<u32>,
@@ -38,6 +36,39 @@ pub struct TrainArgs {
     /// `pixel-mixture` (with a prior per pixel position, computed from the training digits).
     #[arg(long, value_enum)]
     pub skip: Option<crate::config::Skip>,
+}
+
+impl ShapeArgs {
+    /// `base` with the flags given applied, and the loss weight cap `loss_weight_max`;
+    /// validated.
+    pub fn apply(&self, base: ModelConfig, loss_weight_max: u32) -> Result<ModelConfig> {
+        let geometry = Geometry::new(
+            self.patch.unwrap_or(base.geometry.patch),
+            self.overlap.unwrap_or(base.geometry.overlap),
+        )?;
+        let m = ModelConfig {
+            geometry,
+            layers: self.layers.unwrap_or(base.layers),
+            heads: self.heads.unwrap_or(base.heads),
+            key_dim: self.key_dim.unwrap_or(base.key_dim),
+            mlp: self.mlp.unwrap_or(base.mlp),
+            skip: self.skip.unwrap_or(base.skip),
+            loss_weight_max,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+}
+
+/// Flags of `train` (defaults are the seed's settings).
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// Model preset; the flags below override single values of it.
+    #[arg(long, value_enum, default_value_t = Preset::Seed)]
+    pub preset: Preset,
+    /// The model's shape: each flag overrides one value of the preset.
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     /// Cap W of the loss weight (our addition; default 1, the seed's plain mean): a sample at
     /// noise level a^n weighs min(1/q^2, W), q the Wiener skip's residual scale there, as EDM
     /// weighs its loss by 1/c_out^2: with a skip term the network's own part reaches the
@@ -144,22 +175,7 @@ pub struct TrainArgs {
 
 /// The model configuration the flags ask for.
 pub fn model_config(a: &TrainArgs) -> Result<ModelConfig> {
-    let base = a.preset.model();
-    let geometry = Geometry::new(
-        a.patch.unwrap_or(base.geometry.patch),
-        a.overlap.unwrap_or(base.geometry.overlap),
-    )?;
-    let m = ModelConfig {
-        geometry,
-        layers: a.layers.unwrap_or(base.layers),
-        heads: a.heads.unwrap_or(base.heads),
-        key_dim: a.key_dim.unwrap_or(base.key_dim),
-        mlp: a.mlp.unwrap_or(base.mlp),
-        skip: a.skip.unwrap_or(base.skip),
-        loss_weight_max: a.loss_weight_max,
-    };
-    m.validate()?;
-    Ok(m)
+    a.shape.apply(a.preset.model(), a.loss_weight_max)
 }
 
 pub(super) fn check_args(a: &TrainArgs) -> Result<()> {

@@ -25,7 +25,7 @@ mod metrics;
 mod run_state;
 
 use args::check_args;
-pub use args::{model_config, TrainArgs};
+pub use args::{model_config, ShapeArgs, TrainArgs};
 use metrics::{Metrics, Row};
 use run_state::Meta;
 pub use run_state::{read_run_config, RunConfig, RunState};

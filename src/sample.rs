@@ -517,8 +517,27 @@ impl SamplingArgs {
         Ok(s)
     }
 
-    /// Loads `--refiner` (if given) with `weights`, checked against the main model's run:
-    /// the same alpha and n_max (the two share one schedule).
+    /// Checks `--refiner` (if given) against the main model's run without loading its
+    /// weights: it must read, and have the same alpha and n_max (the two share one schedule).
+    pub fn check_refiner(&self, run: &crate::train::RunConfig) -> Result<()> {
+        let Some(path) = &self.refiner else {
+            return Ok(());
+        };
+        let r = crate::train::read_run_config(path)?;
+        if r.alpha != run.alpha || r.n_max != run.n_max {
+            return Err(Error::config(format!(
+                "{}: the refiner was trained with alpha {} and n_max {}, the model with {} and {}",
+                path.display(),
+                r.alpha,
+                r.n_max,
+                run.alpha,
+                run.n_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loads `--refiner` (if given) with `weights`, checked as [`Self::check_refiner`].
     pub fn load_refiner(
         &self,
         gpu: &Gpu,
@@ -528,18 +547,8 @@ impl SamplingArgs {
         let (Some(path), Some(level)) = (&self.refiner, self.refine_from) else {
             return Ok(None);
         };
-        let r = load_model(gpu, path, weights)?;
-        if r.config.alpha != run.alpha || r.config.n_max != run.n_max {
-            return Err(Error::config(format!(
-                "{}: the refiner was trained with alpha {} and n_max {}, the model with {} and {}",
-                path.display(),
-                r.config.alpha,
-                r.config.n_max,
-                run.alpha,
-                run.n_max
-            )));
-        }
-        Ok(Some((r, level)))
+        self.check_refiner(run)?;
+        Ok(Some((load_model(gpu, path, weights)?, level)))
     }
 
     /// The flags in words, for reports: "n'=50 s=1 eta=1 clip background 10 refiner PATH

@@ -248,5 +248,20 @@ fn sample_with_a_refiner() {
     );
     let o = sample(&ckpt, &out, &["--refine-from", "50"]);
     assert_eq!(o.status.code(), Some(2), "--refine-from without --refiner");
+    // eval checks the refiner before it looks for the data (here: an empty folder).
+    let empty = base.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = bin()
+        .arg("eval")
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .arg("--refiner")
+        .arg(&other_alpha)
+        .args(["--refine-from", "50", "--data"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("alpha"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(&base);
 }

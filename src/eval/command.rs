@@ -200,8 +200,10 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         Some(read_samples(p)?)
     } else {
         if let Some(p) = &a.checkpoint {
-            // Bad sampling flags fail here too, before the data is loaded.
-            a.sampling.schedule(&crate::train::read_run_config(p)?)?;
+            // Bad sampling flags (and a bad --refiner) fail here too, before the data is loaded.
+            let run = crate::train::read_run_config(p)?;
+            a.sampling.schedule(&run)?;
+            a.sampling.check_refiner(&run)?;
         }
         None
     };

@@ -694,19 +694,21 @@ pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
 }
 
 /// [`auto_batch`] for the model and the refiner together (both networks' activations are
-/// held at once).
+/// held at once, so each gets half of its limit; `count` caps it as before).
 pub fn auto_batch_for(
     gpu: &Gpu,
-    model: &LoadedModel,
-    refiner: Option<&(LoadedModel, u32)>,
+    model: &ModelConfig,
+    refiner: Option<&ModelConfig>,
     count: u64,
 ) -> usize {
-    let main = auto_batch(gpu, &model.config.model, count);
     match refiner {
-        Some((r, _)) => (main / 2)
-            .max(1)
-            .min(auto_batch(gpu, &r.config.model, count)),
-        None => main,
+        // Each network gets half of what it could hold alone.
+        Some(r) => {
+            let alone = |cfg: &ModelConfig| auto_batch(gpu, cfg, u64::MAX) as u64;
+            let half = (alone(model).min(alone(r)) / 2).max(1);
+            half.min(count).max(1) as usize
+        }
+        None => auto_batch(gpu, model, count),
     }
 }
 
@@ -727,7 +729,12 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
     let batch = match a.batch {
         Some(0) => return Err(Error::config("--batch must be at least 1")),
         Some(b) => b.min(a.count as usize),
-        None => auto_batch_for(gpu, &model, refiner.as_ref(), a.count),
+        None => auto_batch_for(
+            gpu,
+            &model.config.model,
+            refiner.as_ref().map(|(r, _)| &r.config.model),
+            a.count,
+        ),
     };
     let sampler = sampler_for(gpu, &model, refiner.as_ref(), batch, schedule, a.seed)?;
     let px = PIXELS as usize;

@@ -489,4 +489,17 @@ fn auto_batch_counts_the_mlp_and_fits() {
     for (cfg, batch) in [(plain, a), (wide, b)] {
         wgpu_diffusion::model::network::check_fits(&gpu, &cfg, batch).unwrap();
     }
+    // With a refiner both networks are held at once: half of the smaller limit, still capped
+    // by the count (a count that fits is not halved).
+    let pair = |count| wgpu_diffusion::sample::auto_batch_for(&gpu, &plain, Some(&wide), count);
+    assert_eq!(pair(1_000_000), (b / 2).max(1), "limit of the pair");
+    assert_eq!(
+        pair(3),
+        3.min((b / 2).max(1)),
+        "the count caps the pair's batch"
+    );
+    assert_eq!(
+        wgpu_diffusion::sample::auto_batch_for(&gpu, &plain, None, 1_000_000),
+        a
+    );
 }

@@ -105,7 +105,12 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
     let model = sample::load_model(gpu, path, a.weights)?;
     let schedule = a.sampling.schedule(&model.config)?;
     let refiner = a.sampling.load_refiner(gpu, &model.config, a.weights)?;
-    let batch = sample::auto_batch_for(gpu, &model, refiner.as_ref(), a.count);
+    let batch = sample::auto_batch_for(
+        gpu,
+        &model.config.model,
+        refiner.as_ref().map(|(r, _)| &r.config.model),
+        a.count,
+    );
     let sampler = sample::sampler_for(gpu, &model, refiner.as_ref(), batch, schedule, a.seed)?;
     Ok(sample::to_bytes(&sampler.generate(gpu, a.count)?))
 }

@@ -63,6 +63,22 @@ fn sample(ckpt: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `eval --checkpoint CKPT ARGS` with an empty data folder (under `base`): whatever it reports
+/// comes before it looks for the data.
+fn eval_without_data(base: &Path, ckpt: &Path, args: &[&str]) -> Output {
+    let empty = base.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    bin()
+        .arg("eval")
+        .arg("--checkpoint")
+        .arg(ckpt)
+        .args(args)
+        .arg("--data")
+        .arg(&empty)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn sample_writes_idx_grid_and_trajectory() {
     let base = std::env::temp_dir().join(format!("wgpu-diffusion-sample-{}", std::process::id()));
@@ -158,17 +174,8 @@ fn sample_writes_idx_grid_and_trajectory() {
         let line = error_line(&o);
         assert!(line.contains(needle), "{args:?}: {line}");
     }
-    // eval checks the sampling flags before it looks for the data (here: an empty folder).
-    let empty = base.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let o = bin()
-        .arg("eval")
-        .arg("--checkpoint")
-        .arg(&ckpt)
-        .args(["--eta", "-0.2", "--data"])
-        .arg(&empty)
-        .output()
-        .unwrap();
+    // eval checks the sampling flags before it looks for the data.
+    let o = eval_without_data(&base, &ckpt, &["--eta", "-0.2"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(error_line(&o).contains("--eta"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(base);
@@ -248,19 +255,9 @@ fn sample_with_a_refiner() {
     );
     let o = sample(&ckpt, &out, &["--refine-from", "50"]);
     assert_eq!(o.status.code(), Some(2), "--refine-from without --refiner");
-    // eval checks the refiner before it looks for the data (here: an empty folder).
-    let empty = base.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let o = bin()
-        .arg("eval")
-        .arg("--checkpoint")
-        .arg(&ckpt)
-        .arg("--refiner")
-        .arg(&other_alpha)
-        .args(["--refine-from", "50", "--data"])
-        .arg(&empty)
-        .output()
-        .unwrap();
+    // eval checks the refiner before it looks for the data.
+    let r = other_alpha.to_str().unwrap();
+    let o = eval_without_data(&base, &ckpt, &["--refiner", r, "--refine-from", "50"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(error_line(&o).contains("alpha"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(&base);

@@ -138,6 +138,14 @@ struct Params {
     _pad: [u32; 3],
 }
 
+/// `--refine-from` names a level at least 1 (level 0 is the finished digit: no step is there).
+fn check_refine_from(level: u32) -> Result<()> {
+    if level == 0 {
+        return Err(Error::config("--refine-from must be at least 1"));
+    }
+    Ok(())
+}
+
 /// A model the sampler calls: its configuration and its weights on the GPU.
 #[derive(Clone, Copy)]
 pub struct SamplerModel<'a> {
@@ -149,7 +157,6 @@ pub struct SamplerModel<'a> {
 /// One model's part of the loop: patches of the image into its tokens, its forward pass,
 /// its output recomposed into N_hat; used from step `from` on (until a later stage's).
 struct Stage {
-    cfg: ModelConfig,
     from: u32,
     net: Network,
     patches: Dispatch,
@@ -213,8 +220,8 @@ impl Sampler {
                 "the sampling batch must hold at least one digit",
             ));
         }
-        if let Some((_, 0)) = refiner {
-            return Err(Error::config("--refine-from must be at least 1"));
+        if let Some((_, level)) = refiner {
+            check_refine_from(level)?;
         }
         let px = PIXELS as usize;
         let image = GpuTensor::zeros(gpu, "sample-image", &[batch, px])?;
@@ -282,7 +289,6 @@ impl Sampler {
             let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
             let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
             stages.push(Stage {
-                cfg: *m.cfg,
                 from,
                 patches: patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
                 recompose: patches::recompose(gpu, g, batch, t, &net.output, &nhat)?,
@@ -437,7 +443,7 @@ impl Sampler {
     /// FLOPs of the whole loop per digit (the matmuls of every step's model call).
     pub fn flops_per_digit(&self) -> f64 {
         (0..self.schedule.steps)
-            .map(|k| Self::flops_per_digit_step(&self.stage(k).cfg))
+            .map(|k| Self::flops_per_digit_step(&self.stage(k).net.cfg))
             .sum()
     }
 
@@ -511,8 +517,8 @@ impl SamplingArgs {
             background: self.background,
         };
         s.validate()?;
-        if self.refine_from == Some(0) {
-            return Err(Error::config("--refine-from must be at least 1"));
+        if let Some(level) = self.refine_from {
+            check_refine_from(level)?;
         }
         Ok(s)
     }

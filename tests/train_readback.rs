@@ -43,7 +43,7 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         sample_every: 0,
         eval_every: 0,
         eval_count: 2000,
-        classifier: PathBuf::from("data/classifier.safetensors"),
+        classifier: Default::default(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `wgpu-diffusion eval`: the report on a set of digits (an IDX file, or fresh samples of a
 //! checkpoint) in the classifier's feature space, with sanity rows computed the same way.
 
-use super::classifier::{self, Classifier, TrainSettings, CLASSES, FEATURES};
+use super::classifier::{self, Classifier, CLASSES, FEATURES};
 use super::{fid, metrics};
 use crate::config::PIXELS;
 use crate::data;
@@ -40,28 +40,8 @@ pub struct EvalArgs {
     /// Seed of the initial noise with --checkpoint (and of the pure-noise sanity row).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The cached classifier (trained and written here when absent).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = crate::eval::classifier::DEFAULT_PATH
-    )]
-    pub classifier: PathBuf,
-    /// Train the classifier again even if the cached file exists.
-    #[arg(long)]
-    pub retrain: bool,
-    /// Classifier training epochs (when it is trained).
-    #[arg(long, default_value_t = 8)]
-    pub classifier_epochs: u32,
-    /// Classifier training batch.
-    #[arg(long, default_value_t = 128)]
-    pub classifier_batch: usize,
-    /// Classifier Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub classifier_lr: f32,
-    /// Of those, the last epochs that run at a tenth of the learning rate.
-    #[arg(long, default_value_t = 2)]
-    pub classifier_decay_epochs: u32,
+    #[command(flatten)]
+    pub classifier: classifier::ClassifierArgs,
     /// Digits (samples, and test digits for the baseline) in the nearest-neighbour check.
     #[arg(long, default_value_t = 1000)]
     pub nn_count: usize,
@@ -213,20 +193,9 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         None
     };
     // A broken cache fails now, before the data is loaded or digits are sampled.
-    let cached = if a.retrain {
-        None
-    } else {
-        classifier::read_cached(&a.classifier)?
-    };
+    let cached = a.classifier.read_cached()?;
     let mnist = data::load(a.data.as_deref())?;
-    let settings = TrainSettings {
-        epochs: a.classifier_epochs,
-        batch: a.classifier_batch,
-        lr: a.classifier_lr,
-        decay_epochs: a.classifier_decay_epochs,
-        ..TrainSettings::default()
-    };
-    let (c, trained) = classifier::cached_or_train(gpu, &a.classifier, cached, &mnist, &settings)?;
+    let (c, trained) = a.classifier.cached_or_train(gpu, cached, &mnist)?;
     let (pixels, source) = match (from_file, &a.checkpoint) {
         (Some(p), _) => (p, a.samples.as_ref().unwrap().display().to_string()),
         (None, Some(ck)) => (
@@ -289,7 +258,7 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
     o.insert(
         "classifier".into(),
         serde_json::json!({
-            "path": a.classifier.display().to_string(),
+            "path": a.classifier.path.display().to_string(),
             "trained_now": trained,
             "test_accuracy": c.meta.test_accuracy,
             "train_seconds": c.meta.train_seconds,

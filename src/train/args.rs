@@ -165,12 +165,8 @@ pub struct TrainArgs {
     pub eval_count: u64,
     /// The classifier of --eval-every (trained once and cached there when absent, as `eval`
     /// does).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = crate::eval::classifier::DEFAULT_PATH
-    )]
-    pub classifier: PathBuf,
+    #[command(flatten)]
+    pub classifier: crate::eval::classifier::ClassifierArgs,
 }
 
 /// The model configuration the flags ask for.

@@ -148,7 +148,7 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
     crate::model::network::check_fits(gpu, &model, args.val_count)?;
     // A broken classifier file fails now, before anything is written.
     let cached_classifier = if args.eval_every > 0 {
-        crate::eval::classifier::read_cached(&args.classifier)?
+        args.classifier.read_cached()?
     } else {
         None
     };
@@ -287,17 +287,12 @@ pub fn run(gpu: &Gpu, args: &TrainArgs) -> Result<Summary> {
         if cached_classifier.is_none() {
             metrics.say(&format!(
                 "--eval-every: training the classifier once (cached in {})",
-                args.classifier.display()
+                args.classifier.path.display()
             ));
         }
-        let settings = crate::eval::classifier::TrainSettings::default();
-        let (c, _) = crate::eval::classifier::cached_or_train(
-            gpu,
-            &args.classifier,
-            cached_classifier,
-            &mnist,
-            &settings,
-        )?;
+        let (c, _) = args
+            .classifier
+            .cached_or_train(gpu, cached_classifier, &mnist)?;
         let sampler = crate::sample::Sampler::new(
             gpu,
             &model,

@@ -200,7 +200,8 @@ fn sample_from_a_model_with_mlp() {
 
 /// `--refiner CKPT --refine-from LEVEL`: a second model (another shape) takes the low levels;
 /// the JSON names it and the step it starts at, and the digits change. A refiner trained with
-/// another alpha, --refine-from 0, or one flag without the other: one line, exit 2.
+/// another alpha, --refine-from 0, one flag without the other, or a refiner file that is not
+/// there: one line, exit 2.
 #[test]
 fn sample_with_a_refiner() {
     let base = std::env::temp_dir().join(format!(
@@ -255,6 +256,15 @@ fn sample_with_a_refiner() {
     );
     let o = sample(&ckpt, &out, &["--refine-from", "50"]);
     assert_eq!(o.status.code(), Some(2), "--refine-from without --refiner");
+    // A refiner that is not there: the checkpoint reader's line, naming the path.
+    let missing = base.join("no-such-refiner.safetensors");
+    let o = refine(&missing, "200");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        error_line(&o).contains("no-such-refiner.safetensors"),
+        "{}",
+        error_line(&o)
+    );
     // eval checks the refiner before it looks for the data.
     let r = other_alpha.to_str().unwrap();
     let o = eval_without_data(&base, &ckpt, &["--refiner", r, "--refine-from", "50"]);

@@ -8,6 +8,13 @@
 //   add           a_in [n], b_in [n] -> y [n]: y = a_in + b_in
 //   add_inplace   a_in [n], y [n] -> y [n]: y += a_in (residuals, gradient accumulation)
 //   copy          a_in [n] -> y [n]: y = a_in
+//   drop_cond     a_in [B, T, C] -> y [B, P, C]: the P patch rows of each sample (the last
+//                 layer's output projection and feed-forward block see only the rows the loss
+//                 and the sampler read; C = D or HK)
+//   drop_cond_add a_in [B, T, C], y [B, P, C] -> y += drop_cond(a_in) (the residual x_start)
+//   pad_cond      a_in [B, P, C] -> y [B, T, C]: a_in at t < P, 0 at the conditioning row:
+//                 drop_cond's backward (its adjoint), and the way back to [B, T, C] in the
+//                 forward pass (one writer per element)
 //   mse_forward   pred [B, T, D] (the model output), truth [B, P, D] (the target), tokens
 //                 [B, T, D] (the model's input: a^n of sample b at tokens[b, P, 0])
 //                 -> history[slot] = mean over (b, t < P, d) of
@@ -131,6 +138,49 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     y[idx] = a_in[idx];
+}
+
+// Element idx of a [B, P, C] tensor -> the same element's index in [B, T, C].
+fn patch_row_index(idx: u32) -> u32 {
+    let per = params.patches * params.dim;
+    return (idx / per) * params.tokens * params.dim + idx % per;
+}
+
+@compute @workgroup_size(WG)
+fn drop_cond(@builtin(global_invocation_id) gid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_index(gid, nwg);
+    if (idx >= params.n) {
+        return;
+    }
+    y[idx] = a_in[patch_row_index(idx)];
+}
+
+@compute @workgroup_size(WG)
+fn drop_cond_add(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_index(gid, nwg);
+    if (idx >= params.n) {
+        return;
+    }
+    y[idx] = y[idx] + a_in[patch_row_index(idx)];
+}
+
+@compute @workgroup_size(WG)
+fn pad_cond(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_index(gid, nwg);
+    if (idx >= params.n) {
+        return;
+    }
+    let row = params.tokens * params.dim;
+    let per = params.patches * params.dim;
+    let r = idx % row;
+    if (r < per) {
+        y[idx] = a_in[(idx / row) * per + r];
+    } else {
+        y[idx] = 0.0;
+    }
 }
 
 @compute @workgroup_size(RWG)

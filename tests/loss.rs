@@ -1,4 +1,5 @@
-//! The model's small ops (add_pos, pos_backward, add, add_inplace, copy) and the MSE loss with
+//! The model's small ops (add_pos, pos_backward, add, add_inplace, copy, drop_cond,
+//! drop_cond_add, pad_cond) and the MSE loss with
 //! its history slot and gradient, plain and weighted by noise level (`--loss-weight-max`), on
 //! the GPU against the CPU reference.
 
@@ -95,6 +96,79 @@ fn add_add_inplace_and_copy_match_reference() {
     assert!(loss::add(&gpu, &z(3), &z(4), &z(3)).is_err());
     assert!(loss::add_inplace(&gpu, &z(3), &z(2)).is_err());
     assert!(loss::copy(&gpu, &z(3), &z(5)).is_err());
+}
+
+/// drop_cond, drop_cond_add and pad_cond against the reference on odd and aligned shapes
+/// (C = D or HK), and pad_cond as drop_cond's backward: <drop_cond(x), dy> = <x, pad_cond(dy)>
+/// for every x and dy (the adjoint identity; for a linear map it is what a finite-difference
+/// check measures, exactly).
+#[test]
+fn drop_cond_and_pad_cond_match_reference() {
+    let gpu = common::gpu();
+    for (b, p, c) in SHAPES {
+        let t = p + 1;
+        let x = uniform_data(b * t * c, 6);
+        let dy = uniform_data(b * p * c, 7);
+        let acc = uniform_data(b * p * c, 8);
+        let (xt, dyt, acct) = (
+            tensor(&gpu, "x", &x),
+            tensor(&gpu, "dy", &dy),
+            tensor(&gpu, "acc", &acc),
+        );
+        let y = tensor(&gpu, "y", &vec![9.0; b * p * c]);
+        let dx = tensor(&gpu, "dx", &vec![9.0; b * t * c]);
+        let d1 = loss::drop_cond(&gpu, &xt, &y, b, t, p, c).unwrap();
+        let d2 = loss::drop_cond_add(&gpu, &xt, &acct, b, t, p, c).unwrap();
+        let d3 = loss::pad_cond(&gpu, &dyt, &dx, b, t, p, c).unwrap();
+        gpu.run(&[&d1, &d2, &d3]).unwrap();
+        let name = format!("B={b} T={t} P={p} C={c}");
+        let dropped = reference::drop_cond(&x, b, t, p, c);
+        assert_close(
+            &format!("drop_cond {name}"),
+            &y.read(&gpu).unwrap(),
+            &dropped,
+            0.0,
+            0.0,
+        );
+        assert_close(
+            &format!("drop_cond_add {name}"),
+            &acct.read(&gpu).unwrap(),
+            &reference::add(&acc, &dropped),
+            0.0,
+            0.0,
+        );
+        let padded = reference::pad_cond(&dy, b, t, p, c);
+        assert_close(
+            &format!("pad_cond {name}"),
+            &dx.read(&gpu).unwrap(),
+            &padded,
+            0.0,
+            0.0,
+        );
+        let dot = |u: &[f32], v: &[f32]| {
+            u.iter()
+                .zip(v)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>()
+        };
+        let (lhs, rhs) = (dot(&dropped, &dy), dot(&x, &padded));
+        assert!(
+            (lhs - rhs).abs() <= 1e-9 * (1.0 + lhs.abs()),
+            "{name}: <drop_cond(x), dy> = {lhs}, <x, pad_cond(dy)> = {rhs}"
+        );
+        // The conditioning rows of pad_cond are zero; the patch rows are dy's.
+        for bi in 0..b {
+            assert!(padded[(bi * t + p) * c..(bi + 1) * t * c]
+                .iter()
+                .all(|&v| v == 0.0));
+        }
+    }
+    let z = |n: usize| GpuTensor::zeros(&gpu, "z", &[n]).unwrap();
+    // Wrong lengths, and P = T (no conditioning row) or P = 0.
+    assert!(loss::drop_cond(&gpu, &z(2 * 5 * 3), &z(2 * 4 * 3 + 1), 2, 5, 4, 3).is_err());
+    assert!(loss::pad_cond(&gpu, &z(2 * 4 * 3), &z(2 * 4 * 3), 2, 5, 4, 3).is_err());
+    assert!(loss::drop_cond(&gpu, &z(12), &z(12), 1, 4, 4, 3).is_err());
+    assert!(loss::drop_cond_add(&gpu, &z(12), &z(0), 1, 4, 0, 3).is_err());
 }
 
 /// Tokens [B, T, D] whose conditioning token (t = T - 1) holds sample b's a^n, from pure noise

@@ -1,6 +1,7 @@
 //! Host side of `shaders/loss.wgsl`: the model's small ops — positional embedding
 //! (`add_pos`, `pos_backward`), elementwise `add` / `add_inplace` / `copy` (residuals and
-//! gradient accumulation), and the MSE loss (`MseForward`, which writes into an on-GPU loss
+//! gradient accumulation), the patch rows of [B, T, C] tensors (`drop_cond`,
+//! `drop_cond_add`, `pad_cond`: the last layer works on those only), and the MSE loss (`MseForward`, which writes into an on-GPU loss
 //! history, and `mse_backward`).
 
 use super::{check_count, check_loops, expect_len};
@@ -125,6 +126,79 @@ pub fn copy(gpu: &Gpu, src: &GpuTensor, dst: &GpuTensor) -> Result<Dispatch> {
         ..Default::default()
     };
     elementwise(gpu, "copy", p, n, &[(6, src), (8, dst)])
+}
+
+/// The [B, T, C] -> [B, P, C] kernels: `entry`'s dispatch reading `x` and writing `y`, one
+/// thread per element of `y`.
+#[allow(clippy::too_many_arguments)]
+fn rows_op(
+    gpu: &Gpu,
+    entry: &str,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    (x_rows, y_rows): (usize, usize),
+    batch: usize,
+    t: usize,
+    p: usize,
+    c: usize,
+) -> Result<Dispatch> {
+    if p == 0 || p >= t || c == 0 {
+        return Err(Error::config(format!(
+            "{entry}: need 1 <= P < T and C >= 1 (P = {p}, T = {t}, C = {c})"
+        )));
+    }
+    expect_len(entry, x, batch * x_rows * c)?;
+    expect_len(entry, y, batch * y_rows * c)?;
+    let n = batch * y_rows * c;
+    let prm = Params {
+        n: n as u32,
+        batch: batch as u32,
+        tokens: t as u32,
+        patches: p as u32,
+        dim: c as u32,
+        ..Default::default()
+    };
+    elementwise(gpu, entry, prm, n, &[(6, x), (8, y)])
+}
+
+/// x [B, T, C] -> y [B, P, C]: each sample's P patch rows (the conditioning row dropped).
+pub fn drop_cond(
+    gpu: &Gpu,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    batch: usize,
+    t: usize,
+    p: usize,
+    c: usize,
+) -> Result<Dispatch> {
+    rows_op(gpu, "drop_cond", x, y, (t, p), batch, t, p, c)
+}
+
+/// y [B, P, C] += drop_cond(x [B, T, C]).
+pub fn drop_cond_add(
+    gpu: &Gpu,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    batch: usize,
+    t: usize,
+    p: usize,
+    c: usize,
+) -> Result<Dispatch> {
+    rows_op(gpu, "drop_cond_add", x, y, (t, p), batch, t, p, c)
+}
+
+/// x [B, P, C] -> y [B, T, C]: x's rows in place, zeros in the conditioning rows (written).
+/// drop_cond's backward, and its way back in the forward pass.
+pub fn pad_cond(
+    gpu: &Gpu,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    batch: usize,
+    t: usize,
+    p: usize,
+    c: usize,
+) -> Result<Dispatch> {
+    rows_op(gpu, "pad_cond", x, y, (p, t), batch, t, p, c)
 }
 
 /// The loss's per-sample weight (`--loss-weight-max`): sample b weighs

@@ -1,4 +1,5 @@
-//! CPU reference of `shaders/loss.wgsl`: positional embedding, elementwise adds and the MSE
+//! CPU reference of `shaders/loss.wgsl`: positional embedding, elementwise adds, the patch
+//! rows of [B, T, C] tensors (drop_cond, pad_cond) and the MSE
 //! loss (weighted per sample by its noise level with `--loss-weight-max`) with its gradient.
 //! Sums in f64.
 
@@ -32,6 +33,25 @@ pub fn pos_backward(dx: &[f32], t: usize, d: usize) -> Vec<f32> {
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// x [B, T, C] -> [B, P, C]: each sample's first P rows (the patch tokens').
+pub fn drop_cond(x: &[f32], batch: usize, t: usize, p: usize, c: usize) -> Vec<f32> {
+    assert!(p <= t && x.len() == batch * t * c);
+    (0..batch)
+        .flat_map(|b| x[b * t * c..(b * t + p) * c].iter().copied())
+        .collect()
+}
+
+/// dy [B, P, C] -> dx [B, T, C]: dy's rows in place, zeros in the other T - P rows
+/// (drop_cond's backward).
+pub fn pad_cond(dy: &[f32], batch: usize, t: usize, p: usize, c: usize) -> Vec<f32> {
+    assert!(p <= t && dy.len() == batch * p * c);
+    let mut dx = vec![0.0; batch * t * c];
+    for b in 0..batch {
+        dx[b * t * c..(b * t + p) * c].copy_from_slice(&dy[b * p * c..(b + 1) * p * c]);
+    }
+    dx
 }
 
 /// The loss weight of a sample at noise level a^n = `an` under `--loss-weight-max W`:

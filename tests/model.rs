@@ -6,10 +6,10 @@ mod common;
 use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::lr_schedule::LrSchedule;
-use wgpu_diffusion::model::network::{Network, Optimizer};
+use wgpu_diffusion::model::network::{Network, Optimizer, Rows};
 use wgpu_diffusion::model::{Init, ParamLayout};
 use wgpu_diffusion::ops::adam::AdamConfig;
-use wgpu_diffusion::reference::{adam, model as reference, patches};
+use wgpu_diffusion::reference::{adam, loss as ref_loss, model as reference, patches};
 use wgpu_diffusion::testing::{assert_close, random_prior, uniform_data};
 
 /// The tiny preset and a second odd geometry with two layers.
@@ -43,6 +43,32 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 heads: 3,
                 key_dim: 5,
                 mlp: 33,
+                skip: Skip::Identity,
+                loss_weight_max: 1,
+            },
+            2,
+        ),
+        // One token for the whole image (P = 28, O = 0: g = 1, T = 2), one and two layers: the
+        // last layer's patch rows are half of its rows.
+        (
+            ModelConfig {
+                geometry: Geometry::new(28, 0).unwrap(),
+                layers: 1,
+                heads: 2,
+                key_dim: 3,
+                mlp: 5,
+                skip: Skip::Wiener,
+                loss_weight_max: 1,
+            },
+            3,
+        ),
+        (
+            ModelConfig {
+                geometry: Geometry::new(28, 0).unwrap(),
+                layers: 2,
+                heads: 1,
+                key_dim: 4,
+                mlp: 3,
                 skip: Skip::Identity,
                 loss_weight_max: 1,
             },
@@ -166,20 +192,30 @@ fn activations_loss_and_every_gradient_match_reference() {
             }
             want.push((format!("layer{l}.out"), &ly.out));
         }
-        if let Some(y) = &fwd.skipped {
-            want.push(("output".into(), y));
-        }
+        want.push(("output".into(), fwd.output()));
         let got = net.activations();
         assert_eq!(got.len(), want.len());
-        for ((gn, gt), (wn, wv)) in got.iter().zip(&want) {
+        // The last layer after attention works on the patch rows only: compare those.
+        let (t, p) = (
+            cfg.geometry.tokens() as usize,
+            cfg.geometry.patches() as usize,
+        );
+        let patch_rows = |v: &[f32]| {
+            let c = v.len() / (batch * t);
+            ref_loss::drop_cond(v, batch, t, p, c)
+        };
+        for ((gn, gt, rows), (wn, wv)) in got.iter().zip(&want) {
             assert_eq!(gn, wn);
-            assert_close(
-                &format!("{name} {gn}"),
-                &gt.read::<f32>(&gpu).unwrap(),
-                wv,
-                1e-5,
-                1e-4,
-            );
+            let g = gt.read::<f32>(&gpu).unwrap();
+            let (g, w) = match rows {
+                Rows::All => (g, wv.to_vec()),
+                Rows::Patches => {
+                    assert_eq!(g.len() * t, wv.len() * p, "{name} {gn}: not the patch rows");
+                    (g, patch_rows(wv))
+                }
+                Rows::PatchesOfAll => (patch_rows(&g), patch_rows(wv)),
+            };
+            assert_close(&format!("{name} {gn}"), &g, &w, 1e-5, 1e-4);
         }
 
         let loss = reference::loss(&cfg, fwd.output(), &c.tokens, &c.target, batch);

@@ -7,6 +7,10 @@
 //!     qkv_l = x_l W_qkv + b_qkv                             matmul   [M, 3HK]
 //!     o_l   = softmax(Q K^T / sqrt(K)) V per head           attention [M, HK] (+ probs)
 //!     y_l   = o_l W_o + b_o + x_start                       matmul + add
+//!     (the last layer from here on works on the g^2 patch rows of each sample only:
+//!      drop_cond o_l [M, HK] -> [B*g^2, HK], drop_cond_add for x_start, and pad_cond of its
+//!      output back to [B, T, D] with zeros in the conditioning rows: nothing reads that row
+//!      of the last layer, so its projection and feed-forward block are not computed)
 //!     with --mlp F (our addition; the seed has none):
 //!       pre_l = y_l W_1 + b_1, h_l = gelu(pre_l)            matmul, gelu  [M, F]
 //!       x_l+1 = y_l + h_l W_2 + b_2                         matmul + add
@@ -35,6 +39,9 @@ struct Layer {
     qkv: GpuTensor,
     probs: GpuTensor,
     o: GpuTensor,
+    /// The rows the output projection reads: `o`, or for the last layer its patch rows
+    /// [B*g^2, HK] (then `proj` and the feed-forward block hold patch rows only too).
+    o_rows: GpuTensor,
     /// y = o W_o + b_o + x_start: the layer's output unless it has a feed-forward block.
     proj: GpuTensor,
     mlp: Option<Mlp>,
@@ -54,6 +61,18 @@ impl Layer {
     }
 }
 
+/// Which rows of each sample an activation holds (see [`Network::activations`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// [B, T, ·]: every token.
+    All,
+    /// [B, g^2, ·]: the patch tokens only (the last layer after attention).
+    Patches,
+    /// [B, T, ·] whose conditioning rows are not the model's (zeros, or computed from zeros):
+    /// only the patch rows are defined.
+    PatchesOfAll,
+}
+
 /// Forward (and optionally backward) of the model for a fixed batch size.
 pub struct Network {
     pub cfg: ModelConfig,
@@ -67,6 +86,8 @@ pub struct Network {
     pub history: GpuTensor,
     x_start: GpuTensor,
     layers: Vec<Layer>,
+    /// The last layer's output back in [B, T, D] (zero conditioning rows).
+    x_last: GpuTensor,
     forward: Vec<Dispatch>,
     loss: loss::MseForward,
     backward: Vec<Dispatch>,
@@ -100,16 +121,21 @@ pub fn check_fits(gpu: &Gpu, cfg: &ModelConfig, batch: usize) -> Result<()> {
 }
 
 /// Matmul FLOPs of one sample's forward pass: per layer the QKV projection, attention's two
-/// products, the output projection and the feed-forward block.
+/// products, the output projection and the feed-forward block (the last layer's two on the
+/// g^2 patch rows only).
 pub fn forward_flops_per_sample(cfg: &ModelConfig) -> f64 {
-    let (t, d, hk, f) = (
+    let (t, p, d, hk, f) = (
         cfg.geometry.tokens() as f64,
+        cfg.geometry.patches() as f64,
         cfg.geometry.dim() as f64,
         cfg.hk() as f64,
         cfg.mlp as f64,
     );
-    cfg.layers as f64
-        * (2.0 * t * d * 3.0 * hk + 2.0 * t * hk * d + 4.0 * t * t * hk + 4.0 * t * d * f)
+    let l = cfg.layers as f64;
+    let after_attention = |rows: f64| 2.0 * rows * hk * d + 4.0 * rows * d * f;
+    l * (2.0 * t * d * 3.0 * hk + 4.0 * t * t * hk)
+        + (l - 1.0) * after_attention(t)
+        + after_attention(p)
 }
 
 impl Network {
@@ -136,12 +162,16 @@ impl Network {
             let s = layout.get(name);
             params.view(name, s.offset, &s.shape)
         };
-        // Layer l's dense map `s` (weights layer{l}.w_s [k, n], bias layer{l}.b_s [n]):
-        // y [m, n] = x [m, k] W + b.
-        let dense = |l: usize, s: &str, x: &GpuTensor, y: &GpuTensor, k: usize, n: usize| {
-            let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
-            matmul::matmul_forward(gpu, x, &w(&wn), Some(&w(&bn)), y, m, k, n)
-        };
+        // Layer l's dense map `s` (weights layer{l}.w_s [k, n], bias layer{l}.b_s [n]) on
+        // `rows` rows: y [rows, n] = x [rows, k] W + b.
+        let dense =
+            |l: usize, s: &str, x: &GpuTensor, y: &GpuTensor, rows: usize, k: usize, n: usize| {
+                let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
+                matmul::matmul_forward(gpu, x, &w(&wn), Some(&w(&bn)), y, rows, k, n)
+            };
+        // The last layer's rows after attention: the patch tokens'.
+        let last = cfg.layers as usize - 1;
+        let mp = batch * p;
         let tokens = z("tokens", &[batch, t, d])?;
         let target = z("target", &[batch, p, d])?;
         let x_start = z("x_start", &[batch, t, d])?;
@@ -172,22 +202,34 @@ impl Network {
             let qkv = z(&format!("layer{l}.qkv"), &[m, 3 * hk])?;
             let probs = z(&format!("layer{l}.probs"), &[batch, ashape.heads, t, t])?;
             let o = z(&format!("layer{l}.o"), &[m, hk])?;
-            let proj = z(&format!("layer{l}.y"), &[batch, t, d])?;
-            forward.push(dense(l, "qkv", &x_in, &qkv, d, 3 * hk)?);
+            forward.push(dense(l, "qkv", &x_in, &qkv, m, d, 3 * hk)?);
             forward.push(attention::attention_forward(
                 gpu, &ashape, &qkv, &o, &probs,
             )?);
-            forward.push(dense(l, "o", &o, &proj, hk, d)?);
+            let rows = if l == last { mp } else { m };
+            let o_rows = if l == last {
+                let o_rows = z(&format!("layer{l}.o_patches"), &[rows, hk])?;
+                forward.push(loss::drop_cond(gpu, &o, &o_rows, batch, t, p, hk)?);
+                o_rows
+            } else {
+                o.clone()
+            };
+            let proj = z(&format!("layer{l}.y"), &[rows, d])?;
+            forward.push(dense(l, "o", &o_rows, &proj, rows, hk, d)?);
             // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
-            forward.push(loss::add_inplace(gpu, &proj, &x_start)?);
+            forward.push(if l == last {
+                loss::drop_cond_add(gpu, &x_start, &proj, batch, t, p, d)?
+            } else {
+                loss::add_inplace(gpu, &proj, &x_start)?
+            });
             let mlp = if cfg.mlp > 0 {
                 let f = cfg.mlp as usize;
-                let pre = z(&format!("layer{l}.pre"), &[m, f])?;
-                let h = z(&format!("layer{l}.h"), &[m, f])?;
-                let out = z(&format!("layer{l}.out"), &[batch, t, d])?;
-                forward.push(dense(l, "1", &proj, &pre, d, f)?);
+                let pre = z(&format!("layer{l}.pre"), &[rows, f])?;
+                let h = z(&format!("layer{l}.h"), &[rows, f])?;
+                let out = z(&format!("layer{l}.out"), &[rows, d])?;
+                forward.push(dense(l, "1", &proj, &pre, rows, d, f)?);
                 forward.push(gelu::gelu_forward(gpu, &pre, &h)?);
-                forward.push(dense(l, "2", &h, &out, f, d)?);
+                forward.push(dense(l, "2", &h, &out, rows, f, d)?);
                 // Residual around the block: x_{l+1} = y + FFN(y).
                 forward.push(loss::add_inplace(gpu, &out, &proj)?);
                 Some(Mlp { pre, h, out })
@@ -199,18 +241,27 @@ impl Network {
                 qkv,
                 probs,
                 o,
+                o_rows,
                 proj,
                 mlp,
             });
         }
-        let x_last = layers
-            .last()
-            .map(|l| l.out().clone())
-            .unwrap_or(x_start.clone());
+        // The last layer's patch rows back in [B, T, D]: what the skip, the loss and the
+        // sampler read (their conditioning rows are never used).
+        let x_last = z("x_last", &[batch, t, d])?;
+        forward.push(loss::pad_cond(
+            gpu,
+            layers[last].out(),
+            &x_last,
+            batch,
+            t,
+            p,
+            d,
+        )?);
         // `--skip pixel-mixture`'s prior, a view of the parameters (forward and backward).
         let prior = (cfg.skip == Skip::PixelMixture).then(|| w("skip.prior"));
         let output = match cfg.skip {
-            Skip::Identity => x_last,
+            Skip::Identity => x_last.clone(),
             kind => {
                 let y = z("output", &[batch, t, d])?;
                 let f = skip::skip_forward(
@@ -241,14 +292,14 @@ impl Network {
                 let s = layout.get(name);
                 grads.view(&format!("d{name}"), s.offset, &s.shape)
             };
-            // The backward of `dense`: dx [m, k] (= or += dy W^T), dW and db from dy [m, n].
+            // The backward of `dense` on `rows` rows: dx [rows, k] (= or += dy W^T), dW and db
+            // from dy [rows, n].
             let dense_backward = |l: usize,
                                   s: &str,
                                   x: &GpuTensor,
                                   dy: &GpuTensor,
                                   dx: &GpuTensor,
-                                  k: usize,
-                                  n: usize,
+                                  (rows, k, n): (usize, usize, usize),
                                   accumulate_dx: bool| {
                 let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
                 matmul::matmul_backward(
@@ -259,7 +310,7 @@ impl Network {
                     dx,
                     &dw(&wn),
                     &dw(&bn),
-                    m,
+                    rows,
                     k,
                     n,
                     accumulate_dx,
@@ -271,7 +322,15 @@ impl Network {
             let d_o = z("do", &[m, hk])?;
             let dqkv = z("dqkv", &[m, 3 * hk])?;
             let f = cfg.mlp as usize;
-            let (dh, dpre) = (z("dh", &[m, f])?, z("dpre", &[m, f])?);
+            // The last layer's gradients after attention, on its patch rows.
+            let dy_p = z("dy_patches", &[mp, d])?;
+            let d_o_p = z("do_patches", &[mp, hk])?;
+            let (dh_p, dpre_p) = (z("dh_patches", &[mp, f])?, z("dpre_patches", &[mp, f])?);
+            let (dh, dpre) = if last > 0 {
+                (z("dh", &[m, f])?, z("dpre", &[m, f])?)
+            } else {
+                (dh_p.clone(), dpre_p.clone())
+            };
             backward.push(loss::mse_backward(
                 gpu, &output, &target, weight, &dout, batch, t, p, d,
             )?);
@@ -294,22 +353,66 @@ impl Network {
                 keep.push(dx_last.clone());
                 dy = dx_last;
             }
-            let last = cfg.layers as usize - 1;
             for l in (0..=last).rev() {
                 let ly = &layers[l];
+                let (rows, dh, dpre) = if l == last {
+                    // The conditioning rows' gradient is zero: work on the patch rows.
+                    backward.push(loss::drop_cond(gpu, &dy, &dy_p, batch, t, p, d)?);
+                    dy = dy_p.clone();
+                    (mp, &dh_p, &dpre_p)
+                } else {
+                    (m, &dh, &dpre)
+                };
                 if let Some(mlp) = &ly.mlp {
-                    backward.extend(dense_backward(l, "2", &mlp.h, &dy, &dh, f, d, false)?);
-                    backward.push(gelu::gelu_backward(gpu, &mlp.pre, &dh, &dpre)?);
+                    backward.extend(dense_backward(
+                        l,
+                        "2",
+                        &mlp.h,
+                        &dy,
+                        dh,
+                        (rows, f, d),
+                        false,
+                    )?);
+                    backward.push(gelu::gelu_backward(gpu, &mlp.pre, dh, dpre)?);
                     // dy += dpre W_1^T (the residual around the block).
-                    backward.extend(dense_backward(l, "1", &ly.proj, &dpre, &dy, d, f, true)?);
+                    backward.extend(dense_backward(
+                        l,
+                        "1",
+                        &ly.proj,
+                        dpre,
+                        &dy,
+                        (rows, d, f),
+                        true,
+                    )?);
                 }
                 // d x_start = sum of every layer's d y + layer 0's input gradient.
                 backward.push(if l == last {
-                    loss::copy(gpu, &dy, &dxs)?
+                    loss::pad_cond(gpu, &dy, &dxs, batch, t, p, d)?
                 } else {
                     loss::add_inplace(gpu, &dxs, &dy)?
                 });
-                backward.extend(dense_backward(l, "o", &ly.o, &dy, &d_o, hk, d, false)?);
+                if l == last {
+                    backward.extend(dense_backward(
+                        l,
+                        "o",
+                        &ly.o_rows,
+                        &dy,
+                        &d_o_p,
+                        (rows, hk, d),
+                        false,
+                    )?);
+                    backward.push(loss::pad_cond(gpu, &d_o_p, &d_o, batch, t, p, hk)?);
+                } else {
+                    backward.extend(dense_backward(
+                        l,
+                        "o",
+                        &ly.o_rows,
+                        &dy,
+                        &d_o,
+                        (rows, hk, d),
+                        false,
+                    )?);
+                }
                 backward.push(attention::attention_backward(
                     gpu, &ashape, &ly.qkv, &ly.probs, &d_o, &dqkv,
                 )?);
@@ -325,14 +428,13 @@ impl Network {
                     &ly.x_in,
                     &dqkv,
                     &dx,
-                    d,
-                    3 * hk,
+                    (m, d, 3 * hk),
                     acc,
                 )?);
                 dy = dx;
             }
             backward.push(loss::pos_backward(gpu, &dxs, &dw("pos"), batch, t, d)?);
-            keep.extend([dout, dxs, d_o, dqkv, dh, dpre]);
+            keep.extend([dout, dxs, d_o, dqkv, dh, dpre, dy_p, d_o_p, dh_p, dpre_p]);
             keep.extend(dgs);
         }
         Ok(Network {
@@ -344,6 +446,7 @@ impl Network {
             history,
             x_start,
             layers,
+            x_last,
             forward,
             loss: mse,
             backward,
@@ -374,22 +477,27 @@ impl Network {
 
     /// The activations kept for the backward pass, by name, in the layouts of the CPU
     /// reference (`x_start`, then per layer `qkv`, `probs`, `o`, with a feed-forward block
-    /// `y`, `pre`, `h`, then `out`; with the Wiener skip last `output`): for tests.
-    pub fn activations(&self) -> Vec<(String, &GpuTensor)> {
-        let mut v = vec![("x_start".to_string(), &self.x_start)];
+    /// `y`, `pre`, `h`, then `out`; with the Wiener skip last `output`) and the rows each
+    /// holds (the last layer's after attention: the patch rows only): for tests.
+    pub fn activations(&self) -> Vec<(String, &GpuTensor, Rows)> {
+        let mut v = vec![("x_start".to_string(), &self.x_start, Rows::All)];
+        let last = self.layers.len() - 1;
         for (l, ly) in self.layers.iter().enumerate() {
-            v.push((format!("layer{l}.qkv"), &ly.qkv));
-            v.push((format!("layer{l}.probs"), &ly.probs));
-            v.push((format!("layer{l}.o"), &ly.o));
+            let rows = if l == last { Rows::Patches } else { Rows::All };
+            v.push((format!("layer{l}.qkv"), &ly.qkv, Rows::All));
+            v.push((format!("layer{l}.probs"), &ly.probs, Rows::All));
+            v.push((format!("layer{l}.o"), &ly.o, Rows::All));
             if let Some(mlp) = &ly.mlp {
-                v.push((format!("layer{l}.y"), &ly.proj));
-                v.push((format!("layer{l}.pre"), &mlp.pre));
-                v.push((format!("layer{l}.h"), &mlp.h));
+                v.push((format!("layer{l}.y"), &ly.proj, rows));
+                v.push((format!("layer{l}.pre"), &mlp.pre, rows));
+                v.push((format!("layer{l}.h"), &mlp.h, rows));
             }
-            v.push((format!("layer{l}.out"), ly.out()));
+            v.push((format!("layer{l}.out"), ly.out(), rows));
         }
         if self.cfg.skip != Skip::Identity {
-            v.push(("output".to_string(), &self.output));
+            v.push(("output".to_string(), &self.output, Rows::PatchesOfAll));
+        } else {
+            v.push(("output".to_string(), &self.x_last, Rows::PatchesOfAll));
         }
         v
     }

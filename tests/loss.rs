@@ -105,6 +105,12 @@ fn add_add_inplace_and_copy_match_reference() {
 #[test]
 fn drop_cond_and_pad_cond_match_reference() {
     let gpu = common::gpu();
+    let rows = |batch, tokens, patches, width| loss::TokenRows {
+        batch,
+        tokens,
+        patches,
+        width,
+    };
     for (b, p, c) in SHAPES {
         let t = p + 1;
         let x = uniform_data(b * t * c, 6);
@@ -117,9 +123,9 @@ fn drop_cond_and_pad_cond_match_reference() {
         );
         let y = tensor(&gpu, "y", &vec![9.0; b * p * c]);
         let dx = tensor(&gpu, "dx", &vec![9.0; b * t * c]);
-        let d1 = loss::drop_cond(&gpu, &xt, &y, b, t, p, c).unwrap();
-        let d2 = loss::drop_cond_add(&gpu, &xt, &acct, b, t, p, c).unwrap();
-        let d3 = loss::pad_cond(&gpu, &dyt, &dx, b, t, p, c).unwrap();
+        let d1 = loss::drop_cond(&gpu, &xt, &y, rows(b, t, p, c)).unwrap();
+        let d2 = loss::drop_cond_add(&gpu, &xt, &acct, rows(b, t, p, c)).unwrap();
+        let d3 = loss::pad_cond(&gpu, &dyt, &dx, rows(b, t, p, c)).unwrap();
         gpu.run(&[&d1, &d2, &d3]).unwrap();
         let name = format!("B={b} T={t} P={p} C={c}");
         let dropped = reference::drop_cond(&x, b, t, p, c);
@@ -165,10 +171,10 @@ fn drop_cond_and_pad_cond_match_reference() {
     }
     let z = |n: usize| GpuTensor::zeros(&gpu, "z", &[n]).unwrap();
     // Wrong lengths, and P = T (no conditioning row) or P = 0.
-    assert!(loss::drop_cond(&gpu, &z(2 * 5 * 3), &z(2 * 4 * 3 + 1), 2, 5, 4, 3).is_err());
-    assert!(loss::pad_cond(&gpu, &z(2 * 4 * 3), &z(2 * 4 * 3), 2, 5, 4, 3).is_err());
-    assert!(loss::drop_cond(&gpu, &z(12), &z(12), 1, 4, 4, 3).is_err());
-    assert!(loss::drop_cond_add(&gpu, &z(12), &z(0), 1, 4, 0, 3).is_err());
+    assert!(loss::drop_cond(&gpu, &z(2 * 5 * 3), &z(2 * 4 * 3 + 1), rows(2, 5, 4, 3)).is_err());
+    assert!(loss::pad_cond(&gpu, &z(2 * 4 * 3), &z(2 * 4 * 3), rows(2, 5, 4, 3)).is_err());
+    assert!(loss::drop_cond(&gpu, &z(12), &z(12), rows(1, 4, 4, 3)).is_err());
+    assert!(loss::drop_cond_add(&gpu, &z(12), &z(0), rows(1, 4, 0, 3)).is_err());
 }
 
 /// Tokens [B, T, D] whose conditioning token (t = T - 1) holds sample b's a^n, from pure noise

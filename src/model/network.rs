@@ -172,6 +172,12 @@ impl Network {
         // The last layer's rows after attention: the patch tokens'.
         let last = cfg.layers as usize - 1;
         let mp = batch * p;
+        let rows_of = |width| loss::TokenRows {
+            batch,
+            tokens: t,
+            patches: p,
+            width,
+        };
         let tokens = z("tokens", &[batch, t, d])?;
         let target = z("target", &[batch, p, d])?;
         let x_start = z("x_start", &[batch, t, d])?;
@@ -209,7 +215,7 @@ impl Network {
             let rows = if l == last { mp } else { m };
             let o_rows = if l == last {
                 let o_rows = z(&format!("layer{l}.o_patches"), &[rows, hk])?;
-                forward.push(loss::drop_cond(gpu, &o, &o_rows, batch, t, p, hk)?);
+                forward.push(loss::drop_cond(gpu, &o, &o_rows, rows_of(hk))?);
                 o_rows
             } else {
                 o.clone()
@@ -218,7 +224,7 @@ impl Network {
             forward.push(dense(l, "o", &o_rows, &proj, rows, hk, d)?);
             // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
             forward.push(if l == last {
-                loss::drop_cond_add(gpu, &x_start, &proj, batch, t, p, d)?
+                loss::drop_cond_add(gpu, &x_start, &proj, rows_of(d))?
             } else {
                 loss::add_inplace(gpu, &proj, &x_start)?
             });
@@ -253,10 +259,7 @@ impl Network {
             gpu,
             layers[last].out(),
             &x_last,
-            batch,
-            t,
-            p,
-            d,
+            rows_of(d),
         )?);
         // `--skip pixel-mixture`'s prior, a view of the parameters (forward and backward).
         let prior = (cfg.skip == Skip::PixelMixture).then(|| w("skip.prior"));
@@ -357,7 +360,7 @@ impl Network {
                 let ly = &layers[l];
                 let (rows, dh, dpre) = if l == last {
                     // The conditioning rows' gradient is zero: work on the patch rows.
-                    backward.push(loss::drop_cond(gpu, &dy, &dy_p, batch, t, p, d)?);
+                    backward.push(loss::drop_cond(gpu, &dy, &dy_p, rows_of(d))?);
                     dy = dy_p.clone();
                     (mp, &dh_p, &dpre_p)
                 } else {
@@ -387,7 +390,7 @@ impl Network {
                 }
                 // d x_start = sum of every layer's d y + layer 0's input gradient.
                 backward.push(if l == last {
-                    loss::pad_cond(gpu, &dy, &dxs, batch, t, p, d)?
+                    loss::pad_cond(gpu, &dy, &dxs, rows_of(d))?
                 } else {
                     loss::add_inplace(gpu, &dxs, &dy)?
                 });
@@ -401,7 +404,7 @@ impl Network {
                         (rows, hk, d),
                         false,
                     )?);
-                    backward.push(loss::pad_cond(gpu, &d_o_p, &d_o, batch, t, p, hk)?);
+                    backward.push(loss::pad_cond(gpu, &d_o_p, &d_o, rows_of(hk))?);
                 } else {
                     backward.extend(dense_backward(
                         l,

@@ -128,31 +128,39 @@ pub fn copy(gpu: &Gpu, src: &GpuTensor, dst: &GpuTensor) -> Result<Dispatch> {
     elementwise(gpu, "copy", p, n, &[(6, src), (8, dst)])
 }
 
-/// The [B, T, C] -> [B, P, C] kernels: `entry`'s dispatch reading `x` and writing `y`, one
-/// thread per element of `y`.
-#[allow(clippy::too_many_arguments)]
+/// A [B, T, C] tensor's rows: B samples of T tokens, the first P of them the patch tokens
+/// (P = T - 1 in the model: the last is the conditioning token), each C wide.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenRows {
+    pub batch: usize,
+    pub tokens: usize,
+    pub patches: usize,
+    pub width: usize,
+}
+
+/// `entry`'s dispatch from x to y, one thread per element of y: [B, T, C] -> [B, P, C], or
+/// the other way with `to_all`.
 fn rows_op(
     gpu: &Gpu,
     entry: &str,
     x: &GpuTensor,
     y: &GpuTensor,
-    (x_rows, y_rows): (usize, usize),
-    batch: usize,
-    t: usize,
-    p: usize,
-    c: usize,
+    r: TokenRows,
+    to_all: bool,
 ) -> Result<Dispatch> {
+    let (b, t, p, c) = (r.batch, r.tokens, r.patches, r.width);
     if p == 0 || p >= t || c == 0 {
         return Err(Error::config(format!(
             "{entry}: need 1 <= P < T and C >= 1 (P = {p}, T = {t}, C = {c})"
         )));
     }
-    expect_len(entry, x, batch * x_rows * c)?;
-    expect_len(entry, y, batch * y_rows * c)?;
-    let n = batch * y_rows * c;
+    let (x_rows, y_rows) = if to_all { (p, t) } else { (t, p) };
+    expect_len(entry, x, b * x_rows * c)?;
+    expect_len(entry, y, b * y_rows * c)?;
+    let n = b * y_rows * c;
     let prm = Params {
         n: n as u32,
-        batch: batch as u32,
+        batch: b as u32,
         tokens: t as u32,
         patches: p as u32,
         dim: c as u32,
@@ -162,43 +170,19 @@ fn rows_op(
 }
 
 /// x [B, T, C] -> y [B, P, C]: each sample's P patch rows (the conditioning row dropped).
-pub fn drop_cond(
-    gpu: &Gpu,
-    x: &GpuTensor,
-    y: &GpuTensor,
-    batch: usize,
-    t: usize,
-    p: usize,
-    c: usize,
-) -> Result<Dispatch> {
-    rows_op(gpu, "drop_cond", x, y, (t, p), batch, t, p, c)
+pub fn drop_cond(gpu: &Gpu, x: &GpuTensor, y: &GpuTensor, r: TokenRows) -> Result<Dispatch> {
+    rows_op(gpu, "drop_cond", x, y, r, false)
 }
 
 /// y [B, P, C] += drop_cond(x [B, T, C]).
-pub fn drop_cond_add(
-    gpu: &Gpu,
-    x: &GpuTensor,
-    y: &GpuTensor,
-    batch: usize,
-    t: usize,
-    p: usize,
-    c: usize,
-) -> Result<Dispatch> {
-    rows_op(gpu, "drop_cond_add", x, y, (t, p), batch, t, p, c)
+pub fn drop_cond_add(gpu: &Gpu, x: &GpuTensor, y: &GpuTensor, r: TokenRows) -> Result<Dispatch> {
+    rows_op(gpu, "drop_cond_add", x, y, r, false)
 }
 
 /// x [B, P, C] -> y [B, T, C]: x's rows in place, zeros in the conditioning rows (written).
 /// drop_cond's backward, and its way back in the forward pass.
-pub fn pad_cond(
-    gpu: &Gpu,
-    x: &GpuTensor,
-    y: &GpuTensor,
-    batch: usize,
-    t: usize,
-    p: usize,
-    c: usize,
-) -> Result<Dispatch> {
-    rows_op(gpu, "pad_cond", x, y, (p, t), batch, t, p, c)
+pub fn pad_cond(gpu: &Gpu, x: &GpuTensor, y: &GpuTensor, r: TokenRows) -> Result<Dispatch> {
+    rows_op(gpu, "pad_cond", x, y, r, true)
 }
 
 /// The loss's per-sample weight (`--loss-weight-max`): sample b weighs

@@ -394,27 +394,19 @@ impl Network {
                 } else {
                     loss::add_inplace(gpu, &dxs, &dy)?
                 });
+                let d_o_rows = if l == last { &d_o_p } else { &d_o };
+                backward.extend(dense_backward(
+                    l,
+                    "o",
+                    &ly.o_rows,
+                    &dy,
+                    d_o_rows,
+                    (rows, hk, d),
+                    false,
+                )?);
                 if l == last {
-                    backward.extend(dense_backward(
-                        l,
-                        "o",
-                        &ly.o_rows,
-                        &dy,
-                        &d_o_p,
-                        (rows, hk, d),
-                        false,
-                    )?);
+                    // Back to every row: attention's conditioning query gets a zero gradient.
                     backward.push(loss::pad_cond(gpu, &d_o_p, &d_o, rows_of(hk))?);
-                } else {
-                    backward.extend(dense_backward(
-                        l,
-                        "o",
-                        &ly.o_rows,
-                        &dy,
-                        &d_o,
-                        (rows, hk, d),
-                        false,
-                    )?);
                 }
                 backward.push(attention::attention_backward(
                     gpu, &ashape, &ly.qkv, &ly.probs, &d_o, &dqkv,

@@ -284,7 +284,8 @@ fn ten_step_loop_matches_reference() {
 /// `--refiner`: from the first step at or below --refine-from the loop calls a second model
 /// of another shape and skip. The GPU loop equals the reference loop; a level at n_max hands
 /// every step to the refiner (the refiner's own loop, exactly), one below every step's level
-/// none (the model's own loop, exactly).
+/// none (the model's own loop, exactly). Two refiners (levels 300 then 100) chain: the GPU
+/// loop equals the reference chain, and the second one changes the digits.
 #[test]
 fn refiner_loop_matches_reference() {
     let gpu = common::gpu();
@@ -313,9 +314,13 @@ fn refiner_loop_matches_reference() {
         layout: &rlayout,
         params: &rp,
     };
-    let run = |level: Option<u32>, s: Schedule| {
-        let sm = Sampler::with_refiner(&gpu, model, level.map(|l| (refiner, l)), 3, s, 4).unwrap();
+    let chain = |refiners: &[(SamplerModel, u32)], s: Schedule| {
+        let sm = Sampler::with_refiners(&gpu, model, refiners, 3, s, 4).unwrap();
         sm.run(&gpu, 0).unwrap()
+    };
+    let run = |level: Option<u32>, s: Schedule| {
+        let refiners: Vec<_> = level.map(|l| (refiner, l)).into_iter().collect();
+        chain(&refiners, s)
     };
     let reference_model = reference::RefModel {
         cfg: &cfg,
@@ -336,7 +341,7 @@ fn refiner_loop_matches_reference() {
         assert_eq!(s.first_step_at_or_below(200), 6);
         let got = run(Some(200), s);
         let want =
-            reference::sample_refined(reference_model, Some((reference_refiner, 200)), &s, 4, 0, 3);
+            reference::sample_refined(reference_model, &[(reference_refiner, 200)], &s, 4, 0, 3);
         let what = format!("refined 10-step loop, s={scale}, eta={eta}, clip={clip}");
         assert_close(&what, &got, &want, 1e-4, 1e-4);
         let plain = run(None, s);
@@ -348,6 +353,51 @@ fn refiner_loop_matches_reference() {
             moved.count() > got.len() / 2,
             "{what}: the refiner changed few pixels"
         );
+    }
+    // A chain: the refiner from level 300 (step 4), then a third model (the model's shape,
+    // other weights) from level 100 (step 8).
+    let lparams = layout.init(8);
+    let lp = GpuTensor::from_slice(&gpu, "low", &[layout.total], &lparams).unwrap();
+    let low = SamplerModel {
+        cfg: &cfg,
+        layout: &layout,
+        params: &lp,
+    };
+    let reference_low = reference::RefModel {
+        cfg: &cfg,
+        layout: &layout,
+        params: &lparams,
+    };
+    for (scale, eta) in [(1.0, 1.0), (1.5, 0.0)] {
+        let s = stochastic(10, scale, eta);
+        let sm =
+            Sampler::with_refiners(&gpu, model, &[(refiner, 300), (low, 100)], 3, s, 4).unwrap();
+        assert_eq!(sm.refine_from_steps(), vec![4, 8]);
+        let got = sm.run(&gpu, 0).unwrap();
+        let want = reference::sample_refined(
+            reference_model,
+            &[(reference_refiner, 300), (reference_low, 100)],
+            &s,
+            4,
+            0,
+            3,
+        );
+        let what = format!("two refiners, s={scale}, eta={eta}");
+        assert_close(&what, &got, &want, 1e-4, 1e-4);
+        let one = run(Some(300), s);
+        let moved = got.iter().zip(&one).filter(|(x, y)| (*x - *y).abs() > 1e-3);
+        assert!(
+            moved.count() > got.len() / 2,
+            "{what}: the second refiner changed few pixels"
+        );
+    }
+    // Levels that do not decrease, or 0: one line naming --refine-from.
+    for levels in [[100, 300], [200, 200], [300, 0]] {
+        let pairs = [(refiner, levels[0]), (low, levels[1])];
+        let e = Sampler::with_refiners(&gpu, model, &pairs, 3, schedule(10, 1.0), 4)
+            .err()
+            .unwrap_or_else(|| panic!("levels {levels:?} were accepted"));
+        assert!(e.to_string().contains("--refine-from"), "{e}");
     }
     let s = schedule(10, 1.0);
     assert_eq!(run(Some(500), s), {
@@ -460,7 +510,8 @@ fn sampling_loop_reads_nothing_back() {
     // Without and with fresh noise; and with a refiner (here the same model) from level 200.
     for (eta, refine) in [(0.0, None), (1.0, None), (1.0, Some((model, 200)))] {
         let s = stochastic(20, 1.5, eta);
-        let sm = Sampler::with_refiner(&gpu, model, refine, 6, s, 1).unwrap();
+        let refiners: Vec<_> = refine.into_iter().collect();
+        let sm = Sampler::with_refiners(&gpu, model, &refiners, 6, s, 1).unwrap();
         let before = gpu.readbacks();
         sm.submit(&gpu, 0).unwrap();
         gpu.wait().unwrap();
@@ -489,17 +540,19 @@ fn auto_batch_counts_the_mlp_and_fits() {
     for (cfg, batch) in [(plain, a), (wide, b)] {
         wgpu_diffusion::model::network::check_fits(&gpu, &cfg, batch).unwrap();
     }
-    // With a refiner both networks are held at once: half of the smaller limit, still capped
-    // by the count (a count that fits is not halved).
-    let pair = |count| wgpu_diffusion::sample::auto_batch_for(&gpu, &plain, Some(&wide), count);
+    // With refiners every network is held at once: with one, half of the smaller limit; with
+    // two, a third; still capped by the count (a count that fits is not divided).
+    let pair = |count| wgpu_diffusion::sample::auto_batch_for(&gpu, &plain, &[&wide], count);
     assert_eq!(pair(1_000_000), (b / 2).max(1), "limit of the pair");
     assert_eq!(
         pair(3),
         3.min((b / 2).max(1)),
         "the count caps the pair's batch"
     );
+    let three = wgpu_diffusion::sample::auto_batch_for(&gpu, &plain, &[&plain, &wide], 1_000_000);
+    assert_eq!(three, (b / 3).max(1), "limit of three networks");
     assert_eq!(
-        wgpu_diffusion::sample::auto_batch_for(&gpu, &plain, None, 1_000_000),
+        wgpu_diffusion::sample::auto_batch_for(&gpu, &plain, &[], 1_000_000),
         a
     );
 }

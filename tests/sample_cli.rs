@@ -199,9 +199,10 @@ fn sample_from_a_model_with_mlp() {
 }
 
 /// `--refiner CKPT --refine-from LEVEL`: a second model (another shape) takes the low levels;
-/// the JSON names it and the step it starts at, and the digits change. A refiner trained with
-/// another alpha, --refine-from 0, one flag without the other, or a refiner file that is not
-/// there: one line, exit 2.
+/// the JSON names it and the step it starts at, and the digits change; two pairs chain. A
+/// refiner trained with another alpha, --refine-from 0, levels that rise, a --refiner without
+/// its level, one flag without the other, or a refiner file that is not there: one line,
+/// exit 2.
 #[test]
 fn sample_with_a_refiner() {
     let base = std::env::temp_dir().join(format!(
@@ -237,12 +238,61 @@ fn sample_with_a_refiner() {
     let o = refine(&refiner, "200");
     ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["refine_from"], 200);
-    assert_eq!(v["refine_from_step"], 3);
-    assert!(v["refiner"].as_str().unwrap().ends_with("best.safetensors"));
+    let r = &v["refiners"][0];
+    assert_eq!(r["refine_from"], 200);
+    assert_eq!(r["from_step"], 3);
+    assert!(r["checkpoint"]
+        .as_str()
+        .unwrap()
+        .ends_with("best.safetensors"));
+    assert_eq!(v["refiners"].as_array().unwrap().len(), 1);
     let a = read_idx_file(plain.join("samples-idx3-ubyte")).unwrap();
     let b = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
     assert_ne!(a.data, b.data, "--refiner changed no digit");
+
+    // Two refiners: the refiner from 300 (step 2), then the model's own checkpoint from 100
+    // (step 4); the JSON lists both in order.
+    let (r, m) = (refiner.to_str().unwrap(), ckpt.to_str().unwrap());
+    let two = |levels: [&str; 2]| {
+        let args = [
+            "--count",
+            "6",
+            "--steps",
+            "5",
+            "--json",
+            "--refiner",
+            r,
+            "--refine-from",
+            levels[0],
+            "--refiner",
+            m,
+            "--refine-from",
+            levels[1],
+        ];
+        sample(&ckpt, &out, &args)
+    };
+    let o = two(["300", "100"]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let steps: Vec<_> = v["refiners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["refine_from"].as_u64().unwrap(),
+                r["from_step"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, vec![(300, 2), (100, 4)]);
+    let o = two(["100", "300"]);
+    assert_eq!(o.status.code(), Some(2), "levels that rise");
+    assert!(error_line(&o).contains("decrease"), "{}", error_line(&o));
+    let args = ["--refiner", r, "--refine-from", "300", "--refiner", m];
+    let o = sample(&ckpt, &out, &args);
+    assert_eq!(o.status.code(), Some(2), "a --refiner without its level");
+    assert!(error_line(&o).contains("pairs"), "{}", error_line(&o));
 
     let o = refine(&other_alpha, "200");
     assert_eq!(o.status.code(), Some(2));

@@ -84,14 +84,10 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
     }
     let model = sample::load_model(gpu, path, a.weights)?;
     let schedule = a.sampling.schedule(&model.config)?;
-    let refiner = a.sampling.load_refiner(gpu, &model.config, a.weights)?;
-    let batch = sample::auto_batch_for(
-        gpu,
-        &model.config.model,
-        refiner.as_ref().map(|(r, _)| &r.config.model),
-        a.count,
-    );
-    let sampler = sample::sampler_for(gpu, &model, refiner.as_ref(), batch, schedule, a.seed)?;
+    let refiners = a.sampling.load_refiners(gpu, &model.config, a.weights)?;
+    let configs = sample::refiner_configs(&refiners);
+    let batch = sample::auto_batch_for(gpu, &model.config.model, &configs, a.count);
+    let sampler = sample::sampler_for(gpu, &model, &refiners, batch, schedule, a.seed)?;
     Ok(sample::to_bytes(&sampler.generate(gpu, a.count)?))
 }
 
@@ -188,7 +184,7 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
             // Bad sampling flags (and a bad --refiner) fail here too, before the data is loaded.
             let run = crate::train::read_run_config(p)?;
             a.sampling.schedule(&run)?;
-            a.sampling.check_refiner(&run)?;
+            a.sampling.check_refiners(&run)?;
         }
         None
     };

@@ -98,28 +98,27 @@ pub fn sample(
         layout,
         params,
     };
-    sample_refined(model, None, schedule, seed, first, count)
+    sample_refined(model, &[], schedule, seed, first, count)
 }
 
-/// The whole loop with `--refiner`: the steps from
-/// `schedule.first_step_at_or_below(level)` on call the refiner instead of the model.
+/// The whole loop with `--refiner`s: each `(refiner, level)` (levels decreasing) is called
+/// instead of the model from `schedule.first_step_at_or_below(level)` on, until a later
+/// refiner's first step.
 pub fn sample_refined(
     model: RefModel<'_>,
-    refiner: Option<(RefModel<'_>, u32)>,
+    refiners: &[(RefModel<'_>, u32)],
     schedule: &Schedule,
     seed: u64,
     first: u64,
     count: usize,
 ) -> Vec<f32> {
-    let from = refiner.map_or(schedule.steps, |(_, level)| {
-        schedule.first_step_at_or_below(level)
-    });
     let mut a = initial_noise(seed, first, count);
     for k in 0..schedule.steps {
-        let m = match refiner {
-            Some((r, _)) if k >= from => r,
-            _ => model,
-        };
+        let m = refiners
+            .iter()
+            .rev()
+            .find(|(_, level)| k >= schedule.first_step_at_or_below(*level))
+            .map_or(model, |(r, _)| *r);
         sample_step(m.cfg, m.layout, m.params, schedule, k, seed, first, &mut a);
     }
     a

@@ -40,14 +40,17 @@ pub struct SamplingArgs {
     /// it decides pixels by their own noise and erases strokes.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub background: u32,
-    /// A second checkpoint for the lowest levels (our addition, as eDiff-I's expert
-    /// denoisers): a model trained with a small `--level-max`, called instead of the model at
-    /// the steps whose level is at most --refine-from. Same alpha and n_max; any shape.
+    /// A checkpoint for the lower levels (our addition, as eDiff-I's expert denoisers): a
+    /// model trained with a small `--level-max`, called instead of the model at the steps
+    /// whose level is at most its --refine-from. Same alpha and n_max; any shape. Repeatable,
+    /// each with its own --refine-from, levels decreasing: `--refiner MID --refine-from 100
+    /// --refiner LOW --refine-from 20` hands levels 100..21 to MID and 20..1 to LOW.
     #[arg(long, value_name = "PATH", requires = "refine_from")]
-    pub refiner: Option<std::path::PathBuf>,
-    /// The highest level at which --refiner is called (e.g. its training --level-max).
+    pub refiner: Vec<std::path::PathBuf>,
+    /// The highest level at which the --refiner of the same position is called (e.g. its
+    /// training --level-max).
     #[arg(long, value_name = "LEVEL", requires = "refiner")]
-    pub refine_from: Option<u32>,
+    pub refine_from: Vec<u32>,
 }
 
 impl SamplingArgs {
@@ -63,44 +66,62 @@ impl SamplingArgs {
             background: self.background,
         };
         s.validate()?;
-        if let Some(level) = self.refine_from {
-            check_refine_from(level)?;
-        }
+        check_refine_from(&self.refine_from, self.refiner.len())?;
         Ok(s)
     }
 
-    /// Checks `--refiner` (if given) against the main model's run without loading its
-    /// weights: it must read, and have the same alpha and n_max (the two share one schedule).
-    pub fn check_refiner(&self, run: &crate::train::RunConfig) -> Result<()> {
-        let Some(path) = &self.refiner else {
-            return Ok(());
-        };
-        let r = crate::train::read_run_config(path)?;
-        if r.alpha != run.alpha || r.n_max != run.n_max {
-            return Err(Error::config(format!(
-                "{}: the refiner was trained with alpha {} and n_max {}, the model with {} and {}",
-                path.display(),
-                r.alpha,
-                r.n_max,
-                run.alpha,
-                run.n_max
-            )));
+    /// Checks each `--refiner` against the main model's run without loading its weights: it
+    /// must read, and have the same alpha and n_max (they share one schedule).
+    pub fn check_refiners(&self, run: &crate::train::RunConfig) -> Result<()> {
+        for path in &self.refiner {
+            let r = crate::train::read_run_config(path)?;
+            if r.alpha != run.alpha || r.n_max != run.n_max {
+                return Err(Error::config(format!(
+                    "{}: the refiner was trained with alpha {} and n_max {}, the model with {} and {}",
+                    path.display(),
+                    r.alpha,
+                    r.n_max,
+                    run.alpha,
+                    run.n_max
+                )));
+            }
         }
         Ok(())
     }
 
-    /// Loads `--refiner` (if given) with `weights`, checked as [`Self::check_refiner`].
-    pub fn load_refiner(
+    /// Loads each `--refiner` with `weights`, beside its --refine-from level, checked as
+    /// [`Self::check_refiners`].
+    pub fn load_refiners(
         &self,
         gpu: &Gpu,
         run: &crate::train::RunConfig,
         weights: Weights,
-    ) -> Result<Option<(LoadedModel, u32)>> {
-        let (Some(path), Some(level)) = (&self.refiner, self.refine_from) else {
-            return Ok(None);
-        };
-        self.check_refiner(run)?;
-        Ok(Some((load_model(gpu, path, weights)?, level)))
+    ) -> Result<Vec<(LoadedModel, u32)>> {
+        check_refine_from(&self.refine_from, self.refiner.len())?;
+        self.check_refiners(run)?;
+        self.refiner
+            .iter()
+            .zip(&self.refine_from)
+            .map(|(path, &level)| Ok((load_model(gpu, path, weights)?, level)))
+            .collect()
+    }
+
+    /// The refiners as JSON: `[{"checkpoint", "refine_from", "from_step"}]`, the steps from
+    /// `sampler`.
+    pub fn refiners_json(&self, sampler: &Sampler) -> serde_json::Value {
+        let steps = sampler.refine_from_steps();
+        self.refiner
+            .iter()
+            .zip(&self.refine_from)
+            .zip(steps)
+            .map(|((p, level), step)| {
+                serde_json::json!({
+                    "checkpoint": p.display().to_string(),
+                    "refine_from": level,
+                    "from_step": step,
+                })
+            })
+            .collect()
     }
 
     /// The flags in words, for reports: "n'=50 s=1 eta=1 clip background 10 refiner PATH
@@ -113,30 +134,24 @@ impl SamplingArgs {
         if self.background > 0 {
             d += &format!(" background {}", self.background);
         }
-        if let (Some(p), Some(l)) = (&self.refiner, self.refine_from) {
+        for (p, l) in self.refiner.iter().zip(&self.refine_from) {
             d += &format!(" refiner {} from {l}", p.display());
         }
         d
     }
 }
 
-/// A sampler for `model` (and the refiner, if any) of `batch` digits.
+/// A sampler for `model` (and its refiners) of `batch` digits.
 pub fn sampler_for(
     gpu: &Gpu,
     model: &LoadedModel,
-    refiner: Option<&(LoadedModel, u32)>,
+    refiners: &[(LoadedModel, u32)],
     batch: usize,
     schedule: Schedule,
     seed: u64,
 ) -> Result<Sampler> {
-    Sampler::with_refiner(
-        gpu,
-        model.view(),
-        refiner.map(|(r, level)| (r.view(), *level)),
-        batch,
-        schedule,
-        seed,
-    )
+    let views: Vec<_> = refiners.iter().map(|(r, l)| (r.view(), *l)).collect();
+    Sampler::with_refiners(gpu, model.view(), &views, batch, schedule, seed)
 }
 
 /// Flags of `sample`.
@@ -245,23 +260,30 @@ pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
     by_binding.min(by_memory).min(count).clamp(1, 20_000) as usize
 }
 
-/// [`auto_batch`] for the model and the refiner together (both networks' activations are
-/// held at once, so each gets half of its limit; `count` caps it as before).
+/// [`auto_batch`] for the model and its refiners together (every network's activations are
+/// held at once, so each of the k networks gets 1/k of the smallest one's limit; `count` caps
+/// it as before).
 pub fn auto_batch_for(
     gpu: &Gpu,
     model: &ModelConfig,
-    refiner: Option<&ModelConfig>,
+    refiners: &[&ModelConfig],
     count: u64,
 ) -> usize {
-    match refiner {
-        // Each network gets half of what it could hold alone.
-        Some(r) => {
-            let alone = |cfg: &ModelConfig| auto_batch(gpu, cfg, u64::MAX) as u64;
-            let half = (alone(model).min(alone(r)) / 2).max(1);
-            half.min(count).max(1) as usize
-        }
-        None => auto_batch(gpu, model, count),
+    if refiners.is_empty() {
+        return auto_batch(gpu, model, count);
     }
+    let alone = |cfg: &ModelConfig| auto_batch(gpu, cfg, u64::MAX) as u64;
+    let smallest = refiners
+        .iter()
+        .map(|r| alone(r))
+        .fold(alone(model), u64::min);
+    let share = (smallest / (1 + refiners.len() as u64)).max(1);
+    share.min(count).max(1) as usize
+}
+
+/// The refiners' model configurations, for [`auto_batch_for`].
+pub fn refiner_configs(refiners: &[(LoadedModel, u32)]) -> Vec<&ModelConfig> {
+    refiners.iter().map(|(r, _)| &r.config.model).collect()
 }
 
 /// `wgpu-diffusion sample`.
@@ -277,18 +299,18 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
     }
     let model = load_model(gpu, &a.checkpoint, a.weights)?;
     let schedule = a.sampling.schedule(&model.config)?;
-    let refiner = a.sampling.load_refiner(gpu, &model.config, a.weights)?;
+    let refiners = a.sampling.load_refiners(gpu, &model.config, a.weights)?;
     let batch = match a.batch {
         Some(0) => return Err(Error::config("--batch must be at least 1")),
         Some(b) => b.min(a.count as usize),
         None => auto_batch_for(
             gpu,
             &model.config.model,
-            refiner.as_ref().map(|(r, _)| &r.config.model),
+            &refiner_configs(&refiners),
             a.count,
         ),
     };
-    let sampler = sampler_for(gpu, &model, refiner.as_ref(), batch, schedule, a.seed)?;
+    let sampler = sampler_for(gpu, &model, &refiners, batch, schedule, a.seed)?;
     let px = PIXELS as usize;
     let start = std::time::Instant::now();
     let digits = sampler.generate(gpu, a.count)?;
@@ -330,7 +352,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
                 scale,
                 ..schedule
             };
-            let sm = sampler_for(gpu, &model, refiner.as_ref(), 16, s, a.seed)?;
+            let sm = sampler_for(gpu, &model, &refiners, 16, s, a.seed)?;
             let d = sm.run(gpu, 0)?;
             let grid = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
             let p = a
@@ -353,9 +375,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         "eta": a.sampling.eta,
         "clip": a.sampling.clip,
         "background": a.sampling.background,
-        "refiner": a.sampling.refiner.as_ref().map(|p| p.display().to_string()),
-        "refine_from": a.sampling.refine_from,
-        "refine_from_step": refiner.as_ref().map(|_| sampler.refine_from_step()),
+        "refiners": a.sampling.refiners_json(&sampler),
         "seed": a.seed,
         "weights": format!("{:?}", model.weights).to_lowercase(),
         "batch": batch,

@@ -138,10 +138,24 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// `--refine-from` names a level at least 1 (level 0 is the finished digit: no step is there).
-fn check_refine_from(level: u32) -> Result<()> {
-    if level == 0 {
+/// `--refine-from` levels: each at least 1 (level 0 is the finished digit: no step is there),
+/// one per `--refiner` (`refiners` of them), and decreasing (each later refiner takes the
+/// lower levels).
+fn check_refine_from(levels: &[u32], refiners: usize) -> Result<()> {
+    if levels.len() != refiners {
+        return Err(Error::config(format!(
+            "--refiner and --refine-from come in pairs: got {refiners} --refiner and {} --refine-from",
+            levels.len()
+        )));
+    }
+    if levels.contains(&0) {
         return Err(Error::config("--refine-from must be at least 1"));
+    }
+    if let Some(w) = levels.windows(2).find(|w| w[1] >= w[0]) {
+        return Err(Error::config(format!(
+            "--refine-from levels must decrease (each later --refiner takes lower levels): {} then {}",
+            w[0], w[1]
+        )));
     }
     Ok(())
 }
@@ -167,7 +181,7 @@ struct Stage {
 pub struct Sampler {
     pub batch: usize,
     pub schedule: Schedule,
-    /// The model, then (with a refiner) the refiner from its first step.
+    /// The model, then each refiner from its first step.
     stages: Vec<Stage>,
     image: GpuTensor,
     state: GpuTensor,
@@ -200,16 +214,18 @@ impl Sampler {
             layout,
             params,
         };
-        Self::with_refiner(gpu, model, None, batch, schedule, seed)
+        Self::with_refiners(gpu, model, &[], batch, schedule, seed)
     }
 
-    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`
-    /// (`--refiner CKPT --refine-from LEVEL`: a second model trained on the low levels only,
-    /// as eDiff-I's expert denoisers). Both see the same image, conditioning and schedule.
-    pub fn with_refiner(
+    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`, for
+    /// each `(refiner, level)` of `refiners` (levels decreasing: a later refiner takes over
+    /// from an earlier one). `--refiner CKPT --refine-from LEVEL`, repeatable: models trained
+    /// on the lower levels only, as eDiff-I's expert denoisers. All see the same image,
+    /// conditioning and schedule.
+    pub fn with_refiners(
         gpu: &Gpu,
         model: SamplerModel<'_>,
-        refiner: Option<(SamplerModel<'_>, u32)>,
+        refiners: &[(SamplerModel<'_>, u32)],
         batch: usize,
         schedule: Schedule,
         seed: u64,
@@ -220,9 +236,8 @@ impl Sampler {
                 "the sampling batch must hold at least one digit",
             ));
         }
-        if let Some((_, level)) = refiner {
-            check_refine_from(level)?;
-        }
+        let levels: Vec<u32> = refiners.iter().map(|(_, level)| *level).collect();
+        check_refine_from(&levels, refiners.len())?;
         let px = PIXELS as usize;
         let image = GpuTensor::zeros(gpu, "sample-image", &[batch, px])?;
         let nhat = GpuTensor::zeros(gpu, "sample-nhat", &[batch, px])?;
@@ -283,9 +298,11 @@ impl Sampler {
             snapshot()?,
         ];
         let mut stages = Vec::new();
-        for (m, from) in std::iter::once((model, 0))
-            .chain(refiner.map(|(r, level)| (r, schedule.first_step_at_or_below(level))))
-        {
+        for (m, from) in std::iter::once((model, 0)).chain(
+            refiners
+                .iter()
+                .map(|(r, level)| (*r, schedule.first_step_at_or_below(*level))),
+        ) {
             let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
             let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
             stages.push(Stage {
@@ -434,10 +451,10 @@ impl Sampler {
             .expect("stage 0 starts at step 0")
     }
 
-    /// The first step that calls the refiner (`schedule.steps` when none does or there is
-    /// none).
-    pub fn refine_from_step(&self) -> u32 {
-        self.stages.get(1).map_or(self.schedule.steps, |s| s.from)
+    /// The step from which each refiner is called, until a later refiner's first step
+    /// (`schedule.steps` when its level is below every step's).
+    pub fn refine_from_steps(&self) -> Vec<u32> {
+        self.stages[1..].iter().map(|s| s.from).collect()
     }
 
     /// FLOPs of the whole loop per digit (the matmuls of every step's model call).

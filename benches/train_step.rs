@@ -163,15 +163,7 @@ fn main() {
 
     // The sampling loop: digits/s for 10,000 digits x 50 steps (fewer with --quick).
     let count: usize = if quick { 500 } else { 10_000 };
-    let schedule = Schedule {
-        alpha: 0.99,
-        n_max: 500,
-        steps: 50,
-        scale: 1.5,
-        eta: 0.0,
-        clip: false,
-        background: 0,
-    };
+    let schedule = Schedule::plain(0.99, 500, 50, 1.5);
     let sbatch = wgpu_diffusion::sample::auto_batch(&gpu, &cfg, count as u64);
     let sm = Sampler::new(&gpu, &cfg, &layout, &params, sbatch, schedule, 0).unwrap();
     sm.run(&gpu, 0).unwrap(); // warm-up: pipelines compiled, buffers touched

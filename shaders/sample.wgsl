@@ -2,14 +2,17 @@
 // entirely on the GPU: the step counter lives in `state`, so every step is the same sequence
 // of dispatches and all steps are recorded into one command buffer with no host writes.
 //
+// table [steps] of vec4 (src/sample/mod.rs Schedule::step_table): per step k,
+// (u = a'^(n'-k), keep = a'^s with s the step's scale, c0, c1).
+//
 // One step k (0-based, of `steps`), with the model call in between:
-//   sample_cond      state [1], table [steps] -> cond [B]: cond[b] = table[k] (= a'^(n'-k))
+//   sample_cond      state [1], table -> cond [B]: cond[b] = table[k].x (= a'^(n'-k))
 //   sample_snapshot  image [B, PIXELS] -> traj [(steps + 1), PIXELS]: traj[k] = image of digit 0
 //   (patches_forward(image, cond) -> tokens; model forward; recompose -> nhat)
 //   sample_update    image, nhat [B, PIXELS] -> image = (image - nhat * (1 - keep)) / keep,
-//                    keep = a'^s (s: the step scale). With params.clip (`--clip`), nhat is
+//                    keep = table[k].y. With params.clip (`--clip`), nhat is
 //                    first replaced by the noise that the clamped digit estimate implies:
-//                    u = a'^n = table[k], X_hat = clamp((A - (1 - u) nhat) / u, LO, HI),
+//                    u = a'^n = table[k].x, X_hat = clamp((A - (1 - u) nhat) / u, LO, HI),
 //                    nhat' = (A - u X_hat) / (1 - u) (DDPM's x0 clipping; unchanged when
 //                    X_hat is in range)
 //                    With --background N (steps k >= params.bg_from, the levels <= N), nhat is
@@ -20,9 +23,9 @@
 //                    before the clipping
 //   sample_update_stochastic  (with --eta > 0, after fill_normal_counted drew z [B, PIXELS]
 //                    at RNG step k): as sample_update, then
-//                    image += coef[k].x * nhat + coef[k].y * z, coef [steps] of vec2
-//                    (src/sample.rs Schedule::noise_coefs: part of the predicted noise
-//                    swapped for fresh noise, DDIM's eta)
+//                    image += table[k].z * nhat + table[k].w * z
+//                    (Schedule::noise_coefs: part of the predicted noise swapped for fresh
+//                    noise, DDIM's eta)
 //   sample_tick      state[0] += 1 (one thread)
 // After the last step, one more sample_snapshot stores the final digit 0 at traj[steps].
 
@@ -37,24 +40,19 @@ override INK_VAR: f32 = 1.0;
 struct Params {
     batch: u32,   // B
     steps: u32,   // n'
-    keep: f32,    // a'^s
     clip: u32,    // 1: clamp the digit estimate to [LO, HI]
     bg_from: u32, // the first step of --background's blend (steps: never)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<storage, read_write> state_rw: array<u32>;
-@group(0) @binding(3) var<storage, read> table: array<f32>;
+@group(0) @binding(3) var<storage, read> table: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> cond: array<f32>;
 @group(0) @binding(5) var<storage, read_write> image: array<f32>;
 @group(0) @binding(6) var<storage, read> nhat: array<f32>;
 @group(0) @binding(7) var<storage, read_write> traj: array<f32>;
 @group(0) @binding(8) var<storage, read> z: array<f32>;
-@group(0) @binding(9) var<storage, read> coef: array<vec2<f32>>;
 
 fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -67,7 +65,7 @@ fn sample_cond(@builtin(global_invocation_id) gid: vec3<u32>,
     if (b >= params.batch) {
         return;
     }
-    cond[b] = table[min(state[0], params.steps - 1u)];
+    cond[b] = table[min(state[0], params.steps - 1u)].x;
 }
 
 @compute @workgroup_size(WG)
@@ -96,7 +94,7 @@ fn background_weight(a: f32, u: f32, s: f32) -> f32 {
 // then with params.clip the noise of the clamped estimate.
 fn noise_estimate(i: u32) -> f32 {
     var n = nhat[i];
-    let u = table[min(state[0], params.steps - 1u)];
+    let u = table[min(state[0], params.steps - 1u)].x;
     let a = image[i];
     if (state[0] >= params.bg_from) {
         let s = 1.0 - u;
@@ -117,8 +115,9 @@ fn sample_update(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.batch * PIXELS) {
         return;
     }
+    let keep = table[min(state[0], params.steps - 1u)].y;
     let n = noise_estimate(i);
-    image[i] = (image[i] - n * (1.0 - params.keep)) / params.keep;
+    image[i] = (image[i] - n * (1.0 - keep)) / keep;
 }
 
 @compute @workgroup_size(WG)
@@ -128,9 +127,9 @@ fn sample_update_stochastic(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.batch * PIXELS) {
         return;
     }
-    let c = coef[min(state[0], params.steps - 1u)];
+    let t = table[min(state[0], params.steps - 1u)];
     let n = noise_estimate(i);
-    image[i] = (image[i] - n * (1.0 - params.keep)) / params.keep + c.x * n + c.y * z[i];
+    image[i] = (image[i] - n * (1.0 - t.y)) / t.y + t.z * n + t.w * z[i];
 }
 
 @compute @workgroup_size(1)

@@ -16,13 +16,8 @@ fn schedule(steps: u32, scale: f32) -> Schedule {
 /// A schedule with fresh noise in each step (`--eta`).
 fn stochastic(steps: u32, scale: f32, eta: f32) -> Schedule {
     Schedule {
-        alpha: 0.99,
-        n_max: 500,
-        steps,
-        scale,
         eta,
-        clip: false,
-        background: 0,
+        ..Schedule::plain(0.99, 500, steps, scale)
     }
 }
 
@@ -74,9 +69,9 @@ fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
 
 /// Each step divides by a'^s, so float differences in the model's output (relative to the
 /// size of the state it reads) grow by 1/a'^s.
-fn step_tolerance(s: &Schedule, state: &[f32]) -> f32 {
+fn step_tolerance(s: &Schedule, k: u32, state: &[f32]) -> f32 {
     let size = state.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    5e-5 * size / s.keep()
+    5e-5 * size / s.keep(k)
 }
 
 #[test]
@@ -110,24 +105,28 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
     let (gpu, cfg) = (gpu, *cfg);
     let layout = ParamLayout::new(&cfg);
     let params = random_params(&cfg, 1);
-    // (n', s, eta, clip, B, --background level)
-    for (steps, scale, eta, clip, batch, background) in [
-        (1, 1.0, 0.0, false, 3, 0),
-        (1, 1.5, 0.0, false, 5, 0),
-        (50, 1.5, 0.0, false, 2, 0),
-        (2, 1.0, 1.0, false, 3, 0),
-        (10, 0.7, 0.5, false, 2, 0),
-        (1, 1.0, 0.0, true, 3, 0),
-        (50, 1.5, 0.0, true, 2, 0),
-        (10, 1.0, 1.0, true, 2, 0),
-        (1, 1.0, 0.0, false, 3, 500),
-        (50, 1.0, 0.0, false, 2, 120),
-        (50, 1.5, 0.0, true, 2, 30),
-        (10, 1.0, 1.0, false, 2, 200),
+    // (n', s, eta, clip, B, --background level, --low-step-scale and --low-from)
+    for (steps, scale, eta, clip, batch, background, low) in [
+        (1, 1.0, 0.0, false, 3, 0, (1.0, 0)),
+        (1, 1.5, 0.0, false, 5, 0, (1.0, 0)),
+        (50, 1.5, 0.0, false, 2, 0, (1.0, 0)),
+        (2, 1.0, 1.0, false, 3, 0, (1.0, 0)),
+        (10, 0.7, 0.5, false, 2, 0, (1.0, 0)),
+        (1, 1.0, 0.0, true, 3, 0, (1.0, 0)),
+        (50, 1.5, 0.0, true, 2, 0, (1.0, 0)),
+        (10, 1.0, 1.0, true, 2, 0, (1.0, 0)),
+        (1, 1.0, 0.0, false, 3, 500, (1.0, 0)),
+        (50, 1.0, 0.0, false, 2, 120, (1.0, 0)),
+        (50, 1.5, 0.0, true, 2, 30, (1.0, 0)),
+        (10, 1.0, 1.0, false, 2, 200, (1.0, 0)),
+        (10, 1.0, 1.0, true, 2, 0, (1.5, 200)),
+        (10, 1.0, 0.0, false, 3, 0, (2.0, 450)),
     ] {
         let s = Schedule {
             clip,
             background,
+            low_scale: low.0,
+            low_from: low.1,
             ..stochastic(steps, scale, eta)
         };
         let sm_params = GpuTensor::from_slice(gpu, "params", &[layout.total], &params).unwrap();
@@ -141,10 +140,12 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
         assert_close("initial noise", &traj[..px], &init, 1e-5, 1e-5);
         for k in 0..steps as usize {
             let mut a = traj[k * px..(k + 1) * px].to_vec();
-            let tol = step_tolerance(&s, &a);
+            let tol = step_tolerance(&s, k as u32, &a);
             reference::sample_step(&cfg, &layout, &params, &s, k as u32, 7, 0, &mut a);
             assert_close(
-                &format!("step {k} of {steps}, s={scale}, eta={eta}, clip={clip}, bg={background}"),
+                &format!(
+                    "step {k} of {steps}, s={scale}, eta={eta}, clip={clip}, bg={background}, low={low:?}"
+                ),
                 &traj[(k + 1) * px..(k + 2) * px],
                 &a,
                 tol,
@@ -161,7 +162,7 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
         if steps == 1 {
             let want = reference::sample(&cfg, &layout, &params, &s, 7, 0, batch);
             let init = reference::initial_noise(7, 0, batch);
-            let tol = step_tolerance(&s, &init);
+            let tol = step_tolerance(&s, 0, &init);
             assert_close(
                 &format!(
                     "{steps} steps, s={scale}, eta={eta}, clip={clip}, bg={background}, B={batch}"
@@ -472,6 +473,51 @@ fn stochastic_step_coefficients() {
     }
 }
 
+/// `--low-step-scale 1.5 --low-from 200` with n' = 10 of 500 (levels 500, 450, .., 50): steps
+/// 0..=5 at the plain scale, 6..=9 at 1.5, in the division and in the fresh-noise
+/// coefficients; the step table carries both.
+#[test]
+fn low_step_scale_starts_at_its_level() {
+    let s = Schedule {
+        low_scale: 1.5,
+        low_from: 200,
+        ..stochastic(10, 1.0, 1.0)
+    };
+    let ap = s.alpha_prime();
+    let (plain, coefs) = (stochastic(10, 1.0, 1.0).noise_coefs(), s.noise_coefs());
+    let uniform = stochastic(10, 1.5, 1.0).noise_coefs();
+    let table = s.step_table();
+    for k in 0..10u32 {
+        let want = if k >= 6 { 1.5 } else { 1.0 };
+        assert_eq!(s.scale_at(k), want, "step {k}");
+        assert!(
+            (s.keep(k) as f64 - ap.powf(want as f64)).abs() < 1e-7,
+            "step {k}"
+        );
+        let same = if k >= 6 { &uniform } else { &plain };
+        assert_eq!(
+            coefs[k as usize], same[k as usize],
+            "step {k}'s noise coefficients"
+        );
+        let row = table[k as usize];
+        assert_eq!(
+            row,
+            [
+                s.table()[k as usize],
+                s.keep(k),
+                coefs[k as usize][0],
+                coefs[k as usize][1]
+            ]
+        );
+    }
+    // Off (low_from 0): every step at the plain scale.
+    let off = Schedule {
+        low_scale: 1.5,
+        ..stochastic(10, 1.0, 1.0)
+    };
+    assert!((0..10).all(|k| off.scale_at(k) == 1.0));
+}
+
 #[test]
 fn bad_schedules_are_errors() {
     for (steps, scale) in [(0, 1.0), (10, 0.0), (10, -1.0), (10, f32::NAN)] {
@@ -482,6 +528,15 @@ fn bad_schedules_are_errors() {
     }
     for eta in [-0.1, 1.5, f32::NAN] {
         assert!(stochastic(10, 1.0, eta).validate().is_err(), "eta {eta}");
+    }
+    for low_scale in [0.0, -1.0, f32::INFINITY] {
+        let s = Schedule {
+            low_scale,
+            low_from: 100,
+            ..schedule(10, 1.0)
+        };
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("--low-step-scale"), "{e}");
     }
     let s = schedule(50, 1.0);
     // alpha is an f32 (0.99 rounds to 0.99000001): compare loosely.

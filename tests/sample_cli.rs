@@ -148,6 +148,28 @@ fn sample_writes_idx_grid_and_trajectory() {
     let idx4 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
     assert_ne!(idx.data, idx4.data, "--background changed no digit");
 
+    // --low-step-scale reaches the loop (from level 250: the last two of the 4 steps).
+    let args = [
+        "--count",
+        "21",
+        "--steps",
+        "4",
+        "--low-step-scale",
+        "2",
+        "--low-from",
+        "250",
+        "--json",
+    ];
+    let o = sample(&ckpt, &out2, &args);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["low_step_scale"].as_f64(), v["low_from"].as_u64()),
+        (Some(2.0), Some(250))
+    );
+    let idx5 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
+    assert_ne!(idx.data, idx5.data, "--low-step-scale changed no digit");
+
     // Bad input: one line, exit 2.
     let corrupt = base.join("corrupt.safetensors");
     std::fs::write(&corrupt, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage").unwrap();
@@ -157,6 +179,12 @@ fn sample_writes_idx_grid_and_trajectory() {
         (ckpt.clone(), vec!["--step-scale", "0"], "--step-scale"),
         (ckpt.clone(), vec!["--step-scale", "-1.5"], "--step-scale"),
         (ckpt.clone(), vec!["--eta", "1.5"], "--eta"),
+        (
+            ckpt.clone(),
+            vec!["--low-step-scale", "0", "--low-from", "60"],
+            "--low-step-scale",
+        ),
+        (ckpt.clone(), vec!["--low-step-scale", "1.5"], "error"),
         (
             base.join("missing.safetensors"),
             vec![],

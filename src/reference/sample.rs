@@ -7,7 +7,8 @@ use crate::sample::Schedule;
 
 /// One denoising step k (0-based) of `images` [B, 784] in place, digits `first..first + B`
 /// of a run with `seed`: the model predicts the noise patches at conditioning a'^(n'-k), they
-/// are recomposed (overlaps averaged), and A = (A - N_hat (1 - a'^s)) / a'^s; with eta > 0
+/// are recomposed (overlaps averaged), and A = (A - N_hat (1 - a'^s)) / a'^s (s the step's
+/// scale, `Schedule::scale_at`); with eta > 0
 /// then A += c0 N_hat + c1 Z (`Schedule::noise_coefs`), Z the normal at (seed, k,
 /// SAMPLE_STEP, digit * 784 + pixel). From step `schedule.background_from()` on, N_hat is
 /// first blended with a background pixel's noise ([`background_blend`]). With `clip`, N_hat
@@ -34,7 +35,7 @@ pub fn sample_step(
         .output()
         .to_vec();
     let nhat = patches::recompose(g, &out, t);
-    let keep = schedule.keep();
+    let keep = schedule.keep(k);
     let [c0, c1] = schedule.noise_coefs()[k as usize];
     let base = first * px as u64;
     let background = k >= schedule.background_from();

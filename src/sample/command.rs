@@ -40,6 +40,20 @@ pub struct SamplingArgs {
     /// it decides pixels by their own noise and erases strokes.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub background: u32,
+    /// The step scale at the steps whose level is at most --low-from (our addition), with
+    /// --step-scale above it: e.g. `--step-scale 1 --low-step-scale 1.5 --low-from 60` keeps
+    /// the plain steps where the shapes are decided and trusts the model more where the
+    /// strokes are.
+    #[arg(
+        long,
+        value_name = "S",
+        requires = "low_from",
+        allow_negative_numbers = true
+    )]
+    pub low_step_scale: Option<f32>,
+    /// The highest level that --low-step-scale applies to.
+    #[arg(long, value_name = "LEVEL", requires = "low_step_scale")]
+    pub low_from: Option<u32>,
     /// A checkpoint for the lower levels (our addition, as eDiff-I's expert denoisers): a
     /// model trained with a small `--level-max`, called instead of the model at the steps
     /// whose level is at most its --refine-from. Same alpha and n_max; any shape. Repeatable,
@@ -64,6 +78,8 @@ impl SamplingArgs {
             eta: self.eta,
             clip: self.clip,
             background: self.background,
+            low_scale: self.low_step_scale.unwrap_or(self.step_scale),
+            low_from: self.low_from.unwrap_or(0),
         };
         s.validate()?;
         check_refine_from(&self.refine_from, self.refiner.len())?;
@@ -133,6 +149,9 @@ impl SamplingArgs {
         }
         if self.background > 0 {
             d += &format!(" background {}", self.background);
+        }
+        if let (Some(s), Some(l)) = (self.low_step_scale, self.low_from) {
+            d += &format!(" s={s} from {l}");
         }
         for (p, l) in self.refiner.iter().zip(&self.refine_from) {
             d += &format!(" refiner {} from {l}", p.display());
@@ -375,6 +394,8 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         "eta": a.sampling.eta,
         "clip": a.sampling.clip,
         "background": a.sampling.background,
+        "low_step_scale": a.sampling.low_step_scale,
+        "low_from": a.sampling.low_from,
         "refiners": a.sampling.refiners_json(&sampler),
         "seed": a.seed,
         "weights": format!("{:?}", model.weights).to_lowercase(),

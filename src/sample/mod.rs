@@ -43,9 +43,30 @@ pub struct Schedule {
     /// posterior that it is background under `--skip mixture`'s prior
     /// (`reference::sample::background_blend`).
     pub background: u32,
+    /// `--low-step-scale S --low-from N` (our addition; `low_from` 0: off): the step scale
+    /// at the steps whose level is at most N, `scale` above it (e.g. 1 where the shapes are
+    /// decided, 1.5 where the strokes are).
+    pub low_scale: f32,
+    pub low_from: u32,
 }
 
 impl Schedule {
+    /// The seed's loop: n' = `steps` at scale `scale` throughout, deterministic, no clip, no
+    /// background blend (the other flags are set on the result).
+    pub fn plain(alpha: f32, n_max: u32, steps: u32, scale: f32) -> Schedule {
+        Schedule {
+            alpha,
+            n_max,
+            steps,
+            scale,
+            eta: 0.0,
+            clip: false,
+            background: 0,
+            low_scale: scale,
+            low_from: 0,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 {
             return Err(Error::config("--steps must be at least 1"));
@@ -60,6 +81,12 @@ impl Schedule {
             return Err(Error::config(format!(
                 "--eta must be in [0, 1], got {}",
                 self.eta
+            )));
+        }
+        if self.low_from > 0 && !(self.low_scale > 0.0 && self.low_scale.is_finite()) {
+            return Err(Error::config(format!(
+                "--low-step-scale must be positive, got {}",
+                self.low_scale
             )));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0) || self.n_max == 0 {
@@ -97,21 +124,32 @@ impl Schedule {
         self.first_step_at_or_below(self.background)
     }
 
-    /// a'^s, the factor each step divides by.
-    pub fn keep(&self) -> f32 {
-        self.alpha_prime().powf(self.scale as f64) as f32
+    /// The step scale s of step k: `low_scale` from the first step at or below `low_from`
+    /// (when it is set), else `scale`.
+    pub fn scale_at(&self, k: u32) -> f32 {
+        if self.low_from > 0 && k >= self.first_step_at_or_below(self.low_from) {
+            self.low_scale
+        } else {
+            self.scale
+        }
+    }
+
+    /// a'^s of step k, the factor it divides by.
+    pub fn keep(&self, k: u32) -> f32 {
+        self.alpha_prime().powf(self.scale_at(k) as f64) as f32
     }
 
     /// Per step k, the stochastic step's additions to the seed's update (see the module
     /// header): A += c0 N_hat + c1 Z with c0 = (1 - a'^m) (sqrt(1 - r^2) - 1),
-    /// c1 = (1 - a'^m) r, m = n' - k - s. All zero when eta = 0 or m <= 0.
+    /// c1 = (1 - a'^m) r, m = n' - k - s (s the step's scale). All zero when eta = 0 or
+    /// m <= 0.
     pub fn noise_coefs(&self) -> Vec<[f32; 2]> {
         let ap = self.alpha_prime();
         let ratio = |j: f64| (1.0 - ap.powf(j)) / ap.powf(j);
         (0..self.steps)
             .map(|k| {
                 let n = (self.steps - k) as f64;
-                let m = n - self.scale as f64;
+                let m = n - self.scale_at(k) as f64;
                 if self.eta == 0.0 || m <= 0.0 {
                     return [0.0, 0.0];
                 }
@@ -125,6 +163,18 @@ impl Schedule {
             })
             .collect()
     }
+
+    /// What the GPU loop reads per step k: (a'^(n'-k), a'^s, c0, c1) ([`Self::table`],
+    /// [`Self::keep`], [`Self::noise_coefs`]).
+    pub fn step_table(&self) -> Vec<[f32; 4]> {
+        let coefs = self.noise_coefs();
+        self.table()
+            .iter()
+            .zip(coefs)
+            .enumerate()
+            .map(|(k, (&u, [c0, c1]))| [u, self.keep(k as u32), c0, c1])
+            .collect()
+    }
 }
 
 #[repr(C)]
@@ -132,10 +182,8 @@ impl Schedule {
 struct Params {
     batch: u32,
     steps: u32,
-    keep: f32,
     clip: u32,
     bg_from: u32,
-    _pad: [u32; 3],
 }
 
 /// `--refine-from` levels: each at least 1 (level 0 is the finished digit: no step is there),
@@ -246,8 +294,8 @@ impl Sampler {
         let table = GpuTensor::from_slice(
             gpu,
             "sample-table",
-            &[schedule.steps as usize],
-            &schedule.table(),
+            &[schedule.steps as usize, 4],
+            &schedule.step_table().concat(),
         )?;
         let traj = GpuTensor::zeros(gpu, "trajectory", &[schedule.steps as usize + 1, px])?;
         let params_buf = gpu.uniform(
@@ -255,10 +303,8 @@ impl Sampler {
             &Params {
                 batch: batch as u32,
                 steps: schedule.steps,
-                keep: schedule.keep(),
                 clip: schedule.clip as u32,
                 bg_from: schedule.background_from(),
-                _pad: [0; 3],
             },
         );
         let c = [
@@ -315,13 +361,9 @@ impl Sampler {
         let mut post = Vec::new();
         let mut keep = vec![cond];
         let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
-        // With eta > 0: the fresh noise z [B, 784] and the per-step coefficients.
+        // With eta > 0: the fresh noise z [B, 784] (its coefficients are in the table).
         let stochastic = if schedule.eta > 0.0 {
-            let coefs: Vec<f32> = schedule.noise_coefs().concat();
-            Some((
-                GpuTensor::zeros(gpu, "sample-z", &[batch, px])?,
-                GpuTensor::from_slice(gpu, "sample-coef", &[coefs.len()], &coefs)?,
-            ))
+            Some(GpuTensor::zeros(gpu, "sample-z", &[batch, px])?)
         } else {
             None
         };
@@ -333,17 +375,17 @@ impl Sampler {
             (6, nhat.bind()),
         ];
         let entry = match &stochastic {
-            Some((z, coef)) => {
-                update.extend([(8, z.bind()), (9, coef.bind())]);
+            Some(z) => {
+                update.push((8, z.bind()));
                 "sample_update_stochastic"
             }
             None => "sample_update",
         };
         post.push(gpu.dispatch(&k(entry)?, &update, groups)?);
         let step_noise = match stochastic {
-            Some((z, coef)) => {
+            Some(z) => {
                 let fill = FillNormal::counted(gpu, seed, streams::SAMPLE_STEP, &z, &state)?;
-                keep.extend([z, coef]);
+                keep.push(z);
                 Some(fill)
             }
             None => None,

@@ -568,15 +568,7 @@ fn validation_net(
 /// The schedule of the per-epoch grid and of --eval-every: n' = 50, s = 1.5 (the seed's
 /// fast setting), deterministic.
 fn epoch_schedule(args: &TrainArgs) -> crate::sample::Schedule {
-    crate::sample::Schedule {
-        alpha: args.alpha,
-        n_max: args.n_max,
-        steps: 50.min(args.n_max),
-        scale: 1.5,
-        eta: 0.0,
-        clip: false,
-        background: 0,
-    }
+    crate::sample::Schedule::plain(args.alpha, args.n_max, 50.min(args.n_max), 1.5)
 }
 
 fn net_validation(gpu: &Gpu, val: &Network) -> Result<f32> {

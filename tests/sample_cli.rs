@@ -186,6 +186,11 @@ fn sample_writes_idx_grid_and_trajectory() {
         ),
         (ckpt.clone(), vec!["--low-step-scale", "1.5"], "error"),
         (
+            ckpt.clone(),
+            vec!["--low-step-scale", "1.5", "--low-from", "0"],
+            "--low-from",
+        ),
+        (
             base.join("missing.safetensors"),
             vec![],
             "missing.safetensors",

@@ -70,6 +70,11 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// The schedule these flags ask for, for a model trained with `run`; checked.
     pub fn schedule(&self, run: &crate::train::RunConfig) -> Result<Schedule> {
+        if self.low_from == Some(0) {
+            return Err(Error::config(
+                "--low-from must be at least 1 (level 0 is the finished digit: no step is there)",
+            ));
+        }
         let s = Schedule {
             alpha: run.alpha,
             n_max: run.n_max,
@@ -151,7 +156,7 @@ impl SamplingArgs {
             d += &format!(" background {}", self.background);
         }
         if let (Some(s), Some(l)) = (self.low_step_scale, self.low_from) {
-            d += &format!(" s={s} from {l}");
+            d += &format!(" low s={s} from {l}");
         }
         for (p, l) in self.refiner.iter().zip(&self.refine_from) {
             d += &format!(" refiner {} from {l}", p.display());

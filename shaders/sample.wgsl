@@ -58,6 +58,11 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+// This step's row of the table: (u, keep, c0, c1).
+fn step_row() -> vec4<f32> {
+    return table[min(state[0], params.steps - 1u)];
+}
+
 @compute @workgroup_size(WG)
 fn sample_cond(@builtin(global_invocation_id) gid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -65,7 +70,7 @@ fn sample_cond(@builtin(global_invocation_id) gid: vec3<u32>,
     if (b >= params.batch) {
         return;
     }
-    cond[b] = table[min(state[0], params.steps - 1u)].x;
+    cond[b] = step_row().x;
 }
 
 @compute @workgroup_size(WG)
@@ -94,7 +99,7 @@ fn background_weight(a: f32, u: f32, s: f32) -> f32 {
 // then with params.clip the noise of the clamped estimate.
 fn noise_estimate(i: u32) -> f32 {
     var n = nhat[i];
-    let u = table[min(state[0], params.steps - 1u)].x;
+    let u = step_row().x;
     let a = image[i];
     if (state[0] >= params.bg_from) {
         let s = 1.0 - u;
@@ -115,7 +120,7 @@ fn sample_update(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.batch * PIXELS) {
         return;
     }
-    let keep = table[min(state[0], params.steps - 1u)].y;
+    let keep = step_row().y;
     let n = noise_estimate(i);
     image[i] = (image[i] - n * (1.0 - keep)) / keep;
 }
@@ -127,7 +132,7 @@ fn sample_update_stochastic(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.batch * PIXELS) {
         return;
     }
-    let t = table[min(state[0], params.steps - 1u)];
+    let t = step_row();
     let n = noise_estimate(i);
     image[i] = (image[i] - n * (1.0 - t.y)) / t.y + t.z * n + t.w * z[i];
 }

@@ -9,6 +9,10 @@
 //   sample_cond      state [1], table -> cond [B]: cond[b] = table[k].x (= a'^(n'-k))
 //   sample_snapshot  image [B, PIXELS] -> traj [(steps + 1), PIXELS]: traj[k] = image of digit 0
 //   (patches_forward(image, cond) -> tokens; model forward; recompose -> nhat)
+//   sample_guide     (with --guide, at the main model's steps, after the guide's own
+//                    patches, forward and recompose -> nhat_guide [B, PIXELS]):
+//                    nhat = nhat_guide + params.guidance * (nhat - nhat_guide)
+//                    (autoguidance: the step moves away from what the weaker model predicts)
 //   sample_update    image, nhat [B, PIXELS] -> image = (image - nhat * (1 - keep)) / keep,
 //                    keep = table[k].y. With params.clip (`--clip`), nhat is
 //                    first replaced by the noise that the clamped digit estimate implies:
@@ -42,6 +46,10 @@ struct Params {
     steps: u32,   // n'
     clip: u32,    // 1: clamp the digit estimate to [LO, HI]
     bg_from: u32, // the first step of --background's blend (steps: never)
+    guidance: f32, // --guidance W (sample_guide)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -53,6 +61,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> nhat: array<f32>;
 @group(0) @binding(7) var<storage, read_write> traj: array<f32>;
 @group(0) @binding(8) var<storage, read> z: array<f32>;
+@group(0) @binding(10) var<storage, read_write> nhat_rw: array<f32>;
+@group(0) @binding(11) var<storage, read> nhat_guide: array<f32>;
 
 fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -135,6 +145,17 @@ fn sample_update_stochastic(@builtin(global_invocation_id) gid: vec3<u32>,
     let t = step_row();
     let n = noise_estimate(i);
     image[i] = (image[i] - n * (1.0 - t.y)) / t.y + t.z * n + t.w * z[i];
+}
+
+@compute @workgroup_size(WG)
+fn sample_guide(@builtin(global_invocation_id) gid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= params.batch * PIXELS) {
+        return;
+    }
+    let g = nhat_guide[i];
+    nhat_rw[i] = g + params.guidance * (nhat_rw[i] - g);
 }
 
 @compute @workgroup_size(1)

@@ -6,7 +6,7 @@ use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip, PIXELS};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
-use wgpu_diffusion::sample::{Sampler, SamplerModel, Schedule};
+use wgpu_diffusion::sample::{Guide, Sampler, SamplerModel, Schedule};
 use wgpu_diffusion::testing::{assert_close, random_prior};
 
 fn schedule(steps: u32, scale: f32) -> Schedule {
@@ -406,6 +406,119 @@ fn refiner_loop_matches_reference() {
         sm.run(&gpu, 0).unwrap()
     });
     assert_eq!(run(Some(49), s), run(None, s));
+}
+
+/// `--guide`: at the model's own steps a second model (another shape) is called too and the
+/// step uses N_guide + W (N_model - N_guide). The GPU loop equals the reference loop, with and
+/// without a refiner (whose steps are not guided); W = 1 is the unguided loop; W = 2.5 moves
+/// the digits; a weight that is not a positive number is one line naming --guidance.
+#[test]
+fn guided_loop_matches_reference() {
+    let gpu = common::gpu();
+    let cfg = ModelConfig {
+        skip: Skip::Wiener,
+        ..Preset::Tiny.model()
+    };
+    let gcfg = ModelConfig {
+        geometry: Geometry::new(8, 2).unwrap(),
+        mlp: 16,
+        skip: Skip::Mixture,
+        ..Preset::Tiny.model()
+    };
+    // The refiner without a skip term: a Wiener skip with random weights predicts the mean
+    // digit at level 200, so with --eta 1 its first step would forget every earlier one.
+    let rcfg = Preset::Tiny.model();
+    let (layout, glayout) = (ParamLayout::new(&cfg), ParamLayout::new(&gcfg));
+    let rlayout = ParamLayout::new(&rcfg);
+    let (params, gparams, rparams) = (layout.init(5), glayout.init(6), rlayout.init(8));
+    let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &params).unwrap();
+    let gp = GpuTensor::from_slice(&gpu, "guide", &[glayout.total], &gparams).unwrap();
+    let rp = GpuTensor::from_slice(&gpu, "refiner", &[rlayout.total], &rparams).unwrap();
+    let view = |cfg, layout, params| SamplerModel {
+        cfg,
+        layout,
+        params,
+    };
+    let (model, guide, refiner) = (
+        view(&cfg, &layout, &p),
+        view(&gcfg, &glayout, &gp),
+        view(&rcfg, &rlayout, &rp),
+    );
+    let reference_view = |cfg, layout, params| reference::RefModel {
+        cfg,
+        layout,
+        params,
+    };
+    let (reference_model, reference_guide, reference_refiner) = (
+        reference_view(&cfg, &layout, &params),
+        reference_view(&gcfg, &glayout, &gparams),
+        reference_view(&rcfg, &rlayout, &rparams),
+    );
+    let run = |weight: Option<f32>, refiners: &[(SamplerModel, u32)], s: Schedule| {
+        let g = weight.map(|weight| Guide {
+            model: guide,
+            weight,
+        });
+        let sm = Sampler::guided(&gpu, model, g, refiners, 3, s, 4).unwrap();
+        sm.run(&gpu, 0).unwrap()
+    };
+    for (scale, eta, clip, refine) in [
+        (1.0, 0.0, false, false),
+        (1.0, 1.0, true, false),
+        (1.5, 0.0, false, true),
+        (1.0, 1.0, true, true),
+    ] {
+        let s = Schedule {
+            clip,
+            ..stochastic(10, scale, eta)
+        };
+        // 10 steps of 500: with the refiner from 200, the last four are its (unguided).
+        let (refiners, reference_refiners) = if refine {
+            (vec![(refiner, 200)], vec![(reference_refiner, 200)])
+        } else {
+            (vec![], vec![])
+        };
+        let what =
+            format!("guided 10-step loop, s={scale}, eta={eta}, clip={clip}, refiner={refine}");
+        let got = run(Some(2.5), &refiners, s);
+        let want = reference::sample_guided(
+            reference_model,
+            Some((reference_guide, 2.5)),
+            &reference_refiners,
+            &s,
+            4,
+            0,
+            3,
+        );
+        assert_close(&what, &got, &want, 1e-4, 1e-4);
+        let plain = run(None, &refiners, s);
+        let moved = got
+            .iter()
+            .zip(&plain)
+            .filter(|(x, y)| (*x - *y).abs() > 1e-3)
+            .count();
+        assert!(
+            moved > got.len() / 4,
+            "{what}: guidance changed few pixels ({moved})"
+        );
+        assert_close(
+            &format!("{what}, W = 1"),
+            &run(Some(1.0), &refiners, s),
+            &plain,
+            1e-5,
+            1e-5,
+        );
+    }
+    for weight in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let g = Guide {
+            model: guide,
+            weight,
+        };
+        let e = Sampler::guided(&gpu, model, Some(g), &[], 3, schedule(10, 1.0), 4)
+            .err()
+            .unwrap_or_else(|| panic!("--guidance {weight} was accepted"));
+        assert!(e.to_string().contains("--guidance"), "{e}");
+    }
 }
 
 #[test]

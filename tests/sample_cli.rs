@@ -355,3 +355,73 @@ fn sample_with_a_refiner() {
     assert!(error_line(&o).contains("alpha"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `--guide CKPT --guidance W`: a second model (another shape) guides the model's steps; the
+/// JSON names it and its weight, and the digits change. One flag without the other, a weight
+/// that is not a positive number, a guide trained with another alpha, or a guide file that is
+/// not there: one line, exit 2 (eval checks the guide before it looks for the data).
+#[test]
+fn sample_with_a_guide() {
+    let base = std::env::temp_dir().join(format!(
+        "wgpu-diffusion-sample-guide-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    let ckpt = checkpoint(&base.join("run"), &[]);
+    let guide = checkpoint(&base.join("guide"), &["--patch", "8", "--overlap", "2"]);
+    let other_alpha = checkpoint(&base.join("alpha"), &["--alpha", "0.98"]);
+    let (out, plain) = (base.join("samples"), base.join("plain"));
+    let few = ["--count", "6", "--steps", "5"];
+    ok(&sample(&ckpt, &plain, &few));
+    let guided = |g: &Path, w: &str| {
+        let mut args = few.to_vec();
+        args.extend(["--json", "--guide", g.to_str().unwrap(), "--guidance", w]);
+        sample(&ckpt, &out, &args)
+    };
+    let o = guided(&guide, "2");
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["guide"]["guidance"], 2.0);
+    assert!(v["guide"]["checkpoint"]
+        .as_str()
+        .unwrap()
+        .ends_with("guide/best.safetensors"));
+    let a = read_idx_file(plain.join("samples-idx3-ubyte")).unwrap();
+    let b = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
+    assert_ne!(a.data, b.data, "--guide changed no digit");
+    let o = sample(&ckpt, &plain, &["--json"]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["guide"].is_null(), "{v}");
+
+    let g = guide.to_str().unwrap();
+    let o = sample(&ckpt, &out, &["--guide", g]);
+    assert_eq!(o.status.code(), Some(2), "--guide without --guidance");
+    let o = sample(&ckpt, &out, &["--guidance", "2"]);
+    assert_eq!(o.status.code(), Some(2), "--guidance without --guide");
+    for w in ["0", "-1", "inf"] {
+        let o = guided(&guide, w);
+        assert_eq!(o.status.code(), Some(2), "--guidance {w}");
+        assert!(error_line(&o).contains("--guidance"), "{}", error_line(&o));
+    }
+    let o = guided(&other_alpha, "2");
+    assert_eq!(o.status.code(), Some(2));
+    let line = error_line(&o);
+    assert!(line.contains("alpha") && line.contains("guide"), "{line}");
+    let missing = base.join("no-such-guide.safetensors");
+    let o = guided(&missing, "2");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        error_line(&o).contains("no-such-guide"),
+        "{}",
+        error_line(&o)
+    );
+    let o = eval_without_data(&base, &ckpt, &["--guide", g, "--guidance", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("--guidance"), "{}", error_line(&o));
+    let a = other_alpha.to_str().unwrap();
+    let o = eval_without_data(&base, &ckpt, &["--guide", a, "--guidance", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("alpha"), "{}", error_line(&o));
+    let _ = std::fs::remove_dir_all(&base);
+}

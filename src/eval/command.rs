@@ -84,10 +84,9 @@ fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<
     }
     let model = sample::load_model(gpu, path, a.weights)?;
     let schedule = a.sampling.schedule(&model.config)?;
-    let refiners = a.sampling.load_refiners(gpu, &model.config, a.weights)?;
-    let configs = sample::refiner_configs(&refiners);
-    let batch = sample::auto_batch_for(gpu, &model.config.model, &configs, a.count);
-    let sampler = sample::sampler_for(gpu, &model, &refiners, batch, schedule, a.seed)?;
+    let extras = a.sampling.load_extras(gpu, &model.config, a.weights)?;
+    let batch = sample::auto_batch_for(gpu, &model.config.model, &extras.configs(), a.count);
+    let sampler = sample::sampler_for(gpu, &model, &extras, batch, schedule, a.seed)?;
     Ok(sample::to_bytes(&sampler.generate(gpu, a.count)?))
 }
 
@@ -181,10 +180,10 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         Some(read_samples(p)?)
     } else {
         if let Some(p) = &a.checkpoint {
-            // Bad sampling flags (and a bad --refiner) fail here too, before the data is loaded.
+            // Bad sampling flags (and a bad --refiner or --guide) fail here too, before the data is loaded.
             let run = crate::train::read_run_config(p)?;
             a.sampling.schedule(&run)?;
-            a.sampling.check_refiners(&run)?;
+            a.sampling.check_extras(&run)?;
         }
         None
     };

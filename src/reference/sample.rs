@@ -25,21 +25,47 @@ pub fn sample_step(
     first: u64,
     images: &mut [f32],
 ) {
-    let g = &cfg.geometry;
-    let px = PIXELS as usize;
-    let b = images.len() / px;
+    let m = RefModel {
+        cfg,
+        layout,
+        params,
+    };
+    let nhat = predict_noise(m, schedule, k, images);
+    update(schedule, k, seed, first, images, &nhat);
+}
+
+/// The noise that model `m` predicts for `images` [B, 784] at step k: its patches at
+/// conditioning a'^(n'-k), its forward pass, its output recomposed (overlaps averaged).
+pub fn predict_noise(m: RefModel<'_>, schedule: &Schedule, k: u32, images: &[f32]) -> Vec<f32> {
+    let g = &m.cfg.geometry;
+    let b = images.len() / PIXELS as usize;
     let c = schedule.table()[k as usize];
     let t = g.tokens() as usize;
     let tokens = patches::patches_forward(g, images, &vec![c; b], t);
-    let out: Vec<f32> = model::forward::<f32>(cfg, layout, params, &tokens, b)
+    let out: Vec<f32> = model::forward::<f32>(m.cfg, m.layout, m.params, &tokens, b)
         .output()
         .to_vec();
-    let nhat = patches::recompose(g, &out, t);
+    patches::recompose(g, &out, t)
+}
+
+/// `--guide`'s combination of the model's and the guide's predicted noise:
+/// N_guide + weight (N_model - N_guide), element by element.
+pub fn guide(nhat: &[f32], nhat_guide: &[f32], weight: f32) -> Vec<f32> {
+    nhat.iter()
+        .zip(nhat_guide)
+        .map(|(&n, &g)| g + weight * (n - g))
+        .collect()
+}
+
+/// Step k's update of `images` in place with the predicted noise `nhat` (see [`sample_step`]).
+fn update(schedule: &Schedule, k: u32, seed: u64, first: u64, images: &mut [f32], nhat: &[f32]) {
+    let px = PIXELS as usize;
+    let c = schedule.table()[k as usize];
     let keep = schedule.keep(k);
     let [c0, c1] = schedule.noise_coefs()[k as usize];
     let base = first * px as u64;
     let background = k >= schedule.background_from();
-    for (i, (a, n)) in images.iter_mut().zip(&nhat).enumerate() {
+    for (i, (a, n)) in images.iter_mut().zip(nhat).enumerate() {
         let n = &if background {
             background_blend(*a, c, *n)
         } else {
@@ -113,14 +139,36 @@ pub fn sample_refined(
     first: u64,
     count: usize,
 ) -> Vec<f32> {
+    sample_guided(model, None, refiners, schedule, seed, first, count)
+}
+
+/// The whole loop with `--guide` (the guide and its weight) at the model's own steps and
+/// `--refiner`s as [`sample_refined`].
+pub fn sample_guided(
+    model: RefModel<'_>,
+    guide_by: Option<(RefModel<'_>, f32)>,
+    refiners: &[(RefModel<'_>, u32)],
+    schedule: &Schedule,
+    seed: u64,
+    first: u64,
+    count: usize,
+) -> Vec<f32> {
     let mut a = initial_noise(seed, first, count);
     for k in 0..schedule.steps {
-        let m = refiners
+        let refiner = refiners
             .iter()
             .rev()
-            .find(|(_, level)| k >= schedule.first_step_at_or_below(*level))
-            .map_or(model, |(r, _)| *r);
-        sample_step(m.cfg, m.layout, m.params, schedule, k, seed, first, &mut a);
+            .find(|(_, level)| k >= schedule.first_step_at_or_below(*level));
+        let nhat = match (refiner, guide_by) {
+            (Some((r, _)), _) => predict_noise(*r, schedule, k, &a),
+            (None, None) => predict_noise(model, schedule, k, &a),
+            (None, Some((g, w))) => guide(
+                &predict_noise(model, schedule, k, &a),
+                &predict_noise(g, schedule, k, &a),
+                w,
+            ),
+        };
+        update(schedule, k, seed, first, &mut a, &nhat);
     }
     a
 }

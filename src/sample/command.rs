@@ -1,7 +1,7 @@
 //! The `sample` command and what `eval --checkpoint` shares with it: the sampling flags,
 //! loading a checkpoint's weights, choosing the batch, writing the digits.
 
-use super::{check_refine_from, to_bytes, Sampler, SamplerModel, Schedule};
+use super::{check_refine_from, to_bytes, Guide, Sampler, SamplerModel, Schedule};
 use crate::config::{ModelConfig, PIXELS};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
@@ -65,6 +65,37 @@ pub struct SamplingArgs {
     /// training --level-max).
     #[arg(long, value_name = "LEVEL", requires = "refiner")]
     pub refine_from: Vec<u32>,
+    /// A weaker model of the same task (smaller, or trained less) to guide the model's steps
+    /// away from (our addition: autoguidance, Karras et al. 2024). At the model's own steps
+    /// (not a --refiner's) both are called and the step uses N_guide + W (N_model - N_guide),
+    /// W = --guidance. Same alpha and n_max; any shape.
+    #[arg(long, value_name = "PATH", requires = "guidance")]
+    pub guide: Option<std::path::PathBuf>,
+    /// The guidance weight W of --guide (1: the model alone; e.g. 1.5 to 3).
+    #[arg(
+        long,
+        value_name = "W",
+        requires = "guide",
+        allow_negative_numbers = true
+    )]
+    pub guidance: Option<f32>,
+}
+
+/// The models a sampler calls beside the main one: `--guide` (with its weight) and the
+/// `--refiner`s (each with its --refine-from level).
+pub struct Extras {
+    pub guide: Option<(LoadedModel, f32)>,
+    pub refiners: Vec<(LoadedModel, u32)>,
+}
+
+impl Extras {
+    /// Their model configurations, for [`auto_batch_for`].
+    pub fn configs(&self) -> Vec<&ModelConfig> {
+        let guide = self.guide.iter().map(|(g, _)| &g.config.model);
+        guide
+            .chain(self.refiners.iter().map(|(r, _)| &r.config.model))
+            .collect()
+    }
 }
 
 impl SamplingArgs {
@@ -88,17 +119,22 @@ impl SamplingArgs {
         };
         s.validate()?;
         check_refine_from(&self.refine_from, self.refiner.len())?;
+        if let Some(w) = self.guidance {
+            Guide::check_weight(w)?;
+        }
         Ok(s)
     }
 
-    /// Checks each `--refiner` against the main model's run without loading its weights: it
-    /// must read, and have the same alpha and n_max (they share one schedule).
-    pub fn check_refiners(&self, run: &crate::train::RunConfig) -> Result<()> {
-        for path in &self.refiner {
+    /// Checks each `--refiner` and the `--guide` against the main model's run without
+    /// loading their weights: each must read, and have the same alpha and n_max (they share
+    /// one schedule).
+    pub fn check_extras(&self, run: &crate::train::RunConfig) -> Result<()> {
+        let refiners = self.refiner.iter().map(|p| (p, "refiner"));
+        for (path, what) in refiners.chain(self.guide.iter().map(|p| (p, "guide"))) {
             let r = crate::train::read_run_config(path)?;
             if r.alpha != run.alpha || r.n_max != run.n_max {
                 return Err(Error::config(format!(
-                    "{}: the refiner was trained with alpha {} and n_max {}, the model with {} and {}",
+                    "{}: the {what} was trained with alpha {} and n_max {}, the model with {} and {}",
                     path.display(),
                     r.alpha,
                     r.n_max,
@@ -110,21 +146,41 @@ impl SamplingArgs {
         Ok(())
     }
 
-    /// Loads each `--refiner` with `weights`, beside its --refine-from level, checked as
-    /// [`Self::check_refiners`].
-    pub fn load_refiners(
+    /// Loads the `--guide` and each `--refiner` with `weights`, checked as
+    /// [`Self::check_extras`].
+    pub fn load_extras(
         &self,
         gpu: &Gpu,
         run: &crate::train::RunConfig,
         weights: Weights,
-    ) -> Result<Vec<(LoadedModel, u32)>> {
+    ) -> Result<Extras> {
         check_refine_from(&self.refine_from, self.refiner.len())?;
-        self.check_refiners(run)?;
-        self.refiner
+        self.check_extras(run)?;
+        let guide = match (&self.guide, self.guidance) {
+            (Some(path), Some(w)) => {
+                Guide::check_weight(w)?;
+                Some((load_model(gpu, path, weights)?, w))
+            }
+            _ => None,
+        };
+        let refiners = self
+            .refiner
             .iter()
             .zip(&self.refine_from)
             .map(|(path, &level)| Ok((load_model(gpu, path, weights)?, level)))
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(Extras { guide, refiners })
+    }
+
+    /// The guide as JSON: `{"checkpoint", "guidance"}`, or null.
+    pub fn guide_json(&self) -> serde_json::Value {
+        match (&self.guide, self.guidance) {
+            (Some(p), Some(w)) => serde_json::json!({
+                "checkpoint": p.display().to_string(),
+                "guidance": w,
+            }),
+            _ => serde_json::Value::Null,
+        }
     }
 
     /// The refiners as JSON: `[{"checkpoint", "refine_from", "from_step"}]`, the steps from
@@ -158,6 +214,9 @@ impl SamplingArgs {
         if let (Some(s), Some(l)) = (self.low_step_scale, self.low_from) {
             d += &format!(" low s={s} from {l}");
         }
+        if let (Some(p), Some(w)) = (&self.guide, self.guidance) {
+            d += &format!(" guide {} w={w}", p.display());
+        }
         for (p, l) in self.refiner.iter().zip(&self.refine_from) {
             d += &format!(" refiner {} from {l}", p.display());
         }
@@ -165,17 +224,25 @@ impl SamplingArgs {
     }
 }
 
-/// A sampler for `model` (and its refiners) of `batch` digits.
+/// A sampler for `model` (with its guide and refiners) of `batch` digits.
 pub fn sampler_for(
     gpu: &Gpu,
     model: &LoadedModel,
-    refiners: &[(LoadedModel, u32)],
+    extras: &Extras,
     batch: usize,
     schedule: Schedule,
     seed: u64,
 ) -> Result<Sampler> {
-    let views: Vec<_> = refiners.iter().map(|(r, l)| (r.view(), *l)).collect();
-    Sampler::with_refiners(gpu, model.view(), &views, batch, schedule, seed)
+    let views: Vec<_> = extras
+        .refiners
+        .iter()
+        .map(|(r, l)| (r.view(), *l))
+        .collect();
+    let guide = extras.guide.as_ref().map(|(g, w)| Guide {
+        model: g.view(),
+        weight: *w,
+    });
+    Sampler::guided(gpu, model.view(), guide, &views, batch, schedule, seed)
 }
 
 /// Flags of `sample`.
@@ -284,30 +351,22 @@ pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
     by_binding.min(by_memory).min(count).clamp(1, 20_000) as usize
 }
 
-/// [`auto_batch`] for the model and its refiners together (every network's activations are
-/// held at once, so each of the k networks gets 1/k of the smallest one's limit; `count` caps
-/// it as before).
+/// [`auto_batch`] for the model and the other networks of the sampler together (its guide
+/// and refiners: every network's activations are held at once, so each of the k networks
+/// gets 1/k of the smallest one's limit; `count` caps it as before).
 pub fn auto_batch_for(
     gpu: &Gpu,
     model: &ModelConfig,
-    refiners: &[&ModelConfig],
+    others: &[&ModelConfig],
     count: u64,
 ) -> usize {
-    if refiners.is_empty() {
+    if others.is_empty() {
         return auto_batch(gpu, model, count);
     }
     let alone = |cfg: &ModelConfig| auto_batch(gpu, cfg, u64::MAX) as u64;
-    let smallest = refiners
-        .iter()
-        .map(|r| alone(r))
-        .fold(alone(model), u64::min);
-    let share = (smallest / (1 + refiners.len() as u64)).max(1);
+    let smallest = others.iter().map(|r| alone(r)).fold(alone(model), u64::min);
+    let share = (smallest / (1 + others.len() as u64)).max(1);
     share.min(count).max(1) as usize
-}
-
-/// The refiners' model configurations, for [`auto_batch_for`].
-pub fn refiner_configs(refiners: &[(LoadedModel, u32)]) -> Vec<&ModelConfig> {
-    refiners.iter().map(|(r, _)| &r.config.model).collect()
 }
 
 /// `wgpu-diffusion sample`.
@@ -323,18 +382,13 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
     }
     let model = load_model(gpu, &a.checkpoint, a.weights)?;
     let schedule = a.sampling.schedule(&model.config)?;
-    let refiners = a.sampling.load_refiners(gpu, &model.config, a.weights)?;
+    let extras = a.sampling.load_extras(gpu, &model.config, a.weights)?;
     let batch = match a.batch {
         Some(0) => return Err(Error::config("--batch must be at least 1")),
         Some(b) => b.min(a.count as usize),
-        None => auto_batch_for(
-            gpu,
-            &model.config.model,
-            &refiner_configs(&refiners),
-            a.count,
-        ),
+        None => auto_batch_for(gpu, &model.config.model, &extras.configs(), a.count),
     };
-    let sampler = sampler_for(gpu, &model, &refiners, batch, schedule, a.seed)?;
+    let sampler = sampler_for(gpu, &model, &extras, batch, schedule, a.seed)?;
     let px = PIXELS as usize;
     let start = std::time::Instant::now();
     let digits = sampler.generate(gpu, a.count)?;
@@ -376,7 +430,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
                 scale,
                 ..schedule
             };
-            let sm = sampler_for(gpu, &model, &refiners, 16, s, a.seed)?;
+            let sm = sampler_for(gpu, &model, &extras, 16, s, a.seed)?;
             let d = sm.run(gpu, 0)?;
             let grid = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
             let p = a
@@ -402,6 +456,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         "low_step_scale": a.sampling.low_step_scale,
         "low_from": a.sampling.low_from,
         "refiners": a.sampling.refiners_json(&sampler),
+        "guide": a.sampling.guide_json(),
         "seed": a.seed,
         "weights": format!("{:?}", model.weights).to_lowercase(),
         "batch": batch,

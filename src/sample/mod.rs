@@ -184,6 +184,8 @@ struct Params {
     steps: u32,
     clip: u32,
     bg_from: u32,
+    guidance: f32,
+    _pad: [u32; 3],
 }
 
 /// `--refine-from` levels: each at least 1 (level 0 is the finished digit: no step is there),
@@ -216,6 +218,29 @@ pub struct SamplerModel<'a> {
     pub params: &'a GpuTensor,
 }
 
+/// `--guide CKPT --guidance W` (our addition; Karras et al. 2024, "Guiding a diffusion model
+/// with a bad version of itself"): a weaker model of the same task (smaller or trained less)
+/// is called beside the main model at the main model's steps, and the step uses
+/// N_guide + W (N_model - N_guide): W = 1 is the model alone, W > 1 moves away from the
+/// weaker model's errors.
+#[derive(Clone, Copy)]
+pub struct Guide<'a> {
+    pub model: SamplerModel<'a>,
+    pub weight: f32,
+}
+
+impl Guide<'_> {
+    /// The weight must be a positive finite number.
+    pub fn check_weight(weight: f32) -> Result<()> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(Error::config(format!(
+                "--guidance must be a positive number (1: no guidance), got {weight}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// One model's part of the loop: patches of the image into its tokens, its forward pass,
 /// its output recomposed into N_hat; used from step `from` on (until a later stage's).
 struct Stage {
@@ -223,6 +248,29 @@ struct Stage {
     net: Network,
     patches: Dispatch,
     recompose: Dispatch,
+    /// With --guide (the main model's stage only): the guide's call, then sample_guide.
+    guide: Option<GuideStage>,
+}
+
+/// The guide's part of a step: its patches, forward pass and recompose into N_guide, and
+/// the combination N_hat = N_guide + W (N_hat - N_guide).
+struct GuideStage {
+    net: Network,
+    patches: Dispatch,
+    recompose: Dispatch,
+    combine: Dispatch,
+}
+
+/// One model call of the loop: patches, forward pass, recompose.
+fn record_call(
+    pass: &mut wgpu::ComputePass<'_>,
+    patches: &Dispatch,
+    net: &Network,
+    recompose: &Dispatch,
+) {
+    patches.record(pass);
+    net.record_forward(pass);
+    recompose.record(pass);
 }
 
 /// The sampling loop for a fixed batch, prepared once.
@@ -265,11 +313,7 @@ impl Sampler {
         Self::with_refiners(gpu, model, &[], batch, schedule, seed)
     }
 
-    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`, for
-    /// each `(refiner, level)` of `refiners` (levels decreasing: a later refiner takes over
-    /// from an earlier one). `--refiner CKPT --refine-from LEVEL`, repeatable: models trained
-    /// on the lower levels only, as eDiff-I's expert denoisers. All see the same image,
-    /// conditioning and schedule.
+    /// [`Self::guided`] without a guide.
     pub fn with_refiners(
         gpu: &Gpu,
         model: SamplerModel<'_>,
@@ -278,7 +322,28 @@ impl Sampler {
         schedule: Schedule,
         seed: u64,
     ) -> Result<Sampler> {
+        Self::guided(gpu, model, None, refiners, batch, schedule, seed)
+    }
+
+    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`, for
+    /// each `(refiner, level)` of `refiners` (levels decreasing: a later refiner takes over
+    /// from an earlier one). `--refiner CKPT --refine-from LEVEL`, repeatable: models trained
+    /// on the lower levels only, as eDiff-I's expert denoisers. All see the same image,
+    /// conditioning and schedule. With `guide`, the model's own steps (not the refiners')
+    /// are guided ([`Guide`]).
+    pub fn guided(
+        gpu: &Gpu,
+        model: SamplerModel<'_>,
+        guide: Option<Guide<'_>>,
+        refiners: &[(SamplerModel<'_>, u32)],
+        batch: usize,
+        schedule: Schedule,
+        seed: u64,
+    ) -> Result<Sampler> {
         schedule.validate()?;
+        if let Some(g) = &guide {
+            Guide::check_weight(g.weight)?;
+        }
         if batch == 0 {
             return Err(Error::config(
                 "the sampling batch must hold at least one digit",
@@ -305,6 +370,8 @@ impl Sampler {
                 steps: schedule.steps,
                 clip: schedule.clip as u32,
                 bg_from: schedule.background_from(),
+                guidance: guide.map_or(1.0, |g| g.weight),
+                _pad: [0; 3],
             },
         );
         let c = [
@@ -343,24 +410,57 @@ impl Sampler {
             )?,
             snapshot()?,
         ];
+        let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
+        // A model's network, the patches of the image into its tokens and its output
+        // recomposed into `out`.
+        let call =
+            |m: SamplerModel<'_>, out: &GpuTensor| -> Result<(Network, Dispatch, Dispatch)> {
+                let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
+                let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
+                let p = patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?;
+                let r = patches::recompose(gpu, g, batch, t, &net.output, out)?;
+                Ok((net, p, r))
+            };
+        let mut keep = vec![];
         let mut stages = Vec::new();
-        for (m, from) in std::iter::once((model, 0)).chain(
-            refiners
-                .iter()
-                .map(|(r, level)| (*r, schedule.first_step_at_or_below(*level))),
-        ) {
-            let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
-            let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
+        for (i, (m, from)) in std::iter::once((model, 0))
+            .chain(
+                refiners
+                    .iter()
+                    .map(|(r, level)| (*r, schedule.first_step_at_or_below(*level))),
+            )
+            .enumerate()
+        {
+            let (net, patches, recompose) = call(m, &nhat)?;
+            let guide = match guide.filter(|_| i == 0) {
+                Some(g) => {
+                    let nhat_guide = GpuTensor::zeros(gpu, "sample-nhat-guide", &[batch, px])?;
+                    let (net, patches, recompose) = call(g.model, &nhat_guide)?;
+                    let combine = gpu.dispatch(
+                        &k("sample_guide")?,
+                        &[(0, u()), (10, nhat.bind()), (11, nhat_guide.bind())],
+                        groups,
+                    )?;
+                    keep.push(nhat_guide);
+                    Some(GuideStage {
+                        net,
+                        patches,
+                        recompose,
+                        combine,
+                    })
+                }
+                None => None,
+            };
             stages.push(Stage {
                 from,
-                patches: patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
-                recompose: patches::recompose(gpu, g, batch, t, &net.output, &nhat)?,
                 net,
+                patches,
+                recompose,
+                guide,
             });
         }
         let mut post = Vec::new();
-        let mut keep = vec![cond];
-        let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
+        keep.push(cond);
         // With eta > 0: the fresh noise z [B, 784] (its coefficients are in the table).
         let stochastic = if schedule.eta > 0.0 {
             Some(GpuTensor::zeros(gpu, "sample-z", &[batch, px])?)
@@ -444,9 +544,11 @@ impl Sampler {
                     f.dispatch.record(&mut pass);
                 }
                 let stage = self.stage(k);
-                stage.patches.record(&mut pass);
-                stage.net.record_forward(&mut pass);
-                stage.recompose.record(&mut pass);
+                record_call(&mut pass, &stage.patches, &stage.net, &stage.recompose);
+                if let Some(g) = &stage.guide {
+                    record_call(&mut pass, &g.patches, &g.net, &g.recompose);
+                    g.combine.record(&mut pass);
+                }
                 for d in &self.post {
                     d.record(&mut pass);
                 }
@@ -499,10 +601,16 @@ impl Sampler {
         self.stages[1..].iter().map(|s| s.from).collect()
     }
 
-    /// FLOPs of the whole loop per digit (the matmuls of every step's model call).
+    /// FLOPs of the whole loop per digit (the matmuls of every step's model calls).
     pub fn flops_per_digit(&self) -> f64 {
         (0..self.schedule.steps)
-            .map(|k| Self::flops_per_digit_step(&self.stage(k).net.cfg))
+            .map(|k| {
+                let s = self.stage(k);
+                Self::flops_per_digit_step(&s.net.cfg)
+                    + s.guide
+                        .as_ref()
+                        .map_or(0.0, |g| Self::flops_per_digit_step(&g.net.cfg))
+            })
             .sum()
     }
 

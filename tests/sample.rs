@@ -509,6 +509,28 @@ fn guided_loop_matches_reference() {
             1e-5,
         );
     }
+    // The FLOPs per digit count the guide's calls at the model's steps only.
+    let f = Sampler::flops_per_digit_step;
+    let (fm, fg, fr) = (f(&cfg), f(&gcfg), f(&rcfg));
+    let g = Guide {
+        model: guide,
+        weight: 2.0,
+    };
+    let sm = Sampler::guided(
+        &gpu,
+        model,
+        Some(g),
+        &[(refiner, 200)],
+        3,
+        schedule(10, 1.0),
+        4,
+    );
+    let flops = sm.unwrap().flops_per_digit();
+    let want = 6.0 * (fm + fg) + 4.0 * fr;
+    assert!(
+        (flops - want).abs() <= 1e-9 * want,
+        "{flops} FLOPs, want {want}"
+    );
     for weight in [0.0, -1.0, f32::NAN, f32::INFINITY] {
         let g = Guide {
             model: guide,

@@ -685,7 +685,7 @@ fn bad_schedules_are_errors() {
 }
 
 /// The loop reads nothing back: submitting all steps leaves the device's readback counter
-/// unchanged; fetching the digits is exactly one readback.
+/// unchanged; fetching the digits is exactly one readback (also with a refiner and a guide).
 #[test]
 fn sampling_loop_reads_nothing_back() {
     let gpu = common::gpu();
@@ -697,11 +697,18 @@ fn sampling_loop_reads_nothing_back() {
         layout: &layout,
         params: &p,
     };
-    // Without and with fresh noise; and with a refiner (here the same model) from level 200.
-    for (eta, refine) in [(0.0, None), (1.0, None), (1.0, Some((model, 200)))] {
+    // Without and with fresh noise; with a refiner (here the same model) from level 200;
+    // and guided by it too.
+    let guide = Guide { model, weight: 2.0 };
+    for (eta, refine, guide) in [
+        (0.0, None, None),
+        (1.0, None, None),
+        (1.0, Some((model, 200)), None),
+        (1.0, Some((model, 200)), Some(guide)),
+    ] {
         let s = stochastic(20, 1.5, eta);
         let refiners: Vec<_> = refine.into_iter().collect();
-        let sm = Sampler::with_refiners(&gpu, model, &refiners, 6, s, 1).unwrap();
+        let sm = Sampler::guided(&gpu, model, guide, &refiners, 6, s, 1).unwrap();
         let before = gpu.readbacks();
         sm.submit(&gpu, 0).unwrap();
         gpu.wait().unwrap();

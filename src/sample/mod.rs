@@ -241,36 +241,29 @@ impl Guide<'_> {
     }
 }
 
-/// One model's part of the loop: patches of the image into its tokens, its forward pass,
-/// its output recomposed into N_hat; used from step `from` on (until a later stage's).
+/// One model call of the loop: the patches of the image into the model's tokens, its
+/// forward pass, its output recomposed (into N_hat, or the guide's N_guide).
+struct Call {
+    net: Network,
+    patches: Dispatch,
+    recompose: Dispatch,
+}
+
+impl Call {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.patches.record(pass);
+        self.net.record_forward(pass);
+        self.recompose.record(pass);
+    }
+}
+
+/// One model's part of the loop, used from step `from` on (until a later stage's): its
+/// call, and with --guide (the main model's stage only) the guide's call into N_guide and
+/// `combine`, N_hat = N_guide + W (N_hat - N_guide).
 struct Stage {
     from: u32,
-    net: Network,
-    patches: Dispatch,
-    recompose: Dispatch,
-    /// With --guide (the main model's stage only): the guide's call, then sample_guide.
-    guide: Option<GuideStage>,
-}
-
-/// The guide's part of a step: its patches, forward pass and recompose into N_guide, and
-/// the combination N_hat = N_guide + W (N_hat - N_guide).
-struct GuideStage {
-    net: Network,
-    patches: Dispatch,
-    recompose: Dispatch,
-    combine: Dispatch,
-}
-
-/// One model call of the loop: patches, forward pass, recompose.
-fn record_call(
-    pass: &mut wgpu::ComputePass<'_>,
-    patches: &Dispatch,
-    net: &Network,
-    recompose: &Dispatch,
-) {
-    patches.record(pass);
-    net.record_forward(pass);
-    recompose.record(pass);
+    call: Call,
+    guide: Option<(Call, Dispatch)>,
 }
 
 /// The sampling loop for a fixed batch, prepared once.
@@ -411,16 +404,16 @@ impl Sampler {
             snapshot()?,
         ];
         let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
-        // A model's network, the patches of the image into its tokens and its output
-        // recomposed into `out`.
-        let call =
-            |m: SamplerModel<'_>, out: &GpuTensor| -> Result<(Network, Dispatch, Dispatch)> {
-                let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
-                let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
-                let p = patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?;
-                let r = patches::recompose(gpu, g, batch, t, &net.output, out)?;
-                Ok((net, p, r))
-            };
+        // A call of model m whose output is recomposed into `out`.
+        let call = |m: SamplerModel<'_>, out: &GpuTensor| -> Result<Call> {
+            let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
+            let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
+            Ok(Call {
+                patches: patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
+                recompose: patches::recompose(gpu, g, batch, t, &net.output, out)?,
+                net,
+            })
+        };
         let mut keep = vec![];
         let mut stages = Vec::new();
         for (i, (m, from)) in std::iter::once((model, 0))
@@ -431,31 +424,23 @@ impl Sampler {
             )
             .enumerate()
         {
-            let (net, patches, recompose) = call(m, &nhat)?;
             let guide = match guide.filter(|_| i == 0) {
                 Some(g) => {
                     let nhat_guide = GpuTensor::zeros(gpu, "sample-nhat-guide", &[batch, px])?;
-                    let (net, patches, recompose) = call(g.model, &nhat_guide)?;
+                    let guide_call = call(g.model, &nhat_guide)?;
                     let combine = gpu.dispatch(
                         &k("sample_guide")?,
                         &[(0, u()), (10, nhat.bind()), (11, nhat_guide.bind())],
                         groups,
                     )?;
                     keep.push(nhat_guide);
-                    Some(GuideStage {
-                        net,
-                        patches,
-                        recompose,
-                        combine,
-                    })
+                    Some((guide_call, combine))
                 }
                 None => None,
             };
             stages.push(Stage {
                 from,
-                net,
-                patches,
-                recompose,
+                call: call(m, &nhat)?,
                 guide,
             });
         }
@@ -544,10 +529,10 @@ impl Sampler {
                     f.dispatch.record(&mut pass);
                 }
                 let stage = self.stage(k);
-                record_call(&mut pass, &stage.patches, &stage.net, &stage.recompose);
-                if let Some(g) = &stage.guide {
-                    record_call(&mut pass, &g.patches, &g.net, &g.recompose);
-                    g.combine.record(&mut pass);
+                stage.call.record(&mut pass);
+                if let Some((guide, combine)) = &stage.guide {
+                    guide.record(&mut pass);
+                    combine.record(&mut pass);
                 }
                 for d in &self.post {
                     d.record(&mut pass);
@@ -606,10 +591,11 @@ impl Sampler {
         (0..self.schedule.steps)
             .map(|k| {
                 let s = self.stage(k);
-                Self::flops_per_digit_step(&s.net.cfg)
-                    + s.guide
-                        .as_ref()
-                        .map_or(0.0, |g| Self::flops_per_digit_step(&g.net.cfg))
+                let guide = s.guide.as_ref().map(|(g, _)| &g.net.cfg);
+                std::iter::once(&s.call.net.cfg)
+                    .chain(guide)
+                    .map(Self::flops_per_digit_step)
+                    .sum::<f64>()
             })
             .sum()
     }

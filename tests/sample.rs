@@ -408,10 +408,11 @@ fn refiner_loop_matches_reference() {
     assert_eq!(run(Some(49), s), run(None, s));
 }
 
-/// `--guide`: at the model's own steps a second model (another shape) is called too and the
-/// step uses N_guide + W (N_model - N_guide). The GPU loop equals the reference loop, with and
-/// without a refiner (whose steps are not guided); W = 1 is the unguided loop; W = 2.5 moves
-/// the digits; a weight that is not a positive number is one line naming --guidance.
+/// `--guide`: at the model's own steps (from `--guide-from`'s level down) a second model
+/// (another shape) is called too and the step uses N_guide + W (N_model - N_guide). The GPU
+/// loop equals the reference loop, with and without a refiner (whose steps are not guided)
+/// and --guide-from; W = 1 is the unguided loop; W = 2.5 moves the digits; a weight that is
+/// not a positive number, or --guide-from 0, is one line naming the flag.
 #[test]
 fn guided_loop_matches_reference() {
     let gpu = common::gpu();
@@ -454,19 +455,21 @@ fn guided_loop_matches_reference() {
         reference_view(&gcfg, &glayout, &gparams),
         reference_view(&rcfg, &rlayout, &rparams),
     );
-    let run = |weight: Option<f32>, refiners: &[(SamplerModel, u32)], s: Schedule| {
+    let run = |weight: Option<f32>, from_level, refiners: &[(SamplerModel, u32)], s| {
         let g = weight.map(|weight| Guide {
             model: guide,
             weight,
+            from_level,
         });
         let sm = Sampler::guided(&gpu, model, g, refiners, 3, s, 4).unwrap();
         sm.run(&gpu, 0).unwrap()
     };
-    for (scale, eta, clip, refine) in [
-        (1.0, 0.0, false, false),
-        (1.0, 1.0, true, false),
-        (1.5, 0.0, false, true),
-        (1.0, 1.0, true, true),
+    // (--guide-from 300: from step 4; 400: from step 2)
+    for (scale, eta, clip, refine, from_level) in [
+        (1.0, 0.0, false, false, Some(300)),
+        (1.0, 1.0, true, false, None),
+        (1.5, 0.0, false, true, None),
+        (1.0, 1.0, true, true, Some(400)),
     ] {
         let s = Schedule {
             clip,
@@ -478,20 +481,19 @@ fn guided_loop_matches_reference() {
         } else {
             (vec![], vec![])
         };
-        let what =
-            format!("guided 10-step loop, s={scale}, eta={eta}, clip={clip}, refiner={refine}");
-        let got = run(Some(2.5), &refiners, s);
-        let want = reference::sample_guided(
-            reference_model,
-            Some((reference_guide, 2.5)),
-            &reference_refiners,
-            &s,
-            4,
-            0,
-            3,
+        let what = format!(
+            "guided 10-step loop, s={scale}, eta={eta}, clip={clip}, refiner={refine}, from {from_level:?}"
         );
+        let got = run(Some(2.5), from_level, &refiners, s);
+        let g = reference::RefGuide {
+            model: reference_guide,
+            weight: 2.5,
+            from_level,
+        };
+        let want =
+            reference::sample_guided(reference_model, Some(g), &reference_refiners, &s, 4, 0, 3);
         assert_close(&what, &got, &want, 1e-4, 1e-4);
-        let plain = run(None, &refiners, s);
+        let plain = run(None, None, &refiners, s);
         let moved = got
             .iter()
             .zip(&plain)
@@ -503,38 +505,55 @@ fn guided_loop_matches_reference() {
         );
         assert_close(
             &format!("{what}, W = 1"),
-            &run(Some(1.0), &refiners, s),
+            &run(Some(1.0), from_level, &refiners, s),
             &plain,
             1e-5,
             1e-5,
         );
     }
-    // The FLOPs per digit count the guide's calls at the model's steps only.
+    // --guide-from at n_max or above is every step: the same digits as without it.
+    let s = stochastic(10, 1.0, 1.0);
+    for level in [500, 900] {
+        assert_eq!(
+            run(Some(2.0), Some(level), &[], s),
+            run(Some(2.0), None, &[], s)
+        );
+    }
+    // The FLOPs per digit count the guide's calls at the model's guided steps only: steps
+    // 0..6 are the model's (the refiner takes 6..10), from level 300 (step 4) guided.
     let f = Sampler::flops_per_digit_step;
     let (fm, fg, fr) = (f(&cfg), f(&gcfg), f(&rcfg));
+    for (from_level, first, guided) in [(None, 0, 6.0), (Some(300), 4, 2.0)] {
+        let g = Guide {
+            model: guide,
+            weight: 2.0,
+            from_level,
+        };
+        let refiners = [(refiner, 200)];
+        let sm = Sampler::guided(&gpu, model, Some(g), &refiners, 3, schedule(10, 1.0), 4);
+        let sm = sm.unwrap();
+        assert_eq!(sm.guide_from_step(), Some(first));
+        let flops = sm.flops_per_digit();
+        let want = 6.0 * fm + guided * fg + 4.0 * fr;
+        assert!(
+            (flops - want).abs() <= 1e-9 * want,
+            "from {from_level:?}: {flops} FLOPs, want {want}"
+        );
+    }
     let g = Guide {
         model: guide,
         weight: 2.0,
+        from_level: Some(0),
     };
-    let sm = Sampler::guided(
-        &gpu,
-        model,
-        Some(g),
-        &[(refiner, 200)],
-        3,
-        schedule(10, 1.0),
-        4,
-    );
-    let flops = sm.unwrap().flops_per_digit();
-    let want = 6.0 * (fm + fg) + 4.0 * fr;
-    assert!(
-        (flops - want).abs() <= 1e-9 * want,
-        "{flops} FLOPs, want {want}"
-    );
+    let e = Sampler::guided(&gpu, model, Some(g), &[], 3, schedule(10, 1.0), 4)
+        .err()
+        .expect("--guide-from 0 was accepted");
+    assert!(e.to_string().contains("--guide-from"), "{e}");
     for weight in [0.0, -1.0, f32::NAN, f32::INFINITY] {
         let g = Guide {
             model: guide,
             weight,
+            from_level: None,
         };
         let e = Sampler::guided(&gpu, model, Some(g), &[], 3, schedule(10, 1.0), 4)
             .err()
@@ -699,7 +718,11 @@ fn sampling_loop_reads_nothing_back() {
     };
     // Without and with fresh noise; with a refiner (here the same model) from level 200;
     // and guided by it too.
-    let guide = Guide { model, weight: 2.0 };
+    let guide = Guide {
+        model,
+        weight: 2.0,
+        from_level: Some(300),
+    };
     for (eta, refine, guide) in [
         (0.0, None, None),
         (1.0, None, None),

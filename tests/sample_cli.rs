@@ -356,10 +356,11 @@ fn sample_with_a_refiner() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-/// `--guide CKPT --guidance W`: a second model (another shape) guides the model's steps; the
-/// JSON names it and its weight, and the digits change. One flag without the other, a weight
-/// that is not a positive number, a guide trained with another alpha, or a guide file that is
-/// not there: one line, exit 2 (eval checks the guide before it looks for the data).
+/// `--guide CKPT --guidance W [--guide-from LEVEL]`: a second model (another shape) guides the
+/// model's steps; the JSON names it, its weight and first step, and the digits change. One
+/// flag without the other, a weight that is not a positive number, --guide-from 0, a guide
+/// trained with another alpha, or a guide file that is not there: one line, exit 2 (eval
+/// checks the guide before it looks for the data).
 #[test]
 fn sample_with_a_guide() {
     let base = std::env::temp_dir().join(format!(
@@ -389,12 +390,42 @@ fn sample_with_a_guide() {
     let a = read_idx_file(plain.join("samples-idx3-ubyte")).unwrap();
     let b = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
     assert_ne!(a.data, b.data, "--guide changed no digit");
+    assert!(v["guide"]["guide_from"].is_null());
+    assert_eq!(v["guide"]["from_step"], 0);
     let o = sample(&ckpt, &plain, &["--json"]);
     ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["guide"].is_null(), "{v}");
-
+    // --guide-from 200: 5 steps of 500 (levels 500, 400, .., 100), guided from step 3.
     let g = guide.to_str().unwrap();
+    let mut args = few.to_vec();
+    args.extend([
+        "--json",
+        "--guide",
+        g,
+        "--guidance",
+        "2",
+        "--guide-from",
+        "200",
+    ]);
+    let o = sample(&ckpt, &out, &args);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["guide"]["guide_from"], 200);
+    assert_eq!(v["guide"]["from_step"], 3);
+    let c = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
+    assert_ne!(c.data, b.data, "--guide-from changed no digit");
+    *args.last_mut().unwrap() = "0";
+    let o = sample(&ckpt, &out, &args);
+    assert_eq!(o.status.code(), Some(2), "--guide-from 0");
+    assert!(
+        error_line(&o).contains("--guide-from"),
+        "{}",
+        error_line(&o)
+    );
+    let o = sample(&ckpt, &out, &["--guide-from", "200"]);
+    assert_eq!(o.status.code(), Some(2), "--guide-from without --guide");
+
     let o = sample(&ckpt, &out, &["--guide", g]);
     assert_eq!(o.status.code(), Some(2), "--guide without --guidance");
     let o = sample(&ckpt, &out, &["--guidance", "2"]);

@@ -142,11 +142,19 @@ pub fn sample_refined(
     sample_guided(model, None, refiners, schedule, seed, first, count)
 }
 
-/// The whole loop with `--guide` (the guide and its weight) at the model's own steps and
-/// `--refiner`s as [`sample_refined`].
+/// `--guide`: the guide, its weight and `--guide-from` (None: every step of the model).
+#[derive(Clone, Copy)]
+pub struct RefGuide<'a> {
+    pub model: RefModel<'a>,
+    pub weight: f32,
+    pub from_level: Option<u32>,
+}
+
+/// The whole loop with `--guide` at the model's own steps (at levels up to its `from_level`)
+/// and `--refiner`s as [`sample_refined`].
 pub fn sample_guided(
     model: RefModel<'_>,
-    guide_by: Option<(RefModel<'_>, f32)>,
+    guide_by: Option<RefGuide<'_>>,
     refiners: &[(RefModel<'_>, u32)],
     schedule: &Schedule,
     seed: u64,
@@ -159,13 +167,18 @@ pub fn sample_guided(
             .iter()
             .rev()
             .find(|(_, level)| k >= schedule.first_step_at_or_below(*level));
-        let nhat = match (refiner, guide_by) {
+        let guided = guide_by.filter(|g| {
+            k >= g
+                .from_level
+                .map_or(0, |l| schedule.first_step_at_or_below(l))
+        });
+        let nhat = match (refiner, guided) {
             (Some((r, _)), _) => predict_noise(*r, schedule, k, &a),
             (None, None) => predict_noise(model, schedule, k, &a),
-            (None, Some((g, w))) => guide(
+            (None, Some(g)) => guide(
                 &predict_noise(model, schedule, k, &a),
-                &predict_noise(g, schedule, k, &a),
-                w,
+                &predict_noise(g.model, schedule, k, &a),
+                g.weight,
             ),
         };
         update(schedule, k, seed, first, &mut a, &nhat);

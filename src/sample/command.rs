@@ -79,19 +79,24 @@ pub struct SamplingArgs {
         allow_negative_numbers = true
     )]
     pub guidance: Option<f32>,
+    /// Call the --guide only at the steps whose level is at most LEVEL (default: every step
+    /// of the model), e.g. the models' training --level-max: above it neither was trained and
+    /// the guidance changes little there, at the guide's cost.
+    #[arg(long, value_name = "LEVEL", requires = "guide")]
+    pub guide_from: Option<u32>,
 }
 
-/// The models a sampler calls beside the main one: `--guide` (with its weight) and the
-/// `--refiner`s (each with its --refine-from level).
+/// The models a sampler calls beside the main one: `--guide` (with its weight and
+/// --guide-from) and the `--refiner`s (each with its --refine-from level).
 pub struct Extras {
-    pub guide: Option<(LoadedModel, f32)>,
+    pub guide: Option<(LoadedModel, f32, Option<u32>)>,
     pub refiners: Vec<(LoadedModel, u32)>,
 }
 
 impl Extras {
     /// Their model configurations, for [`auto_batch_for`].
     pub fn configs(&self) -> Vec<&ModelConfig> {
-        let guide = self.guide.iter().map(|(g, _)| &g.config.model);
+        let guide = self.guide.iter().map(|(g, _, _)| &g.config.model);
         guide
             .chain(self.refiners.iter().map(|(r, _)| &r.config.model))
             .collect()
@@ -122,6 +127,7 @@ impl SamplingArgs {
         if let Some(w) = self.guidance {
             Guide::check_weight(w)?;
         }
+        Guide::check_from(self.guide_from)?;
         Ok(s)
     }
 
@@ -159,7 +165,8 @@ impl SamplingArgs {
         let guide = match (&self.guide, self.guidance) {
             (Some(path), Some(w)) => {
                 Guide::check_weight(w)?;
-                Some((load_model(gpu, path, weights)?, w))
+                Guide::check_from(self.guide_from)?;
+                Some((load_model(gpu, path, weights)?, w, self.guide_from))
             }
             _ => None,
         };
@@ -172,12 +179,15 @@ impl SamplingArgs {
         Ok(Extras { guide, refiners })
     }
 
-    /// The guide as JSON: `{"checkpoint", "guidance"}`, or null.
-    pub fn guide_json(&self) -> serde_json::Value {
+    /// The guide as JSON: `{"checkpoint", "guidance", "guide_from", "from_step"}` (the
+    /// step from `sampler`), or null.
+    pub fn guide_json(&self, sampler: &Sampler) -> serde_json::Value {
         match (&self.guide, self.guidance) {
             (Some(p), Some(w)) => serde_json::json!({
                 "checkpoint": p.display().to_string(),
                 "guidance": w,
+                "guide_from": self.guide_from,
+                "from_step": sampler.guide_from_step(),
             }),
             _ => serde_json::Value::Null,
         }
@@ -216,6 +226,9 @@ impl SamplingArgs {
         }
         if let (Some(p), Some(w)) = (&self.guide, self.guidance) {
             d += &format!(" guide {} w={w}", p.display());
+            if let Some(l) = self.guide_from {
+                d += &format!(" from {l}");
+            }
         }
         for (p, l) in self.refiner.iter().zip(&self.refine_from) {
             d += &format!(" refiner {} from {l}", p.display());
@@ -238,9 +251,10 @@ pub fn sampler_for(
         .iter()
         .map(|(r, l)| (r.view(), *l))
         .collect();
-    let guide = extras.guide.as_ref().map(|(g, w)| Guide {
+    let guide = extras.guide.as_ref().map(|(g, w, from)| Guide {
         model: g.view(),
         weight: *w,
+        from_level: *from,
     });
     Sampler::guided(gpu, model.view(), guide, &views, batch, schedule, seed)
 }
@@ -456,7 +470,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         "low_step_scale": a.sampling.low_step_scale,
         "low_from": a.sampling.low_from,
         "refiners": a.sampling.refiners_json(&sampler),
-        "guide": a.sampling.guide_json(),
+        "guide": a.sampling.guide_json(&sampler),
         "seed": a.seed,
         "weights": format!("{:?}", model.weights).to_lowercase(),
         "batch": batch,

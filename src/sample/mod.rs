@@ -218,15 +218,17 @@ pub struct SamplerModel<'a> {
     pub params: &'a GpuTensor,
 }
 
-/// `--guide CKPT --guidance W` (our addition; Karras et al. 2024, "Guiding a diffusion model
-/// with a bad version of itself"): a weaker model of the same task (smaller or trained less)
-/// is called beside the main model at the main model's steps, and the step uses
+/// `--guide CKPT --guidance W [--guide-from LEVEL]` (our addition; Karras et al. 2024,
+/// "Guiding a diffusion model with a bad version of itself"): a weaker model of the same task
+/// (smaller or trained less) is called beside the main model at the main model's steps (those
+/// at levels up to `from_level`, all when None), and the step uses
 /// N_guide + W (N_model - N_guide): W = 1 is the model alone, W > 1 moves away from the
 /// weaker model's errors.
 #[derive(Clone, Copy)]
 pub struct Guide<'a> {
     pub model: SamplerModel<'a>,
     pub weight: f32,
+    pub from_level: Option<u32>,
 }
 
 impl Guide<'_> {
@@ -236,6 +238,16 @@ impl Guide<'_> {
             return Err(Error::config(format!(
                 "--guidance must be a positive number (1: no guidance), got {weight}"
             )));
+        }
+        Ok(())
+    }
+
+    /// `--guide-from`: at least 1 (level 0 is the finished digit: no step is there).
+    pub fn check_from(level: Option<u32>) -> Result<()> {
+        if level == Some(0) {
+            return Err(Error::config(
+                "--guide-from must be at least 1 (level 0 is the finished digit: no step is there)",
+            ));
         }
         Ok(())
     }
@@ -258,12 +270,19 @@ impl Call {
 }
 
 /// One model's part of the loop, used from step `from` on (until a later stage's): its
-/// call, and with --guide (the main model's stage only) the guide's call into N_guide and
-/// `combine`, N_hat = N_guide + W (N_hat - N_guide).
+/// call, and with --guide (the main model's stage only) the guide's.
 struct Stage {
     from: u32,
     call: Call,
-    guide: Option<(Call, Dispatch)>,
+    guide: Option<GuideCall>,
+}
+
+/// The guide's part of the steps from `from` on: its call into N_guide, then `combine`,
+/// N_hat = N_guide + W (N_hat - N_guide).
+struct GuideCall {
+    from: u32,
+    call: Call,
+    combine: Dispatch,
 }
 
 /// The sampling loop for a fixed batch, prepared once.
@@ -336,6 +355,7 @@ impl Sampler {
         schedule.validate()?;
         if let Some(g) = &guide {
             Guide::check_weight(g.weight)?;
+            Guide::check_from(g.from_level)?;
         }
         if batch == 0 {
             return Err(Error::config(
@@ -427,14 +447,19 @@ impl Sampler {
             let guide = match guide.filter(|_| i == 0) {
                 Some(g) => {
                     let nhat_guide = GpuTensor::zeros(gpu, "sample-nhat-guide", &[batch, px])?;
-                    let guide_call = call(g.model, &nhat_guide)?;
-                    let combine = gpu.dispatch(
-                        &k("sample_guide")?,
-                        &[(0, u()), (10, nhat.bind()), (11, nhat_guide.bind())],
-                        groups,
-                    )?;
+                    let guide_call = GuideCall {
+                        from: g
+                            .from_level
+                            .map_or(0, |l| schedule.first_step_at_or_below(l)),
+                        call: call(g.model, &nhat_guide)?,
+                        combine: gpu.dispatch(
+                            &k("sample_guide")?,
+                            &[(0, u()), (10, nhat.bind()), (11, nhat_guide.bind())],
+                            groups,
+                        )?,
+                    };
                     keep.push(nhat_guide);
-                    Some((guide_call, combine))
+                    Some(guide_call)
                 }
                 None => None,
             };
@@ -530,9 +555,9 @@ impl Sampler {
                 }
                 let stage = self.stage(k);
                 stage.call.record(&mut pass);
-                if let Some((guide, combine)) = &stage.guide {
-                    guide.record(&mut pass);
-                    combine.record(&mut pass);
+                if let Some(g) = stage.guide.as_ref().filter(|g| k >= g.from) {
+                    g.call.record(&mut pass);
+                    g.combine.record(&mut pass);
                 }
                 for d in &self.post {
                     d.record(&mut pass);
@@ -580,6 +605,11 @@ impl Sampler {
             .expect("stage 0 starts at step 0")
     }
 
+    /// The first step the guide is called at (None without a guide).
+    pub fn guide_from_step(&self) -> Option<u32> {
+        self.stages[0].guide.as_ref().map(|g| g.from)
+    }
+
     /// The step from which each refiner is called, until a later refiner's first step
     /// (`schedule.steps` when its level is below every step's).
     pub fn refine_from_steps(&self) -> Vec<u32> {
@@ -591,7 +621,8 @@ impl Sampler {
         (0..self.schedule.steps)
             .map(|k| {
                 let s = self.stage(k);
-                let guide = s.guide.as_ref().map(|(g, _)| &g.net.cfg);
+                let guide = s.guide.as_ref().filter(|g| k >= g.from);
+                let guide = guide.map(|g| &g.call.net.cfg);
                 std::iter::once(&s.call.net.cfg)
                     .chain(guide)
                     .map(Self::flops_per_digit_step)

@@ -89,14 +89,21 @@ pub struct SamplingArgs {
 /// The models a sampler calls beside the main one: `--guide` (with its weight and
 /// --guide-from) and the `--refiner`s (each with its --refine-from level).
 pub struct Extras {
-    pub guide: Option<(LoadedModel, f32, Option<u32>)>,
+    pub guide: Option<LoadedGuide>,
     pub refiners: Vec<(LoadedModel, u32)>,
+}
+
+/// `--guide` loaded, with `--guidance` and `--guide-from` (checked by the sampler).
+pub struct LoadedGuide {
+    pub model: LoadedModel,
+    pub weight: f32,
+    pub from_level: Option<u32>,
 }
 
 impl Extras {
     /// Their model configurations, for [`auto_batch_for`].
     pub fn configs(&self) -> Vec<&ModelConfig> {
-        let guide = self.guide.iter().map(|(g, _, _)| &g.config.model);
+        let guide = self.guide.iter().map(|g| &g.model.config.model);
         guide
             .chain(self.refiners.iter().map(|(r, _)| &r.config.model))
             .collect()
@@ -163,11 +170,11 @@ impl SamplingArgs {
         check_refine_from(&self.refine_from, self.refiner.len())?;
         self.check_extras(run)?;
         let guide = match (&self.guide, self.guidance) {
-            (Some(path), Some(w)) => {
-                Guide::check_weight(w)?;
-                Guide::check_from(self.guide_from)?;
-                Some((load_model(gpu, path, weights)?, w, self.guide_from))
-            }
+            (Some(path), Some(weight)) => Some(LoadedGuide {
+                model: load_model(gpu, path, weights)?,
+                weight,
+                from_level: self.guide_from,
+            }),
             _ => None,
         };
         let refiners = self
@@ -251,10 +258,10 @@ pub fn sampler_for(
         .iter()
         .map(|(r, l)| (r.view(), *l))
         .collect();
-    let guide = extras.guide.as_ref().map(|(g, w, from)| Guide {
-        model: g.view(),
-        weight: *w,
-        from_level: *from,
+    let guide = extras.guide.as_ref().map(|g| Guide {
+        model: g.model.view(),
+        weight: g.weight,
+        from_level: g.from_level,
     });
     Sampler::guided(gpu, model.view(), guide, &views, batch, schedule, seed)
 }

@@ -7,7 +7,7 @@
 //! change the preset's values as `train`'s do, to measure the model you train.
 
 use std::time::Instant;
-use wgpu_diffusion::config::{Preset, PIXELS};
+use wgpu_diffusion::config::PIXELS;
 use wgpu_diffusion::gpu::timing::time_dispatches;
 use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor};
 use wgpu_diffusion::model::network::{Network, Optimizer};
@@ -15,8 +15,9 @@ use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::ops::attention::{self, AttentionShape};
 use wgpu_diffusion::reference;
 use wgpu_diffusion::sample::{Sampler, Schedule};
+use wgpu_diffusion::settings::recipe::{Preset, Recipe, Source};
+use wgpu_diffusion::settings::train::TrainFlags;
 use wgpu_diffusion::testing::uniform_data;
-use wgpu_diffusion::train::ShapeArgs;
 
 /// The bench's flags.
 #[derive(clap::Parser)]
@@ -30,9 +31,9 @@ struct BenchArgs {
     /// Also time each kernel of the training step.
     #[arg(long)]
     profile: bool,
-    /// The preset's values to change, as `train`'s flags do.
+    /// The preset's values to change, as `train`'s flags do (the model's shape flags matter).
     #[command(flatten)]
-    shape: ShapeArgs,
+    shape: TrainFlags,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -53,9 +54,8 @@ fn main() {
         None if gpu.is_cpu() => Preset::Tiny,
         None => Preset::Seed,
     };
-    let cfg = args
-        .shape
-        .apply(preset.model(), 1)
+    let cfg = Recipe::load(&Source::Preset(preset), &args.shape)
+        .and_then(|r| r.sampled_stage().settings.model())
         .unwrap_or_else(|e| panic!("{e}"));
     let layout = ParamLayout::new(&cfg);
     let g = &cfg.geometry;

@@ -143,45 +143,6 @@ impl Geometry {
     }
 }
 
-/// The named model configurations of SPEC §3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// The article's model: P=10, O=4, 3 layers of 20 heads x 100 (about 7.8 M weights).
-    Seed,
-    /// The author's notebook: P=10, O=4, 1 layer of 100 heads x 100 (about 13 M weights).
-    Notebook,
-    /// A small model for tests: P=6, O=2, 1 layer of 2 heads x 8.
-    Tiny,
-}
-
-impl Preset {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Seed => "seed",
-            Preset::Notebook => "notebook",
-            Preset::Tiny => "tiny",
-        }
-    }
-
-    pub fn model(self) -> ModelConfig {
-        let (patch, overlap, layers, heads, key_dim) = match self {
-            Preset::Seed => (10, 4, 3, 20, 100),
-            Preset::Notebook => (10, 4, 1, 100, 100),
-            Preset::Tiny => (6, 2, 1, 2, 8),
-        };
-        ModelConfig {
-            geometry: Geometry::new(patch, overlap).expect("presets are valid geometries"),
-            layers,
-            heads,
-            key_dim,
-            mlp: 0,
-            skip: Skip::Identity,
-            loss_weight_max: 1,
-        }
-    }
-}
-
 /// The transformer's shape (SPEC §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -275,23 +236,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn presets_have_spec_shapes() {
-        let s = Preset::Seed.model();
-        assert_eq!(
-            (s.geometry.grid(), s.geometry.tokens(), s.geometry.dim()),
-            (2, 5, 324)
-        );
-        assert!((7_700_000..7_900_000).contains(&s.parameter_count()));
-        let n = Preset::Notebook.model();
-        assert!((12_900_000..13_100_000).contains(&n.parameter_count()));
-        let t = Preset::Tiny.model();
-        assert_eq!(
-            (t.geometry.grid(), t.geometry.tokens(), t.geometry.dim()),
-            (4, 17, 100)
-        );
-    }
-
-    #[test]
     fn impossible_geometry_names_values_and_alternatives() {
         let e = Geometry::new(7, 4).unwrap_err().to_string();
         assert!(e.contains("patch 7, overlap 4"), "{e}");
@@ -308,7 +252,7 @@ mod tests {
 
     #[test]
     fn mlp_counts_its_weights_and_old_configs_read_as_none() {
-        let t = Preset::Tiny.model();
+        let t = crate::settings::recipe::Preset::Tiny.model();
         assert_eq!(t.mlp, 0);
         let m = ModelConfig { mlp: 7, ..t };
         // W_1 [100, 7] + b_1 [7] + W_2 [7, 100] + b_2 [100] per layer.

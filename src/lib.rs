@@ -14,6 +14,8 @@ pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod sample;
+pub mod schedule;
+pub mod settings;
 pub mod testing;
 pub mod train;
 

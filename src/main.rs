@@ -147,16 +147,12 @@ fn run(cli: Cli) -> Result<()> {
             let s = train::run(&gpu, a)?;
             if a.json {
                 println!("{}", serde_json::json!({ "summary": s }));
-            } else {
+            } else if s.stages.len() > 1 {
                 println!(
-                    "done: {} steps, {} epochs, best val_loss {}, last train_loss {}, {:.1} samples/s{}; weights in {}",
-                    s.steps,
-                    s.epochs,
-                    s.best_val.map(|v| format!("{v:.5}")).unwrap_or("-".into()),
-                    s.last_train_loss.map(|v| format!("{v:.5}")).unwrap_or("-".into()),
-                    s.samples_per_s,
-                    if s.stopped_early { " (early stop)" } else { "" },
-                    a.out.display()
+                    "done: {} stages in {}; sample them with `wgpu-diffusion sample --run {}`",
+                    s.stages.len(),
+                    s.out.display(),
+                    s.out.display()
                 );
             }
             Ok(())
@@ -165,15 +161,12 @@ fn run(cli: Cli) -> Result<()> {
             let gpu = cli.gpu.open()?;
             let r = sample::run_command(&gpu, a)?;
             if a.json {
-                println!("{r}");
-            } else {
                 println!(
-                    "{} digits, {} steps (scale {}, eta {}) in {:.2} s: {:.1} digits/s, {:.2} GFLOP/s on {}; wrote {}",
-                    r["count"], r["steps"], r["step_scale"], r["eta"], r["seconds"].as_f64().unwrap_or(0.0),
-                    r["digits_per_s"].as_f64().unwrap_or(0.0), r["gflops"].as_f64().unwrap_or(0.0),
-                    r["adapter"].as_str().unwrap_or(""),
-                    r["files"].as_array().map(|f| f.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+                    "{}",
+                    serde_json::to_string(&r).expect("plain fields serialise")
                 );
+            } else {
+                println!("{}", r.text());
             }
             Ok(())
         }
@@ -193,7 +186,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             let r = eval::run_command(&gpu, a)?;
             if a.json {
-                println!("{r}");
+                println!(
+                    "{}",
+                    serde_json::to_string(&r).expect("plain fields serialise")
+                );
             } else {
                 print!("{}", eval::report_text(&r));
             }

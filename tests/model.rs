@@ -3,13 +3,14 @@
 
 mod common;
 
-use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Skip};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
-use wgpu_diffusion::lr_schedule::LrSchedule;
+use wgpu_diffusion::lr_schedule::{LrSchedule, RunLength};
 use wgpu_diffusion::model::network::{Network, Optimizer, Rows};
 use wgpu_diffusion::model::{Init, ParamLayout};
 use wgpu_diffusion::ops::adam::AdamConfig;
 use wgpu_diffusion::reference::{adam, loss as ref_loss, model as reference, patches};
+use wgpu_diffusion::settings::recipe::Preset;
 use wgpu_diffusion::testing::{assert_close, random_prior, uniform_data};
 
 /// The tiny preset and a second odd geometry with two layers.
@@ -245,10 +246,10 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
         let (params, opt, net) = build(&gpu, &cfg, batch, &c);
         let steps = 10;
         // A warm-up and a decay: each step's rate reaches Adam as the reference's.
-        let sched = LrSchedule::new(1e-3, 3, 4, 1e-4, steps).unwrap();
+        let sched = LrSchedule::new(1e-3, 3, 4, 0.0, 1e-4, RunLength::Steps(steps)).unwrap();
         for k in 0..steps {
             net.set_slot(&gpu, k as u32);
-            opt.set_step(&gpu, k + 1, sched.at(k));
+            opt.set_step(&gpu, k + 1, sched.at(k, 0.0));
             let mut all = net.dispatches();
             all.extend(opt.dispatches());
             gpu.run(&all).unwrap();
@@ -265,7 +266,7 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
                 reference::loss_and_grad::<f32>(&cfg, &c.layout, &p, &c.tokens, &c.target, batch);
             want.push(l);
             let acfg = AdamConfig {
-                lr: sched.at(k),
+                lr: sched.at(k, 0.0),
                 ..acfg
             };
             adam::adam_step(&acfg, k + 1, &mut p, &g, &mut m, &mut v);

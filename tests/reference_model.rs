@@ -3,10 +3,11 @@
 //! on a two-layer model with an odd geometry; that the check can fail; and the forward pass's
 //! layouts and SPEC quirks (x_start residual, conditioning token, loss over g^2 tokens only).
 
-use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Skip};
 use wgpu_diffusion::model::{ParamLayout, TensorSpec};
 use wgpu_diffusion::reference::model::{self, Forward};
 use wgpu_diffusion::reference::{gelu, noise, patches};
+use wgpu_diffusion::settings::recipe::Preset;
 use wgpu_diffusion::testing::{random_prior, uniform_data};
 
 /// One model with its parameters and one batch of inputs, in f64.

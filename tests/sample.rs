@@ -2,11 +2,12 @@
 
 mod common;
 
-use wgpu_diffusion::config::{Geometry, ModelConfig, Preset, Skip, PIXELS};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Skip, PIXELS};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
 use wgpu_diffusion::sample::{Guide, Sampler, SamplerModel, Schedule};
+use wgpu_diffusion::settings::recipe::Preset;
 use wgpu_diffusion::testing::{assert_close, random_prior};
 
 fn schedule(steps: u32, scale: f32) -> Schedule {
@@ -392,13 +393,13 @@ fn refiner_loop_matches_reference() {
             "{what}: the second refiner changed few pixels"
         );
     }
-    // Levels that do not decrease, or 0: one line naming --refine-from.
+    // Levels that do not decrease, or 0: one line naming the refiner levels.
     for levels in [[100, 300], [200, 200], [300, 0]] {
         let pairs = [(refiner, levels[0]), (low, levels[1])];
         let e = Sampler::with_refiners(&gpu, model, &pairs, 3, schedule(10, 1.0), 4)
             .err()
             .unwrap_or_else(|| panic!("levels {levels:?} were accepted"));
-        assert!(e.to_string().contains("--refine-from"), "{e}");
+        assert!(e.to_string().contains("refiner level"), "{e}");
     }
     let s = schedule(10, 1.0);
     assert_eq!(run(Some(500), s), {
@@ -548,7 +549,7 @@ fn guided_loop_matches_reference() {
     let e = Sampler::guided(&gpu, model, Some(g), &[], 3, schedule(10, 1.0), 4)
         .err()
         .expect("--guide-from 0 was accepted");
-    assert!(e.to_string().contains("--guide-from"), "{e}");
+    assert!(e.to_string().contains("guide-from"), "{e}");
     for weight in [0.0, -1.0, f32::NAN, f32::INFINITY] {
         let g = Guide {
             model: guide,
@@ -558,7 +559,7 @@ fn guided_loop_matches_reference() {
         let e = Sampler::guided(&gpu, model, Some(g), &[], 3, schedule(10, 1.0), 4)
             .err()
             .unwrap_or_else(|| panic!("--guidance {weight} was accepted"));
-        assert!(e.to_string().contains("--guidance"), "{e}");
+        assert!(e.to_string().contains("guidance"), "{e}");
     }
 }
 
@@ -690,7 +691,7 @@ fn bad_schedules_are_errors() {
             ..schedule(10, 1.0)
         };
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.contains("--low-step-scale"), "{e}");
+        assert!(e.contains("low-step-scale"), "{e}");
     }
     let s = schedule(50, 1.0);
     // alpha is an f32 (0.99 rounds to 0.99000001): compare loosely.

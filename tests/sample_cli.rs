@@ -144,7 +144,7 @@ fn sample_writes_idx_grid_and_trajectory() {
     );
     ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["background"], 500);
+    assert_eq!(v["settings"]["background"], 500);
     let idx4 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
     assert_ne!(idx.data, idx4.data, "--background changed no digit");
 
@@ -164,7 +164,10 @@ fn sample_writes_idx_grid_and_trajectory() {
     ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        (v["low_step_scale"].as_f64(), v["low_from"].as_u64()),
+        (
+            v["settings"]["low-step-scale"].as_f64(),
+            v["settings"]["low-from"].as_u64()
+        ),
         (Some(2.0), Some(250))
     );
     let idx5 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
@@ -175,20 +178,20 @@ fn sample_writes_idx_grid_and_trajectory() {
     std::fs::write(&corrupt, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage").unwrap();
     for (ck, args, needle) in [
         (ckpt.clone(), vec!["--count", "0"], "--count"),
-        (ckpt.clone(), vec!["--steps", "0"], "--steps"),
-        (ckpt.clone(), vec!["--step-scale", "0"], "--step-scale"),
-        (ckpt.clone(), vec!["--step-scale", "-1.5"], "--step-scale"),
-        (ckpt.clone(), vec!["--eta", "1.5"], "--eta"),
+        (ckpt.clone(), vec!["--steps", "0"], "steps"),
+        (ckpt.clone(), vec!["--step-scale", "0"], "step-scale"),
+        (ckpt.clone(), vec!["--step-scale", "-1.5"], "step-scale"),
+        (ckpt.clone(), vec!["--eta", "1.5"], "eta"),
         (
             ckpt.clone(),
             vec!["--low-step-scale", "0", "--low-from", "60"],
-            "--low-step-scale",
+            "low-step-scale",
         ),
-        (ckpt.clone(), vec!["--low-step-scale", "1.5"], "error"),
+        (ckpt.clone(), vec!["--low-step-scale", "1.5"], "low-from"),
         (
             ckpt.clone(),
             vec!["--low-step-scale", "1.5", "--low-from", "0"],
-            "--low-from",
+            "low-from",
         ),
         (
             base.join("missing.safetensors"),
@@ -210,7 +213,7 @@ fn sample_writes_idx_grid_and_trajectory() {
     // eval checks the sampling flags before it looks for the data.
     let o = eval_without_data(&base, &ckpt, &["--eta", "-0.2"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(error_line(&o).contains("--eta"), "{}", error_line(&o));
+    assert!(error_line(&o).contains("eta"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(base);
 }
 
@@ -262,9 +265,8 @@ fn sample_with_a_refiner() {
     let plain = base.join("plain");
     ok(&sample(&ckpt, &plain, &["--count", "6", "--steps", "5"]));
     let refine = |r: &Path, level: &str| {
-        let mut args = vec!["--count", "6", "--steps", "5", "--json", "--refiner"];
-        args.push(r.to_str().unwrap());
-        args.extend(["--refine-from", level]);
+        let spec = format!("{}@{level}", r.display());
+        let args = ["--count", "6", "--steps", "5", "--json", "--refiner", &spec];
         sample(&ckpt, &out, &args)
     };
     // 5 steps of 500: levels 500, 400, .., 100; from 200 the last two call the refiner.
@@ -287,6 +289,7 @@ fn sample_with_a_refiner() {
     // (step 4); the JSON lists both in order.
     let (r, m) = (refiner.to_str().unwrap(), ckpt.to_str().unwrap());
     let two = |levels: [&str; 2]| {
+        let (first, second) = (format!("{r}@{}", levels[0]), format!("{m}@{}", levels[1]));
         let args = [
             "--count",
             "6",
@@ -294,13 +297,9 @@ fn sample_with_a_refiner() {
             "5",
             "--json",
             "--refiner",
-            r,
-            "--refine-from",
-            levels[0],
+            &first,
             "--refiner",
-            m,
-            "--refine-from",
-            levels[1],
+            &second,
         ];
         sample(&ckpt, &out, &args)
     };
@@ -322,10 +321,10 @@ fn sample_with_a_refiner() {
     let o = two(["100", "300"]);
     assert_eq!(o.status.code(), Some(2), "levels that rise");
     assert!(error_line(&o).contains("decrease"), "{}", error_line(&o));
-    let args = ["--refiner", r, "--refine-from", "300", "--refiner", m];
+    let args = ["--refiner", &format!("{r}@300"), "--refiner", m];
     let o = sample(&ckpt, &out, &args);
     assert_eq!(o.status.code(), Some(2), "a --refiner without its level");
-    assert!(error_line(&o).contains("pairs"), "{}", error_line(&o));
+    assert!(error_line(&o).contains("PATH@LEVEL"), "{}", error_line(&o));
 
     let o = refine(&other_alpha, "200");
     assert_eq!(o.status.code(), Some(2));
@@ -333,12 +332,13 @@ fn sample_with_a_refiner() {
     let o = refine(&refiner, "0");
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        error_line(&o).contains("--refine-from"),
+        error_line(&o).contains("refiner level"),
         "{}",
         error_line(&o)
     );
-    let o = sample(&ckpt, &out, &["--refine-from", "50"]);
-    assert_eq!(o.status.code(), Some(2), "--refine-from without --refiner");
+    let o = refine(&refiner, "x");
+    assert_eq!(o.status.code(), Some(2), "a level that is not a number");
+    assert!(error_line(&o).contains("PATH@LEVEL"), "{}", error_line(&o));
     // A refiner that is not there: the checkpoint reader's line, naming the path.
     let missing = base.join("no-such-refiner.safetensors");
     let o = refine(&missing, "200");
@@ -350,7 +350,7 @@ fn sample_with_a_refiner() {
     );
     // eval checks the refiner before it looks for the data.
     let r = other_alpha.to_str().unwrap();
-    let o = eval_without_data(&base, &ckpt, &["--refiner", r, "--refine-from", "50"]);
+    let o = eval_without_data(&base, &ckpt, &["--refiner", &format!("{r}@50")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(error_line(&o).contains("alpha"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(&base);
@@ -418,11 +418,7 @@ fn sample_with_a_guide() {
     *args.last_mut().unwrap() = "0";
     let o = sample(&ckpt, &out, &args);
     assert_eq!(o.status.code(), Some(2), "--guide-from 0");
-    assert!(
-        error_line(&o).contains("--guide-from"),
-        "{}",
-        error_line(&o)
-    );
+    assert!(error_line(&o).contains("guide-from"), "{}", error_line(&o));
     let o = sample(&ckpt, &out, &["--guide-from", "200"]);
     assert_eq!(o.status.code(), Some(2), "--guide-from without --guide");
 
@@ -433,7 +429,7 @@ fn sample_with_a_guide() {
     for w in ["0", "-1", "inf"] {
         let o = guided(&guide, w);
         assert_eq!(o.status.code(), Some(2), "--guidance {w}");
-        assert!(error_line(&o).contains("--guidance"), "{}", error_line(&o));
+        assert!(error_line(&o).contains("guidance"), "{}", error_line(&o));
     }
     let o = guided(&other_alpha, "2");
     assert_eq!(o.status.code(), Some(2));
@@ -449,7 +445,7 @@ fn sample_with_a_guide() {
     );
     let o = eval_without_data(&base, &ckpt, &["--guide", g, "--guidance", "0"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(error_line(&o).contains("--guidance"), "{}", error_line(&o));
+    assert!(error_line(&o).contains("guidance"), "{}", error_line(&o));
     let a = other_alpha.to_str().unwrap();
     let o = eval_without_data(&base, &ckpt, &["--guide", a, "--guidance", "2"]);
     assert_eq!(o.status.code(), Some(2));

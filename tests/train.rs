@@ -203,11 +203,7 @@ fn eval_every_writes_sample_quality_to_metrics() {
     assert!(!run2.exists());
     let o = train(&run2, &["--eval-every", "1", "--eval-count", "0"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        error_line(&o).contains("--eval-count"),
-        "{}",
-        error_line(&o)
-    );
+    assert!(error_line(&o).contains("eval-count"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -306,7 +302,7 @@ fn resume_is_exact() {
 /// continues the schedule, and a constant-rate run can be finished with a decay by resuming it.
 #[test]
 fn lr_schedule_is_followed_and_resumed() {
-    use wgpu_diffusion::lr_schedule::LrSchedule;
+    use wgpu_diffusion::lr_schedule::{LrSchedule, RunLength::Steps};
     let out = tmp("train-lr");
     let sched = [
         "--lr",
@@ -325,11 +321,11 @@ fn lr_schedule_is_followed_and_resumed() {
         log.contains("lr 0.002 after 4 warm-up steps, cosine decay to 0.0001 over steps 13..20"),
         "{log}"
     );
-    let want = LrSchedule::new(2e-3, 4, 8, 1e-4, 20).unwrap();
+    let want = LrSchedule::new(2e-3, 4, 8, 0.0, 1e-4, Steps(20)).unwrap();
     let got = lrs(&out);
     assert_eq!(got.len(), 20);
     for &(step, lr) in &got {
-        assert_eq!(lr, want.at(step - 1), "step {step}");
+        assert_eq!(lr, want.at(step - 1, 0.0), "step {step}");
     }
     assert_eq!(got[3].1, 2e-3);
     assert!((got[19].1 - 1e-4).abs() < 1e-10);
@@ -343,10 +339,10 @@ fn lr_schedule_is_followed_and_resumed() {
     let straight = tmp("train-lr-straight");
     ok(&train(&straight, &decay));
     let got = lrs(&fin);
-    let want = LrSchedule::new(2e-3, 0, 6, 2e-3 / 10.0, 16).unwrap();
+    let want = LrSchedule::new(2e-3, 0, 6, 0.0, (2e-3f64 / 10.0) as f32, Steps(16)).unwrap();
     assert_eq!(got.len(), 16);
     for &(step, lr) in &got {
-        assert_eq!(lr, want.at(step - 1), "step {step}");
+        assert_eq!(lr, want.at(step - 1, 0.0), "step {step}");
     }
     assert_eq!(got[9].1, 2e-3);
     assert!(
@@ -467,16 +463,16 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     // Impossible geometry, out-of-range flags, unknown preset, a model too big for the adapter.
     for (args, needle) in [
         (vec!["--patch", "7"], "impossible patch geometry"),
-        (vec!["--alpha", "1.5"], "--alpha"),
+        (vec!["--alpha", "1.5"], "alpha"),
         (
             vec!["--level-max", "501"],
-            "--level-max must be at most --n-max (500)",
+            "level-max must be at most n-max (500)",
         ),
         (
             vec!["--max-steps", "40", "--warmup", "30", "--decay-steps", "20"],
             "exceed the run's 40 steps",
         ),
-        (vec!["--decay-steps", "5", "--lr-min", "1"], "--lr-min"),
+        (vec!["--decay-steps", "5", "--lr-min", "1"], "lr-min"),
         (vec!["--layers", "0"], "--layers"),
         (vec!["--loss-weight-max", "0"], "--loss-weight-max"),
         (
@@ -505,9 +501,10 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
 /// steps leave it as it was (it is data, not a weight), in the weights and their EMA alike.
 #[test]
 fn pixel_mixture_prior_comes_from_the_training_digits() {
-    use wgpu_diffusion::config::{ModelConfig, Preset, Skip};
+    use wgpu_diffusion::config::{ModelConfig, Skip};
     use wgpu_diffusion::model::ParamLayout;
     use wgpu_diffusion::reference::skip::pixel_prior;
+    use wgpu_diffusion::settings::recipe::Preset;
     let out = tmp("train-pixel-prior");
     ok(&train(
         &out,

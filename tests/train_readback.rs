@@ -4,31 +4,31 @@
 mod common;
 
 use std::path::PathBuf;
-use wgpu_diffusion::config::Preset;
-use wgpu_diffusion::train::{self, ShapeArgs, TrainArgs};
+use wgpu_diffusion::settings::recipe::Preset;
+use wgpu_diffusion::settings::train::TrainFlags;
+use wgpu_diffusion::train::{self, TrainArgs};
 
 fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
     TrainArgs {
-        preset: Preset::Tiny,
-        shape: ShapeArgs::default(),
-        loss_weight_max: 1,
-        alpha: 0.99,
-        n_max: 500,
-        level_max: None,
-        batch_images: 2,
-        repeat: 10,
-        lr: 1e-3,
-        // A schedule: its per-step rate must not add readbacks either.
-        warmup: 2,
-        decay_steps: 2,
-        lr_min: None,
-        epochs: 1,
-        patience: 5,
-        max_steps: Some(steps),
-        train_subset: Some(1000),
-        val_count: 20,
-        ema: 0.999,
-        seed: 1,
+        preset: Some(Preset::Tiny),
+        config: None,
+        settings: TrainFlags {
+            batch_images: Some(2),
+            repeat: Some(10),
+            lr: Some(1e-3),
+            // A schedule: its per-step rate must not add readbacks either.
+            warmup: Some(2),
+            decay_steps: Some(2),
+            epochs: Some(1),
+            max_steps: Some(steps),
+            train_subset: Some(1000),
+            val_count: Some(20),
+            seed: Some(1),
+            log_every: Some(log_every),
+            checkpoint_every: Some(1000),
+            sample_every: Some(0),
+            ..TrainFlags::default()
+        },
         data: Some(
             match std::env::var_os("MNIST_DIR").filter(|d| !d.is_empty()) {
                 Some(d) => PathBuf::from(d),
@@ -38,11 +38,6 @@ fn args(out: PathBuf, steps: u64, log_every: u64) -> TrainArgs {
         out,
         resume: false,
         json: true,
-        log_every,
-        checkpoint_every: 1000,
-        sample_every: 0,
-        eval_every: 0,
-        eval_count: 2000,
         classifier: Default::default(),
     }
 }
@@ -59,7 +54,7 @@ fn readbacks_do_not_grow_with_steps() {
         let _ = std::fs::remove_dir_all(&out);
         let before = gpu.readbacks();
         let s = train::run(&gpu, &args(out.clone(), steps, log_every)).unwrap();
-        assert_eq!(s.steps, steps);
+        assert_eq!(s.stages[0].steps, steps);
         counts.push(gpu.readbacks() - before);
         let _ = std::fs::remove_dir_all(out);
     }

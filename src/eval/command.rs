@@ -7,7 +7,7 @@ use crate::config::PIXELS;
 use crate::data;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::sample::{self, Weights};
+use crate::sample::{self, SampleFlags, SampleSettings, StackReport, Weights};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,27 +19,24 @@ const LEVELS_COUNT: usize = 256;
 
 /// Flags of `eval`.
 #[derive(clap::Args, Clone, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["samples", "checkpoint"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["samples", "checkpoint", "run"])))]
 pub struct EvalArgs {
     /// Digits to evaluate: an IDX image file of 28x28 digits (e.g. `sample`'s
     /// samples-idx3-ubyte).
     #[arg(long, value_name = "PATH")]
     pub samples: Option<PathBuf>,
-    /// Or sample them now from this checkpoint (EMA weights).
-    #[arg(long, value_name = "PATH")]
-    pub checkpoint: Option<PathBuf>,
-    /// Digits to sample with --checkpoint (with --loss-by-level: test digits, default 256).
+    /// Or sample them now from the models of this run folder of `train`, with the settings its
+    /// recipe was measured best with (its config.toml's [sample] table); the flags below
+    /// override them.
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// The models and the loop of the samples made now (with --run or --checkpoint), as
+    /// `sample`'s; the seed is also that of the pure-noise sanity row.
+    #[command(flatten)]
+    pub sampling: SampleFlags,
+    /// Digits to sample now (with --loss-by-level: test digits, default 256).
     #[arg(long, default_value_t = DEFAULT_COUNT)]
     pub count: u64,
-    /// The sampling loop with --checkpoint (as `sample`'s).
-    #[command(flatten)]
-    pub sampling: sample::SamplingArgs,
-    /// The checkpoint's weights to use: the EMA or the raw (last step's) ones.
-    #[arg(long, value_enum, default_value_t = Weights::Ema)]
-    pub weights: Weights,
-    /// Seed of the initial noise with --checkpoint (and of the pure-noise sanity row).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     #[command(flatten)]
     pub classifier: classifier::ClassifierArgs,
     /// Digits (samples, and test digits for the baseline) in the nearest-neighbour check.
@@ -64,6 +61,18 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+impl EvalArgs {
+    /// The seed of the samples and of the noise row.
+    fn seed(&self) -> u64 {
+        self.sampling.seed.unwrap_or(0)
+    }
+
+    /// The weights --loss-by-level reads.
+    fn weights(&self) -> Weights {
+        self.sampling.weights.unwrap_or(Weights::Ema)
+    }
+}
+
 /// Reads an IDX file of 28x28 digits (bytes).
 fn read_samples(path: &std::path::Path) -> Result<Vec<u8>> {
     let idx = data::idx::read_idx_file(path)?;
@@ -77,17 +86,19 @@ fn read_samples(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(idx.data)
 }
 
-/// Samples `a.count` digits from `a.checkpoint` (as bytes, the same rounding as `sample`).
-fn sample_digits(gpu: &Gpu, a: &EvalArgs, path: &std::path::Path) -> Result<Vec<u8>> {
-    if a.count == 0 {
-        return Err(Error::config("--count must be at least 1"));
-    }
-    let model = sample::load_model(gpu, path, a.weights)?;
-    let schedule = a.sampling.schedule(&model.config)?;
-    let extras = a.sampling.load_extras(gpu, &model.config, a.weights)?;
+/// Samples `a.count` digits with `settings` (as bytes, the same rounding as `sample`), and
+/// the report of the models and settings used.
+fn sample_digits(
+    gpu: &Gpu,
+    a: &EvalArgs,
+    settings: &SampleSettings,
+) -> Result<(Vec<u8>, StackReport)> {
+    let (model, extras, schedule) = sample::load_stack(gpu, settings)?;
     let batch = sample::auto_batch_for(gpu, &model.config.model, &extras.configs(), a.count);
-    let sampler = sample::sampler_for(gpu, &model, &extras, batch, schedule, a.seed)?;
-    Ok(sample::to_bytes(&sampler.generate(gpu, a.count)?))
+    let sampler = sample::sampler_for(gpu, &model, &extras, batch, schedule, settings.seed)?;
+    let digits = sample::to_bytes(&sampler.generate(gpu, a.count)?);
+    let stack = StackReport::new(a.run.as_deref(), settings, &model, &extras, &sampler);
+    Ok((digits, stack))
 }
 
 /// The classifier's view of one set of digits: FID against the cached test statistics (with
@@ -118,10 +129,6 @@ pub fn quality(c: &Classifier, gpu: &Gpu, pixels: &[u8]) -> Result<Quality> {
     })
 }
 
-fn describe(c: &Classifier, gpu: &Gpu, pixels: &[u8]) -> Result<serde_json::Value> {
-    Ok(serde_json::to_value(quality(c, gpu, pixels)?).expect("plain fields serialise"))
-}
-
 /// `eval --loss-by-level` (the report; `--json` prints it as one object).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LevelsReport {
@@ -146,10 +153,11 @@ impl LevelsReport {
 /// `eval --checkpoint CKPT --loss-by-level [--levels ..] [--count N]` (N defaults to 256 here).
 pub fn run_levels(gpu: &Gpu, a: &EvalArgs) -> Result<LevelsReport> {
     let path = a
+        .sampling
         .checkpoint
         .as_ref()
         .ok_or_else(|| Error::config("--loss-by-level needs --checkpoint"))?;
-    let model = sample::load_model(gpu, path, a.weights)?;
+    let model = sample::load_model(gpu, path, a.weights())?;
     let mnist = data::load(a.data.as_deref())?;
     let levels = a
         .levels
@@ -160,7 +168,7 @@ pub fn run_levels(gpu: &Gpu, a: &EvalArgs) -> Result<LevelsReport> {
     } else {
         a.count as usize
     };
-    let levels = super::levels::loss_by_level(gpu, &model, &mnist, &levels, count, a.seed)?;
+    let levels = super::levels::loss_by_level(gpu, &model, &mnist, &levels, count, a.seed())?;
     Ok(LevelsReport {
         checkpoint: path.display().to_string(),
         weights: format!("{:?}", model.weights).to_lowercase(),
@@ -169,54 +177,108 @@ pub fn run_levels(gpu: &Gpu, a: &EvalArgs) -> Result<LevelsReport> {
     })
 }
 
-/// `wgpu-diffusion eval`: one JSON object (see [`report_text`] for the text form).
-pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
-    let start = Instant::now();
+/// The nearest-neighbour check's sizes.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NnInfo {
+    pub samples: usize,
+    pub test: usize,
+    pub train_searched: usize,
+    pub units: &'static str,
+}
+
+/// The same measures of real and of random digits at the same n.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Sanity {
+    pub train_vs_test: Quality,
+    pub noise: Quality,
+}
+
+/// The classifier whose features the measures are in.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClassifierInfo {
+    pub path: String,
+    pub trained_now: bool,
+    pub test_accuracy: f64,
+    pub train_seconds: f64,
+    pub epochs: u32,
+}
+
+/// `eval`'s report (`--json` prints it as one object).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalReport {
+    #[serde(flatten)]
+    pub quality: Quality,
+    /// The IDX file, or the models and settings of "stack" in words.
+    pub source: String,
+    /// The models and settings that made the digits now (None for --samples).
+    pub stack: Option<StackReport>,
+    pub test_n: usize,
+    pub nn_distance_samples: f64,
+    pub nn_distance_test: f64,
+    pub nn: NnInfo,
+    pub sanity: Sanity,
+    pub classifier: ClassifierInfo,
+    pub seconds: f64,
+    pub adapter: String,
+}
+
+/// Where the digits come from: a file, or the settings to sample them with (checked before
+/// any data is loaded).
+enum Digits {
+    File(PathBuf, Vec<u8>),
+    Sample(SampleSettings),
+}
+
+fn digits_source(a: &EvalArgs) -> Result<Digits> {
     if a.nn_count == 0 {
         return Err(Error::config("--nn-count must be at least 1"));
     }
-    // The inputs first, so a bad path fails before any training.
-    let from_file = if let Some(p) = &a.samples {
-        Some(read_samples(p)?)
-    } else {
-        if let Some(p) = &a.checkpoint {
-            // Bad sampling flags (and a bad --refiner or --guide) fail here too, before the data is loaded.
-            let run = crate::train::read_run_config(p)?;
-            a.sampling.schedule(&run)?;
-            a.sampling.check_extras(&run)?;
-        }
-        None
-    };
+    if let Some(p) = &a.samples {
+        return Ok(Digits::File(p.clone(), read_samples(p)?));
+    }
+    if a.count == 0 {
+        return Err(Error::config("--count must be at least 1"));
+    }
+    let settings = sample::resolve(a.run.as_deref(), &a.sampling)?;
+    // Bad sampling settings (and a bad refiner or guide) fail here, before the data is loaded.
+    sample::check_stack(&settings)?;
+    Ok(Digits::Sample(settings))
+}
+
+/// `wgpu-diffusion eval` (see [`report_text`] for the text form).
+pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<EvalReport> {
+    let start = Instant::now();
+    let source = digits_source(a)?;
     // A broken cache fails now, before the data is loaded or digits are sampled.
     let cached = a.classifier.read_cached()?;
     let mnist = data::load(a.data.as_deref())?;
     let (c, trained) = a.classifier.cached_or_train(gpu, cached, &mnist)?;
-    let (pixels, source) = match (from_file, &a.checkpoint) {
-        (Some(p), _) => (p, a.samples.as_ref().unwrap().display().to_string()),
-        (None, Some(ck)) => (
-            sample_digits(gpu, a, ck)?,
-            format!(
+    let (pixels, source, stack) = match source {
+        Digits::File(p, d) => (d, p.display().to_string(), None),
+        Digits::Sample(settings) => {
+            let (d, stack) = sample_digits(gpu, a, &settings)?;
+            let what = format!(
                 "{} ({} seed {})",
-                ck.display(),
-                a.sampling.describe(),
-                a.seed
-            ),
-        ),
-        (None, None) => unreachable!("clap requires --samples or --checkpoint"),
+                stack.model.checkpoint,
+                settings.describe(),
+                settings.seed
+            );
+            (d, what, Some(stack))
+        }
     };
     let px = PIXELS as usize;
     let n = pixels.len() / px;
 
     // FID is against the test digits' statistics, computed when the classifier was trained
     // and cached with it.
-    let mut report = describe(&c, gpu, &pixels)?;
+    let samples = quality(&c, gpu, &pixels)?;
 
     // Sanity rows at the same n (FID is biased at small n): training digits, and uniform noise.
     let n_sanity = n.min(mnist.train.count);
-    let train_row = describe(&c, gpu, &mnist.train.pixels[..n_sanity * px])?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed ^ 0x0015_E000);
+    let train_row = quality(&c, gpu, &mnist.train.pixels[..n_sanity * px])?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed() ^ 0x0015_E000);
     let noise: Vec<u8> = (0..n_sanity * px).map(|_| rng.random::<u8>()).collect();
-    let noise_row = describe(&c, gpu, &noise)?;
+    let noise_row = quality(&c, gpu, &noise)?;
 
     // Memorisation: nearest training digit, for samples and for test digits.
     let nn_n = a.nn_count.min(n);
@@ -233,92 +295,74 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<serde_json::Value> {
         refs,
         px,
     ));
-
-    let o = report.as_object_mut().unwrap();
-    o.insert("source".into(), source.into());
-    o.insert("test_n".into(), c.test_stats.n.into());
-    o.insert("nn_distance_samples".into(), nn_samples.into());
-    o.insert("nn_distance_test".into(), nn_test.into());
-    o.insert(
-        "nn".into(),
-        serde_json::json!({
-            "samples": nn_n, "test": nn_test_n, "train_searched": nn_train,
-            "units": "Euclidean, x = p/256 - 0.5",
-        }),
-    );
-    o.insert(
-        "sanity".into(),
-        serde_json::json!({ "train_vs_test": train_row, "noise": noise_row }),
-    );
-    o.insert(
-        "classifier".into(),
-        serde_json::json!({
-            "path": a.classifier.path.display().to_string(),
-            "trained_now": trained,
-            "test_accuracy": c.meta.test_accuracy,
-            "train_seconds": c.meta.train_seconds,
-            "epochs": c.meta.settings.epochs,
-        }),
-    );
-    o.insert("seconds".into(), start.elapsed().as_secs_f64().into());
-    o.insert("adapter".into(), gpu.describe().into());
-    Ok(report)
+    Ok(EvalReport {
+        quality: samples,
+        source,
+        stack,
+        test_n: c.test_stats.n,
+        nn_distance_samples: nn_samples,
+        nn_distance_test: nn_test,
+        nn: NnInfo {
+            samples: nn_n,
+            test: nn_test_n,
+            train_searched: nn_train,
+            units: "Euclidean, x = p/256 - 0.5",
+        },
+        sanity: Sanity {
+            train_vs_test: train_row,
+            noise: noise_row,
+        },
+        classifier: ClassifierInfo {
+            path: a.classifier.path.display().to_string(),
+            trained_now: trained,
+            test_accuracy: c.meta.test_accuracy,
+            train_seconds: c.meta.train_seconds,
+            epochs: c.meta.settings.epochs,
+        },
+        seconds: start.elapsed().as_secs_f64(),
+        adapter: gpu.describe(),
+    })
 }
 
-fn row(label: &str, r: &serde_json::Value) -> String {
-    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+fn row(label: &str, q: &Quality) -> String {
     format!(
         "{label:<22} n={:<6} FID {:>9.3}  confidence {:.4}  >0.9 {:.4}  label entropy/ln10 {:.4}\n",
-        r["n"],
-        f("fid"),
-        f("confidence_mean"),
-        f("confident_frac"),
-        f("entropy_ratio")
+        q.n, q.fid, q.confidence_mean, q.confident_frac, q.entropy_ratio
     )
 }
 
 /// The report as text.
-pub fn report_text(r: &serde_json::Value) -> String {
-    let c = &r["classifier"];
+pub fn report_text(r: &EvalReport) -> String {
+    let c = &r.classifier;
     let mut s = format!(
         "classifier {} ({}test accuracy {:.4}); features {FEATURES}-d, FID against the {} test digits\n",
-        c["path"].as_str().unwrap_or(""),
-        if c["trained_now"].as_bool() == Some(true) {
-            format!("trained now in {:.1} s, ", c["train_seconds"].as_f64().unwrap_or(0.0))
+        c.path,
+        if c.trained_now {
+            format!("trained now in {:.1} s, ", c.train_seconds)
         } else {
             String::new()
         },
-        c["test_accuracy"].as_f64().unwrap_or(0.0),
-        r["test_n"],
+        c.test_accuracy,
+        r.test_n,
     );
-    s += &format!("samples: {}\n", r["source"].as_str().unwrap_or(""));
-    s += &row("samples", r);
-    s += &row("sanity: train digits", &r["sanity"]["train_vs_test"]);
-    s += &row("sanity: uniform noise", &r["sanity"]["noise"]);
-    s += &format!(
-        "predicted labels 0-9: {}\n",
-        r["label_histogram"]
-            .as_array()
-            .map(|h| h
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(" "))
-            .unwrap_or_default()
-    );
-    let nn = &r["nn"];
+    match &r.stack {
+        Some(stack) => s += &stack.text(),
+        None => s += &format!("samples: {}\n", r.source),
+    }
+    s += &row("samples", &r.quality);
+    s += &row("sanity: train digits", &r.sanity.train_vs_test);
+    s += &row("sanity: uniform noise", &r.sanity.noise);
+    let h: Vec<String> = r
+        .quality
+        .label_histogram
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    s += &format!("predicted labels 0-9: {}\n", h.join(" "));
     s += &format!(
         "nearest training digit (mean distance, first {} of 60000 training digits searched): samples {:.4} (first {}), test digits {:.4} (first {})\n",
-        nn["train_searched"],
-        r["nn_distance_samples"].as_f64().unwrap_or(f64::NAN),
-        nn["samples"],
-        r["nn_distance_test"].as_f64().unwrap_or(f64::NAN),
-        nn["test"],
+        r.nn.train_searched, r.nn_distance_samples, r.nn.samples, r.nn_distance_test, r.nn.test,
     );
-    s += &format!(
-        "{:.1} s on {}\n",
-        r["seconds"].as_f64().unwrap_or(0.0),
-        r["adapter"].as_str().unwrap_or("")
-    );
+    s += &format!("{:.1} s on {}\n", r.seconds, r.adapter);
     s
 }

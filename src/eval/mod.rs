@@ -13,4 +13,4 @@ pub mod fid;
 pub mod levels;
 pub mod metrics;
 
-pub use command::{quality, report_text, run_command, EvalArgs, Quality};
+pub use command::{quality, report_text, run_command, EvalArgs, EvalReport, Quality};

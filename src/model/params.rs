@@ -173,7 +173,7 @@ impl ParamLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Preset;
+    use crate::settings::recipe::Preset;
 
     #[test]
     fn seed_layout_matches_spec() {

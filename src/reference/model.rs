@@ -578,7 +578,7 @@ pub fn predict_noise<F: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Preset;
+    use crate::settings::recipe::Preset;
 
     #[test]
     fn tiny_shapes_and_softmax_rows() {

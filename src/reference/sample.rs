@@ -3,7 +3,7 @@
 use crate::config::{ModelConfig, PIXELS, PIXEL_HI, PIXEL_LO};
 use crate::model::ParamLayout;
 use crate::reference::{model, patches, rng, rng::streams, skip};
-use crate::sample::Schedule;
+use crate::schedule::Schedule;
 
 /// One denoising step k (0-based) of `images` [B, 784] in place, digits `first..first + B`
 /// of a run with `seed`: the model predicts the noise patches at conditioning a'^(n'-k), they

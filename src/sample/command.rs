@@ -1,99 +1,45 @@
-//! The `sample` command and what `eval --checkpoint` shares with it: the sampling flags,
-//! loading a checkpoint's weights, choosing the batch, writing the digits.
+//! The `sample` command and what `eval` shares with it: the settings of a run folder or of
+//! the flags, loading the checkpoints, choosing the batch, writing the digits, the report.
 
-use super::{check_refine_from, to_bytes, Guide, Sampler, SamplerModel, Schedule};
+use super::{to_bytes, Guide, Sampler, SamplerModel, Schedule};
+use crate::checkpoint::{read_run_config, RunConfig};
 use crate::config::{ModelConfig, PIXELS};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::model::ParamLayout;
+use crate::settings::recipe;
+pub use crate::settings::sample::{Refiner, SampleFlags, SampleSettings, Weights};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
-/// Which weights of a checkpoint to sample with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Weights {
-    /// The exponential moving average of the weights (the default, when present).
-    Ema,
-    /// The raw weights.
-    Raw,
+/// The run folder `sample` reads when neither --run nor --checkpoint is given (`train`'s
+/// default --out).
+pub const DEFAULT_RUN: &str = "runs/train";
+
+/// The sampler settings of `run`'s config.toml (if a run is given), with `flags` over them;
+/// without a run, the article's sampler with the flags over it.
+pub fn resolve(run: Option<&Path>, flags: &SampleFlags) -> Result<SampleSettings> {
+    let mut s = match run {
+        Some(dir) => recipe::run_sample_settings(dir)?,
+        None => recipe::default_sample_settings(),
+    };
+    s.apply(flags);
+    if s.checkpoint.is_none() {
+        return Err(Error::config(
+            "no model to sample: give --run DIR (a train run folder) or --checkpoint PATH",
+        ));
+    }
+    Ok(s)
 }
 
-/// The sampling loop's flags, shared by `sample` and `eval --checkpoint`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct SamplingArgs {
-    /// Denoising steps n' (a' = a^(n_max / n')).
-    #[arg(long, default_value_t = 50)]
-    pub steps: u32,
-    /// Step scale s: each step divides by a'^s (1 plain, 1.5 trusts the model more).
-    #[arg(long, default_value_t = 1.5, allow_negative_numbers = true)]
-    pub step_scale: f32,
-    /// Share of fresh noise in each step, in [0, 1]: 0 is the seed's deterministic loop,
-    /// 1 DDPM's ancestral step (our addition; it lets later steps correct earlier errors).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub eta: f32,
-    /// Clamp each step's digit estimate X_hat = (A - (1 - a'^n) N_hat) / a'^n to the pixel
-    /// range and step with the noise it implies (DDPM's x0 clipping; our addition).
-    #[arg(long)]
-    pub clip: bool,
-    /// From level N down (our addition; 0: off), blend each pixel's predicted noise with the
-    /// exact noise of a background pixel (-0.5), weighted by the posterior that it is
-    /// background under the mixture prior (81 % of MNIST's pixels are exactly background):
-    /// a finishing step for the last step or two (e.g. 10 with --steps 50); from higher levels
-    /// it decides pixels by their own noise and erases strokes.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub background: u32,
-    /// The step scale at the steps whose level is at most --low-from (our addition), with
-    /// --step-scale above it: e.g. `--step-scale 1 --low-step-scale 1.5 --low-from 60` keeps
-    /// the plain steps where the shapes are decided and trusts the model more where the
-    /// strokes are.
-    #[arg(
-        long,
-        value_name = "S",
-        requires = "low_from",
-        allow_negative_numbers = true
-    )]
-    pub low_step_scale: Option<f32>,
-    /// The highest level that --low-step-scale applies to.
-    #[arg(long, value_name = "LEVEL", requires = "low_step_scale")]
-    pub low_from: Option<u32>,
-    /// A checkpoint for the lower levels (our addition, as eDiff-I's expert denoisers): a
-    /// model trained with a small `--level-max`, called instead of the model at the steps
-    /// whose level is at most its --refine-from. Same alpha and n_max; any shape. Repeatable,
-    /// each with its own --refine-from, levels decreasing: `--refiner MID --refine-from 100
-    /// --refiner LOW --refine-from 20` hands levels 100..21 to MID and 20..1 to LOW.
-    #[arg(long, value_name = "PATH", requires = "refine_from")]
-    pub refiner: Vec<std::path::PathBuf>,
-    /// The highest level at which the --refiner of the same position is called (e.g. its
-    /// training --level-max).
-    #[arg(long, value_name = "LEVEL", requires = "refiner")]
-    pub refine_from: Vec<u32>,
-    /// A weaker model of the same task (smaller, or trained less) to guide the model's steps
-    /// away from (our addition: autoguidance, Karras et al. 2024). At the model's own steps
-    /// (not a --refiner's) both are called and the step uses N_guide + W (N_model - N_guide),
-    /// W = --guidance. Same alpha and n_max; any shape.
-    #[arg(long, value_name = "PATH", requires = "guidance")]
-    pub guide: Option<std::path::PathBuf>,
-    /// The guidance weight W of --guide (1: the model alone; e.g. 1.5 to 3).
-    #[arg(
-        long,
-        value_name = "W",
-        requires = "guide",
-        allow_negative_numbers = true
-    )]
-    pub guidance: Option<f32>,
-    /// Call the --guide only at the steps whose level is at most LEVEL (default: every step
-    /// of the model), e.g. the models' training --level-max: above it neither was trained and
-    /// the guidance changes little there, at the guide's cost.
-    #[arg(long, value_name = "LEVEL", requires = "guide")]
-    pub guide_from: Option<u32>,
-}
-
-/// The models a sampler calls beside the main one: `--guide` (with its weight and
-/// --guide-from) and the `--refiner`s (each with its --refine-from level).
+/// The models a sampler calls beside the main one: the guide (with its weight and
+/// guide-from) and the refiners (each with its level).
 pub struct Extras {
     pub guide: Option<LoadedGuide>,
     pub refiners: Vec<(LoadedModel, u32)>,
 }
 
-/// `--guide` loaded, with `--guidance` and `--guide-from` (checked by the sampler).
+/// The guide loaded, with its weight and guide-from (checked by the sampler).
 pub struct LoadedGuide {
     pub model: LoadedModel,
     pub weight: f32,
@@ -110,138 +56,52 @@ impl Extras {
     }
 }
 
-impl SamplingArgs {
-    /// The schedule these flags ask for, for a model trained with `run`; checked.
-    pub fn schedule(&self, run: &crate::train::RunConfig) -> Result<Schedule> {
-        if self.low_from == Some(0) {
-            return Err(Error::config(
-                "--low-from must be at least 1 (level 0 is the finished digit: no step is there)",
-            ));
+/// The main model's run and the loop's schedule, after every check that needs no weights:
+/// the settings, and each guide and refiner readable with the main model's alpha and n_max
+/// (they share one schedule). `eval` calls it before it loads any data.
+pub fn check_stack(s: &SampleSettings) -> Result<(RunConfig, Schedule)> {
+    let main = s
+        .checkpoint
+        .as_ref()
+        .expect("resolve() requires a checkpoint");
+    let run = read_run_config(main)?;
+    let schedule = s.schedule(run.alpha, run.n_max)?;
+    let refiners = s.refiner.iter().map(|r| (&r.checkpoint, "refiner"));
+    for (path, what) in refiners.chain(s.guide.iter().map(|p| (p, "guide"))) {
+        let r = read_run_config(path)?;
+        if r.alpha != run.alpha || r.n_max != run.n_max {
+            return Err(Error::config(format!(
+                "{}: the {what} was trained with alpha {} and n_max {}, the model with {} and {}",
+                path.display(),
+                r.alpha,
+                r.n_max,
+                run.alpha,
+                run.n_max
+            )));
         }
-        let s = Schedule {
-            alpha: run.alpha,
-            n_max: run.n_max,
-            steps: self.steps,
-            scale: self.step_scale,
-            eta: self.eta,
-            clip: self.clip,
-            background: self.background,
-            low_scale: self.low_step_scale.unwrap_or(self.step_scale),
-            low_from: self.low_from.unwrap_or(0),
-        };
-        s.validate()?;
-        check_refine_from(&self.refine_from, self.refiner.len())?;
-        if let Some(w) = self.guidance {
-            Guide::check_weight(w)?;
-        }
-        Guide::check_from(self.guide_from)?;
-        Ok(s)
     }
+    Ok((run, schedule))
+}
 
-    /// Checks each `--refiner` and the `--guide` against the main model's run without
-    /// loading their weights: each must read, and have the same alpha and n_max (they share
-    /// one schedule).
-    pub fn check_extras(&self, run: &crate::train::RunConfig) -> Result<()> {
-        let refiners = self.refiner.iter().map(|p| (p, "refiner"));
-        for (path, what) in refiners.chain(self.guide.iter().map(|p| (p, "guide"))) {
-            let r = crate::train::read_run_config(path)?;
-            if r.alpha != run.alpha || r.n_max != run.n_max {
-                return Err(Error::config(format!(
-                    "{}: the {what} was trained with alpha {} and n_max {}, the model with {} and {}",
-                    path.display(),
-                    r.alpha,
-                    r.n_max,
-                    run.alpha,
-                    run.n_max
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Loads the `--guide` and each `--refiner` with `weights`, checked as
-    /// [`Self::check_extras`].
-    pub fn load_extras(
-        &self,
-        gpu: &Gpu,
-        run: &crate::train::RunConfig,
-        weights: Weights,
-    ) -> Result<Extras> {
-        check_refine_from(&self.refine_from, self.refiner.len())?;
-        self.check_extras(run)?;
-        let guide = match (&self.guide, self.guidance) {
-            (Some(path), Some(weight)) => Some(LoadedGuide {
-                model: load_model(gpu, path, weights)?,
-                weight,
-                from_level: self.guide_from,
-            }),
-            _ => None,
-        };
-        let refiners = self
-            .refiner
-            .iter()
-            .zip(&self.refine_from)
-            .map(|(path, &level)| Ok((load_model(gpu, path, weights)?, level)))
-            .collect::<Result<_>>()?;
-        Ok(Extras { guide, refiners })
-    }
-
-    /// The guide as JSON: `{"checkpoint", "guidance", "guide_from", "from_step"}` (the
-    /// step from `sampler`), or null.
-    pub fn guide_json(&self, sampler: &Sampler) -> serde_json::Value {
-        match (&self.guide, self.guidance) {
-            (Some(p), Some(w)) => serde_json::json!({
-                "checkpoint": p.display().to_string(),
-                "guidance": w,
-                "guide_from": self.guide_from,
-                "from_step": sampler.guide_from_step(),
-            }),
-            _ => serde_json::Value::Null,
-        }
-    }
-
-    /// The refiners as JSON: `[{"checkpoint", "refine_from", "from_step"}]`, the steps from
-    /// `sampler`.
-    pub fn refiners_json(&self, sampler: &Sampler) -> serde_json::Value {
-        let steps = sampler.refine_from_steps();
-        self.refiner
-            .iter()
-            .zip(&self.refine_from)
-            .zip(steps)
-            .map(|((p, level), step)| {
-                serde_json::json!({
-                    "checkpoint": p.display().to_string(),
-                    "refine_from": level,
-                    "from_step": step,
-                })
-            })
-            .collect()
-    }
-
-    /// The flags in words, for reports: "n'=50 s=1 eta=1 clip background 10 refiner PATH
-    /// from 60".
-    pub fn describe(&self) -> String {
-        let mut d = format!("n'={} s={} eta={}", self.steps, self.step_scale, self.eta);
-        if self.clip {
-            d += " clip";
-        }
-        if self.background > 0 {
-            d += &format!(" background {}", self.background);
-        }
-        if let (Some(s), Some(l)) = (self.low_step_scale, self.low_from) {
-            d += &format!(" low s={s} from {l}");
-        }
-        if let (Some(p), Some(w)) = (&self.guide, self.guidance) {
-            d += &format!(" guide {} w={w}", p.display());
-            if let Some(l) = self.guide_from {
-                d += &format!(" from {l}");
-            }
-        }
-        for (p, l) in self.refiner.iter().zip(&self.refine_from) {
-            d += &format!(" refiner {} from {l}", p.display());
-        }
-        d
-    }
+/// Every model of `s` on the GPU, and the schedule ([`check_stack`] first).
+pub fn load_stack(gpu: &Gpu, s: &SampleSettings) -> Result<(LoadedModel, Extras, Schedule)> {
+    let (_, schedule) = check_stack(s)?;
+    let main = s.checkpoint.as_ref().expect("checked");
+    let model = load_model(gpu, main, s.weights)?;
+    let guide = match (&s.guide, s.guidance) {
+        (Some(path), Some(weight)) => Some(LoadedGuide {
+            model: load_model(gpu, path, s.weights)?,
+            weight: weight as f32,
+            from_level: s.guide_from,
+        }),
+        _ => None,
+    };
+    let refiners = s
+        .refiner
+        .iter()
+        .map(|r| Ok((load_model(gpu, &r.checkpoint, s.weights)?, r.from_level)))
+        .collect::<Result<_>>()?;
+    Ok((model, Extras { guide, refiners }, schedule))
 }
 
 /// A sampler for `model` (with its guide and refiners) of `batch` digits.
@@ -269,23 +129,20 @@ pub fn sampler_for(
 /// Flags of `sample`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SampleArgs {
-    /// Checkpoint to sample from (best.safetensors or checkpoint.safetensors of a run).
-    #[arg(long, default_value = "runs/train/best.safetensors")]
-    pub checkpoint: std::path::PathBuf,
+    /// A run folder of `train`: its models, sampled with the settings its recipe was measured
+    /// best with (its config.toml's [sample] table); the flags below override them. Default:
+    /// runs/train, unless --checkpoint is given.
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// The models and the loop (over the run's settings).
+    #[command(flatten)]
+    pub sampling: SampleFlags,
     /// Digits to make.
     #[arg(long, default_value_t = 10_000)]
     pub count: u64,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
-    /// Seed of the initial noise.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Which weights to use.
-    #[arg(long, value_enum, default_value_t = Weights::Ema)]
-    pub weights: Weights,
     /// Output folder: samples-idx3-ubyte, grid.png (and trajectory/figures).
     #[arg(long, default_value = "runs/samples")]
-    pub out: std::path::PathBuf,
+    pub out: PathBuf,
     /// Side of the PNG grid of the first digits.
     #[arg(long, default_value_t = 16)]
     pub grid: usize,
@@ -303,9 +160,21 @@ pub struct SampleArgs {
     pub json: bool,
 }
 
+impl SampleArgs {
+    /// The run folder to read: --run, else the default one unless --checkpoint is given.
+    fn run_dir(&self) -> Option<PathBuf> {
+        match (&self.run, &self.sampling.checkpoint) {
+            (Some(r), _) => Some(r.clone()),
+            (None, None) => Some(PathBuf::from(DEFAULT_RUN)),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
 /// A model loaded from a checkpoint, with its weights on the GPU.
 pub struct LoadedModel {
-    pub config: crate::train::RunConfig,
+    pub path: PathBuf,
+    pub config: RunConfig,
     pub layout: ParamLayout,
     pub params: GpuTensor,
     pub weights: Weights,
@@ -324,8 +193,8 @@ impl LoadedModel {
 
 /// Loads `path`'s configuration and weights (`Ema` falls back to raw weights only if the file
 /// has no EMA, and says so).
-pub fn load_model(gpu: &Gpu, path: &std::path::Path, weights: Weights) -> Result<LoadedModel> {
-    let config = crate::train::read_run_config(path)?;
+pub fn load_model(gpu: &Gpu, path: &Path, weights: Weights) -> Result<LoadedModel> {
+    let config = read_run_config(path)?;
     crate::model::network::check_fits(gpu, &config.model, 1)?;
     let layout = ParamLayout::new(&config.model);
     let loaded = crate::checkpoint::load(path, &layout)?;
@@ -342,6 +211,7 @@ pub fn load_model(gpu: &Gpu, path: &std::path::Path, weights: Weights) -> Result
     };
     let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &data)?;
     Ok(LoadedModel {
+        path: path.to_path_buf(),
         config,
         layout,
         params,
@@ -390,8 +260,157 @@ pub fn auto_batch_for(
     share.min(count).max(1) as usize
 }
 
+/// A model of the stack, as reports name it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelReport {
+    pub checkpoint: String,
+    /// The weights used (ema, or raw when the file had no EMA).
+    pub weights: Weights,
+    /// "1 layers, 2 heads x 32, mlp 1024, ..."
+    pub model: String,
+}
+
+impl ModelReport {
+    fn of(m: &LoadedModel) -> ModelReport {
+        ModelReport {
+            checkpoint: m.path.display().to_string(),
+            weights: m.weights,
+            model: m.config.model.to_string(),
+        }
+    }
+}
+
+/// The guide, with its weight and the first step it is called at.
+#[derive(Clone, Debug, Serialize)]
+pub struct GuideReport {
+    #[serde(flatten)]
+    pub model: ModelReport,
+    pub guidance: f32,
+    pub guide_from: Option<u32>,
+    pub from_step: u32,
+}
+
+/// A refiner, with its level and the first step it takes.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefinerReport {
+    #[serde(flatten)]
+    pub model: ModelReport,
+    pub refine_from: u32,
+    pub from_step: u32,
+}
+
+/// Every model of a sampler and the settings it ran with.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackReport {
+    /// The run folder the settings came from, if any.
+    pub run: Option<String>,
+    pub settings: SampleSettings,
+    pub model: ModelReport,
+    pub guide: Option<GuideReport>,
+    pub refiners: Vec<RefinerReport>,
+}
+
+impl StackReport {
+    pub fn new(
+        run: Option<&Path>,
+        settings: &SampleSettings,
+        model: &LoadedModel,
+        extras: &Extras,
+        sampler: &Sampler,
+    ) -> StackReport {
+        let guide = extras.guide.as_ref().map(|g| GuideReport {
+            model: ModelReport::of(&g.model),
+            guidance: g.weight,
+            guide_from: g.from_level,
+            from_step: sampler.guide_from_step().unwrap_or(0),
+        });
+        let refiners = extras
+            .refiners
+            .iter()
+            .zip(sampler.refine_from_steps())
+            .map(|((m, level), step)| RefinerReport {
+                model: ModelReport::of(m),
+                refine_from: *level,
+                from_step: step,
+            })
+            .collect();
+        StackReport {
+            run: run.map(|r| r.display().to_string()),
+            settings: settings.clone(),
+            model: ModelReport::of(model),
+            guide,
+            refiners,
+        }
+    }
+
+    /// The models and settings in words, one line each.
+    pub fn text(&self) -> String {
+        let mut t = match &self.run {
+            Some(r) => format!("run {r}: "),
+            None => String::new(),
+        };
+        t += &format!(
+            "model {} ({}, {} weights)\n",
+            self.model.checkpoint,
+            self.model.model,
+            self.model.weights_name()
+        );
+        if let Some(g) = &self.guide {
+            t += &format!(
+                "guide {} ({}), guidance {} from step {}\n",
+                g.model.checkpoint, g.model.model, g.guidance, g.from_step
+            );
+        }
+        for r in &self.refiners {
+            t += &format!(
+                "refiner {} ({}) from level {} (step {})\n",
+                r.model.checkpoint, r.model.model, r.refine_from, r.from_step
+            );
+        }
+        t + &format!("settings: {}\n", self.settings.describe())
+    }
+}
+
+impl ModelReport {
+    fn weights_name(&self) -> &'static str {
+        match self.weights {
+            Weights::Ema => "EMA",
+            Weights::Raw => "raw",
+        }
+    }
+}
+
+/// What `sample` made.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleReport {
+    #[serde(flatten)]
+    pub stack: StackReport,
+    pub count: u64,
+    pub batch: usize,
+    pub seconds: f64,
+    pub digits_per_s: f64,
+    pub gflops: f64,
+    pub adapter: String,
+    pub files: Vec<String>,
+}
+
+impl SampleReport {
+    pub fn text(&self) -> String {
+        format!(
+            "{}{} digits in {:.2} s: {:.1} digits/s, {:.2} GFLOP/s on {}; wrote {}",
+            self.stack.text(),
+            self.count,
+            self.seconds,
+            self.digits_per_s,
+            self.gflops,
+            self.adapter,
+            self.files.join(", ")
+        )
+    }
+}
+
 /// `wgpu-diffusion sample`.
-pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
+pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
     if a.count == 0 {
         return Err(Error::config("--count must be at least 1"));
     }
@@ -401,25 +420,57 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
             a.grid
         )));
     }
-    let model = load_model(gpu, &a.checkpoint, a.weights)?;
-    let schedule = a.sampling.schedule(&model.config)?;
-    let extras = a.sampling.load_extras(gpu, &model.config, a.weights)?;
+    let run = a.run_dir();
+    let settings = resolve(run.as_deref(), &a.sampling)?;
+    let (model, extras, schedule) = load_stack(gpu, &settings)?;
     let batch = match a.batch {
         Some(0) => return Err(Error::config("--batch must be at least 1")),
         Some(b) => b.min(a.count as usize),
         None => auto_batch_for(gpu, &model.config.model, &extras.configs(), a.count),
     };
-    let sampler = sampler_for(gpu, &model, &extras, batch, schedule, a.seed)?;
-    let px = PIXELS as usize;
+    let sampler = sampler_for(gpu, &model, &extras, batch, schedule, settings.seed)?;
     let start = std::time::Instant::now();
     let digits = sampler.generate(gpu, a.count)?;
     let secs = start.elapsed().as_secs_f64();
     let rate = a.count as f64 / secs.max(1e-9);
-    let gflops = sampler.flops_per_digit() * rate / 1e9;
+    let mut files = write_digits(a, &digits)?;
+    if a.trajectory {
+        let traj = sampler.trajectory(gpu)?;
+        files.extend(crate::figures::write_trajectory(
+            &a.out,
+            &traj,
+            settings.steps as usize,
+        )?);
+    }
+    if a.figures {
+        files.extend(write_figures(
+            gpu,
+            a,
+            &model,
+            &extras,
+            schedule,
+            settings.seed,
+        )?);
+    }
+    Ok(SampleReport {
+        stack: StackReport::new(run.as_deref(), &settings, &model, &extras, &sampler),
+        count: a.count,
+        batch,
+        seconds: secs,
+        digits_per_s: rate,
+        gflops: sampler.flops_per_digit() * rate / 1e9,
+        adapter: gpu.describe(),
+        files,
+    })
+}
+
+/// OUT/samples-idx3-ubyte (every digit) and OUT/grid.png (the first ones).
+fn write_digits(a: &SampleArgs, digits: &[f32]) -> Result<Vec<String>> {
+    let px = PIXELS as usize;
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Error::io(format!("cannot create {}: {e}", a.out.display())))?;
     let idx_path = a.out.join("samples-idx3-ubyte");
-    crate::data::idx::write_idx_images(&idx_path, a.count as usize, 28, 28, &to_bytes(&digits))?;
+    crate::data::idx::write_idx_images(&idx_path, a.count as usize, 28, 28, &to_bytes(digits))?;
     let n_grid = (a.grid * a.grid).min(a.count as usize);
     let (w, h, grey) = crate::figures::grid(
         &digits[..n_grid * px],
@@ -428,63 +479,46 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<serde_json::Value> {
         2,
         crate::figures::Scale::Data,
     );
-    crate::figures::write_png(&a.out.join("grid.png"), w, h, &grey)?;
-    let mut written = vec![
+    let grid = a.out.join("grid.png");
+    crate::figures::write_png(&grid, w, h, &grey)?;
+    Ok(vec![
         idx_path.display().to_string(),
-        a.out.join("grid.png").display().to_string(),
-    ];
-    if a.trajectory {
-        let traj = sampler.trajectory(gpu)?;
-        written.extend(crate::figures::write_trajectory(
-            &a.out,
-            &traj,
-            a.sampling.steps as usize,
-        )?);
-    }
-    if a.figures {
-        // The seed's four grids, each labelled "n'=STEPS s=SCALE", side by side in one PNG
-        // (and each on its own).
-        let mut panels = Vec::new();
-        for (steps, scale) in [(500u32, 1.0f32), (500, 1.5), (50, 1.0), (50, 1.5)] {
-            let s = Schedule {
-                steps,
-                scale,
-                ..schedule
-            };
-            let sm = sampler_for(gpu, &model, &extras, 16, s, a.seed)?;
-            let d = sm.run(gpu, 0)?;
-            let grid = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
-            let p = a
-                .out
-                .join(format!("figure-steps{steps}-scale{scale:.1}.png"));
-            crate::figures::write_png(&p, grid.0, grid.1, &grid.2)?;
-            written.push(p.display().to_string());
-            let title = crate::figures::label(&format!("n'={steps} s={scale:.1}"), grid.0, 3);
-            panels.push(crate::figures::stack(&[title, grid]));
-        }
-        let (w, h, grey) = crate::figures::side_by_side(&panels, 8);
-        let p = a.out.join("figures.png");
-        crate::figures::write_png(&p, w, h, &grey)?;
+        grid.display().to_string(),
+    ])
+}
+
+/// The seed's four grids, each labelled "n'=STEPS s=SCALE", side by side in one PNG (and each
+/// on its own).
+fn write_figures(
+    gpu: &Gpu,
+    a: &SampleArgs,
+    model: &LoadedModel,
+    extras: &Extras,
+    schedule: Schedule,
+    seed: u64,
+) -> Result<Vec<String>> {
+    let mut panels = Vec::new();
+    let mut written = Vec::new();
+    for (steps, scale) in [(500u32, 1.0f32), (500, 1.5), (50, 1.0), (50, 1.5)] {
+        let s = Schedule {
+            steps,
+            scale,
+            ..schedule
+        };
+        let sm = sampler_for(gpu, model, extras, 16, s, seed)?;
+        let d = sm.run(gpu, 0)?;
+        let grid = crate::figures::grid(&d, 4, 3, 2, crate::figures::Scale::Data);
+        let p = a
+            .out
+            .join(format!("figure-steps{steps}-scale{scale:.1}.png"));
+        crate::figures::write_png(&p, grid.0, grid.1, &grid.2)?;
         written.push(p.display().to_string());
+        let title = crate::figures::label(&format!("n'={steps} s={scale:.1}"), grid.0, 3);
+        panels.push(crate::figures::stack(&[title, grid]));
     }
-    Ok(serde_json::json!({
-        "count": a.count,
-        "steps": a.sampling.steps,
-        "step_scale": a.sampling.step_scale,
-        "eta": a.sampling.eta,
-        "clip": a.sampling.clip,
-        "background": a.sampling.background,
-        "low_step_scale": a.sampling.low_step_scale,
-        "low_from": a.sampling.low_from,
-        "refiners": a.sampling.refiners_json(&sampler),
-        "guide": a.sampling.guide_json(&sampler),
-        "seed": a.seed,
-        "weights": format!("{:?}", model.weights).to_lowercase(),
-        "batch": batch,
-        "seconds": secs,
-        "digits_per_s": rate,
-        "gflops": gflops,
-        "adapter": gpu.describe(),
-        "files": written,
-    }))
+    let (w, h, grey) = crate::figures::side_by_side(&panels, 8);
+    let p = a.out.join("figures.png");
+    crate::figures::write_png(&p, w, h, &grey)?;
+    written.push(p.display().to_string());
+    Ok(written)
 }

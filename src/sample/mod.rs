@@ -22,160 +22,8 @@ use crate::model::ParamLayout;
 use crate::ops::noise::FillNormal;
 use crate::ops::patches;
 use crate::reference::rng::streams;
-
-/// The schedule of a sampling run.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Schedule {
-    /// a, the training noising factor.
-    pub alpha: f32,
-    /// n_max of training.
-    pub n_max: u32,
-    /// n', the number of denoising steps.
-    pub steps: u32,
-    /// s, the step scale (1 plain, 1.5 "more trust in the model").
-    pub scale: f32,
-    /// E in [0, 1], the share of fresh noise in each step (0: the seed's deterministic loop).
-    pub eta: f32,
-    /// Clamp each step's digit estimate to the pixel range (`--clip`; the seed does not).
-    pub clip: bool,
-    /// `--background N` (our addition; 0: off): at the steps whose level is at most N, each
-    /// pixel's predicted noise is blended with the exact noise of a background pixel, by the
-    /// posterior that it is background under `--skip mixture`'s prior
-    /// (`reference::sample::background_blend`).
-    pub background: u32,
-    /// `--low-step-scale S --low-from N` (our addition; `low_from` 0: off): the step scale
-    /// at the steps whose level is at most N, `scale` above it (e.g. 1 where the shapes are
-    /// decided, 1.5 where the strokes are).
-    pub low_scale: f32,
-    pub low_from: u32,
-}
-
-impl Schedule {
-    /// The seed's loop: n' = `steps` at scale `scale` throughout, deterministic, no clip, no
-    /// background blend (the other flags are set on the result).
-    pub fn plain(alpha: f32, n_max: u32, steps: u32, scale: f32) -> Schedule {
-        Schedule {
-            alpha,
-            n_max,
-            steps,
-            scale,
-            eta: 0.0,
-            clip: false,
-            background: 0,
-            low_scale: scale,
-            low_from: 0,
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            return Err(Error::config("--steps must be at least 1"));
-        }
-        if !(self.scale > 0.0 && self.scale.is_finite()) {
-            return Err(Error::config(format!(
-                "--step-scale must be positive, got {}",
-                self.scale
-            )));
-        }
-        if !(0.0..=1.0).contains(&self.eta) {
-            return Err(Error::config(format!(
-                "--eta must be in [0, 1], got {}",
-                self.eta
-            )));
-        }
-        if self.low_from > 0 && !(self.low_scale > 0.0 && self.low_scale.is_finite()) {
-            return Err(Error::config(format!(
-                "--low-step-scale must be positive, got {}",
-                self.low_scale
-            )));
-        }
-        if !(self.alpha > 0.0 && self.alpha < 1.0) || self.n_max == 0 {
-            return Err(Error::config(format!(
-                "alpha must be in (0, 1) and n_max >= 1, got {} and {}",
-                self.alpha, self.n_max
-            )));
-        }
-        Ok(())
-    }
-
-    /// a' = a^(n_max / n') (computed in f64).
-    pub fn alpha_prime(&self) -> f64 {
-        (self.alpha as f64).powf(self.n_max as f64 / self.steps as f64)
-    }
-
-    /// Conditioning value of step k (0-based): a'^(n' - k).
-    pub fn table(&self) -> Vec<f32> {
-        let ap = self.alpha_prime();
-        (0..self.steps)
-            .map(|k| ap.powi((self.steps - k) as i32) as f32)
-            .collect()
-    }
-
-    /// The first step k whose level (n' - k) n_max / n' is at most `level` (`steps` when none
-    /// is, as for `level` 0).
-    pub fn first_step_at_or_below(&self, level: u32) -> u32 {
-        let n = self.steps as u64;
-        let lowest = (level as u64 * n / self.n_max as u64).min(n);
-        (n - lowest) as u32
-    }
-
-    /// The first step of `--background` ([`Self::first_step_at_or_below`] its level).
-    pub fn background_from(&self) -> u32 {
-        self.first_step_at_or_below(self.background)
-    }
-
-    /// The step scale s of step k: `low_scale` from the first step at or below `low_from`
-    /// (when it is set), else `scale`.
-    pub fn scale_at(&self, k: u32) -> f32 {
-        if self.low_from > 0 && k >= self.first_step_at_or_below(self.low_from) {
-            self.low_scale
-        } else {
-            self.scale
-        }
-    }
-
-    /// a'^s of step k, the factor it divides by.
-    pub fn keep(&self, k: u32) -> f32 {
-        self.alpha_prime().powf(self.scale_at(k) as f64) as f32
-    }
-
-    /// Per step k, the stochastic step's additions to the seed's update (see the module
-    /// header): A += c0 N_hat + c1 Z with c0 = (1 - a'^m) (sqrt(1 - r^2) - 1),
-    /// c1 = (1 - a'^m) r, m = n' - k - s (s the step's scale). All zero when eta = 0 or
-    /// m <= 0.
-    pub fn noise_coefs(&self) -> Vec<[f32; 2]> {
-        let ap = self.alpha_prime();
-        let ratio = |j: f64| (1.0 - ap.powf(j)) / ap.powf(j);
-        (0..self.steps)
-            .map(|k| {
-                let n = (self.steps - k) as f64;
-                let m = n - self.scale_at(k) as f64;
-                if self.eta == 0.0 || m <= 0.0 {
-                    return [0.0, 0.0];
-                }
-                let q = ratio(m) / ratio(n);
-                let r = self.eta as f64 * (1.0 - q * q).max(0.0).sqrt();
-                let sigma = 1.0 - ap.powf(m);
-                [
-                    (sigma * ((1.0 - r * r).sqrt() - 1.0)) as f32,
-                    (sigma * r) as f32,
-                ]
-            })
-            .collect()
-    }
-
-    /// What the GPU loop reads per step k: (a'^(n'-k), a'^s, c0, c1) ([`Self::table`],
-    /// [`Self::keep`], [`Self::noise_coefs`]).
-    pub fn step_table(&self) -> Vec<[f32; 4]> {
-        let coefs = self.noise_coefs();
-        self.table()
-            .iter()
-            .zip(coefs)
-            .enumerate()
-            .map(|(k, (&u, [c0, c1]))| [u, self.keep(k as u32), c0, c1])
-            .collect()
-    }
-}
+pub use crate::schedule::Schedule;
+use crate::settings::sample as settings;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -186,28 +34,6 @@ struct Params {
     bg_from: u32,
     guidance: f32,
     _pad: [u32; 3],
-}
-
-/// `--refine-from` levels: each at least 1 (level 0 is the finished digit: no step is there),
-/// one per `--refiner` (`refiners` of them), and decreasing (each later refiner takes the
-/// lower levels).
-fn check_refine_from(levels: &[u32], refiners: usize) -> Result<()> {
-    if levels.len() != refiners {
-        return Err(Error::config(format!(
-            "--refiner and --refine-from come in pairs: got {refiners} --refiner and {} --refine-from",
-            levels.len()
-        )));
-    }
-    if levels.contains(&0) {
-        return Err(Error::config("--refine-from must be at least 1"));
-    }
-    if let Some(w) = levels.windows(2).find(|w| w[1] >= w[0]) {
-        return Err(Error::config(format!(
-            "--refine-from levels must decrease (each later --refiner takes lower levels): {} then {}",
-            w[0], w[1]
-        )));
-    }
-    Ok(())
 }
 
 /// A model the sampler calls: its configuration and its weights on the GPU.
@@ -229,28 +55,6 @@ pub struct Guide<'a> {
     pub model: SamplerModel<'a>,
     pub weight: f32,
     pub from_level: Option<u32>,
-}
-
-impl Guide<'_> {
-    /// The weight must be a positive finite number.
-    pub fn check_weight(weight: f32) -> Result<()> {
-        if !(weight.is_finite() && weight > 0.0) {
-            return Err(Error::config(format!(
-                "--guidance must be a positive number (1: no guidance), got {weight}"
-            )));
-        }
-        Ok(())
-    }
-
-    /// `--guide-from`: at least 1 (level 0 is the finished digit: no step is there).
-    pub fn check_from(level: Option<u32>) -> Result<()> {
-        if level == Some(0) {
-            return Err(Error::config(
-                "--guide-from must be at least 1 (level 0 is the finished digit: no step is there)",
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// One model call of the loop: the patches of the image into the model's tokens, its
@@ -354,8 +158,8 @@ impl Sampler {
     ) -> Result<Sampler> {
         schedule.validate()?;
         if let Some(g) = &guide {
-            Guide::check_weight(g.weight)?;
-            Guide::check_from(g.from_level)?;
+            settings::check_guidance(g.weight as f64)?;
+            settings::check_guide_from(g.from_level)?;
         }
         if batch == 0 {
             return Err(Error::config(
@@ -363,7 +167,7 @@ impl Sampler {
             ));
         }
         let levels: Vec<u32> = refiners.iter().map(|(_, level)| *level).collect();
-        check_refine_from(&levels, refiners.len())?;
+        settings::check_refine_from(&levels)?;
         let px = PIXELS as usize;
         let image = GpuTensor::zeros(gpu, "sample-image", &[batch, px])?;
         let nhat = GpuTensor::zeros(gpu, "sample-nhat", &[batch, px])?;

@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
+pub mod run;
+pub use run::{read_run_config, RunConfig, RunState};
+
 /// Marks our files and their version.
 pub const FORMAT: &str = "wgpu-diffusion/1";
 

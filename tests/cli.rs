@@ -40,6 +40,19 @@ fn info_prints_adapter_features_and_limits() {
     );
 }
 
+/// Over ssh or in a container XDG_RUNTIME_DIR is unset; the program prints nothing to stderr
+/// then (Mesa 22.3's device-select layer printed two lines about it: see
+/// `Gpu::new`). With that layer installed, removing the fix makes this test fail.
+#[test]
+fn nothing_on_stderr_without_a_runtime_dir() {
+    let o = run(bin()
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .arg("info"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "stderr of `info`");
+}
+
 #[test]
 fn noise_writes_png_of_expected_size() {
     let out = std::env::temp_dir().join(format!("wgpu-diffusion-noise-{}.png", std::process::id()));

@@ -16,22 +16,21 @@ fn tmp(name: &str) -> PathBuf {
 /// The `train --preset tiny` command on a small subset, with extra flags.
 fn train_command(out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
-    c.env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .args([
-            "train",
-            "--preset",
-            "tiny",
-            "--train-subset",
-            "200",
-            "--val-count",
-            "40",
-        ])
-        .args(["--batch-images", "4", "--repeat", "25", "--log-every", "1"])
-        .arg("--data")
-        .arg(mnist_dir())
-        .arg("--out")
-        .arg(out)
-        .args(extra);
+    c.args([
+        "train",
+        "--preset",
+        "tiny",
+        "--train-subset",
+        "200",
+        "--val-count",
+        "40",
+    ])
+    .args(["--batch-images", "4", "--repeat", "25", "--log-every", "1"])
+    .arg("--data")
+    .arg(mnist_dir())
+    .arg("--out")
+    .arg(out)
+    .args(extra);
     c
 }
 

@@ -63,6 +63,23 @@ pub struct Gpu {
     _instance: wgpu::Instance,
 }
 
+/// Mesa's implicit Vulkan layer VK_LAYER_MESA_device_select (installed with lavapipe) orders
+/// the devices by the display's; to find the display it connects to Wayland, whose client
+/// library prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice
+/// when that variable is unset (over ssh, in containers; Mesa 22.3). The program picks its
+/// adapter itself and shows nothing, so the layer is turned off by its own switch,
+/// `NODEVICE_SELECT=1`, unless the user set that variable.
+fn quiet_device_select_layer() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // Once per process, before the first instance (the binary opens its device before it
+    // starts any thread).
+    ONCE.call_once(|| {
+        if std::env::var_os("NODEVICE_SELECT").is_none() {
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    });
+}
+
 fn type_rank(t: wgpu::DeviceType) -> u32 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 4,
@@ -83,6 +100,7 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
 impl Gpu {
     /// Creates a device on the best matching adapter, or explains in one line why it can't.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        quiet_device_select_layer();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::all();
         let mut desc = desc.with_env();

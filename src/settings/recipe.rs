@@ -398,7 +398,7 @@ fn parse_layer(text: &str, source: &str) -> Result<Layer> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let line = e
             .span()
-            .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
+            .map(|s| format!(" (line {})", text[..s.start].matches('\n').count() + 1))
             .unwrap_or_default();
         Error::config(format!("{source}{line}: {}", e.message()))
     })?;

@@ -378,6 +378,8 @@ struct Trainer<'a> {
     evaluator: Option<(crate::sample::Sampler, crate::eval::classifier::Classifier)>,
     lr: LrSchedule,
     budget: Option<f64>,
+    /// The rate of the last step submitted (what the rows log).
+    last_lr: f32,
     max_steps: u64,
     steps_per_epoch: u64,
     metrics: Metrics<'a>,
@@ -530,6 +532,7 @@ impl<'a> Trainer<'a> {
             evaluator,
             lr,
             budget,
+            last_lr: 0.0,
             max_steps,
             steps_per_epoch,
             metrics,
@@ -584,8 +587,8 @@ impl<'a> Trainer<'a> {
         let first_image = (state.epoch_step * s.batch_images as u64) as u32;
         self.batcher.noise.set_step(gpu, step as u32, first_image);
         self.net.set_slot(gpu, (step % LOSS_HISTORY as u64) as u32);
-        self.opt
-            .set_step(gpu, step + 1, self.lr.at(step, self.clock.total()));
+        let rate = self.lr.at(step, self.clock.total());
+        self.opt.set_step(gpu, step + 1, rate);
         let mut enc = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -615,6 +618,7 @@ impl<'a> Trainer<'a> {
         }
         self.state.step += 1;
         self.state.epoch_step += 1;
+        self.last_lr = rate;
         Ok(())
     }
 
@@ -695,7 +699,7 @@ impl<'a> Trainer<'a> {
             val_loss: None,
             seconds: self.clock.before + now,
             samples_per_s: rate,
-            lr: self.lr.at(self.state.step - 1, self.clock.total()),
+            lr: self.last_lr,
             eval: None,
         })
     }
@@ -730,7 +734,7 @@ impl<'a> Trainer<'a> {
             val_loss: Some(val),
             seconds: self.clock.before + now,
             samples_per_s: done as f64 / now.max(1e-9),
-            lr: self.lr.at(self.state.step - 1, self.clock.total()),
+            lr: self.last_lr,
             eval,
         })?;
         let improved = self.state.end_epoch(val, s.patience, s.epochs);

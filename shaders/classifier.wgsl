@@ -1,4 +1,4 @@
-// The MNIST classifier's own ops (issue 5): ReLU and softmax cross-entropy, forward and
+// The MNIST classifier's own ops: ReLU and softmax cross-entropy, forward and
 // backward, and the predicted label. Its dense layers are matmul.wgsl's GEMM.
 // B samples (rows), C classes, n elements.
 //

@@ -1,4 +1,4 @@
-// GELU (tanh form), the activation of the optional feed-forward block (`--mlp F`, our addition
+// GELU (tanh form), the activation of the optional feed-forward block (`--mlp F`, an extension
 // to SPEC §3; the seed has none). Elementwise over n values:
 //
 //   gelu_forward   x [n] -> y [n]

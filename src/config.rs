@@ -26,7 +26,7 @@ pub const BACKGROUND_FRAC: f32 = 0.808_798;
 pub const INK_MEAN: f32 = 0.180_693;
 pub const INK_VAR: f32 = 0.117_870;
 
-/// What the model's output adds to its last layer for the predicted noise (our addition; the
+/// What the model's output adds to its last layer for the predicted noise (an extension; the
 /// seed's network is `Identity`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,15 +153,15 @@ pub struct ModelConfig {
     pub heads: u32,
     /// K: key (and value) width per head.
     pub key_dim: u32,
-    /// F: hidden width of the feed-forward block after each attention layer (our addition;
+    /// F: hidden width of the feed-forward block after each attention layer (an extension;
     /// 0 = none, as in the seed). Checkpoints written before it existed read as 0.
     #[serde(default)]
     pub mlp: u32,
-    /// The output's skip term (our addition; `Identity`, the seed's, for checkpoints written
+    /// The output's skip term (an extension; `Identity`, the seed's, for checkpoints written
     /// before it existed).
     #[serde(default)]
     pub skip: Skip,
-    /// W of `--loss-weight-max` (our addition): a sample at noise level a^n weighs
+    /// W of `--loss-weight-max` (an extension): a sample at noise level a^n weighs
     /// min(1 / q^2, W) in the loss, q the Wiener skip's residual scale there
     /// (`reference::loss::level_weight`); 1 (the seed's plain mean, and what checkpoints
     /// written before it existed read as) weighs every sample alike.

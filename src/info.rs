@@ -1,4 +1,4 @@
-//! `wgpu-diffusion info`: the adapter, its optional features and the limits we depend on.
+//! `wgpu-diffusion info`: the adapter, its optional features and the limits the kernels depend on.
 
 use crate::gpu::context::OPTIONAL_FEATURES;
 use crate::gpu::Gpu;

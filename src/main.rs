@@ -42,7 +42,7 @@ impl GpuArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the GPU adapter, its optional features and the limits we depend on.
+    /// Show the GPU adapter, its optional features and the limits the kernels depend on.
     Info {
         /// Print one JSON object.
         #[arg(long)]

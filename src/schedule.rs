@@ -18,12 +18,12 @@ pub struct Schedule {
     pub eta: f32,
     /// Clamp each step's digit estimate to the pixel range (`--clip`; the seed does not).
     pub clip: bool,
-    /// `--background N` (our addition; 0: off): at the steps whose level is at most N, each
+    /// `--background N` (an extension; 0: off): at the steps whose level is at most N, each
     /// pixel's predicted noise is blended with the exact noise of a background pixel, by the
     /// posterior that it is background under `--skip mixture`'s prior
     /// (`reference::sample::background_blend`).
     pub background: u32,
-    /// `--low-step-scale S --low-from N` (our addition; `low_from` 0: off): the step scale
+    /// `--low-step-scale S --low-from N` (an extension; `low_from` 0: off): the step scale
     /// at the steps whose level is at most N, `scale` above it (e.g. 1 where the shapes are
     /// decided, 1.5 where the strokes are).
     pub low_scale: f32,

@@ -1,4 +1,4 @@
-//! Sample quality (issue 5): the `eval` command. The MNIST classifier trained with our own
+//! Sample quality: the `eval` command. The MNIST classifier trained with this program's
 //! kernels ([`classifier`]: dense layers from `ops::matmul`, ReLU and softmax cross-entropy
 //! from `ops::classifier`), cached in `./data/classifier.safetensors`; its penultimate
 //! features of samples, training and test digits; and the report ([`metrics`], [`command`]) —

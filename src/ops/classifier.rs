@@ -1,4 +1,4 @@
-//! Host side of `shaders/classifier.wgsl`: the MNIST classifier's own ops (issue 5) — ReLU
+//! Host side of `shaders/classifier.wgsl`: the MNIST classifier's own ops — ReLU
 //! forward and backward, softmax cross-entropy forward ([`SoftmaxXentForward`]: per-sample
 //! losses and probabilities, plus the mean loss written into an on-GPU history slot) and
 //! backward, and the predicted label ([`argmax`]). The dense layers are

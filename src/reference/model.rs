@@ -12,13 +12,13 @@
 //!     probs = softmax(Q_h K_h^T / sqrt(K)) per (b, h)      [B, H, T, T] (over the keys)
 //!     o     = probs V_h, heads side by side                [B*T, HK]
 //!     y     = o W_o + b_o + x_start                        [B, T, D]   (x_start, not x_in!)
-//!     with --mlp F > 0 (our addition; the seed has none):
+//!     with --mlp F > 0 (an extension; the seed has none):
 //!       pre = y W_1 + b_1                                  [B*T, F]
 //!       h   = gelu(pre)                                    [B*T, F]
 //!       out = y + h W_2 + b_2                              [B, T, D]
 //!     else out = y
 //!     x = out
-//! output = x, or with --skip wiener|mixture (our addition): E + q (x - A) on the patch
+//! output = x, or with --skip wiener|mixture (an extension): E + q (x - A) on the patch
 //!          tokens A (`reference::skip`: E the skip's noise estimate from A, q what it
 //!          misses); its gradient is dx = q dy
 //! loss = mean over (b, t < g^2, d) of (x - target)^2       target [B, g^2, D]

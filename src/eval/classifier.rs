@@ -1,5 +1,5 @@
 //! The MNIST classifier of the `eval` command: an MLP 784 → 256 → 128 → 10 with ReLU, trained
-//! on the GPU with our own kernels (dense layers from `ops::matmul`, ReLU and softmax
+//! on the GPU with this program's kernels (dense layers from `ops::matmul`, ReLU and softmax
 //! cross-entropy from `ops::classifier`, Adam from `ops::adam`). Its penultimate layer (the
 //! 128 ReLU outputs) is the feature space of the FID.
 //!
@@ -112,6 +112,12 @@ pub struct Mlp {
     _keep: Vec<GpuTensor>,
 }
 
+/// Parameter `i` of [`layout`] as a view of the flat buffer `t` (gradients: `prefix` "d").
+fn param_view(t: &GpuTensor, i: usize, prefix: &str) -> GpuTensor {
+    let (name, off, shape) = &layout()[i];
+    t.view(&format!("{prefix}{name}"), *off, shape)
+}
+
 impl Mlp {
     /// Buffers and dispatches for `batch` rows with weights `params` (flat, in [`layout`]);
     /// with `grads` (same layout) the backward pass is built too.
@@ -122,91 +128,58 @@ impl Mlp {
         batch: usize,
     ) -> Result<Mlp> {
         let z = |name: &str, shape: &[usize]| GpuTensor::zeros(gpu, name, shape);
-        let lay = layout();
-        let view = |t: &GpuTensor, i: usize, prefix: &str| {
-            let (name, off, shape) = &lay[i];
-            t.view(&format!("{prefix}{name}"), *off, shape)
-        };
         let [d0, d1, d2, d3] = DIMS;
         let x = z("clf.x", &[batch, d0])?;
         let labels = GpuTensor::from_slice(gpu, "clf.labels", &[batch], &vec![10u32; batch])?;
-        let h1pre = z("clf.h1pre", &[batch, d1])?;
-        let h1 = z("clf.h1", &[batch, d1])?;
-        let h2pre = z("clf.h2pre", &[batch, d2])?;
-        let features = z("clf.h2", &[batch, d2])?;
-        let logits = z("clf.logits", &[batch, d3])?;
+        // Layer i maps acts[i] [B, DIMS[i]] to pres[i] [B, DIMS[i + 1]]; ReLU of pres[i] is
+        // acts[i + 1] (the features after the second); the last pre is the logits.
+        let acts = [
+            x.clone(),
+            z("clf.h1", &[batch, d1])?,
+            z("clf.h2", &[batch, d2])?,
+        ];
+        let pres = [
+            z("clf.h1pre", &[batch, d1])?,
+            z("clf.h2pre", &[batch, d2])?,
+            z("clf.logits", &[batch, d3])?,
+        ];
         let probs = z("clf.probs", &[batch, d3])?;
         let losses = z("clf.losses", &[batch])?;
         let history = z("clf.history", &[HISTORY])?;
-        let w = |i| view(params, i, "");
-        let forward = vec![
-            matmul::matmul_forward(gpu, &x, &w(0), Some(&w(1)), &h1pre, batch, d0, d1)?,
-            ops::relu_forward(gpu, &h1pre, &h1)?,
-            matmul::matmul_forward(gpu, &h1, &w(2), Some(&w(3)), &h2pre, batch, d1, d2)?,
-            ops::relu_forward(gpu, &h2pre, &features)?,
-            matmul::matmul_forward(gpu, &features, &w(4), Some(&w(5)), &logits, batch, d2, d3)?,
-        ];
-        let xent = ops::SoftmaxXentForward::new(
-            gpu, &logits, &labels, &probs, &losses, &history, batch, d3,
-        )?;
-        let mut backward = Vec::new();
-        let mut keep = vec![h1pre.clone(), h1.clone(), h2pre.clone(), logits.clone()];
-        keep.push(losses);
-        if let Some(grads) = grads {
-            let g = |i| view(grads, i, "d");
-            let dlogits = z("clf.dlogits", &[batch, d3])?;
-            let dh2 = z("clf.dh2", &[batch, d2])?;
-            let dh2pre = z("clf.dh2pre", &[batch, d2])?;
-            let dh1 = z("clf.dh1", &[batch, d1])?;
-            let dh1pre = z("clf.dh1pre", &[batch, d1])?;
-            let dx = z("clf.dx", &[batch, d0])?;
-            backward.push(ops::softmax_xent_backward(
-                gpu, &probs, &labels, &dlogits, batch, d3,
-            )?);
-            backward.extend(matmul::matmul_backward(
+        let mut forward = Vec::new();
+        for i in 0..3 {
+            let (w, b) = (
+                param_view(params, 2 * i, ""),
+                param_view(params, 2 * i + 1, ""),
+            );
+            let (k, n) = (DIMS[i], DIMS[i + 1]);
+            forward.push(matmul::matmul_forward(
                 gpu,
-                &features,
-                &w(4),
-                &dlogits,
-                &dh2,
-                &g(4),
-                &g(5),
+                &acts[i],
+                &w,
+                Some(&b),
+                &pres[i],
                 batch,
-                d2,
-                d3,
-                false,
+                k,
+                n,
             )?);
-            backward.push(ops::relu_backward(gpu, &h2pre, &dh2, &dh2pre)?);
-            backward.extend(matmul::matmul_backward(
-                gpu,
-                &h1,
-                &w(2),
-                &dh2pre,
-                &dh1,
-                &g(2),
-                &g(3),
-                batch,
-                d1,
-                d2,
-                false,
-            )?);
-            backward.push(ops::relu_backward(gpu, &h1pre, &dh1, &dh1pre)?);
-            // The input gradient is not needed, but the op computes it.
-            backward.extend(matmul::matmul_backward(
-                gpu,
-                &x,
-                &w(0),
-                &dh1pre,
-                &dx,
-                &g(0),
-                &g(1),
-                batch,
-                d0,
-                d1,
-                false,
-            )?);
-            keep.extend([dlogits, dh2, dh2pre, dh1, dh1pre, dx]);
+            if i < 2 {
+                forward.push(ops::relu_forward(gpu, &pres[i], &acts[i + 1])?);
+            }
         }
+        let xent = ops::SoftmaxXentForward::new(
+            gpu, &pres[2], &labels, &probs, &losses, &history, batch, d3,
+        )?;
+        let mut keep = vec![losses];
+        let backward = match grads {
+            Some(grads) => {
+                Self::backward(gpu, params, grads, &acts, &pres, &probs, &labels, &mut keep)?
+            }
+            None => Vec::new(),
+        };
+        let features = acts[2].clone();
+        keep.extend(acts);
+        keep.extend(pres);
         Ok(Mlp {
             batch,
             x,
@@ -219,6 +192,56 @@ impl Mlp {
             backward,
             _keep: keep,
         })
+    }
+
+    /// The backward pass from the cross-entropy to the first layer's weights (the input
+    /// gradient is computed, as the op does, and not used); its buffers go into `keep`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        gpu: &Gpu,
+        params: &GpuTensor,
+        grads: &GpuTensor,
+        acts: &[GpuTensor; 3],
+        pres: &[GpuTensor; 3],
+        probs: &GpuTensor,
+        labels: &GpuTensor,
+        keep: &mut Vec<GpuTensor>,
+    ) -> Result<Vec<Dispatch>> {
+        let batch = acts[0].shape[0];
+        let z = |name: &str, width: usize| GpuTensor::zeros(gpu, name, &[batch, width]);
+        let [d0, d1, d2, d3] = DIMS;
+        // d_acts[i], d_pres[i]: the gradients of acts[i], pres[i].
+        let d_acts = [z("clf.dx", d0)?, z("clf.dh1", d1)?, z("clf.dh2", d2)?];
+        let d_pres = [
+            z("clf.dh1pre", d1)?,
+            z("clf.dh2pre", d2)?,
+            z("clf.dlogits", d3)?,
+        ];
+        let mut backward = vec![ops::softmax_xent_backward(
+            gpu, probs, labels, &d_pres[2], batch, d3,
+        )?];
+        for i in (0..3).rev() {
+            if i < 2 {
+                backward.push(ops::relu_backward(
+                    gpu,
+                    &pres[i],
+                    &d_acts[i + 1],
+                    &d_pres[i],
+                )?);
+            }
+            let w = param_view(params, 2 * i, "");
+            let (dw, db) = (
+                param_view(grads, 2 * i, "d"),
+                param_view(grads, 2 * i + 1, "d"),
+            );
+            let (k, n) = (DIMS[i], DIMS[i + 1]);
+            backward.extend(matmul::matmul_backward(
+                gpu, &acts[i], &w, &d_pres[i], &d_acts[i], &dw, &db, batch, k, n, false,
+            )?);
+        }
+        keep.extend(d_acts);
+        keep.extend(d_pres);
+        Ok(backward)
     }
 
     pub fn set_slot(&self, gpu: &Gpu, slot: u32) {

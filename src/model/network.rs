@@ -11,7 +11,7 @@
 //!      drop_cond o_l [M, HK] -> [B*g^2, HK], drop_cond_add for x_start, and pad_cond of its
 //!      output back to [B, T, D] with zeros in the conditioning rows: nothing reads that row
 //!      of the last layer, so its projection and feed-forward block are not computed)
-//!     with --mlp F (our addition; the seed has none):
+//!     with --mlp F (an extension; the seed has none):
 //!       pre_l = y_l W_1 + b_1, h_l = gelu(pre_l)            matmul, gelu  [M, F]
 //!       x_l+1 = y_l + h_l W_2 + b_2                         matmul + add
 //!     else x_l+1 = y_l
@@ -94,6 +94,437 @@ pub struct Network {
     _keep: Vec<GpuTensor>,
 }
 
+/// The shapes and weight views of a network being built by [`Network::new`], and its
+/// forward pass, one function per part.
+struct Build<'a> {
+    gpu: &'a Gpu,
+    cfg: &'a ModelConfig,
+    layout: &'a ParamLayout,
+    params: &'a GpuTensor,
+    batch: usize,
+    /// Tokens T, their width D, the heads' width H*K, the patch tokens g^2.
+    t: usize,
+    d: usize,
+    hk: usize,
+    p: usize,
+    /// Rows: M = B*T, and B*g^2 for the last layer after attention.
+    m: usize,
+    mp: usize,
+    last: usize,
+    attention: attention::AttentionShape,
+}
+
+impl<'a> Build<'a> {
+    fn new(
+        gpu: &'a Gpu,
+        cfg: &'a ModelConfig,
+        layout: &'a ParamLayout,
+        params: &'a GpuTensor,
+        batch: usize,
+    ) -> Build<'a> {
+        let g = &cfg.geometry;
+        let (t, p) = (g.tokens() as usize, g.patches() as usize);
+        Build {
+            gpu,
+            cfg,
+            layout,
+            params,
+            batch,
+            t,
+            d: g.dim() as usize,
+            hk: cfg.hk() as usize,
+            p,
+            m: batch * t,
+            mp: batch * p,
+            last: cfg.layers as usize - 1,
+            attention: attention::AttentionShape {
+                batch,
+                tokens: t,
+                heads: cfg.heads as usize,
+                key_dim: cfg.key_dim as usize,
+            },
+        }
+    }
+
+    fn zeros(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
+        GpuTensor::zeros(self.gpu, name, shape)
+    }
+
+    /// The parameter `name`, a view of the flat buffer.
+    fn weight(&self, name: &str) -> GpuTensor {
+        let s = self.layout.get(name);
+        self.params.view(name, s.offset, &s.shape)
+    }
+
+    /// The rows of each sample, `width` wide (for drop_cond / pad_cond).
+    fn rows_of(&self, width: usize) -> loss::TokenRows {
+        loss::TokenRows {
+            batch: self.batch,
+            tokens: self.t,
+            patches: self.p,
+            width,
+        }
+    }
+
+    /// Rows of layer `l` after attention: the patch tokens' for the last layer.
+    fn rows(&self, l: usize) -> usize {
+        if l == self.last {
+            self.mp
+        } else {
+            self.m
+        }
+    }
+
+    /// Layer l's dense map `s` (weights layer{l}.w_s [k, n], bias layer{l}.b_s [n]) on
+    /// `rows` rows: y [rows, n] = x [rows, k] W + b.
+    #[allow(clippy::too_many_arguments)]
+    fn dense(
+        &self,
+        l: usize,
+        s: &str,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Dispatch> {
+        let (w, b) = (
+            self.weight(&format!("layer{l}.w_{s}")),
+            self.weight(&format!("layer{l}.b_{s}")),
+        );
+        matmul::matmul_forward(self.gpu, x, &w, Some(&b), y, rows, k, n)
+    }
+
+    /// Layer l: QKV, attention, the output projection plus x_start, and the feed-forward
+    /// block; the last layer after attention on its patch rows only.
+    fn layer_forward(
+        &self,
+        l: usize,
+        x_in: GpuTensor,
+        x_start: &GpuTensor,
+        forward: &mut Vec<Dispatch>,
+    ) -> Result<Layer> {
+        let (gpu, m, d, hk) = (self.gpu, self.m, self.d, self.hk);
+        let qkv = self.zeros(&format!("layer{l}.qkv"), &[m, 3 * hk])?;
+        let probs_shape = [self.batch, self.attention.heads, self.t, self.t];
+        let probs = self.zeros(&format!("layer{l}.probs"), &probs_shape)?;
+        let o = self.zeros(&format!("layer{l}.o"), &[m, hk])?;
+        forward.push(self.dense(l, "qkv", &x_in, &qkv, m, d, 3 * hk)?);
+        forward.push(attention::attention_forward(
+            gpu,
+            &self.attention,
+            &qkv,
+            &o,
+            &probs,
+        )?);
+        let rows = self.rows(l);
+        let o_rows = if l == self.last {
+            let o_rows = self.zeros(&format!("layer{l}.o_patches"), &[rows, hk])?;
+            forward.push(loss::drop_cond(gpu, &o, &o_rows, self.rows_of(hk))?);
+            o_rows
+        } else {
+            o.clone()
+        };
+        let proj = self.zeros(&format!("layer{l}.y"), &[rows, d])?;
+        forward.push(self.dense(l, "o", &o_rows, &proj, rows, hk, d)?);
+        // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
+        forward.push(if l == self.last {
+            loss::drop_cond_add(gpu, x_start, &proj, self.rows_of(d))?
+        } else {
+            loss::add_inplace(gpu, &proj, x_start)?
+        });
+        let mlp = self.mlp_forward(l, &proj, forward)?;
+        Ok(Layer {
+            x_in,
+            qkv,
+            probs,
+            o,
+            o_rows,
+            proj,
+            mlp,
+        })
+    }
+
+    /// Layer l's feed-forward block (none with --mlp 0): x_{l+1} = y + W_2 gelu(W_1 y).
+    fn mlp_forward(
+        &self,
+        l: usize,
+        proj: &GpuTensor,
+        forward: &mut Vec<Dispatch>,
+    ) -> Result<Option<Mlp>> {
+        if self.cfg.mlp == 0 {
+            return Ok(None);
+        }
+        let (f, d, rows) = (self.cfg.mlp as usize, self.d, self.rows(l));
+        let pre = self.zeros(&format!("layer{l}.pre"), &[rows, f])?;
+        let h = self.zeros(&format!("layer{l}.h"), &[rows, f])?;
+        let out = self.zeros(&format!("layer{l}.out"), &[rows, d])?;
+        forward.push(self.dense(l, "1", proj, &pre, rows, d, f)?);
+        forward.push(gelu::gelu_forward(self.gpu, &pre, &h)?);
+        forward.push(self.dense(l, "2", &h, &out, rows, f, d)?);
+        // Residual around the block: x_{l+1} = y + FFN(y).
+        forward.push(loss::add_inplace(self.gpu, &out, proj)?);
+        Ok(Some(Mlp { pre, h, out }))
+    }
+
+    /// `--skip pixel-mixture`'s prior, a view of the parameters (forward and backward).
+    fn prior(&self) -> Option<GpuTensor> {
+        (self.cfg.skip == Skip::PixelMixture).then(|| self.weight("skip.prior"))
+    }
+
+    /// The output: x_last itself, or with a skip term E + q (x_last - A).
+    fn skip_forward(
+        &self,
+        x_last: &GpuTensor,
+        tokens: &GpuTensor,
+        forward: &mut Vec<Dispatch>,
+    ) -> Result<GpuTensor> {
+        let (batch, t, d) = (self.batch, self.t, self.d);
+        if self.cfg.skip == Skip::Identity {
+            return Ok(x_last.clone());
+        }
+        let y = self.zeros("output", &[batch, t, d])?;
+        let prior = self.prior();
+        forward.push(skip::skip_forward(
+            self.gpu,
+            self.cfg.skip,
+            prior.as_ref(),
+            x_last,
+            tokens,
+            &y,
+            batch,
+            t,
+            d,
+        )?);
+        Ok(y)
+    }
+}
+
+/// The backward pass being built, from the loss to the position embedding: its gradient
+/// buffers (the last layer's after attention on its patch rows), its dispatches, and `dy`,
+/// the gradient w.r.t. the output of the part reached so far.
+struct Backward<'a> {
+    b: &'a Build<'a>,
+    grads: &'a GpuTensor,
+    dout: GpuTensor,
+    dy: GpuTensor,
+    /// d x_start: every layer's d y plus layer 0's input gradient.
+    dxs: GpuTensor,
+    /// Two input gradients, alternating between layers.
+    dgs: [GpuTensor; 2],
+    d_o: GpuTensor,
+    dqkv: GpuTensor,
+    dh: GpuTensor,
+    dpre: GpuTensor,
+    dy_p: GpuTensor,
+    d_o_p: GpuTensor,
+    dh_p: GpuTensor,
+    dpre_p: GpuTensor,
+    dispatches: Vec<Dispatch>,
+    keep: Vec<GpuTensor>,
+}
+
+impl<'a> Backward<'a> {
+    fn new(b: &'a Build<'a>, grads: &'a GpuTensor) -> Result<Backward<'a>> {
+        let (batch, t, d, m, mp) = (b.batch, b.t, b.d, b.m, b.mp);
+        let (hk, f) = (b.hk, b.cfg.mlp as usize);
+        let dout = b.zeros("dout", &[batch, t, d])?;
+        let (dh_p, dpre_p) = (
+            b.zeros("dh_patches", &[mp, f])?,
+            b.zeros("dpre_patches", &[mp, f])?,
+        );
+        let (dh, dpre) = if b.last > 0 {
+            (b.zeros("dh", &[m, f])?, b.zeros("dpre", &[m, f])?)
+        } else {
+            (dh_p.clone(), dpre_p.clone())
+        };
+        Ok(Backward {
+            b,
+            grads,
+            dy: dout.clone(),
+            dout,
+            dxs: b.zeros("dx_start", &[batch, t, d])?,
+            dgs: [
+                b.zeros("dx_a", &[batch, t, d])?,
+                b.zeros("dx_b", &[batch, t, d])?,
+            ],
+            d_o: b.zeros("do", &[m, hk])?,
+            dqkv: b.zeros("dqkv", &[m, 3 * hk])?,
+            dh,
+            dpre,
+            dy_p: b.zeros("dy_patches", &[mp, d])?,
+            d_o_p: b.zeros("do_patches", &[mp, hk])?,
+            dh_p,
+            dpre_p,
+            dispatches: vec![],
+            keep: vec![],
+        })
+    }
+
+    /// The gradient of the parameter `name`, a view of the flat gradient buffer.
+    fn grad(&self, name: &str) -> GpuTensor {
+        let s = self.b.layout.get(name);
+        self.grads.view(&format!("d{name}"), s.offset, &s.shape)
+    }
+
+    /// The backward of [`Build::dense`] on `rows` rows: dx [rows, k] (= or += dy W^T), dW
+    /// and db from dy [rows, n].
+    #[allow(clippy::too_many_arguments)]
+    fn dense(
+        &mut self,
+        l: usize,
+        s: &str,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &GpuTensor,
+        (rows, k, n): (usize, usize, usize),
+        accumulate_dx: bool,
+    ) -> Result<()> {
+        let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
+        let (w, dw, db) = (self.b.weight(&wn), self.grad(&wn), self.grad(&bn));
+        let gpu = self.b.gpu;
+        let ds = matmul::matmul_backward(gpu, x, &w, dy, dx, &dw, &db, rows, k, n, accumulate_dx)?;
+        self.dispatches.extend(ds);
+        Ok(())
+    }
+
+    /// d output from the weighted squared error.
+    fn loss(
+        &mut self,
+        output: &GpuTensor,
+        target: &GpuTensor,
+        weight: loss::LevelWeight<'_>,
+    ) -> Result<()> {
+        let b = self.b;
+        self.dispatches.push(loss::mse_backward(
+            b.gpu, output, target, weight, &self.dout, b.batch, b.t, b.p, b.d,
+        )?);
+        Ok(())
+    }
+
+    /// Through the skip term, when the model has one: d x_last.
+    fn skip(&mut self, tokens: &GpuTensor) -> Result<()> {
+        let b = self.b;
+        if b.cfg.skip == Skip::Identity {
+            return Ok(());
+        }
+        let dx_last = b.zeros("dx_last", &[b.batch, b.t, b.d])?;
+        let prior = b.prior();
+        self.dispatches.push(skip::skip_backward(
+            b.gpu,
+            b.cfg.skip,
+            prior.as_ref(),
+            &self.dout,
+            tokens,
+            &dx_last,
+            b.batch,
+            b.t,
+            b.d,
+        )?);
+        self.keep.push(dx_last.clone());
+        self.dy = dx_last;
+        Ok(())
+    }
+
+    /// Layer l, from d x_{l+1} (in `dy`) to d x_l (left in `dy`): the feed-forward block,
+    /// the output projection, attention and QKV; d y goes into d x_start too.
+    fn layer(&mut self, l: usize, ly: &Layer) -> Result<()> {
+        let b = self.b;
+        let (gpu, d, hk, m) = (b.gpu, b.d, b.hk, b.m);
+        let last = l == b.last;
+        if last {
+            // The conditioning rows' gradient is zero: work on the patch rows.
+            let dy_p = self.dy_p.clone();
+            self.dispatches
+                .push(loss::drop_cond(gpu, &self.dy, &dy_p, b.rows_of(d))?);
+            self.dy = dy_p;
+        }
+        let rows = b.rows(l);
+        if let Some(mlp) = &ly.mlp {
+            self.mlp(l, ly, mlp, rows)?;
+        }
+        let dy = self.dy.clone();
+        // d x_start = sum of every layer's d y + layer 0's input gradient.
+        self.dispatches.push(if last {
+            loss::pad_cond(gpu, &dy, &self.dxs, b.rows_of(d))?
+        } else {
+            loss::add_inplace(gpu, &self.dxs, &dy)?
+        });
+        let d_o_rows = if last {
+            self.d_o_p.clone()
+        } else {
+            self.d_o.clone()
+        };
+        self.dense(l, "o", &ly.o_rows, &dy, &d_o_rows, (rows, hk, d), false)?;
+        if last {
+            // Back to every row: attention's conditioning query gets a zero gradient.
+            self.dispatches
+                .push(loss::pad_cond(gpu, &self.d_o_p, &self.d_o, b.rows_of(hk))?);
+        }
+        self.dispatches.push(attention::attention_backward(
+            gpu,
+            &b.attention,
+            &ly.qkv,
+            &ly.probs,
+            &self.d_o,
+            &self.dqkv,
+        )?);
+        // Layer 0's input is x_start: add its gradient straight into d x_start.
+        let (dx, acc) = if l == 0 {
+            (self.dxs.clone(), true)
+        } else {
+            (self.dgs[l % 2].clone(), false)
+        };
+        let dqkv = self.dqkv.clone();
+        self.dense(l, "qkv", &ly.x_in, &dqkv, &dx, (m, d, 3 * hk), acc)?;
+        self.dy = dx;
+        Ok(())
+    }
+
+    /// Layer l's feed-forward block: d y += W_1^T gelu'(pre) (W_2^T d out) (the residual).
+    fn mlp(&mut self, l: usize, ly: &Layer, mlp: &Mlp, rows: usize) -> Result<()> {
+        let (d, f) = (self.b.d, self.b.cfg.mlp as usize);
+        let (dh, dpre) = match l == self.b.last {
+            true => (self.dh_p.clone(), self.dpre_p.clone()),
+            false => (self.dh.clone(), self.dpre.clone()),
+        };
+        let dy = self.dy.clone();
+        self.dense(l, "2", &mlp.h, &dy, &dh, (rows, f, d), false)?;
+        self.dispatches
+            .push(gelu::gelu_backward(self.b.gpu, &mlp.pre, &dh, &dpre)?);
+        self.dense(l, "1", &ly.proj, &dpre, &dy, (rows, d, f), true)
+    }
+
+    /// d pos = the sum over the batch of d x_start.
+    fn positions(&mut self) -> Result<()> {
+        let b = self.b;
+        let dpos = self.grad("pos");
+        self.dispatches.push(loss::pos_backward(
+            b.gpu, &self.dxs, &dpos, b.batch, b.t, b.d,
+        )?);
+        Ok(())
+    }
+
+    /// The dispatches, and every buffer they use that nothing else holds.
+    fn finish(self) -> (Vec<Dispatch>, Vec<GpuTensor>) {
+        let mut keep = self.keep;
+        keep.extend([
+            self.dout,
+            self.dxs,
+            self.d_o,
+            self.dqkv,
+            self.dh,
+            self.dpre,
+            self.dy_p,
+            self.d_o_p,
+            self.dh_p,
+            self.dpre_p,
+        ]);
+        keep.extend(self.dgs);
+        (self.dispatches, keep)
+    }
+}
+
 /// Errors (naming the limit and by how much it is exceeded) when the model's parameters or
 /// the activations of a `batch` do not fit the adapter's storage-binding limits. Cheap: call
 /// it before allocating anything.
@@ -149,289 +580,45 @@ impl Network {
         params: &GpuTensor,
         grads: Option<&GpuTensor>,
     ) -> Result<Network> {
-        let g = &cfg.geometry;
-        let (t, d, hk, p) = (
-            g.tokens() as usize,
-            g.dim() as usize,
-            cfg.hk() as usize,
-            g.patches() as usize,
-        );
-        let m = batch * t;
-        let z = |name: &str, shape: &[usize]| GpuTensor::zeros(gpu, name, shape);
-        let w = |name: &str| {
-            let s = layout.get(name);
-            params.view(name, s.offset, &s.shape)
-        };
-        // Layer l's dense map `s` (weights layer{l}.w_s [k, n], bias layer{l}.b_s [n]) on
-        // `rows` rows: y [rows, n] = x [rows, k] W + b.
-        let dense =
-            |l: usize, s: &str, x: &GpuTensor, y: &GpuTensor, rows: usize, k: usize, n: usize| {
-                let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
-                matmul::matmul_forward(gpu, x, &w(&wn), Some(&w(&bn)), y, rows, k, n)
-            };
-        // The last layer's rows after attention: the patch tokens'.
-        let last = cfg.layers as usize - 1;
-        let mp = batch * p;
-        let rows_of = |width| loss::TokenRows {
-            batch,
-            tokens: t,
-            patches: p,
-            width,
-        };
-        let tokens = z("tokens", &[batch, t, d])?;
-        let target = z("target", &[batch, p, d])?;
-        let x_start = z("x_start", &[batch, t, d])?;
-        let history = z("loss-history", &[LOSS_HISTORY])?;
-        let ashape = attention::AttentionShape {
-            batch,
-            tokens: t,
-            heads: cfg.heads as usize,
-            key_dim: cfg.key_dim as usize,
-        };
-
+        let b = Build::new(gpu, cfg, layout, params, batch);
+        let tokens = b.zeros("tokens", &[batch, b.t, b.d])?;
+        let target = b.zeros("target", &[batch, b.p, b.d])?;
+        let x_start = b.zeros("x_start", &[batch, b.t, b.d])?;
+        let history = b.zeros("loss-history", &[LOSS_HISTORY])?;
+        let pos = b.weight("pos");
         let mut forward = vec![loss::add_pos(
-            gpu,
-            &tokens,
-            &w("pos"),
-            &x_start,
-            batch,
-            t,
-            d,
+            gpu, &tokens, &pos, &x_start, batch, b.t, b.d,
         )?];
         let mut layers: Vec<Layer> = Vec::new();
         for l in 0..cfg.layers as usize {
-            let x_in = if l == 0 {
-                x_start.clone()
-            } else {
-                layers[l - 1].out().clone()
-            };
-            let qkv = z(&format!("layer{l}.qkv"), &[m, 3 * hk])?;
-            let probs = z(&format!("layer{l}.probs"), &[batch, ashape.heads, t, t])?;
-            let o = z(&format!("layer{l}.o"), &[m, hk])?;
-            forward.push(dense(l, "qkv", &x_in, &qkv, m, d, 3 * hk)?);
-            forward.push(attention::attention_forward(
-                gpu, &ashape, &qkv, &o, &probs,
-            )?);
-            let rows = if l == last { mp } else { m };
-            let o_rows = if l == last {
-                let o_rows = z(&format!("layer{l}.o_patches"), &[rows, hk])?;
-                forward.push(loss::drop_cond(gpu, &o, &o_rows, rows_of(hk))?);
-                o_rows
-            } else {
-                o.clone()
-            };
-            let proj = z(&format!("layer{l}.y"), &[rows, d])?;
-            forward.push(dense(l, "o", &o_rows, &proj, rows, hk, d)?);
-            // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
-            forward.push(if l == last {
-                loss::drop_cond_add(gpu, &x_start, &proj, rows_of(d))?
-            } else {
-                loss::add_inplace(gpu, &proj, &x_start)?
-            });
-            let mlp = if cfg.mlp > 0 {
-                let f = cfg.mlp as usize;
-                let pre = z(&format!("layer{l}.pre"), &[rows, f])?;
-                let h = z(&format!("layer{l}.h"), &[rows, f])?;
-                let out = z(&format!("layer{l}.out"), &[rows, d])?;
-                forward.push(dense(l, "1", &proj, &pre, rows, d, f)?);
-                forward.push(gelu::gelu_forward(gpu, &pre, &h)?);
-                forward.push(dense(l, "2", &h, &out, rows, f, d)?);
-                // Residual around the block: x_{l+1} = y + FFN(y).
-                forward.push(loss::add_inplace(gpu, &out, &proj)?);
-                Some(Mlp { pre, h, out })
-            } else {
-                None
-            };
-            layers.push(Layer {
-                x_in,
-                qkv,
-                probs,
-                o,
-                o_rows,
-                proj,
-                mlp,
-            });
+            let x_in = layers.last().map_or(&x_start, |ly| ly.out()).clone();
+            layers.push(b.layer_forward(l, x_in, &x_start, &mut forward)?);
         }
         // The last layer's patch rows back in [B, T, D]: what the skip, the loss and the
         // sampler read (their conditioning rows are never used).
-        let x_last = z("x_last", &[batch, t, d])?;
-        forward.push(loss::pad_cond(
-            gpu,
-            layers[last].out(),
-            &x_last,
-            rows_of(d),
-        )?);
-        // `--skip pixel-mixture`'s prior, a view of the parameters (forward and backward).
-        let prior = (cfg.skip == Skip::PixelMixture).then(|| w("skip.prior"));
-        let output = match cfg.skip {
-            Skip::Identity => x_last.clone(),
-            kind => {
-                let y = z("output", &[batch, t, d])?;
-                let f = skip::skip_forward(
-                    gpu,
-                    kind,
-                    prior.as_ref(),
-                    &x_last,
-                    &tokens,
-                    &y,
-                    batch,
-                    t,
-                    d,
-                )?;
-                forward.push(f);
-                y
-            }
-        };
+        let x_last = b.zeros("x_last", &[batch, b.t, b.d])?;
+        let last_out = layers[b.last].out();
+        forward.push(loss::pad_cond(gpu, last_out, &x_last, b.rows_of(b.d))?);
+        let output = b.skip_forward(&x_last, &tokens, &mut forward)?;
         let weight = loss::LevelWeight {
             tokens: &tokens,
             max: cfg.loss_weight_max,
         };
+        let (t, p, d) = (b.t, b.p, b.d);
         let mse = loss::MseForward::new(gpu, &output, &target, weight, &history, batch, t, p, d)?;
-
-        let mut backward = Vec::new();
-        let mut keep = Vec::new();
-        if let Some(grads) = grads {
-            let dw = |name: &str| {
-                let s = layout.get(name);
-                grads.view(&format!("d{name}"), s.offset, &s.shape)
-            };
-            // The backward of `dense` on `rows` rows: dx [rows, k] (= or += dy W^T), dW and db
-            // from dy [rows, n].
-            let dense_backward = |l: usize,
-                                  s: &str,
-                                  x: &GpuTensor,
-                                  dy: &GpuTensor,
-                                  dx: &GpuTensor,
-                                  (rows, k, n): (usize, usize, usize),
-                                  accumulate_dx: bool| {
-                let (wn, bn) = (format!("layer{l}.w_{s}"), format!("layer{l}.b_{s}"));
-                matmul::matmul_backward(
-                    gpu,
-                    x,
-                    &w(&wn),
-                    dy,
-                    dx,
-                    &dw(&wn),
-                    &dw(&bn),
-                    rows,
-                    k,
-                    n,
-                    accumulate_dx,
-                )
-            };
-            let dout = z("dout", &[batch, t, d])?;
-            let dxs = z("dx_start", &[batch, t, d])?;
-            let dgs = [z("dx_a", &[batch, t, d])?, z("dx_b", &[batch, t, d])?];
-            let d_o = z("do", &[m, hk])?;
-            let dqkv = z("dqkv", &[m, 3 * hk])?;
-            let f = cfg.mlp as usize;
-            // The last layer's gradients after attention, on its patch rows.
-            let dy_p = z("dy_patches", &[mp, d])?;
-            let d_o_p = z("do_patches", &[mp, hk])?;
-            let (dh_p, dpre_p) = (z("dh_patches", &[mp, f])?, z("dpre_patches", &[mp, f])?);
-            let (dh, dpre) = if last > 0 {
-                (z("dh", &[m, f])?, z("dpre", &[m, f])?)
-            } else {
-                (dh_p.clone(), dpre_p.clone())
-            };
-            backward.push(loss::mse_backward(
-                gpu, &output, &target, weight, &dout, batch, t, p, d,
-            )?);
-            // dy: the gradient w.r.t. the current layer's output, then (after the feed-forward
-            // block's backward) w.r.t. its y.
-            let mut dy = dout.clone();
-            if cfg.skip != Skip::Identity {
-                let dx_last = z("dx_last", &[batch, t, d])?;
-                backward.push(skip::skip_backward(
-                    gpu,
-                    cfg.skip,
-                    prior.as_ref(),
-                    &dout,
-                    &tokens,
-                    &dx_last,
-                    batch,
-                    t,
-                    d,
-                )?);
-                keep.push(dx_last.clone());
-                dy = dx_last;
-            }
-            for l in (0..=last).rev() {
-                let ly = &layers[l];
-                let (rows, dh, dpre) = if l == last {
-                    // The conditioning rows' gradient is zero: work on the patch rows.
-                    backward.push(loss::drop_cond(gpu, &dy, &dy_p, rows_of(d))?);
-                    dy = dy_p.clone();
-                    (mp, &dh_p, &dpre_p)
-                } else {
-                    (m, &dh, &dpre)
-                };
-                if let Some(mlp) = &ly.mlp {
-                    backward.extend(dense_backward(
-                        l,
-                        "2",
-                        &mlp.h,
-                        &dy,
-                        dh,
-                        (rows, f, d),
-                        false,
-                    )?);
-                    backward.push(gelu::gelu_backward(gpu, &mlp.pre, dh, dpre)?);
-                    // dy += dpre W_1^T (the residual around the block).
-                    backward.extend(dense_backward(
-                        l,
-                        "1",
-                        &ly.proj,
-                        dpre,
-                        &dy,
-                        (rows, d, f),
-                        true,
-                    )?);
+        let (backward, keep) = match grads {
+            Some(grads) => {
+                let mut back = Backward::new(&b, grads)?;
+                back.loss(&output, &target, weight)?;
+                back.skip(&tokens)?;
+                for (l, ly) in layers.iter().enumerate().rev() {
+                    back.layer(l, ly)?;
                 }
-                // d x_start = sum of every layer's d y + layer 0's input gradient.
-                backward.push(if l == last {
-                    loss::pad_cond(gpu, &dy, &dxs, rows_of(d))?
-                } else {
-                    loss::add_inplace(gpu, &dxs, &dy)?
-                });
-                let d_o_rows = if l == last { &d_o_p } else { &d_o };
-                backward.extend(dense_backward(
-                    l,
-                    "o",
-                    &ly.o_rows,
-                    &dy,
-                    d_o_rows,
-                    (rows, hk, d),
-                    false,
-                )?);
-                if l == last {
-                    // Back to every row: attention's conditioning query gets a zero gradient.
-                    backward.push(loss::pad_cond(gpu, &d_o_p, &d_o, rows_of(hk))?);
-                }
-                backward.push(attention::attention_backward(
-                    gpu, &ashape, &ly.qkv, &ly.probs, &d_o, &dqkv,
-                )?);
-                // Layer 0's input is x_start: add its gradient straight into d x_start.
-                let (dx, acc) = if l == 0 {
-                    (dxs.clone(), true)
-                } else {
-                    (dgs[l % 2].clone(), false)
-                };
-                backward.extend(dense_backward(
-                    l,
-                    "qkv",
-                    &ly.x_in,
-                    &dqkv,
-                    &dx,
-                    (m, d, 3 * hk),
-                    acc,
-                )?);
-                dy = dx;
+                back.positions()?;
+                back.finish()
             }
-            backward.push(loss::pos_backward(gpu, &dxs, &dw("pos"), batch, t, d)?);
-            keep.extend([dout, dxs, d_o, dqkv, dh, dpre, dy_p, d_o_p, dh_p, dpre_p]);
-            keep.extend(dgs);
-        }
+            None => (Vec::new(), Vec::new()),
+        };
         Ok(Network {
             cfg: *cfg,
             batch,

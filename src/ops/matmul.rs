@@ -394,107 +394,24 @@ pub fn gemm_with(
         if spec.trans_b { " Bᵀ" } else { "" }
     );
     let op = op.as_str();
-    check_size(op, &spec)?;
-    let Gemm { m, n, k, .. } = spec;
-    let (sa, sb) = (
-        if spec.trans_a { "[K, M]" } else { "[M, K]" },
-        if spec.trans_b { "[N, K]" } else { "[K, N]" },
-    );
-    check_len(op, "A", a, m * k, sa)?;
-    check_len(op, "B", b, k * n, sb)?;
-    check_len(op, "C", c, m * n, "[M, N]")?;
-    if let Some(bias) = bias {
-        check_len(op, "bias", bias, n, "[N]")?;
-        check_distinct(op, c, &[a, b, bias])?;
-    } else {
-        check_distinct(op, c, &[a, b])?;
-    }
-    for t in [a, b, c].into_iter().chain(bias) {
-        check_offset(gpu, op, t)?;
-    }
+    check_operands(gpu, op, &spec, a, b, bias, c)?;
     check_tuning(gpu, kernel, tuning)?;
-
+    let vec4 = vec4_loads(&spec, tuning, a, b);
+    check_loop_limit(
+        gpu,
+        op,
+        &format!("the {kernel} kernel with K = {}", spec.k),
+        loop_iterations(kernel, tuning, spec.k, vec4),
+    )?;
     let mut constants: Vec<(&str, f64)> = vec![
         ("TRANS_A", spec.trans_a as u32 as f64),
         ("TRANS_B", spec.trans_b as u32 as f64),
     ];
+    let (entry, groups) = entry_and_grid(gpu, op, kernel, tuning, &spec, vec4, &mut constants)?;
+    let kern = gpu.kernel("matmul", entry, &constants)?;
     let flags =
         if bias.is_some() { HAS_BIAS } else { 0 } | if spec.accumulate { ACCUMULATE } else { 0 };
-    // Vec4 loads need A's and B's contiguous dimension and start to be multiples of 4.
-    let vec4 = {
-        let r = &tuning.register;
-        let a_inner = if spec.trans_a { m } else { k };
-        let b_inner = if spec.trans_b { k } else { n };
-        r.rows.is_multiple_of(4)
-            && r.cols.is_multiple_of(4)
-            && a_inner.is_multiple_of(4)
-            && b_inner.is_multiple_of(4)
-            && a.offset.is_multiple_of(4)
-            && b.offset.is_multiple_of(4)
-    };
-    let kf = k as f64;
-    let iterations = match kernel {
-        MatmulKernel::Naive => kf,
-        // Slab loads and the slab loop, plus a row loop the compiler may keep.
-        MatmulKernel::Tiled => {
-            let tk = tuning.tiled.tile_k as f64;
-            (kf / tk).ceil() * (2.0 + tk * (2.0 + tuning.tiled.thread_m as f64))
-        }
-        MatmulKernel::Register if vec4 => kf / 4.0 + 4.0,
-        MatmulKernel::Register => kf,
-    };
-    check_loop_limit(
-        gpu,
-        op,
-        &format!("the {kernel} kernel with K = {k}"),
-        iterations,
-    )?;
-    let (entry, groups) = match kernel {
-        MatmulKernel::Naive => {
-            let w = tuning.naive_wg as usize;
-            constants.push(("NAIVE_WG", w as f64));
-            ("matmul_naive", grid(gpu, op, n.div_ceil(w), m.div_ceil(w))?)
-        }
-        MatmulKernel::Tiled => {
-            let t = &tuning.tiled;
-            constants.extend([
-                ("TILE_M", t.tile_m as f64),
-                ("TILE_N", t.tile_n as f64),
-                ("TILE_K", t.tile_k as f64),
-                ("THREAD_M", t.thread_m as f64),
-                ("THREAD_N", t.thread_n as f64),
-            ]);
-            let g = grid(
-                gpu,
-                op,
-                n.div_ceil(t.tile_n as usize),
-                m.div_ceil(t.tile_m as usize),
-            )?;
-            ("matmul_tiled", g)
-        }
-        MatmulKernel::Register => {
-            let r = &tuning.register;
-            constants.extend([
-                ("REG_M", r.rows as f64),
-                ("REG_N", r.cols as f64),
-                ("REG_WG", r.lanes as f64),
-            ]);
-            let g = grid(
-                gpu,
-                op,
-                n.div_ceil((r.cols * r.lanes) as usize),
-                m.div_ceil(r.rows as usize),
-            )?;
-            let entry = if vec4 {
-                "matmul_register4"
-            } else {
-                "matmul_register"
-            };
-            (entry, g)
-        }
-    };
-    let kern = gpu.kernel("matmul", entry, &constants)?;
-    let p = params(gpu, m, n, k, flags);
+    let p = params(gpu, spec.m, spec.n, spec.k, flags);
     // Without a bias, binding 3 gets A (read-only, never read: the HAS_BIAS flag is off).
     let bias_bind = bias.unwrap_or(a).bind();
     let (ia, ib) = if entry == "matmul_register4" {
@@ -513,6 +430,115 @@ pub fn gemm_with(
         ],
         groups,
     )
+}
+
+/// The operands of `op`: sizes, lengths (A `m*k`, B `k*n`, bias `n`, C `m*n`), C apart from
+/// the inputs, and offsets the adapter can bind.
+fn check_operands(
+    gpu: &Gpu,
+    op: &str,
+    spec: &Gemm,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+) -> Result<()> {
+    check_size(op, spec)?;
+    let Gemm { m, n, k, .. } = *spec;
+    let (sa, sb) = (
+        if spec.trans_a { "[K, M]" } else { "[M, K]" },
+        if spec.trans_b { "[N, K]" } else { "[K, N]" },
+    );
+    check_len(op, "A", a, m * k, sa)?;
+    check_len(op, "B", b, k * n, sb)?;
+    check_len(op, "C", c, m * n, "[M, N]")?;
+    if let Some(bias) = bias {
+        check_len(op, "bias", bias, n, "[N]")?;
+        check_distinct(op, c, &[a, b, bias])?;
+    } else {
+        check_distinct(op, c, &[a, b])?;
+    }
+    for t in [a, b, c].into_iter().chain(bias) {
+        check_offset(gpu, op, t)?;
+    }
+    Ok(())
+}
+
+/// Whether the register kernel may load vec4s: A's and B's contiguous dimension and start,
+/// and its blocking, multiples of 4.
+fn vec4_loads(spec: &Gemm, tuning: &Tuning, a: &GpuTensor, b: &GpuTensor) -> bool {
+    let r = &tuning.register;
+    let a_inner = if spec.trans_a { spec.m } else { spec.k };
+    let b_inner = if spec.trans_b { spec.k } else { spec.n };
+    r.rows.is_multiple_of(4)
+        && r.cols.is_multiple_of(4)
+        && a_inner.is_multiple_of(4)
+        && b_inner.is_multiple_of(4)
+        && a.offset.is_multiple_of(4)
+        && b.offset.is_multiple_of(4)
+}
+
+/// Loop iterations one invocation runs (for the adapter's loop limit).
+fn loop_iterations(kernel: MatmulKernel, tuning: &Tuning, k: usize, vec4: bool) -> f64 {
+    let kf = k as f64;
+    match kernel {
+        MatmulKernel::Naive => kf,
+        // Slab loads and the slab loop, plus a row loop the compiler may keep.
+        MatmulKernel::Tiled => {
+            let tk = tuning.tiled.tile_k as f64;
+            (kf / tk).ceil() * (2.0 + tk * (2.0 + tuning.tiled.thread_m as f64))
+        }
+        MatmulKernel::Register if vec4 => kf / 4.0 + 4.0,
+        MatmulKernel::Register => kf,
+    }
+}
+
+/// The entry point and workgroup grid of `kernel`, its blocking pushed onto `constants`.
+fn entry_and_grid(
+    gpu: &Gpu,
+    op: &str,
+    kernel: MatmulKernel,
+    tuning: &Tuning,
+    spec: &Gemm,
+    vec4: bool,
+    constants: &mut Vec<(&str, f64)>,
+) -> Result<(&'static str, [u32; 3])> {
+    let (m, n) = (spec.m, spec.n);
+    match kernel {
+        MatmulKernel::Naive => {
+            let w = tuning.naive_wg as usize;
+            constants.push(("NAIVE_WG", w as f64));
+            Ok(("matmul_naive", grid(gpu, op, n.div_ceil(w), m.div_ceil(w))?))
+        }
+        MatmulKernel::Tiled => {
+            let t = &tuning.tiled;
+            constants.extend([
+                ("TILE_M", t.tile_m as f64),
+                ("TILE_N", t.tile_n as f64),
+                ("TILE_K", t.tile_k as f64),
+                ("THREAD_M", t.thread_m as f64),
+                ("THREAD_N", t.thread_n as f64),
+            ]);
+            let (gx, gy) = (n.div_ceil(t.tile_n as usize), m.div_ceil(t.tile_m as usize));
+            Ok(("matmul_tiled", grid(gpu, op, gx, gy)?))
+        }
+        MatmulKernel::Register => {
+            let r = &tuning.register;
+            constants.extend([
+                ("REG_M", r.rows as f64),
+                ("REG_N", r.cols as f64),
+                ("REG_WG", r.lanes as f64),
+            ]);
+            let gx = n.div_ceil((r.cols * r.lanes) as usize);
+            let g = grid(gpu, op, gx, m.div_ceil(r.rows as usize))?;
+            let entry = if vec4 {
+                "matmul_register4"
+            } else {
+                "matmul_register"
+            };
+            Ok((entry, g))
+        }
+    }
 }
 
 /// `out[n] = Σ_m dy[m, n] (+ out if accumulate)`: the bias gradient.

@@ -5,7 +5,7 @@
 //! digits). For n = n'..1: N_hat = recompose(model(patches(A), a'^n)); A = (A - N_hat (1 - a'^s)) / a'^s,
 //! with a' = a^(n_max / n') and s the step scale.
 //!
-//! `--eta E` (our addition; 0 = the seed's deterministic loop): the seed's update is exactly
+//! `--eta E` (an extension; 0 = the seed's deterministic loop): the seed's update is exactly
 //! A = a'^m X_hat + (1 - a'^m) N_hat with m = n - s and X_hat = (A - (1 - a'^n) N_hat) / a'^n,
 //! the digit the model sees. The stochastic step replaces part of N_hat by fresh noise Z:
 //! A = a'^m X_hat + (1 - a'^m) (sqrt(1 - r^2) N_hat + r Z), r = E sqrt(1 - (t_m / t_n)^2),
@@ -16,7 +16,7 @@
 use crate::config::{ModelConfig, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXELS, PIXEL_HI, PIXEL_LO};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
-use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::gpu::{Dispatch, Gpu, GpuTensor, Kernel};
 use crate::model::network::Network;
 use crate::model::ParamLayout;
 use crate::ops::noise::FillNormal;
@@ -24,6 +24,7 @@ use crate::ops::patches;
 use crate::reference::rng::streams;
 pub use crate::schedule::Schedule;
 use crate::settings::sample as settings;
+use std::sync::Arc;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -44,7 +45,7 @@ pub struct SamplerModel<'a> {
     pub params: &'a GpuTensor,
 }
 
-/// `--guide CKPT --guidance W [--guide-from LEVEL]` (our addition; Karras et al. 2024,
+/// `--guide CKPT --guidance W [--guide-from LEVEL]` (an extension; Karras et al. 2024,
 /// "Guiding a diffusion model with a bad version of itself"): a weaker model of the same task
 /// (smaller or trained less) is called beside the main model at the main model's steps (those
 /// at levels up to `from_level`, all when None), and the step uses
@@ -95,9 +96,7 @@ pub struct Sampler {
     pub schedule: Schedule,
     /// The model, then each refiner from its first step.
     stages: Vec<Stage>,
-    image: GpuTensor,
-    state: GpuTensor,
-    traj: GpuTensor,
+    bufs: LoopBuffers,
     init: FillNormal,
     /// With eta > 0: the fresh noise of each step (RNG step = the GPU's step counter).
     step_noise: Option<FillNormal>,
@@ -108,6 +107,214 @@ pub struct Sampler {
     /// The final digit 0 into the trajectory.
     last_snapshot: Dispatch,
     _keep: Vec<GpuTensor>,
+}
+
+/// The sampler's settings, checked once before anything is made.
+fn check(
+    schedule: &Schedule,
+    guide: Option<&Guide<'_>>,
+    refiners: &[(SamplerModel<'_>, u32)],
+    batch: usize,
+) -> Result<()> {
+    schedule.validate()?;
+    if let Some(g) = guide {
+        settings::check_guidance(g.weight as f64)?;
+        settings::check_guide_from(g.from_level)?;
+    }
+    if batch == 0 {
+        return Err(Error::config(
+            "the sampling batch must hold at least one digit",
+        ));
+    }
+    let levels: Vec<u32> = refiners.iter().map(|(_, level)| *level).collect();
+    settings::check_refine_from(&levels)
+}
+
+/// The loop's own buffers, made once per sampler: the digits being denoised, N_hat, the
+/// conditioning, the GPU's step counter, the per-step table, the trajectory of digit 0, and
+/// the loop's uniform.
+struct LoopBuffers {
+    image: GpuTensor,
+    nhat: GpuTensor,
+    cond: GpuTensor,
+    state: GpuTensor,
+    table: GpuTensor,
+    traj: GpuTensor,
+    params: wgpu::Buffer,
+}
+
+impl LoopBuffers {
+    fn new(gpu: &Gpu, batch: usize, schedule: &Schedule, guidance: f32) -> Result<LoopBuffers> {
+        let px = PIXELS as usize;
+        let steps = schedule.steps as usize;
+        let table = schedule.step_table().concat();
+        let params = Params {
+            batch: batch as u32,
+            steps: schedule.steps,
+            clip: schedule.clip as u32,
+            bg_from: schedule.background_from(),
+            guidance,
+            _pad: [0; 3],
+        };
+        Ok(LoopBuffers {
+            image: GpuTensor::zeros(gpu, "sample-image", &[batch, px])?,
+            nhat: GpuTensor::zeros(gpu, "sample-nhat", &[batch, px])?,
+            cond: GpuTensor::zeros(gpu, "sample-cond", &[batch])?,
+            state: GpuTensor::zeros(gpu, "sample-state", &[1])?,
+            table: GpuTensor::from_slice(gpu, "sample-table", &[steps, 4], &table)?,
+            traj: GpuTensor::zeros(gpu, "trajectory", &[steps + 1, px])?,
+            params: gpu.uniform("sample-params", &params),
+        })
+    }
+}
+
+/// Makes the loop's dispatches over its [`LoopBuffers`].
+struct Builder<'a> {
+    gpu: &'a Gpu,
+    bufs: &'a LoopBuffers,
+    batch: usize,
+    schedule: &'a Schedule,
+}
+
+impl Builder<'_> {
+    fn kernel(&self, entry: &str) -> Result<Arc<Kernel>> {
+        let c = [
+            ("WG", WG_1D as f64),
+            ("PIXELS", PIXELS as f64),
+            ("LO", PIXEL_LO as f64),
+            ("HI", PIXEL_HI as f64),
+            ("BG_FRAC", BACKGROUND_FRAC as f64),
+            ("INK_MEAN", INK_MEAN as f64),
+            ("INK_VAR", INK_VAR as f64),
+        ];
+        self.gpu.kernel("sample", entry, &c)
+    }
+
+    /// One workgroup per WG_1D pixels of the batch.
+    fn pixel_groups(&self) -> Result<[u32; 3]> {
+        self.gpu
+            .groups_1d((self.batch * PIXELS as usize) as u64, WG_1D)
+    }
+
+    fn uniform(&self) -> wgpu::BindingResource<'_> {
+        self.bufs.params.as_entire_binding()
+    }
+
+    /// Digit 0 into the trajectory's row of the current step.
+    fn snapshot(&self) -> Result<Dispatch> {
+        let b = self.bufs;
+        self.gpu.dispatch(
+            &self.kernel("sample_snapshot")?,
+            &[
+                (0, self.uniform()),
+                (1, b.state.bind()),
+                (5, b.image.bind()),
+                (7, b.traj.bind()),
+            ],
+            self.gpu.groups_1d(PIXELS as u64, WG_1D)?,
+        )
+    }
+
+    /// The step's conditioning a'^n for every digit.
+    fn cond(&self) -> Result<Dispatch> {
+        let b = self.bufs;
+        self.gpu.dispatch(
+            &self.kernel("sample_cond")?,
+            &[
+                (0, self.uniform()),
+                (1, b.state.bind()),
+                (3, b.table.bind()),
+                (4, b.cond.bind()),
+            ],
+            self.gpu.groups_1d(self.batch as u64, WG_1D)?,
+        )
+    }
+
+    /// A call of model `m` whose output is recomposed into `out`.
+    fn call(&self, m: SamplerModel<'_>, out: &GpuTensor) -> Result<Call> {
+        let (gpu, b, batch) = (self.gpu, self.bufs, self.batch);
+        let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
+        let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
+        Ok(Call {
+            patches: patches::patches_forward(gpu, g, batch, t, &b.image, &b.cond, &net.tokens)?,
+            recompose: patches::recompose(gpu, g, batch, t, &net.output, out)?,
+            net,
+        })
+    }
+
+    /// The guide's call into its own N_guide (kept alive in `keep`), then the combination.
+    fn guide_call(&self, g: Guide<'_>, keep: &mut Vec<GpuTensor>) -> Result<GuideCall> {
+        let shape = [self.batch, PIXELS as usize];
+        let nhat_guide = GpuTensor::zeros(self.gpu, "sample-nhat-guide", &shape)?;
+        let from_level = g.from_level;
+        let call = GuideCall {
+            from: from_level.map_or(0, |l| self.schedule.first_step_at_or_below(l)),
+            call: self.call(g.model, &nhat_guide)?,
+            combine: self.gpu.dispatch(
+                &self.kernel("sample_guide")?,
+                &[
+                    (0, self.uniform()),
+                    (10, self.bufs.nhat.bind()),
+                    (11, nhat_guide.bind()),
+                ],
+                self.pixel_groups()?,
+            )?,
+        };
+        keep.push(nhat_guide);
+        Ok(call)
+    }
+
+    /// The model from step 0 (guided when `guide` is given), then each refiner from the
+    /// first step at or below its level.
+    fn stages(
+        &self,
+        model: SamplerModel<'_>,
+        guide: Option<Guide<'_>>,
+        refiners: &[(SamplerModel<'_>, u32)],
+        keep: &mut Vec<GpuTensor>,
+    ) -> Result<Vec<Stage>> {
+        let mut stages = vec![Stage {
+            from: 0,
+            call: self.call(model, &self.bufs.nhat)?,
+            guide: guide.map(|g| self.guide_call(g, keep)).transpose()?,
+        }];
+        for (m, level) in refiners {
+            stages.push(Stage {
+                from: self.schedule.first_step_at_or_below(*level),
+                call: self.call(*m, &self.bufs.nhat)?,
+                guide: None,
+            });
+        }
+        Ok(stages)
+    }
+
+    /// The step's update of the image from N_hat (with fresh noise `z` when eta > 0).
+    fn update(&self, z: Option<&GpuTensor>) -> Result<Dispatch> {
+        let b = self.bufs;
+        let mut bindings = vec![
+            (0, self.uniform()),
+            (1, b.state.bind()),
+            (3, b.table.bind()),
+            (5, b.image.bind()),
+            (6, b.nhat.bind()),
+        ];
+        let entry = match z {
+            Some(z) => {
+                bindings.push((8, z.bind()));
+                "sample_update_stochastic"
+            }
+            None => "sample_update",
+        };
+        let kernel = self.kernel(entry)?;
+        self.gpu.dispatch(&kernel, &bindings, self.pixel_groups()?)
+    }
+
+    /// The GPU's step counter, one up.
+    fn tick(&self) -> Result<Dispatch> {
+        let state = self.bufs.state.bind();
+        self.gpu
+            .dispatch(&self.kernel("sample_tick")?, &[(2, state)], [1, 1, 1])
+    }
 }
 
 impl Sampler {
@@ -143,7 +350,7 @@ impl Sampler {
 
     /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`, for
     /// each `(refiner, level)` of `refiners` (levels decreasing: a later refiner takes over
-    /// from an earlier one). `--refiner CKPT --refine-from LEVEL`, repeatable: models trained
+    /// from an earlier one). `--refiner CKPT@LEVEL`, repeatable: models trained
     /// on the lower levels only, as eDiff-I's expert denoisers. All see the same image,
     /// conditioning and schedule. With `guide`, the model's own steps (not the refiners')
     /// are guided ([`Guide`]).
@@ -156,165 +363,42 @@ impl Sampler {
         schedule: Schedule,
         seed: u64,
     ) -> Result<Sampler> {
-        schedule.validate()?;
-        if let Some(g) = &guide {
-            settings::check_guidance(g.weight as f64)?;
-            settings::check_guide_from(g.from_level)?;
-        }
-        if batch == 0 {
-            return Err(Error::config(
-                "the sampling batch must hold at least one digit",
-            ));
-        }
-        let levels: Vec<u32> = refiners.iter().map(|(_, level)| *level).collect();
-        settings::check_refine_from(&levels)?;
-        let px = PIXELS as usize;
-        let image = GpuTensor::zeros(gpu, "sample-image", &[batch, px])?;
-        let nhat = GpuTensor::zeros(gpu, "sample-nhat", &[batch, px])?;
-        let cond = GpuTensor::zeros(gpu, "sample-cond", &[batch])?;
-        let state = GpuTensor::zeros(gpu, "sample-state", &[1])?;
-        let table = GpuTensor::from_slice(
+        check(&schedule, guide.as_ref(), refiners, batch)?;
+        let bufs = LoopBuffers::new(gpu, batch, &schedule, guide.map_or(1.0, |g| g.weight))?;
+        let build = Builder {
             gpu,
-            "sample-table",
-            &[schedule.steps as usize, 4],
-            &schedule.step_table().concat(),
-        )?;
-        let traj = GpuTensor::zeros(gpu, "trajectory", &[schedule.steps as usize + 1, px])?;
-        let params_buf = gpu.uniform(
-            "sample-params",
-            &Params {
-                batch: batch as u32,
-                steps: schedule.steps,
-                clip: schedule.clip as u32,
-                bg_from: schedule.background_from(),
-                guidance: guide.map_or(1.0, |g| g.weight),
-                _pad: [0; 3],
-            },
-        );
-        let c = [
-            ("WG", WG_1D as f64),
-            ("PIXELS", px as f64),
-            ("LO", PIXEL_LO as f64),
-            ("HI", PIXEL_HI as f64),
-            ("BG_FRAC", BACKGROUND_FRAC as f64),
-            ("INK_MEAN", INK_MEAN as f64),
-            ("INK_VAR", INK_VAR as f64),
-        ];
-        let k = |e: &str| gpu.kernel("sample", e, &c);
-        let u = || params_buf.as_entire_binding();
-        let snapshot = || -> Result<Dispatch> {
-            gpu.dispatch(
-                &k("sample_snapshot")?,
-                &[
-                    (0, u()),
-                    (1, state.bind()),
-                    (5, image.bind()),
-                    (7, traj.bind()),
-                ],
-                gpu.groups_1d(px as u64, WG_1D)?,
-            )
-        };
-        let pre = vec![
-            gpu.dispatch(
-                &k("sample_cond")?,
-                &[
-                    (0, u()),
-                    (1, state.bind()),
-                    (3, table.bind()),
-                    (4, cond.bind()),
-                ],
-                gpu.groups_1d(batch as u64, WG_1D)?,
-            )?,
-            snapshot()?,
-        ];
-        let groups = gpu.groups_1d((batch * px) as u64, WG_1D)?;
-        // A call of model m whose output is recomposed into `out`.
-        let call = |m: SamplerModel<'_>, out: &GpuTensor| -> Result<Call> {
-            let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
-            let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
-            Ok(Call {
-                patches: patches::patches_forward(gpu, g, batch, t, &image, &cond, &net.tokens)?,
-                recompose: patches::recompose(gpu, g, batch, t, &net.output, out)?,
-                net,
-            })
+            bufs: &bufs,
+            batch,
+            schedule: &schedule,
         };
         let mut keep = vec![];
-        let mut stages = Vec::new();
-        for (i, (m, from)) in std::iter::once((model, 0))
-            .chain(
-                refiners
-                    .iter()
-                    .map(|(r, level)| (*r, schedule.first_step_at_or_below(*level))),
-            )
-            .enumerate()
-        {
-            let guide = match guide.filter(|_| i == 0) {
-                Some(g) => {
-                    let nhat_guide = GpuTensor::zeros(gpu, "sample-nhat-guide", &[batch, px])?;
-                    let guide_call = GuideCall {
-                        from: g
-                            .from_level
-                            .map_or(0, |l| schedule.first_step_at_or_below(l)),
-                        call: call(g.model, &nhat_guide)?,
-                        combine: gpu.dispatch(
-                            &k("sample_guide")?,
-                            &[(0, u()), (10, nhat.bind()), (11, nhat_guide.bind())],
-                            groups,
-                        )?,
-                    };
-                    keep.push(nhat_guide);
-                    Some(guide_call)
-                }
-                None => None,
-            };
-            stages.push(Stage {
-                from,
-                call: call(m, &nhat)?,
-                guide,
-            });
-        }
-        let mut post = Vec::new();
-        keep.push(cond);
+        let stages = build.stages(model, guide, refiners, &mut keep)?;
+        let pre = vec![build.cond()?, build.snapshot()?];
         // With eta > 0: the fresh noise z [B, 784] (its coefficients are in the table).
-        let stochastic = if schedule.eta > 0.0 {
-            Some(GpuTensor::zeros(gpu, "sample-z", &[batch, px])?)
-        } else {
-            None
+        let z = match schedule.eta > 0.0 {
+            true => Some(GpuTensor::zeros(
+                gpu,
+                "sample-z",
+                &[batch, PIXELS as usize],
+            )?),
+            false => None,
         };
-        let mut update = vec![
-            (0, u()),
-            (1, state.bind()),
-            (3, table.bind()),
-            (5, image.bind()),
-            (6, nhat.bind()),
-        ];
-        let entry = match &stochastic {
+        let post = vec![build.update(z.as_ref())?, build.tick()?];
+        let last_snapshot = build.snapshot()?;
+        let step_noise = match z {
             Some(z) => {
-                update.push((8, z.bind()));
-                "sample_update_stochastic"
-            }
-            None => "sample_update",
-        };
-        post.push(gpu.dispatch(&k(entry)?, &update, groups)?);
-        let step_noise = match stochastic {
-            Some(z) => {
-                let fill = FillNormal::counted(gpu, seed, streams::SAMPLE_STEP, &z, &state)?;
+                let fill = FillNormal::counted(gpu, seed, streams::SAMPLE_STEP, &z, &bufs.state)?;
                 keep.push(z);
                 Some(fill)
             }
             None => None,
         };
-        keep.extend([nhat, table]);
-        post.push(gpu.dispatch(&k("sample_tick")?, &[(2, state.bind())], [1, 1, 1])?);
-        let last_snapshot = snapshot()?;
-        let init = FillNormal::new(gpu, seed, streams::SAMPLE_INIT, &image)?;
+        let init = FillNormal::new(gpu, seed, streams::SAMPLE_INIT, &bufs.image)?;
         Ok(Sampler {
             batch,
             schedule,
             stages,
-            image,
-            state,
-            traj,
+            bufs,
             init,
             step_noise,
             pre,
@@ -338,7 +422,7 @@ impl Sampler {
         if let Some(f) = &self.step_noise {
             f.set_step_offset(gpu, 0, offset as u32);
         }
-        self.state.write(gpu, &[0u32]);
+        self.bufs.state.write(gpu, &[0u32]);
         let mut enc = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -377,7 +461,7 @@ impl Sampler {
     /// [batch, 784] (the one readback of the chunk).
     pub fn run(&self, gpu: &Gpu, first: u64) -> Result<Vec<f32>> {
         self.submit(gpu, first)?;
-        self.image.read(gpu)
+        self.bufs.image.read(gpu)
     }
 
     /// Digits `0..count` [count, 784], in chunks of `batch` (each chunk one loop, one
@@ -397,7 +481,7 @@ impl Sampler {
 
     /// Digit 0's states of the last run: [steps + 1, 784], from the initial noise to the end.
     pub fn trajectory(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        self.traj.read(gpu)
+        self.bufs.traj.read(gpu)
     }
 
     /// The stage that makes step k's noise estimate.

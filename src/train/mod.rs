@@ -367,14 +367,7 @@ struct Trainer<'a> {
     ckpt_path: PathBuf,
     best_path: PathBuf,
     state: RunState,
-    params: GpuTensor,
-    opt: Optimizer,
-    net: Network,
-    batcher: Batcher,
-    perm: GpuTensor,
-    _train_data: GpuTensor,
-    val_net: Network,
-    epoch_sampler: Option<crate::sample::Sampler>,
+    gear: Gear,
     evaluator: Option<(crate::sample::Sampler, crate::eval::classifier::Classifier)>,
     lr: LrSchedule,
     budget: Option<f64>,
@@ -385,6 +378,87 @@ struct Trainer<'a> {
     metrics: Metrics<'a>,
     clock: Clock,
     in_flight: std::collections::VecDeque<wgpu::SubmissionIndex>,
+}
+
+/// The GPU side of a stage, made once: the weights and their optimizer, the training and
+/// validation networks, the batches, and the per-epoch sampler.
+struct Gear {
+    params: GpuTensor,
+    opt: Optimizer,
+    net: Network,
+    batcher: Batcher,
+    perm: GpuTensor,
+    _train_data: GpuTensor,
+    val_net: Network,
+    epoch_sampler: Option<crate::sample::Sampler>,
+}
+
+impl Gear {
+    fn new(
+        gpu: &Gpu,
+        s: &TrainSettings,
+        model: &ModelConfig,
+        layout: &ParamLayout,
+        buffers: &Buffers,
+        mnist: &Mnist,
+        n_train: usize,
+    ) -> Result<Gear> {
+        let pixels = &mnist.train.pixels[..n_train * PIXELS as usize];
+        let train_data = GpuTensor::from_bytes(gpu, "train-images", pixels)?;
+        let perm = GpuTensor::zeros(gpu, "perm", &[n_train])?;
+        let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &buffers.params)?;
+        let opt = Optimizer::new(
+            gpu,
+            layout,
+            &params,
+            buffers.adam_m.as_ref().unwrap(),
+            buffers.adam_v.as_ref().unwrap(),
+            buffers.ema.as_ref().unwrap(),
+            s.lr as f32,
+            s.ema as f32,
+        )?;
+        let net = Network::new(gpu, model, layout, s.batch(), &params, Some(&opt.grads))?;
+        let noise = NoiseConfig {
+            seed: s.seed,
+            stream: streams::TRAIN,
+            alpha: s.alpha as f32,
+            n_max: s.level_max(),
+            repeat: s.repeat,
+        };
+        let batcher = Batcher::new(gpu, noise, (&train_data, &perm), &net)?;
+        let val_net = validation_net(gpu, s, model, layout, &params, mnist)?;
+        let epoch_sampler = match s.sample_every {
+            0 => None,
+            _ => Some(crate::sample::Sampler::new(
+                gpu,
+                model,
+                layout,
+                &opt.ema,
+                EPOCH_GRID * EPOCH_GRID,
+                epoch_schedule(s),
+                EPOCH_SAMPLE_SEED,
+            )?),
+        };
+        Ok(Gear {
+            params,
+            opt,
+            net,
+            batcher,
+            perm,
+            _train_data: train_data,
+            val_net,
+            epoch_sampler,
+        })
+    }
+}
+
+/// "stage NAME: " before a staged recipe's lines, nothing for a single model.
+fn stage_label(stage: &Stage) -> String {
+    stage
+        .name
+        .as_ref()
+        .map(|n| format!("stage {n}: "))
+        .unwrap_or_default()
 }
 
 /// The stage's clock: seconds trained before this process, and this process's start (its
@@ -400,6 +474,17 @@ struct Clock {
 }
 
 impl Clock {
+    fn new(start: Instant, state: &RunState) -> Clock {
+        Clock {
+            before: state.seconds,
+            start,
+            first_step: state.step,
+            last_row_step: state.step,
+            last_row_time: start.elapsed().as_secs_f64(),
+            last_train: None,
+            saved_at: None,
+        }
+    }
     fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
@@ -434,46 +519,7 @@ impl<'a> Trainer<'a> {
                 dir.display()
             )));
         }
-        let batch = s.batch();
-        let train_data = GpuTensor::from_bytes(
-            gpu,
-            "train-images",
-            &mnist.train.pixels[..n_train * PIXELS as usize],
-        )?;
-        let perm = GpuTensor::zeros(gpu, "perm", &[n_train])?;
-        let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &buffers.params)?;
-        let opt = Optimizer::new(
-            gpu,
-            &layout,
-            &params,
-            buffers.adam_m.as_ref().unwrap(),
-            buffers.adam_v.as_ref().unwrap(),
-            buffers.ema.as_ref().unwrap(),
-            s.lr as f32,
-            s.ema as f32,
-        )?;
-        let net = Network::new(gpu, &model, &layout, batch, &params, Some(&opt.grads))?;
-        let noise = NoiseConfig {
-            seed: s.seed,
-            stream: streams::TRAIN,
-            alpha: s.alpha as f32,
-            n_max: s.level_max(),
-            repeat: s.repeat,
-        };
-        let batcher = Batcher::new(gpu, noise, (&train_data, &perm), &net)?;
-        let val_net = validation_net(gpu, s, &model, &layout, &params, mnist)?;
-        let epoch_sampler = match s.sample_every {
-            0 => None,
-            _ => Some(crate::sample::Sampler::new(
-                gpu,
-                &model,
-                &layout,
-                &opt.ema,
-                EPOCH_GRID * EPOCH_GRID,
-                epoch_schedule(s),
-                EPOCH_SAMPLE_SEED,
-            )?),
-        };
+        let gear = Gear::new(gpu, s, &model, &layout, &buffers, mnist, n_train)?;
         let steps_per_epoch = s.steps_per_epoch(n_train);
         let max_steps = s.step_limit(n_train);
         let lr = s.lr_schedule(max_steps, budget)?;
@@ -483,35 +529,31 @@ impl<'a> Trainer<'a> {
             &dir,
         ))?;
         let mut metrics = Metrics::open(&dir, resume, args.json, progress)?;
-        let label = stage
-            .name
-            .as_ref()
-            .map(|n| format!("stage {n}: "))
-            .unwrap_or_default();
-        let budget_note = budget
-            .map(|b| format!(", {:.1} minutes", b / 60.0))
-            .unwrap_or_default();
+        let resuming = match resume {
+            true => format!(", resuming at step {}{note}", state.step),
+            false => String::new(),
+        };
         metrics.say(&format!(
-            "{label}training {} weights ({model}) on {}: {batch} samples per step, {steps_per_epoch} steps per epoch, levels 0..={}, {lr}{budget_note}{}",
+            "{}training {} weights ({model}) on {}: {} samples per step, {steps_per_epoch} steps per epoch, levels 0..={}, {lr}{}{resuming}",
+            stage_label(stage),
             model.parameter_count(),
             gpu.describe(),
+            s.batch(),
             s.level_max(),
-            if resume {
-                format!(", resuming at step {}{note}", state.step)
-            } else {
-                String::new()
-            }
+            budget
+                .map(|b| format!(", {:.1} minutes", b / 60.0))
+                .unwrap_or_default(),
         ));
-        let evaluator = evaluator(gpu, args, s, &model, &layout, &opt, mnist, &mut metrics)?;
-        let clock = Clock {
-            before: state.seconds,
-            start,
-            first_step: state.step,
-            last_row_step: state.step,
-            last_row_time: start.elapsed().as_secs_f64(),
-            last_train: None,
-            saved_at: None,
-        };
+        let evaluator = evaluator(
+            gpu,
+            args,
+            s,
+            &model,
+            &layout,
+            &gear.opt,
+            mnist,
+            &mut metrics,
+        )?;
         Ok(Trainer {
             gpu,
             settings: s,
@@ -520,15 +562,9 @@ impl<'a> Trainer<'a> {
             layout,
             best_path: dir.join("best.safetensors"),
             ckpt_path,
+            clock: Clock::new(start, &state),
             state,
-            params,
-            opt,
-            net,
-            batcher,
-            perm,
-            _train_data: train_data,
-            val_net,
-            epoch_sampler,
+            gear,
             evaluator,
             lr,
             budget,
@@ -536,7 +572,6 @@ impl<'a> Trainer<'a> {
             max_steps,
             steps_per_epoch,
             metrics,
-            clock,
             in_flight: Default::default(),
         })
     }
@@ -554,7 +589,7 @@ impl<'a> Trainer<'a> {
             }
             if perm_epoch != self.state.epoch {
                 let p = epoch_permutation(self.settings.seed, self.state.epoch, n_train);
-                self.perm.write(self.gpu, &p);
+                self.gear.perm.write(self.gpu, &p);
                 perm_epoch = self.state.epoch;
             }
             while self.state.epoch_step < self.steps_per_epoch {
@@ -585,10 +620,15 @@ impl<'a> Trainer<'a> {
         let (gpu, s, state) = (self.gpu, self.settings, &self.state);
         let step = state.step;
         let first_image = (state.epoch_step * s.batch_images as u64) as u32;
-        self.batcher.noise.set_step(gpu, step as u32, first_image);
-        self.net.set_slot(gpu, (step % LOSS_HISTORY as u64) as u32);
+        self.gear
+            .batcher
+            .noise
+            .set_step(gpu, step as u32, first_image);
+        self.gear
+            .net
+            .set_slot(gpu, (step % LOSS_HISTORY as u64) as u32);
         let rate = self.lr.at(step, self.clock.total());
-        self.opt.set_step(gpu, step + 1, rate);
+        self.gear.opt.set_step(gpu, step + 1, rate);
         let mut enc = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -599,11 +639,11 @@ impl<'a> Trainer<'a> {
                 label: Some("train-step"),
                 timestamp_writes: None,
             });
-            self.batcher.record(&mut pass);
-            self.net.record_forward(&mut pass);
-            self.net.record_loss(&mut pass);
-            self.net.record_backward(&mut pass);
-            self.opt.record(&mut pass);
+            self.gear.batcher.record(&mut pass);
+            self.gear.net.record_forward(&mut pass);
+            self.gear.net.record_loss(&mut pass);
+            self.gear.net.record_backward(&mut pass);
+            self.gear.opt.record(&mut pass);
         }
         self.in_flight.push_back(gpu.queue.submit([enc.finish()]));
         // Keep at most two steps queued: bounded memory, no stall of the GPU.
@@ -661,7 +701,7 @@ impl<'a> Trainer<'a> {
     fn read_losses(&self) -> Result<Vec<f32>> {
         let from = self.clock.last_row_step;
         let n = (self.state.step - from) as usize;
-        let losses = self.net.read_losses(self.gpu, from, n)?;
+        let losses = self.gear.net.read_losses(self.gpu, from, n)?;
         if let Some(i) = losses.iter().position(|v| !v.is_finite()) {
             let kept = if self.ckpt_path.exists() {
                 format!(
@@ -708,7 +748,7 @@ impl<'a> Trainer<'a> {
     /// stage ends, if it does.
     fn end_of_epoch(&mut self) -> Result<Option<End>> {
         let (gpu, s) = (self.gpu, self.settings);
-        let val = net_validation(gpu, &self.val_net)?;
+        let val = net_validation(gpu, &self.gear.val_net)?;
         if !val.is_finite() {
             return Err(Error::new(
                 ErrorKind::Diverged,
@@ -758,7 +798,7 @@ impl<'a> Trainer<'a> {
 
     /// The per-epoch grid of EMA samples (every sample-every epochs).
     fn epoch_grid(&self) -> Result<()> {
-        let Some(sm) = &self.epoch_sampler else {
+        let Some(sm) = &self.gear.epoch_sampler else {
             return Ok(());
         };
         let epoch = self.state.epoch - 1;
@@ -821,10 +861,10 @@ impl<'a> Trainer<'a> {
     fn save(&self, kind: &str, path: &Path) -> Result<()> {
         let gpu = self.gpu;
         let b = Buffers {
-            params: self.params.read(gpu)?,
-            ema: Some(self.opt.ema.read(gpu)?),
-            adam_m: Some(self.opt.m.read(gpu)?),
-            adam_v: Some(self.opt.v.read(gpu)?),
+            params: self.gear.params.read(gpu)?,
+            ema: Some(self.gear.opt.ema.read(gpu)?),
+            adam_m: Some(self.gear.opt.m.read(gpu)?),
+            adam_v: Some(self.gear.opt.v.read(gpu)?),
         };
         let meta = serde_json::to_value(Meta {
             kind: kind.into(),

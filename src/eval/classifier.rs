@@ -321,14 +321,7 @@ pub struct ClassifierMeta {
 
 /// Trains the classifier on `mnist`'s training digits and measures its test accuracy.
 pub fn train(gpu: &Gpu, mnist: &Mnist, s: &TrainSettings) -> Result<Classifier> {
-    let total = mnist.train.count;
-    let n = s.train_subset.unwrap_or(total).min(total);
-    if s.batch == 0 || n < s.batch || s.epochs == 0 || !(s.lr > 0.0 && s.lr.is_finite()) {
-        return Err(Error::config(format!(
-            "classifier training needs epochs >= 1, a positive lr and 1 <= batch <= training digits, got {s:?} with {n} digits"
-        )));
-    }
-    let px = DIMS[0];
+    let n = training_digits(mnist, s)?;
     let start = Instant::now();
     let init = init_params(s.seed);
     let np = init.len();
@@ -336,32 +329,68 @@ pub fn train(gpu: &Gpu, mnist: &Mnist, s: &TrainSettings) -> Result<Classifier> 
     let grads = GpuTensor::zeros(gpu, "clf.grads", &[np])?;
     let m = GpuTensor::zeros(gpu, "clf.adam-m", &[np])?;
     let v = GpuTensor::zeros(gpu, "clf.adam-v", &[np])?;
-    let opt = adam::Adam::new(gpu, adam::AdamConfig::keras(s.lr), &params, &grads, &m, &v)?;
-    let opt_low = adam::Adam::new(
-        gpu,
-        adam::AdamConfig::keras(s.lr / 10.0),
-        &params,
-        &grads,
-        &m,
-        &v,
-    )?;
+    let adam = |lr: f32| adam::Adam::new(gpu, adam::AdamConfig::keras(lr), &params, &grads, &m, &v);
+    let opts = [adam(s.lr)?, adam(s.lr / 10.0)?];
     let mlp = Mlp::new(gpu, &params, Some(&grads), s.batch)?;
+    let steps = run_epochs(gpu, &mlp, &opts, mnist, n, s)?;
+    let final_train_loss = final_loss(&mlp.history.read(gpu)?, steps)?;
+    let mut c = Classifier {
+        params: params.read(gpu)?,
+        test_stats: fid::Stats {
+            mean: vec![],
+            cov: vec![],
+            n: 0,
+        },
+        meta: ClassifierMeta {
+            test_accuracy: 0.0,
+            settings: s.clone(),
+            train_images: n,
+            train_seconds: start.elapsed().as_secs_f64(),
+            final_train_loss,
+            test_images: mnist.test.count,
+            adapter: gpu.describe(),
+        },
+    };
+    let out = c.infer(gpu, &mnist.test.pixels)?;
+    let labels: Vec<u32> = mnist.test_labels.iter().map(|&l| l as u32).collect();
+    c.meta.test_accuracy = ops::accuracy(&out.predictions(), &labels);
+    c.test_stats = fid::stats(&out.features, FEATURES);
+    Ok(c)
+}
+
+/// The training digits `s` asks for, once its settings are checked.
+fn training_digits(mnist: &Mnist, s: &TrainSettings) -> Result<usize> {
+    let total = mnist.train.count;
+    let n = s.train_subset.unwrap_or(total).min(total);
+    if s.batch == 0 || n < s.batch || s.epochs == 0 || !(s.lr > 0.0 && s.lr.is_finite()) {
+        return Err(Error::config(format!(
+            "classifier training needs epochs >= 1, a positive lr and 1 <= batch <= training digits, got {s:?} with {n} digits"
+        )));
+    }
+    Ok(n)
+}
+
+/// Every epoch over the first `n` training digits in a shuffled order, with `opts[0]` and, in
+/// the last `decay_epochs`, `opts[1]`; returns the steps made.
+fn run_epochs(
+    gpu: &Gpu,
+    mlp: &Mlp,
+    opts: &[adam::Adam; 2],
+    mnist: &Mnist,
+    n: usize,
+    s: &TrainSettings,
+) -> Result<u64> {
+    let px = DIMS[0];
     let inputs = to_input(&mnist.train.pixels[..n * px]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed ^ 0xC1A5_5EED);
     let mut order: Vec<usize> = (0..n).collect();
-    let steps_per_epoch = n / s.batch;
-    let mut xb = vec![0.0f32; s.batch * px];
-    let mut lb = vec![0u32; s.batch];
+    let (mut xb, mut lb) = (vec![0.0f32; s.batch * px], vec![0u32; s.batch]);
     let mut step: u64 = 0;
     for epoch in 0..s.epochs {
         order.shuffle(&mut rng);
-        let opt = if epoch + s.decay_epochs >= s.epochs {
-            &opt_low
-        } else {
-            &opt
-        };
-        for b in 0..steps_per_epoch {
-            for (r, &i) in order[b * s.batch..(b + 1) * s.batch].iter().enumerate() {
+        let opt = &opts[(epoch + s.decay_epochs >= s.epochs) as usize];
+        for batch in order.chunks_exact(s.batch) {
+            for (r, &i) in batch.iter().enumerate() {
                 xb[r * px..(r + 1) * px].copy_from_slice(&inputs[i * px..(i + 1) * px]);
                 lb[r] = mnist.train_labels[i] as u32;
             }
@@ -385,41 +414,23 @@ pub fn train(gpu: &Gpu, mnist: &Mnist, s: &TrainSettings) -> Result<Classifier> 
         }
     }
     gpu.wait()?;
-    let hist: Vec<f32> = mlp.history.read(gpu)?;
-    let last = (step as usize).min(100);
-    let final_train_loss = (0..last)
-        .map(|i| hist[((step as usize) - 1 - i) % HISTORY] as f64)
+    Ok(step)
+}
+
+/// The mean training loss of the last (up to 100) of `steps` steps, from the loss ring.
+fn final_loss(history: &[f32], steps: u64) -> Result<f64> {
+    let steps = steps as usize;
+    let last = steps.min(100);
+    let loss = (0..last)
+        .map(|i| history[(steps - 1 - i) % HISTORY] as f64)
         .sum::<f64>()
         / last.max(1) as f64;
-    if !final_train_loss.is_finite() {
+    if !loss.is_finite() {
         return Err(Error::gpu(format!(
-            "classifier training diverged (loss {final_train_loss})"
+            "classifier training diverged (loss {loss})"
         )));
     }
-    let params: Vec<f32> = params.read(gpu)?;
-    let train_seconds = start.elapsed().as_secs_f64();
-    let mut c = Classifier {
-        params,
-        test_stats: fid::Stats {
-            mean: vec![],
-            cov: vec![],
-            n: 0,
-        },
-        meta: ClassifierMeta {
-            test_accuracy: 0.0,
-            settings: s.clone(),
-            train_images: n,
-            train_seconds,
-            final_train_loss,
-            test_images: mnist.test.count,
-            adapter: gpu.describe(),
-        },
-    };
-    let out = c.infer(gpu, &mnist.test.pixels)?;
-    let labels: Vec<u32> = mnist.test_labels.iter().map(|&l| l as u32).collect();
-    c.meta.test_accuracy = ops::accuracy(&out.predictions(), &labels);
-    c.test_stats = fid::stats(&out.features, FEATURES);
-    Ok(c)
+    Ok(loss)
 }
 
 /// What the classifier says about a set of digits.

@@ -35,9 +35,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read> src: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ema_out: array<f32>;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 @compute @workgroup_size(WG)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>,

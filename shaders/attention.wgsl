@@ -54,9 +54,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read> d_o: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Dot product of K values of qkv starting at a and b.
 fn dot_qkv(a: u32, b: u32) -> f32 {

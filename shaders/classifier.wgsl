@@ -25,7 +25,6 @@
 // iterations in all have run: the host refuses sizes that would pass it there.
 
 override WG: u32 = 64u;
-const RWG: u32 = 256u;
 
 struct Params {
     n: u32,        // elements (threads) of the elementwise entries
@@ -53,11 +52,7 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(13) var<storage, read_write> pred: array<u32>;
 
-var<workgroup> partial: array<f32, RWG>;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 @compute @workgroup_size(WG)
 fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -113,8 +108,7 @@ fn softmax_xent_forward(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(RWG)
 fn xent_mean(@builtin(local_invocation_index) lid: u32) {
     let n = params.batch;
-    var s = 0.0;
-    var comp = 0.0;
+    var sc = vec2<f32>(0.0, 0.0); // (sum, Kahan compensation)
     // Four terms per iteration (fewer loop iterations: llvmpipe's cap).
     for (var e0 = lid * 4u; e0 < n; e0 += RWG * 4u) {
         let e1 = min(e0 + 1u, n - 1u);
@@ -124,22 +118,11 @@ fn xent_mean(@builtin(local_invocation_index) lid: u32) {
         let v2 = select(0.0, losses_in[e2], e0 + 2u < n);
         let v3 = select(0.0, losses_in[e3], e0 + 3u < n);
         let q = (losses_in[e0] + v1) + (v2 + v3);
-        // Kahan-compensated running sum.
-        let term = q - comp;
-        let next = s + term;
-        comp = (next - s) - term;
-        s = next;
+        sc = kahan_add(sc, q);
     }
-    partial[lid] = s;
-    workgroupBarrier();
-    for (var stride = RWG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial[lid] = partial[lid] + partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, sc.x);
     if (lid == 0u) {
-        history[params.slot] = partial[0] * params.scale;
+        history[params.slot] = total * params.scale;
     }
 }
 

@@ -108,9 +108,6 @@ fn box_muller(bits: vec4<u32>) -> f32 {
     return sqrt(-2.0 * log(u1)) * cos(TWO_PI * u2 - PI);
 }
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 fn pixel(k: u32) -> f32 {
     let byte = (data[k >> 2u] >> ((k & 3u) * 8u)) & 0xFFu;

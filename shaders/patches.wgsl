@@ -42,9 +42,6 @@ struct Params {
 @group(0) @binding(7) var<storage, read> ptokens: array<f32>;
 @group(0) @binding(8) var<storage, read_write> image: array<f32>;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Range of patch rows (or columns) i whose span i*PATCH .. i*PATCH + WIDTH holds pixel row y.
 fn covering(y: u32) -> vec2<u32> {

@@ -64,9 +64,6 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> nhat_rw: array<f32>;
 @group(0) @binding(11) var<storage, read> nhat_guide: array<f32>;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // This step's row of the table: (u, keep, c0, c1).
 fn step_row() -> vec4<f32> {
@@ -95,13 +92,10 @@ fn sample_snapshot(@builtin(global_invocation_id) gid: vec3<u32>,
 
 // The posterior weight that a pixel of noisy value a at level u (s = 1 - u > 0) is
 // background, from the log-odds of BG_FRAC N(a; u LO, s^2) against
-// (1 - BG_FRAC) N(a; u INK_MEAN, u^2 INK_VAR + s^2) (as skip.wgsl's mixture).
+// (1 - BG_FRAC) N(a; u INK_MEAN, u^2 INK_VAR + s^2) (the prelude's mixture_log_odds, as
+// skip.wgsl's mixture).
 fn background_weight(a: f32, u: f32, s: f32) -> f32 {
-    let v1 = u * u * INK_VAR + s * s;
-    let d0 = a - u * LO;
-    let d1 = a - u * INK_MEAN;
-    let odds = log(BG_FRAC / (1.0 - BG_FRAC)) - d0 * d0 / (2.0 * s * s) - log(s)
-        + d1 * d1 / (2.0 * v1) + 0.5 * log(v1);
+    let odds = mixture_log_odds(a, u, s, LO, vec3<f32>(BG_FRAC, INK_MEAN, INK_VAR));
     return 1.0 / (1.0 + exp(-clamp(odds, -80.0, 80.0)));
 }
 

@@ -73,12 +73,10 @@ fn estimate(a: f32, u: f32, p: vec3<f32>) -> vec2<f32> {
     }
     let s = max(1.0 - u, S_MIN);
     let f1 = linear(u, s, p.z);
-    let v1 = u * u * p.z + s * s;
     let d0 = a - u * BG;
     let d1 = a - u * p.y;
-    // log(frac l0) - log((1 - frac) l1), clamped so exp stays finite.
-    let odds = log(p.x / (1.0 - p.x)) - d0 * d0 / (2.0 * s * s) - log(s)
-        + d1 * d1 / (2.0 * v1) + 0.5 * log(v1);
+    // Clamped so exp stays finite.
+    let odds = mixture_log_odds(a, u, s, BG, p);
     // w and 1 - w each from its own logistic: 1 - w as a difference would round to 0 in
     // f32 when w is within 6e-8 of 1, and q with it.
     let lo = clamp(odds, -80.0, 80.0);

@@ -141,6 +141,27 @@ impl Geometry {
     pub fn pixels(&self) -> u32 {
         self.size * self.size
     }
+
+    /// Visits every (patch c, value d, pixel index) triple of one image: value d of patch c
+    /// is a copy of that pixel (patch c = i g + j covers rows i P .. i P + P + 2 O and the
+    /// same columns from j P).
+    pub fn for_each_copy(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let (grid, p, w, s) = (
+            self.grid() as usize,
+            self.patch as usize,
+            self.width() as usize,
+            self.size as usize,
+        );
+        for i in 0..grid {
+            for j in 0..grid {
+                for r in 0..w {
+                    for c in 0..w {
+                        f(i * grid + j, r * w + c, (i * p + r) * s + j * p + c);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The transformer's shape (SPEC §3).

@@ -4,8 +4,8 @@
 use crate::config::{IMAGE_SIZE, PIXELS};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{Gpu, GpuTensor};
+use crate::math::rng::streams;
 use crate::ops::noise::{NoiseConfig, NoiseInject};
-use crate::reference::rng::streams;
 use std::path::Path;
 
 /// How image values map to grey levels.

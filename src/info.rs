@@ -2,7 +2,8 @@
 
 use crate::gpu::context::OPTIONAL_FEATURES;
 use crate::gpu::Gpu;
-use serde_json::json;
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The limits the kernels depend on, by name.
 pub fn limits(gpu: &Gpu) -> Vec<(&'static str, u64)> {
@@ -40,28 +41,37 @@ pub fn limits(gpu: &Gpu) -> Vec<(&'static str, u64)> {
     ]
 }
 
-/// The report as JSON.
-pub fn report_json(gpu: &Gpu) -> serde_json::Value {
+/// What `info --json` prints: the adapter, its optional features and its limits.
+#[derive(Debug, Serialize)]
+pub struct InfoReport {
+    pub adapter: String,
+    pub backend: String,
+    pub device_type: String,
+    pub vendor: String,
+    pub device: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub features: BTreeMap<&'static str, bool>,
+    pub limits: BTreeMap<&'static str, u64>,
+}
+
+/// The report of `gpu`'s adapter.
+pub fn report(gpu: &Gpu) -> InfoReport {
     let i = &gpu.info;
-    let features: serde_json::Map<String, serde_json::Value> = OPTIONAL_FEATURES
-        .iter()
-        .map(|(f, name)| (name.to_string(), json!(gpu.has(*f))))
-        .collect();
-    let limits: serde_json::Map<String, serde_json::Value> = limits(gpu)
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    json!({
-        "adapter": i.name,
-        "backend": format!("{:?}", i.backend).to_lowercase(),
-        "device_type": format!("{:?}", i.device_type),
-        "vendor": format!("{:#06x}", i.vendor),
-        "device": format!("{:#06x}", i.device),
-        "driver": i.driver,
-        "driver_info": i.driver_info,
-        "features": features,
-        "limits": limits,
-    })
+    InfoReport {
+        adapter: i.name.clone(),
+        backend: format!("{:?}", i.backend).to_lowercase(),
+        device_type: format!("{:?}", i.device_type),
+        vendor: format!("{:#06x}", i.vendor),
+        device: format!("{:#06x}", i.device),
+        driver: i.driver.clone(),
+        driver_info: i.driver_info.clone(),
+        features: OPTIONAL_FEATURES
+            .iter()
+            .map(|(f, name)| (*name, gpu.has(*f)))
+            .collect(),
+        limits: limits(gpu).into_iter().collect(),
+    }
 }
 
 /// The report as aligned text lines.

@@ -129,12 +129,20 @@ fn noise(gpu_args: &GpuArgs, a: &NoiseArgs) -> Result<()> {
     Ok(())
 }
 
+/// A command's typed report as one line of JSON.
+fn print_json<T: serde::Serialize>(report: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(report).expect("reports are plain fields")
+    );
+}
+
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Info { json } => {
             let gpu = cli.gpu.open()?;
             if *json {
-                println!("{}", info::report_json(&gpu));
+                print_json(&info::report(&gpu));
             } else {
                 print!("{}", info::report_text(&gpu));
             }
@@ -146,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
             train::install_interrupt_handler();
             let s = train::run(&gpu, a)?;
             if a.json {
-                println!("{}", serde_json::json!({ "summary": s }));
+                print_json(&train::TrainReport { summary: &s });
             } else if s.stages.len() > 1 {
                 println!(
                     "done: {} stages in {}; sample them with `wgpu-diffusion sample --run {}`",
@@ -161,10 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             let gpu = cli.gpu.open()?;
             let r = sample::run_command(&gpu, a)?;
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&r).expect("plain fields serialise")
-                );
+                print_json(&r);
             } else {
                 println!("{}", r.text());
             }
@@ -175,10 +180,7 @@ fn run(cli: Cli) -> Result<()> {
             if a.loss_by_level {
                 let r = eval::command::run_levels(&gpu, a)?;
                 if a.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&r).expect("plain fields serialise")
-                    );
+                    print_json(&r);
                 } else {
                     print!("{}", r.text());
                 }
@@ -186,10 +188,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let r = eval::run_command(&gpu, a)?;
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&r).expect("plain fields serialise")
-                );
+                print_json(&r);
             } else {
                 print!("{}", eval::report_text(&r));
             }

@@ -4,8 +4,6 @@
 mod common;
 
 use common::{bin, error_line, mnist_dir};
-use std::path::PathBuf;
-use std::process::Output;
 use wgpu_diffusion::data;
 use wgpu_diffusion::eval::classifier::{self, Classifier, TrainSettings};
 
@@ -23,23 +21,6 @@ fn fast_settings() -> TrainSettings {
     }
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wgpu-diffusion-eval-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// One training (it is the slow part), then the CLI on 200 real test digits with it.
 #[test]
 fn classifier_trains_and_eval_reports_real_digits_as_good() {
@@ -55,7 +36,7 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
         "accuracy {}",
         c.meta.test_accuracy
     );
-    let dir = tmp("cli");
+    let dir = common::tmp("eval", "cli");
     let path = dir.join("classifier.safetensors");
     c.save(&path).unwrap();
     let back = Classifier::load(&path).unwrap();
@@ -69,16 +50,18 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
     let n = 200;
     let idx = dir.join("digits-idx3-ubyte");
     data::idx::write_idx_images(&idx, n, 28, 28, &mnist.test.pixels[..n * 784]).unwrap();
-    let out = ok(&bin()
-        .arg("eval")
-        .arg("--samples")
-        .arg(&idx)
-        .arg("--classifier")
-        .arg(&path)
-        .args(["--nn-train", "5000", "--json", "--data"])
-        .arg(mnist_dir())
-        .output()
-        .unwrap());
+    let out = common::ok(
+        &bin()
+            .arg("eval")
+            .arg("--samples")
+            .arg(&idx)
+            .arg("--classifier")
+            .arg(&path)
+            .args(["--nn-train", "5000", "--json", "--data"])
+            .arg(mnist_dir())
+            .output()
+            .unwrap(),
+    );
     let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     eprintln!("{r:#}");
     for k in [
@@ -109,16 +92,18 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
     assert!(s > 0.5 * t && s < 2.0 * t, "nn {s} vs {t}");
 
     // Text form, and a corrupt classifier file: one error line, exit 2.
-    let text = ok(&bin()
-        .arg("eval")
-        .arg("--samples")
-        .arg(&idx)
-        .arg("--classifier")
-        .arg(&path)
-        .args(["--nn-train", "1000", "--data"])
-        .arg(mnist_dir())
-        .output()
-        .unwrap());
+    let text = common::ok(
+        &bin()
+            .arg("eval")
+            .arg("--samples")
+            .arg(&idx)
+            .arg("--classifier")
+            .arg(&path)
+            .args(["--nn-train", "1000", "--data"])
+            .arg(mnist_dir())
+            .output()
+            .unwrap(),
+    );
     assert!(
         text.contains("sanity: uniform noise") && text.contains("FID"),
         "{text}"
@@ -140,7 +125,7 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
 
 #[test]
 fn eval_rejects_missing_and_malformed_inputs() {
-    let dir = tmp("bad");
+    let dir = common::tmp("eval", "bad");
     let o = bin()
         .args(["eval", "--samples"])
         .arg(dir.join("absent"))
@@ -268,7 +253,7 @@ fn classifier_gradients_match_finite_differences() {
 fn stale_classifier_files_are_recognised() {
     use wgpu_diffusion::eval::classifier::{read_cached, ClassifierMeta};
     use wgpu_diffusion::eval::fid::Stats;
-    let dir = tmp("stale");
+    let dir = common::tmp("eval", "stale");
     let d = classifier::FEATURES;
     let c = Classifier {
         params: classifier::init_params(0),

@@ -9,7 +9,7 @@ use wgpu_diffusion::lr_schedule::{LrSchedule, RunLength};
 use wgpu_diffusion::model::network::{Network, Optimizer, Rows};
 use wgpu_diffusion::model::{Init, ParamLayout};
 use wgpu_diffusion::ops::adam::AdamConfig;
-use wgpu_diffusion::reference::{adam, loss as ref_loss, model as reference, patches};
+use wgpu_diffusion::reference::{adam, model as reference, patches, rows as ref_rows};
 use wgpu_diffusion::settings::recipe::Preset;
 use wgpu_diffusion::testing::{assert_close, random_prior, uniform_data};
 
@@ -203,7 +203,7 @@ fn activations_loss_and_every_gradient_match_reference() {
         );
         let patch_rows = |v: &[f32]| {
             let c = v.len() / (batch * t);
-            ref_loss::drop_cond(v, batch, t, p, c)
+            ref_rows::drop_cond(v, batch, t, p, c)
         };
         for ((gn, gt, rows), (wn, wv)) in got.iter().zip(&want) {
             assert_eq!(gn, wn);

@@ -5,8 +5,9 @@ mod common;
 
 use wgpu_diffusion::config::PIXELS;
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::math::rng;
 use wgpu_diffusion::ops::noise::{FillNormal, NoiseConfig, NoiseInject};
-use wgpu_diffusion::reference::{noise as reference, rng};
+use wgpu_diffusion::reference::noise as reference;
 use wgpu_diffusion::testing::assert_close;
 
 fn gpu_bits(gpu: &Gpu, seed: u64, step: u32, stream: u32, count: usize) -> Vec<u32> {

@@ -2,24 +2,16 @@
 //! itself, flags override a file, and each kind of bad file is one error naming the key or
 //! the file.
 
+mod common;
+
 use std::path::PathBuf;
 use wgpu_diffusion::settings::recipe::{Preset, Recipe, Source};
 use wgpu_diffusion::settings::sample::SampleFlags;
 use wgpu_diffusion::settings::train::{TrainFlags, TrainSettings};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wgpu-diffusion-recipe-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Writes `text` as a recipe file and loads it with `cli` over it.
 fn load(name: &str, text: &str, cli: &TrainFlags) -> Result<Recipe, String> {
-    let path = tmp(name).join("recipe.toml");
+    let path = common::tmp("recipe", name).join("recipe.toml");
     std::fs::write(&path, text).unwrap();
     Recipe::load(&Source::File(path), cli).map_err(|e| e.to_string())
 }

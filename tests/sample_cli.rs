@@ -8,16 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use wgpu_diffusion::data::idx::read_idx_file;
 
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// A tiny checkpoint from 3 training steps (`extra`: more train flags).
 fn checkpoint(dir: &Path, extra: &[&str]) -> PathBuf {
     let o = bin()
@@ -47,7 +37,7 @@ fn checkpoint(dir: &Path, extra: &[&str]) -> PathBuf {
         .args(extra)
         .output()
         .unwrap();
-    ok(&o);
+    common::ok(&o);
     dir.join("best.safetensors")
 }
 
@@ -101,7 +91,7 @@ fn sample_writes_idx_grid_and_trajectory() {
             "--json",
         ],
     );
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["count"], 21);
     assert!(v["digits_per_s"].as_f64().unwrap() > 0.0);
@@ -113,14 +103,14 @@ fn sample_writes_idx_grid_and_trajectory() {
 
     // The same seed gives the same digits, whatever the batch; another seed others.
     let out2 = base.join("samples2");
-    ok(&sample(
+    common::ok(&sample(
         &ckpt,
         &out2,
         &["--count", "21", "--steps", "4", "--batch", "21"],
     ));
     let idx2 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
     assert_eq!(idx.data, idx2.data, "chunked and unchunked runs differ");
-    ok(&sample(
+    common::ok(&sample(
         &ckpt,
         &out2,
         &["--count", "21", "--steps", "4", "--seed", "9"],
@@ -142,7 +132,7 @@ fn sample_writes_idx_grid_and_trajectory() {
             "--json",
         ],
     );
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["settings"]["background"], 500);
     let idx4 = read_idx_file(out2.join("samples-idx3-ubyte")).unwrap();
@@ -161,7 +151,7 @@ fn sample_writes_idx_grid_and_trajectory() {
         "--json",
     ];
     let o = sample(&ckpt, &out2, &args);
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         (
@@ -228,7 +218,7 @@ fn sample_from_a_model_with_mlp() {
     let meta = wgpu_diffusion::train::read_run_config(&ckpt).unwrap();
     assert_eq!(meta.model.mlp, 16);
     let out = base.join("samples");
-    ok(&sample(&ckpt, &out, &["--count", "5", "--steps", "3"]));
+    common::ok(&sample(&ckpt, &out, &["--count", "5", "--steps", "3"]));
     let idx = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
     assert_eq!(idx.dims, vec![5, 28, 28]);
     let _ = std::fs::remove_dir_all(&base);
@@ -263,7 +253,7 @@ fn sample_with_a_refiner() {
     let other_alpha = checkpoint(&base.join("alpha"), &["--alpha", "0.98"]);
     let out = base.join("samples");
     let plain = base.join("plain");
-    ok(&sample(&ckpt, &plain, &["--count", "6", "--steps", "5"]));
+    common::ok(&sample(&ckpt, &plain, &["--count", "6", "--steps", "5"]));
     let refine = |r: &Path, level: &str| {
         let spec = format!("{}@{level}", r.display());
         let args = ["--count", "6", "--steps", "5", "--json", "--refiner", &spec];
@@ -271,7 +261,7 @@ fn sample_with_a_refiner() {
     };
     // 5 steps of 500: levels 500, 400, .., 100; from 200 the last two call the refiner.
     let o = refine(&refiner, "200");
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let r = &v["refiners"][0];
     assert_eq!(r["refine_from"], 200);
@@ -304,7 +294,7 @@ fn sample_with_a_refiner() {
         sample(&ckpt, &out, &args)
     };
     let o = two(["300", "100"]);
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let steps: Vec<_> = v["refiners"]
         .as_array()
@@ -373,14 +363,14 @@ fn sample_with_a_guide() {
     let other_alpha = checkpoint(&base.join("alpha"), &["--alpha", "0.98"]);
     let (out, plain) = (base.join("samples"), base.join("plain"));
     let few = ["--count", "6", "--steps", "5"];
-    ok(&sample(&ckpt, &plain, &few));
+    common::ok(&sample(&ckpt, &plain, &few));
     let guided = |g: &Path, w: &str| {
         let mut args = few.to_vec();
         args.extend(["--json", "--guide", g.to_str().unwrap(), "--guidance", w]);
         sample(&ckpt, &out, &args)
     };
     let o = guided(&guide, "2");
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["guide"]["guidance"], 2.0);
     assert!(v["guide"]["checkpoint"]
@@ -393,7 +383,7 @@ fn sample_with_a_guide() {
     assert!(v["guide"]["guide_from"].is_null());
     assert_eq!(v["guide"]["from_step"], 0);
     let o = sample(&ckpt, &plain, &["--json"]);
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["guide"].is_null(), "{v}");
     // --guide-from 200: 5 steps of 500 (levels 500, 400, .., 100), guided from step 3.
@@ -409,7 +399,7 @@ fn sample_with_a_guide() {
         "200",
     ]);
     let o = sample(&ckpt, &out, &args);
-    ok(&o);
+    common::ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["guide"]["guide_from"], 200);
     assert_eq!(v["guide"]["from_step"], 3);

@@ -8,27 +8,6 @@ use common::{bin, error_line, mnist_dir};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wgpu-diffusion-staged-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Small shapes and a few steps per stage; the fast recipe's sampler.
 const RECIPE: &str = r#"
 preset = "tiny"
@@ -92,7 +71,7 @@ fn losses(csv: &Path) -> Vec<String> {
 }
 
 fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(o)).unwrap()
+    serde_json::from_str(&common::ok(o)).unwrap()
 }
 
 fn sample(run: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -109,11 +88,11 @@ fn sample(run: &Path, out: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn a_staged_run_folder_is_what_sample_and_eval_read() {
-    let base = tmp("folder");
+    let base = common::tmp("staged", "folder");
     let recipe = base.join("recipe.toml");
     std::fs::write(&recipe, RECIPE).unwrap();
     let run = base.join("run");
-    let log = ok(&train(&["--config", recipe.to_str().unwrap()], &run));
+    let log = common::ok(&train(&["--config", recipe.to_str().unwrap()], &run));
     for (stage, steps) in [("guide", 2), ("model", 3), ("refiner", 3)] {
         let dir = run.join(stage);
         assert!(dir.join("checkpoint.safetensors").exists(), "{stage}");
@@ -163,7 +142,7 @@ fn a_staged_run_folder_is_what_sample_and_eval_read() {
     // config.toml repeats the run: the same losses in every stage.
     let again = base.join("again");
     let config = run.join("config.toml");
-    ok(&train(&["--config", config.to_str().unwrap()], &again));
+    common::ok(&train(&["--config", config.to_str().unwrap()], &again));
     for stage in ["guide", "model", "refiner"] {
         let (a, b) = (
             run.join(stage).join("metrics.csv"),
@@ -243,7 +222,7 @@ fn a_staged_run_folder_is_what_sample_and_eval_read() {
 /// decays over the budget's last part (decay-fraction) rather than being cut off.
 #[test]
 fn a_budget_ends_the_run_and_the_rate_decays_inside_it() {
-    let base = tmp("budget");
+    let base = common::tmp("staged", "budget");
     let run = base.join("run");
     let args = [
         "--preset",
@@ -271,7 +250,7 @@ fn a_budget_ends_the_run_and_the_rate_decays_inside_it() {
         "--json",
     ];
     let o = train(&args, &run);
-    let out = ok(&o);
+    let out = common::ok(&o);
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let stage = &summary["summary"]["stages"][0];
     assert_eq!(stage["end"], "budget", "{summary}");
@@ -299,7 +278,7 @@ fn a_budget_ends_the_run_and_the_rate_decays_inside_it() {
         .arg(base.join("s"))
         .output()
         .unwrap();
-    ok(&o);
+    common::ok(&o);
     let _ = std::fs::remove_dir_all(base);
 }
 
@@ -308,7 +287,7 @@ fn a_budget_ends_the_run_and_the_rate_decays_inside_it() {
 /// one continues from its step, and the last one runs.
 #[test]
 fn resume_continues_in_the_stage_it_stopped_in() {
-    let base = tmp("resume");
+    let base = common::tmp("staged", "resume");
     let recipe = base.join("recipe.toml");
     let budget = RECIPE
         .replace("max-steps = 3\n", "minutes = 0.3\n")
@@ -361,7 +340,7 @@ fn resume_continues_in_the_stage_it_stopped_in() {
         "the refiner started before the model ended"
     );
 
-    let log = ok(&train(&["--resume"], &run));
+    let log = common::ok(&train(&["--resume"], &run));
     assert!(log.contains("stage guide: 2 steps"), "{log}");
     assert!(log.contains("done before this run"), "{log}");
     assert!(log.contains(&format!("resuming at step {step}")), "{log}");

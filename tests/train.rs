@@ -39,16 +39,6 @@ fn train(out: &Path, extra: &[&str]) -> Output {
     train_command(out, extra).output().unwrap()
 }
 
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "train failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// The columns of every per-step row of metrics.csv (not the epoch rows), after checking
 /// its header.
 fn step_rows(out: &Path) -> Vec<Vec<String>> {
@@ -100,7 +90,7 @@ fn loss_falls_and_epochs_validate() {
     let out = tmp("train-falls");
     // 200 images / 4 per step = 50 steps per epoch: 3 epochs.
     let o = train(&out, &["--epochs", "3", "--lr", "3e-3"]);
-    ok(&o);
+    common::ok(&o);
     let l: Vec<f32> = losses(&out)
         .iter()
         .map(|(_, v)| v.parse().unwrap())
@@ -166,7 +156,7 @@ fn eval_every_writes_sample_quality_to_metrics() {
             clf.to_str().unwrap(),
         ],
     );
-    ok(&o);
+    common::ok(&o);
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let rows: Vec<Vec<&str>> = csv
         .lines()
@@ -262,7 +252,7 @@ fn interrupt_saves_a_checkpoint_and_resumes() {
     assert!(out.join("checkpoint.safetensors").exists());
     assert!(!out.join("checkpoint.safetensors.tmp").exists());
     let o = train(&out, &["--max-steps", &(step + 2).to_string(), "--resume"]);
-    ok(&o);
+    common::ok(&o);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains(&format!("resuming at step {step}")),
         "{}",
@@ -276,16 +266,16 @@ fn interrupt_saves_a_checkpoint_and_resumes() {
 fn resume_is_exact() {
     let straight = tmp("train-straight");
     let split = tmp("train-split");
-    ok(&train(&straight, &["--max-steps", "30"]));
-    ok(&train(&split, &["--max-steps", "15"]));
-    ok(&train(&split, &["--max-steps", "30", "--resume"]));
+    common::ok(&train(&straight, &["--max-steps", "30"]));
+    common::ok(&train(&split, &["--max-steps", "15"]));
+    common::ok(&train(&split, &["--max-steps", "30", "--resume"]));
     let a = losses(&straight);
     let b = losses(&split);
     assert_eq!(a.len(), 30);
     assert_eq!(a, b, "resumed run differs from the straight run");
     // Resuming may lower the learning rate by hand; the log says so.
     let o = train(&split, &["--max-steps", "33", "--resume", "--lr", "5e-5"]);
-    ok(&o);
+    common::ok(&o);
     let log = String::from_utf8_lossy(&o.stdout);
     assert!(
         log.contains("resuming at step 30 at lr 0.00005 (it ran at lr 0.0001 before)"),
@@ -314,7 +304,7 @@ fn lr_schedule_is_followed_and_resumed() {
         "1e-4",
     ];
     let o = train(&out, &[&["--max-steps", "20"][..], &sched[..]].concat());
-    ok(&o);
+    common::ok(&o);
     let log = String::from_utf8_lossy(&o.stdout);
     assert!(
         log.contains("lr 0.002 after 4 warm-up steps, cosine decay to 0.0001 over steps 13..20"),
@@ -332,11 +322,11 @@ fn lr_schedule_is_followed_and_resumed() {
     // A constant-rate run of 10 steps, finished by a decay over 6 more, is the straight run
     // with that decay: same rates, same losses.
     let fin = tmp("train-lr-finish");
-    ok(&train(&fin, &["--max-steps", "10", "--lr", "2e-3"]));
+    common::ok(&train(&fin, &["--max-steps", "10", "--lr", "2e-3"]));
     let decay = ["--max-steps", "16", "--lr", "2e-3", "--decay-steps", "6"];
-    ok(&train(&fin, &[&["--resume"][..], &decay[..]].concat()));
+    common::ok(&train(&fin, &[&["--resume"][..], &decay[..]].concat()));
     let straight = tmp("train-lr-straight");
-    ok(&train(&straight, &decay));
+    common::ok(&train(&straight, &decay));
     let got = lrs(&fin);
     let want = LrSchedule::new(2e-3, 0, 6, 0.0, (2e-3f64 / 10.0) as f32, Steps(16)).unwrap();
     assert_eq!(got.len(), 16);
@@ -364,7 +354,7 @@ fn lr_schedule_is_followed_and_resumed() {
 #[test]
 fn resume_upgrades_an_old_metrics_header() {
     let out = tmp("train-old-csv");
-    ok(&train(&out, &["--max-steps", "3"]));
+    common::ok(&train(&out, &["--max-steps", "3"]));
     let path = out.join("metrics.csv");
     let text = std::fs::read_to_string(&path).unwrap();
     let (header, rows) = text.split_once('\n').unwrap();
@@ -375,7 +365,7 @@ fn resume_upgrades_an_old_metrics_header() {
         .map(|l| format!("{}\n", &l[..l.rfind(',').unwrap()]))
         .collect();
     std::fs::write(&path, format!("{old_header}\n{old_rows}")).unwrap();
-    ok(&train(&out, &["--max-steps", "5", "--resume"]));
+    common::ok(&train(&out, &["--max-steps", "5", "--resume"]));
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.starts_with(&format!("{header}\n{old_rows}")), "{text}");
     assert_eq!(losses(&out).len(), 5);
@@ -395,17 +385,17 @@ fn resume_upgrades_an_old_metrics_header() {
 fn level_max_sets_the_training_levels() {
     let first_loss = |out: &Path| -> f32 { losses(out)[0].1.parse().unwrap() };
     let all = tmp("train-levels-all");
-    ok(&train(&all, &["--max-steps", "1"]));
+    common::ok(&train(&all, &["--max-steps", "1"]));
     let low = tmp("train-levels-low");
     let o = train(&low, &["--max-steps", "1", "--level-max", "1"]);
-    ok(&o);
+    common::ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("levels 0..=1"));
     let (a, l) = (first_loss(&all), first_loss(&low));
     assert!(
         a < 0.4 && l > 0.8,
         "first loss {a} (0..=500) vs {l} (0..=1)"
     );
-    ok(&train(
+    common::ok(&train(
         &low,
         &["--max-steps", "2", "--level-max", "1", "--resume"],
     ));
@@ -415,7 +405,7 @@ fn level_max_sets_the_training_levels() {
 #[test]
 fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
     let out = tmp("train-errors");
-    ok(&train(&out, &["--max-steps", "3"]));
+    common::ok(&train(&out, &["--max-steps", "3"]));
     let ckpt = out.join("checkpoint.safetensors");
     let before = std::fs::read(&ckpt).unwrap();
 
@@ -505,7 +495,7 @@ fn pixel_mixture_prior_comes_from_the_training_digits() {
     use wgpu_diffusion::reference::skip::pixel_prior;
     use wgpu_diffusion::settings::recipe::Preset;
     let out = tmp("train-pixel-prior");
-    ok(&train(
+    common::ok(&train(
         &out,
         &["--max-steps", "3", "--skip", "pixel-mixture"],
     ));
@@ -537,10 +527,10 @@ fn pixel_mixture_prior_comes_from_the_training_digits() {
 fn loss_weight_reaches_the_run() {
     let first_loss = |out: &Path| -> f32 { losses(out)[0].1.parse().unwrap() };
     let plain = tmp("train-weight-plain");
-    ok(&train(&plain, &["--max-steps", "1"]));
+    common::ok(&train(&plain, &["--max-steps", "1"]));
     let weighted = tmp("train-weight-30");
     let o = train(&weighted, &["--max-steps", "1", "--loss-weight-max", "30"]);
-    ok(&o);
+    common::ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("loss weight <= 30"));
     let (p, w) = (first_loss(&plain), first_loss(&weighted));
     assert!(w > 3.0 * p, "weighted first loss {w} vs plain {p}");
@@ -548,12 +538,12 @@ fn loss_weight_reaches_the_run() {
     // Like the rate, W may change on --resume: the log says so and the next step's loss is
     // the weighted one (against the same second step run plain).
     let straight = tmp("train-weight-plain-2");
-    ok(&train(&straight, &["--max-steps", "2"]));
+    common::ok(&train(&straight, &["--max-steps", "2"]));
     let o = train(
         &plain,
         &["--max-steps", "2", "--resume", "--loss-weight-max", "30"],
     );
-    ok(&o);
+    common::ok(&o);
     let log = String::from_utf8_lossy(&o.stdout);
     assert!(
         log.contains("resuming at step 1") && log.contains("loss weight <= 30 (<= 1 before;"),
@@ -564,7 +554,7 @@ fn loss_weight_reaches_the_run() {
     assert!(w2 > 3.0 * p2, "resumed weighted loss {w2} vs plain {p2}");
     // ... and the checkpoint now records W = 30: resuming it without the flag goes back to 1.
     let o = train(&plain, &["--max-steps", "3", "--resume"]);
-    ok(&o);
+    common::ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("loss weight <= 1 (<= 30 before;"));
 }
 
@@ -575,14 +565,14 @@ fn loss_weight_reaches_the_run() {
 #[test]
 fn loss_weight_change_restarts_the_best_validation_loss() {
     let out = tmp("train-weight-best");
-    ok(&train(&out, &["--max-steps", "50"]));
+    common::ok(&train(&out, &["--max-steps", "50"]));
     let best = out.join("best.safetensors");
     let before = std::fs::read(&best).unwrap();
     let o = train(
         &out,
         &["--max-steps", "100", "--resume", "--loss-weight-max", "30"],
     );
-    ok(&o);
+    common::ok(&o);
     let vals = val_losses(&out);
     assert_eq!(vals.len(), 2, "one validation loss per epoch: {vals:?}");
     assert!(

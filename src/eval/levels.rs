@@ -6,16 +6,18 @@
 //! training loss averages over all levels; this says where a model is weak (it is how the
 //! identity skip's weakness at mid and high noise was found).
 //!
-//! Inputs are made with the CPU reference of the noise and patches (bit-identical to the
-//! kernels' noise, tested in tests/noise.rs), uploaded once per level; the model's forward
-//! pass runs on the GPU.
+//! The inputs are made on the GPU by the training's kernels (`noise_at_levels` at one level for
+//! every digit, then the patches of the noisy digits and of the noise) and read back once per
+//! level beside the model's output, for the baselines computed here.
 
-use crate::config::Skip;
+use crate::config::{Skip, PIXELS};
 use crate::data::Mnist;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::math::prior;
 use crate::model::network::Network;
-use crate::reference::{noise, patches, skip};
+use crate::ops::noise::{NoiseConfig, NoiseInject};
+use crate::ops::patches;
 use crate::sample::LoadedModel;
 use serde::Serialize;
 
@@ -67,9 +69,9 @@ pub fn loss_by_level(
     crate::model::network::check_fits(gpu, &cfg, count)?;
     let net = Network::new(gpu, &cfg, &model.layout, count, &model.params, None)?;
     let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
-    let perm: Vec<u32> = (0..count as u32).collect();
+    let inputs = Inputs::new(gpu, model, mnist, &net, count, seed)?;
     // The model's per-position prior [3, P, D], read once.
-    let prior: Option<Vec<f32>> = match model.layout.find("skip.prior") {
+    let own_prior: Option<Vec<f32>> = match model.layout.find("skip.prior") {
         Some(spec) => {
             let all: Vec<f32> = model.params.read(gpu)?;
             Some(all[spec.range()].to_vec())
@@ -78,23 +80,14 @@ pub fn loss_by_level(
     };
     let mut rows = Vec::with_capacity(levels.len());
     for &n in levels {
-        let spec = noise::NoiseSpec {
-            seed,
-            step: n,
-            stream: 0,
-            alpha: run.alpha,
-            n_max: run.n_max,
-            repeat: 1,
-            perm_offset: 0,
-        };
-        let px = g.pixels() as usize;
-        let nz = noise::noise_at_levels(&spec, &mnist.test.pixels, px, &perm, &vec![n; count]);
-        let tokens = patches::patches_forward(&g, &nz.noisy, &nz.cond, t);
-        let target = patches::patches_forward(&g, &nz.noise, &nz.cond, p);
-        net.tokens.write(gpu, &tokens);
-        gpu.run(&net.forward_dispatches())?;
+        inputs.set_level(gpu, n);
+        let mut dispatches = inputs.dispatches();
+        dispatches.extend(net.forward_dispatches());
+        gpu.run(&dispatches)?;
+        let tokens: Vec<f32> = net.tokens.read(gpu)?;
+        let target: Vec<f32> = inputs.target.read(gpu)?;
         let out: Vec<f32> = net.output.read(gpu)?;
-        let an = nz.cond[0] as f64;
+        let an = inputs.cond.read::<f32>(gpu)?[0] as f64;
         let (mut model_se, mut ident_se, mut lin_se, mut mix_se) = (0.0f64, 0.0, 0.0, 0.0);
         let mut pix_se = 0.0f64;
         for b in 0..count {
@@ -102,10 +95,10 @@ pub fn loss_by_level(
                 let (a, y) = (tokens[b * t * d + i] as f64, target[b * p * d + i] as f64);
                 model_se += (out[b * t * d + i] as f64 - y).powi(2);
                 ident_se += (a - y).powi(2);
-                lin_se += (skip::estimate(Skip::Wiener, a, an).0 - y).powi(2);
-                mix_se += (skip::estimate(Skip::Mixture, a, an).0 - y).powi(2);
-                if let Some(pr) = &prior {
-                    let e = skip::mixture_with(a, an, skip::PixelPrior::at(pr, p * d, i)).0;
+                lin_se += (prior::estimate(Skip::Wiener, a, an).0 - y).powi(2);
+                mix_se += (prior::estimate(Skip::Mixture, a, an).0 - y).powi(2);
+                if let Some(pr) = &own_prior {
+                    let e = prior::mixture_with(a, an, prior::PixelPrior::at(pr, p * d, i)).0;
                     pix_se += (e - y).powi(2);
                 }
             }
@@ -118,10 +111,79 @@ pub fn loss_by_level(
             identity: ident_se / terms,
             linear: lin_se / terms,
             mixture: mix_se / terms,
-            pixel_mixture: prior.as_ref().map(|_| pix_se / terms),
+            pixel_mixture: own_prior.as_ref().map(|_| pix_se / terms),
         });
     }
     Ok(rows)
+}
+
+/// The inputs of one level on the GPU: every test digit noised at the same level by the
+/// training's noise kernel (stream 0, the level as the RNG step), its patches as the network's
+/// tokens, and the patches of the noise as the target.
+struct Inputs {
+    noise: NoiseInject,
+    levels: GpuTensor,
+    cond: GpuTensor,
+    target: GpuTensor,
+    patches: [Dispatch; 2],
+    count: usize,
+    _keep: Vec<GpuTensor>,
+}
+
+impl Inputs {
+    fn new(
+        gpu: &Gpu,
+        model: &LoadedModel,
+        mnist: &Mnist,
+        net: &Network,
+        count: usize,
+        seed: u64,
+    ) -> Result<Inputs> {
+        let (run, g) = (&model.config, model.config.model.geometry);
+        let px = PIXELS as usize;
+        let data = GpuTensor::from_bytes(gpu, "levels-digits", &mnist.test.pixels[..count * px])?;
+        let order: Vec<u32> = (0..count as u32).collect();
+        let perm = GpuTensor::from_slice(gpu, "levels-perm", &[count], &order)?;
+        let levels = GpuTensor::zeros(gpu, "levels-n", &[count])?;
+        let cond = GpuTensor::zeros(gpu, "levels-cond", &[count])?;
+        let noise = GpuTensor::zeros(gpu, "levels-noise", &[count, px])?;
+        let noisy = GpuTensor::zeros(gpu, "levels-noisy", &[count, px])?;
+        let (t, p) = (g.tokens() as usize, g.patches() as usize);
+        let target = GpuTensor::zeros(gpu, "levels-target", &[count, p, g.dim() as usize])?;
+        let cfg = NoiseConfig {
+            seed,
+            stream: 0,
+            alpha: run.alpha,
+            n_max: run.n_max,
+            repeat: 1,
+        };
+        let inject = NoiseInject::at_levels(
+            gpu, &cfg, count, &data, &perm, &levels, &cond, &noise, &noisy,
+        )?;
+        let patches = [
+            patches::patches_forward(gpu, &g, count, t, &noisy, &cond, &net.tokens)?,
+            patches::patches_forward(gpu, &g, count, p, &noise, &cond, &target)?,
+        ];
+        Ok(Inputs {
+            noise: inject,
+            levels,
+            cond,
+            target,
+            patches,
+            count,
+            _keep: vec![data, perm, noise, noisy],
+        })
+    }
+
+    /// Every digit at level n (the RNG step is n too) for the next submission.
+    fn set_level(&self, gpu: &Gpu, n: u32) {
+        self.levels.write(gpu, &vec![n; self.count]);
+        self.noise.set_step(gpu, n, 0);
+    }
+
+    fn dispatches(&self) -> Vec<&Dispatch> {
+        vec![&self.noise.dispatch, &self.patches[0], &self.patches[1]]
+    }
 }
 
 /// The rows as a text table.

@@ -13,6 +13,29 @@ use std::sync::{Arc, Mutex};
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
+    /// Whether [`PRELUDE`] goes in front of it (every shader with `override WG`).
+    pub prelude: bool,
+}
+
+/// `shaders/prelude.wgsl`: functions several shaders share (`linear_index`, the workgroup
+/// reduction, the mixture prior's log-odds), written once.
+pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
+/// Threads of the one-workgroup reductions (`RWG` in the prelude: `mse_forward`, `xent_mean`).
+pub const REDUCE_WG: u32 = 256;
+
+impl Shader {
+    /// The WGSL text the device compiles: the prelude (with `RWG`) and the file.
+    pub fn wgsl(&self) -> String {
+        if self.prelude {
+            format!(
+                "const RWG: u32 = {REDUCE_WG}u;\n{PRELUDE}\n// shaders/{}.wgsl\n{}",
+                self.name, self.source
+            )
+        } else {
+            self.source.to_string()
+        }
+    }
 }
 
 /// Every shader the program uses. Tests parse and validate each one with naga.
@@ -20,46 +43,62 @@ pub const SHADERS: &[Shader] = &[
     Shader {
         name: "patches",
         source: include_str!("../../shaders/patches.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "noise",
         source: include_str!("../../shaders/noise.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "matmul",
         source: include_str!("../../shaders/matmul.wgsl"),
+        prelude: false,
     },
     Shader {
         name: "attention",
         source: include_str!("../../shaders/attention.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "adam",
         source: include_str!("../../shaders/adam.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "gelu",
         source: include_str!("../../shaders/gelu.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "skip",
         source: include_str!("../../shaders/skip.wgsl"),
+        prelude: true,
+    },
+    Shader {
+        name: "rows",
+        source: include_str!("../../shaders/rows.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "loss",
         source: include_str!("../../shaders/loss.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "peak",
         source: include_str!("../../shaders/peak.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "sample",
         source: include_str!("../../shaders/sample.wgsl"),
+        prelude: true,
     },
     Shader {
         name: "classifier",
         source: include_str!("../../shaders/classifier.wgsl"),
+        prelude: true,
     },
 ];
 
@@ -100,7 +139,7 @@ impl Gpu {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                source: wgpu::ShaderSource::Wgsl(shader.wgsl().into()),
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::gpu(format!(

@@ -21,8 +21,8 @@
 //! Head h of Q (K, V) is columns h*key_dim .. (h+1)*key_dim of its block.
 
 use crate::config::{ModelConfig, Skip};
-use crate::reference::rng;
-use crate::reference::skip::PixelPrior;
+use crate::math::prior::PixelPrior;
+use crate::math::rng;
 
 /// How a tensor is initialised (Keras' defaults for `MultiHeadAttention`, SPEC §3).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,6 +1,6 @@
-//! The transformer of SPEC §3: its parameter layout and initialisation ([`params`]).
+//! The transformer of SPEC §3 on the GPU ([`network`]); its parameter layout and
+//! initialisation are shared math (`math::params`).
 
 pub mod network;
-pub mod params;
 
-pub use params::{Init, ParamLayout, TensorSpec};
+pub use crate::math::params::{Init, ParamLayout, TensorSpec};

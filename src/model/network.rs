@@ -29,7 +29,7 @@ use crate::config::Skip;
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::model::ParamLayout;
-use crate::ops::{adam, attention, gelu, loss, matmul, skip};
+use crate::ops::{adam, attention, gelu, loss, matmul, rows, skip};
 
 /// Slots of the on-GPU loss history (the host reads it every `--log-every` steps).
 pub const LOSS_HISTORY: usize = 4096;
@@ -157,8 +157,8 @@ impl<'a> Build<'a> {
     }
 
     /// The rows of each sample, `width` wide (for drop_cond / pad_cond).
-    fn rows_of(&self, width: usize) -> loss::TokenRows {
-        loss::TokenRows {
+    fn rows_of(&self, width: usize) -> rows::TokenRows {
+        rows::TokenRows {
             batch: self.batch,
             tokens: self.t,
             patches: self.p,
@@ -220,7 +220,7 @@ impl<'a> Build<'a> {
         let rows = self.rows(l);
         let o_rows = if l == self.last {
             let o_rows = self.zeros(&format!("layer{l}.o_patches"), &[rows, hk])?;
-            forward.push(loss::drop_cond(gpu, &o, &o_rows, self.rows_of(hk))?);
+            forward.push(rows::drop_cond(gpu, &o, &o_rows, self.rows_of(hk))?);
             o_rows
         } else {
             o.clone()
@@ -229,9 +229,9 @@ impl<'a> Build<'a> {
         forward.push(self.dense(l, "o", &o_rows, &proj, rows, hk, d)?);
         // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
         forward.push(if l == self.last {
-            loss::drop_cond_add(gpu, x_start, &proj, self.rows_of(d))?
+            rows::drop_cond_add(gpu, x_start, &proj, self.rows_of(d))?
         } else {
-            loss::add_inplace(gpu, &proj, x_start)?
+            rows::add_inplace(gpu, &proj, x_start)?
         });
         let mlp = self.mlp_forward(l, &proj, forward)?;
         Ok(Layer {
@@ -263,7 +263,7 @@ impl<'a> Build<'a> {
         forward.push(gelu::gelu_forward(self.gpu, &pre, &h)?);
         forward.push(self.dense(l, "2", &h, &out, rows, f, d)?);
         // Residual around the block: x_{l+1} = y + FFN(y).
-        forward.push(loss::add_inplace(self.gpu, &out, proj)?);
+        forward.push(rows::add_inplace(self.gpu, &out, proj)?);
         Ok(Some(Mlp { pre, h, out }))
     }
 
@@ -436,7 +436,7 @@ impl<'a> Backward<'a> {
             // The conditioning rows' gradient is zero: work on the patch rows.
             let dy_p = self.dy_p.clone();
             self.dispatches
-                .push(loss::drop_cond(gpu, &self.dy, &dy_p, b.rows_of(d))?);
+                .push(rows::drop_cond(gpu, &self.dy, &dy_p, b.rows_of(d))?);
             self.dy = dy_p;
         }
         let rows = b.rows(l);
@@ -446,9 +446,9 @@ impl<'a> Backward<'a> {
         let dy = self.dy.clone();
         // d x_start = sum of every layer's d y + layer 0's input gradient.
         self.dispatches.push(if last {
-            loss::pad_cond(gpu, &dy, &self.dxs, b.rows_of(d))?
+            rows::pad_cond(gpu, &dy, &self.dxs, b.rows_of(d))?
         } else {
-            loss::add_inplace(gpu, &self.dxs, &dy)?
+            rows::add_inplace(gpu, &self.dxs, &dy)?
         });
         let d_o_rows = if last {
             self.d_o_p.clone()
@@ -459,7 +459,7 @@ impl<'a> Backward<'a> {
         if last {
             // Back to every row: attention's conditioning query gets a zero gradient.
             self.dispatches
-                .push(loss::pad_cond(gpu, &self.d_o_p, &self.d_o, b.rows_of(hk))?);
+                .push(rows::pad_cond(gpu, &self.d_o_p, &self.d_o, b.rows_of(hk))?);
         }
         self.dispatches.push(attention::attention_backward(
             gpu,
@@ -499,7 +499,7 @@ impl<'a> Backward<'a> {
     fn positions(&mut self) -> Result<()> {
         let b = self.b;
         let dpos = self.grad("pos");
-        self.dispatches.push(loss::pos_backward(
+        self.dispatches.push(rows::pos_backward(
             b.gpu, &self.dxs, &dpos, b.batch, b.t, b.d,
         )?);
         Ok(())
@@ -586,7 +586,7 @@ impl Network {
         let x_start = b.zeros("x_start", &[batch, b.t, b.d])?;
         let history = b.zeros("loss-history", &[LOSS_HISTORY])?;
         let pos = b.weight("pos");
-        let mut forward = vec![loss::add_pos(
+        let mut forward = vec![rows::add_pos(
             gpu, &tokens, &pos, &x_start, batch, b.t, b.d,
         )?];
         let mut layers: Vec<Layer> = Vec::new();
@@ -598,7 +598,7 @@ impl Network {
         // sampler read (their conditioning rows are never used).
         let x_last = b.zeros("x_last", &[batch, b.t, b.d])?;
         let last_out = layers[b.last].out();
-        forward.push(loss::pad_cond(gpu, last_out, &x_last, b.rows_of(b.d))?);
+        forward.push(rows::pad_cond(gpu, last_out, &x_last, b.rows_of(b.d))?);
         let output = b.skip_forward(&x_last, &tokens, &mut forward)?;
         let weight = loss::LevelWeight {
             tokens: &tokens,

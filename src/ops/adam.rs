@@ -6,42 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 
-/// Adam hyperparameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamConfig {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub epsilon: f32,
-}
-
-impl AdamConfig {
-    /// Keras' defaults (beta1 0.9, beta2 0.999, epsilon 1e-7) with learning rate `lr`.
-    pub fn keras(lr: f32) -> AdamConfig {
-        AdamConfig {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-7,
-        }
-    }
-
-    /// The bias-corrected step size of step `t` (1-based), in f64:
-    /// `lr * sqrt(1 - beta2^t) / (1 - beta1^t)`.
-    pub fn lr_t(&self, t: u64) -> f64 {
-        assert!(t >= 1, "Adam steps are 1-based, got t = 0");
-        let t = t as f64;
-        let (b1, b2) = (self.beta1 as f64, self.beta2 as f64);
-        self.lr as f64 * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t))
-    }
-}
-
-impl Default for AdamConfig {
-    /// Keras' defaults with the SPEC's learning rate 1e-4.
-    fn default() -> Self {
-        AdamConfig::keras(1e-4)
-    }
-}
+pub use crate::math::optim::AdamConfig;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -205,7 +170,7 @@ impl Ema {
     /// average forgets the initial weights quickly. A 32-byte queue write.
     pub fn set_step(&self, gpu: &Gpu, t: u64) {
         let p = Params {
-            decay: crate::reference::adam::ema_decay_at(self.decay, t),
+            decay: crate::math::optim::ema_decay_at(self.decay, t),
             ..self.base
         };
         gpu.queue

@@ -26,7 +26,7 @@ struct Params {
 }
 
 /// Threads of the one `xent_mean` workgroup (`RWG` in the shader).
-const MEAN_THREADS: u64 = 256;
+const MEAN_THREADS: u64 = crate::gpu::kernels::REDUCE_WG as u64;
 
 fn constants() -> [(&'static str, f64); 1] {
     [("WG", WG_1D as f64)]

@@ -10,6 +10,7 @@ pub mod loss;
 pub mod matmul;
 pub mod noise;
 pub mod patches;
+pub mod rows;
 pub mod skip;
 
 use crate::error::{Error, Result};

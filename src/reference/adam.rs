@@ -2,7 +2,7 @@
 //! with the same f32 arithmetic as the shader (the step size comes from
 //! [`AdamConfig::lr_t`], in f64).
 
-pub use crate::ops::adam::AdamConfig;
+pub use crate::math::optim::{ema_decay_at, AdamConfig};
 
 /// Step `t` (1-based) of Adam on `params` in place, updating the moments `m`, `v`:
 /// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr_t m / (sqrt(v) + eps).
@@ -25,15 +25,6 @@ pub fn adam_step(
         v[i] = b2 * v[i] + c2 * (g * g);
         params[i] -= lr_t * m[i] / (v[i].sqrt() + cfg.epsilon);
     }
-}
-
-/// The EMA's decay at update t (1-based): min(decay, (1 + t) / (10 + t)), the warm-up of
-/// TensorFlow's `ExponentialMovingAverage(num_updates=t)`. Without it an average with decay
-/// 0.999 still holds 0.999^t of the random initial weights after t steps (37 % after 1,000),
-/// which is what the samples of a short run show.
-pub fn ema_decay_at(decay: f32, t: u64) -> f32 {
-    let warm = (1.0 + t as f64) / (10.0 + t as f64);
-    (decay as f64).min(warm) as f32
 }
 
 /// ema = decay * ema + (1 - decay) * params.

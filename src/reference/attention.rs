@@ -4,7 +4,7 @@
 //!
 //! qkv [B*T, 3HK] (Q | K | V), o / d_o [B*T, HK], probs [B, H, T, T].
 
-pub use crate::ops::attention::AttentionShape;
+pub use crate::math::shapes::AttentionShape;
 
 fn widen(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()

@@ -1,58 +1,7 @@
-//! CPU reference of `shaders/loss.wgsl`: positional embedding, elementwise adds, the patch
-//! rows of [B, T, C] tensors (drop_cond, pad_cond) and the MSE
-//! loss (weighted per sample by its noise level with `--loss-weight-max`) with its gradient.
-//! Sums in f64.
+//! CPU reference of `shaders/loss.wgsl`: the MSE loss (weighted per sample by its noise level
+//! with `--loss-weight-max`) with its gradient. Sums in f64.
 
 use crate::config::PIXEL_VAR;
-
-/// tokens [B, T, D] + pos [T, D] (broadcast over B).
-pub fn add_pos(tokens: &[f32], pos: &[f32]) -> Vec<f32> {
-    assert!(!pos.is_empty() && tokens.len().is_multiple_of(pos.len()));
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| x + pos[i % pos.len()])
-        .collect()
-}
-
-/// dx [B, T, D] -> dpos [T, D] = sum over b.
-pub fn pos_backward(dx: &[f32], t: usize, d: usize) -> Vec<f32> {
-    assert_eq!(dx.len() % (t * d), 0);
-    (0..t * d)
-        .map(|e| {
-            dx.iter()
-                .skip(e)
-                .step_by(t * d)
-                .map(|&v| v as f64)
-                .sum::<f64>() as f32
-        })
-        .collect()
-}
-
-/// a + b elementwise.
-pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
-}
-
-/// x [B, T, C] -> [B, P, C]: each sample's first P rows (the patch tokens').
-pub fn drop_cond(x: &[f32], batch: usize, t: usize, p: usize, c: usize) -> Vec<f32> {
-    assert!(p <= t && x.len() == batch * t * c);
-    (0..batch)
-        .flat_map(|b| x[b * t * c..(b * t + p) * c].iter().copied())
-        .collect()
-}
-
-/// dy [B, P, C] -> dx [B, T, C]: dy's rows in place, zeros in the other T - P rows
-/// (drop_cond's backward).
-pub fn pad_cond(dy: &[f32], batch: usize, t: usize, p: usize, c: usize) -> Vec<f32> {
-    assert!(p <= t && dy.len() == batch * p * c);
-    let mut dx = vec![0.0; batch * t * c];
-    for b in 0..batch {
-        dx[b * t * c..(b * t + p) * c].copy_from_slice(&dy[b * p * c..(b + 1) * p * c]);
-    }
-    dx
-}
 
 /// The loss weight of a sample at noise level a^n = `an` under `--loss-weight-max W`:
 /// min(1 / q^2, W), where q^2 = a^2n VAR / (a^2n VAR + s^2), s = 1 - a^n, is the square of
@@ -205,16 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn small_ops_by_hand() {
-        let (t, d) = (2, 3);
-        let tokens: Vec<f32> = (0..2 * t * d).map(|v| v as f32).collect();
-        let pos = vec![0.5; t * d];
-        let x = add_pos(&tokens, &pos);
-        assert_eq!(x[0], 0.5);
-        assert_eq!(x[11], 11.5);
-        let dpos = pos_backward(&tokens, t, d);
-        assert_eq!(dpos, vec![6.0, 8.0, 10.0, 12.0, 14.0, 16.0]);
-        assert_eq!(add(&[1.0, 2.0], &[3.0, 4.0]), vec![4.0, 6.0]);
+    fn mse_by_hand() {
         // out = [[1, 2], [9, 9]] (T = 2, D = 2, P = 1), target = [[0, 0]]: (1 + 4) / 2.
         assert_eq!(
             mse(&[1.0, 2.0, 9.0, 9.0], &[0.0, 0.0], &[1.0], 1, 2, 1, 2),

@@ -10,6 +10,6 @@ pub mod matmul;
 pub mod model;
 pub mod noise;
 pub mod patches;
-pub mod rng;
+pub mod rows;
 pub mod sample;
 pub mod skip;

@@ -35,32 +35,10 @@
 //! pass is double precision, which is what the finite-difference test of the gradients uses.
 
 use crate::config::{ModelConfig, Skip};
-use crate::model::ParamLayout;
+use crate::math::params::ParamLayout;
 use crate::reference::{gelu, skip};
 
-/// Storage type of the reference: `f32` (as on the GPU) or `f64` (for finite differences).
-pub trait Real: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Real for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Real for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
+pub use crate::math::Real;
 
 /// The sizes the loops need, from a [`ModelConfig`].
 #[derive(Clone, Copy, Debug)]

@@ -1,6 +1,6 @@
 //! CPU reference for `noise_inject` and `fill_normal` of `shaders/noise.wgsl`.
 
-use super::rng;
+use crate::math::rng;
 
 /// Parameters of one noise injection (mirrors the shader's `Params`).
 #[derive(Clone, Copy, Debug)]

@@ -2,26 +2,6 @@
 
 use crate::config::Geometry;
 
-/// Visits every (patch c, value d, pixel index) triple of one image: patch value d of patch c
-/// is a copy of that pixel.
-fn for_each_copy(g: &Geometry, mut f: impl FnMut(usize, usize, usize)) {
-    let (grid, p, w, s) = (
-        g.grid() as usize,
-        g.patch as usize,
-        g.width() as usize,
-        g.size as usize,
-    );
-    for i in 0..grid {
-        for j in 0..grid {
-            for r in 0..w {
-                for c in 0..w {
-                    f(i * grid + j, r * w + c, (i * p + r) * s + j * p + c);
-                }
-            }
-        }
-    }
-}
-
 /// images [B, S*S], cond [B] -> tokens [B, T, D]; token g^2 (if T > g^2) holds cond[b].
 pub fn patches_forward(g: &Geometry, images: &[f32], cond: &[f32], tokens: usize) -> Vec<f32> {
     let (px, d) = (g.pixels() as usize, g.dim() as usize);
@@ -29,7 +9,7 @@ pub fn patches_forward(g: &Geometry, images: &[f32], cond: &[f32], tokens: usize
     let mut out = vec![0.0; b * tokens * d];
     for s in 0..b {
         let o = &mut out[s * tokens * d..(s + 1) * tokens * d];
-        for_each_copy(g, |c, k, p| o[c * d + k] = images[s * px + p]);
+        g.for_each_copy(|c, k, p| o[c * d + k] = images[s * px + p]);
         for t in g.patches() as usize..tokens {
             o[t * d..(t + 1) * d].fill(cond[s]);
         }
@@ -45,7 +25,7 @@ pub fn patches_backward(g: &Geometry, dtokens: &[f32], tokens: usize) -> (Vec<f3
     let mut dcond = vec![0.0; b];
     for s in 0..b {
         let dt = &dtokens[s * tokens * d..(s + 1) * tokens * d];
-        for_each_copy(g, |c, k, p| dimages[s * px + p] += dt[c * d + k]);
+        g.for_each_copy(|c, k, p| dimages[s * px + p] += dt[c * d + k]);
         for t in g.patches() as usize..tokens {
             dcond[s] += dt[t * d..(t + 1) * d].iter().sum::<f32>();
         }
@@ -59,10 +39,10 @@ pub fn recompose(g: &Geometry, tokens_in: &[f32], tokens: usize) -> Vec<f32> {
     let b = tokens_in.len() / (tokens * d);
     let mut sum = vec![0.0; b * px];
     let mut count = vec![0u32; px];
-    for_each_copy(g, |_, _, p| count[p] += 1);
+    g.for_each_copy(|_, _, p| count[p] += 1);
     for s in 0..b {
         let t = &tokens_in[s * tokens * d..(s + 1) * tokens * d];
-        for_each_copy(g, |c, k, p| sum[s * px + p] += t[c * d + k]);
+        g.for_each_copy(|c, k, p| sum[s * px + p] += t[c * d + k]);
     }
     for (i, v) in sum.iter_mut().enumerate() {
         *v /= count[i % px] as f32;

@@ -1,9 +1,10 @@
 //! CPU reference of the sampling loop of `src/sample/mod.rs` / `shaders/sample.wgsl` (SPEC §5).
 
 use crate::config::{ModelConfig, PIXELS, PIXEL_HI, PIXEL_LO};
-use crate::model::ParamLayout;
-use crate::reference::{model, patches, rng, rng::streams, skip};
-use crate::schedule::Schedule;
+use crate::math::params::ParamLayout;
+use crate::math::rng::{self, streams};
+use crate::math::schedule::Schedule;
+use crate::reference::{model, patches, skip};
 
 /// One denoising step k (0-based) of `images` [B, 784] in place, digits `first..first + B`
 /// of a run with `seed`: the model predicts the noise patches at conditioning a'^(n'-k), they

@@ -17,12 +17,12 @@ use crate::config::{ModelConfig, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXELS, PIX
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor, Kernel};
+use crate::math::rng::streams;
+pub use crate::math::schedule::Schedule;
 use crate::model::network::Network;
 use crate::model::ParamLayout;
 use crate::ops::noise::FillNormal;
 use crate::ops::patches;
-use crate::reference::rng::streams;
-pub use crate::schedule::Schedule;
 use crate::settings::sample as settings;
 use std::sync::Arc;
 

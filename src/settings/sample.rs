@@ -4,7 +4,7 @@
 //! `presets/seed.toml` (the article's sampler).
 
 use crate::error::{Error, Result};
-use crate::schedule::Schedule;
+use crate::math::schedule::Schedule;
 use std::path::PathBuf;
 
 /// Which weights of a checkpoint to sample with.

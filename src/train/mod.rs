@@ -12,11 +12,11 @@ use crate::data::{self, Mnist};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::lr_schedule::LrSchedule;
+use crate::math::rng::streams;
 use crate::model::network::{Network, Optimizer, LOSS_HISTORY};
 use crate::model::ParamLayout;
 use crate::ops::noise::{NoiseConfig, NoiseInject};
 use crate::ops::patches;
-use crate::reference::rng::streams;
 use crate::settings::recipe::{Preset, Recipe, Source, Stage, CONFIG_FILE};
 use crate::settings::train::TrainSettings;
 use serde::Serialize;
@@ -72,8 +72,8 @@ pub const VALIDATION_SEED: u64 = 0x5EED_0000_0800;
 pub fn epoch_permutation(seed: u64, epoch: u32, n: usize) -> Vec<u32> {
     let mut p: Vec<u32> = (0..n as u32).collect();
     for i in (1..n).rev() {
-        let bits = crate::reference::rng::bits(seed, epoch, streams::SHUFFLE, i as u32)[0];
-        let j = crate::reference::rng::below(bits, i as u32 + 1) as usize;
+        let bits = crate::math::rng::bits(seed, epoch, streams::SHUFFLE, i as u32)[0];
+        let j = crate::math::rng::below(bits, i as u32 + 1) as usize;
         p.swap(i, j);
     }
     p
@@ -124,6 +124,12 @@ pub struct RunSummary {
     pub out: PathBuf,
     pub recipe: String,
     pub stages: Vec<Summary>,
+}
+
+/// What `train --json` prints at the end.
+#[derive(Debug, Serialize)]
+pub struct TrainReport<'a> {
+    pub summary: &'a RunSummary,
 }
 
 /// Trains on `gpu` as `args` say: every stage of the recipe in turn, into its folder. Returns
@@ -345,7 +351,7 @@ fn start_state(
     if config.model.skip == Skip::PixelMixture {
         // The skip's per-position prior, from the digits this run trains on.
         let pixels = &mnist.train.pixels[..config.train_images * PIXELS as usize];
-        let prior = crate::reference::skip::pixel_prior(&config.model.geometry, pixels);
+        let prior = crate::math::prior::pixel_prior(&config.model.geometry, pixels);
         params[layout.get("skip.prior").range()].copy_from_slice(&prior);
     }
     let buffers = Buffers {

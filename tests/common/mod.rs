@@ -31,3 +31,27 @@ pub fn error_line(o: &std::process::Output) -> String {
     assert_eq!(lines.len(), 1, "expected exactly one error line, got:\n{e}");
     lines[0].to_string()
 }
+
+/// A fresh, empty folder under the system's temp folder, named by the test file (`suite`),
+/// the case and this process.
+pub fn tmp(suite: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "wgpu-diffusion-{suite}-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The program's stdout, after checking that it succeeded (else its output fails the test).
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -145,3 +145,35 @@ fn no_adapter_is_one_line_and_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(error_line(&o).contains("no-such-gpu-name"));
 }
+
+/// On a CPU adapter the seed preset says at start that it wants a GPU and what the fast recipe
+/// draws here; the tiny preset (and a resumed run) says nothing of it.
+#[test]
+fn a_cpu_adapter_is_told_about_the_fast_recipe() {
+    let note = "wants a GPU";
+    let train = |preset: &str, out: &std::path::Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["train", "--preset", preset, "--train-subset", "5"])
+            .args(["--val-count", "10", "--data"])
+            .arg(mnist_dir())
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        common::ok(&run(&mut c))
+    };
+    let dir = common::tmp("cli", "cpu-note");
+    let gpu = common::gpu();
+    let seed = train("seed", &dir.join("seed"), &["--max-steps", "1"]);
+    if gpu.is_cpu() {
+        let line = seed.lines().find(|l| l.contains(note)).unwrap_or_else(|| {
+            panic!("no note on {}:\n{seed}", gpu.info.name);
+        });
+        assert!(line.contains("--preset fast --minutes 30"), "{line}");
+    } else {
+        assert!(!seed.contains(note), "{seed}");
+    }
+    let tiny = train("tiny", &dir.join("tiny"), &["--max-steps", "1"]);
+    assert!(!tiny.contains(note), "{tiny}");
+    let resumed = train("seed", &dir.join("seed"), &["--resume", "--max-steps", "2"]);
+    assert!(!resumed.contains(note), "{resumed}");
+}

@@ -3,7 +3,9 @@
 
 mod common;
 
-use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use common::tensor;
+
+use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::classifier as ops;
 use wgpu_diffusion::reference::classifier as reference;
 use wgpu_diffusion::testing::{assert_close, uniform_data};
@@ -13,10 +15,6 @@ fn shapes() -> impl Iterator<Item = (usize, usize)> {
     [1usize, 3, 64]
         .into_iter()
         .flat_map(|b| [1usize, 10, 13].into_iter().map(move |c| (b, c)))
-}
-
-fn tensor(gpu: &Gpu, name: &str, data: &[f32]) -> GpuTensor {
-    GpuTensor::from_slice(gpu, name, &[data.len()], data).unwrap()
 }
 
 fn labels_for(b: usize, c: usize) -> Vec<u32> {

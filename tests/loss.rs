@@ -3,25 +3,12 @@
 
 mod common;
 
+use common::{tensor, TOKEN_SHAPES};
+
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::ops::loss;
 use wgpu_diffusion::reference::loss as reference;
 use wgpu_diffusion::testing::{assert_close, uniform_data};
-
-/// (B, P, D) with T = P + 1: odd, aligned, the presets' (seed P=4 D=324, tiny P=16 D=100).
-const SHAPES: [(usize, usize, usize); 7] = [
-    (1, 1, 1),
-    (3, 4, 5),
-    (7, 1, 3),
-    (2, 16, 100),
-    (5, 4, 324),
-    (4, 16, 64),
-    (1, 9, 257),
-];
-
-fn tensor(gpu: &Gpu, name: &str, data: &[f32]) -> GpuTensor {
-    GpuTensor::from_slice(gpu, name, &[data.len()], data).unwrap()
-}
 
 /// Tokens [B, T, D] whose conditioning token (t = T - 1) holds sample b's a^n, from pure noise
 /// (0) to none (1), so the loss weights span the cap, values in between and 1.
@@ -43,7 +30,7 @@ fn weights(tokens: &[f32], b: usize, t: usize, d: usize, max: u32) -> Vec<f64> {
 #[test]
 fn mse_forward_and_backward_match_reference() {
     let gpu = common::gpu();
-    for (i, (b, p, d)) in SHAPES.into_iter().enumerate() {
+    for (i, (b, p, d)) in TOKEN_SHAPES.into_iter().enumerate() {
         for max in [1, 30] {
             mse_case(&gpu, i, b, p, d, max);
         }

@@ -3,30 +3,17 @@
 
 mod common;
 
-use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use common::{tensor, TOKEN_SHAPES};
+
+use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::rows;
 use wgpu_diffusion::reference::rows as reference;
 use wgpu_diffusion::testing::{assert_close, uniform_data};
 
-/// (B, P, D) with T = P + 1: odd, aligned, the presets' (seed P=4 D=324, tiny P=16 D=100).
-const SHAPES: [(usize, usize, usize); 7] = [
-    (1, 1, 1),
-    (3, 4, 5),
-    (7, 1, 3),
-    (2, 16, 100),
-    (5, 4, 324),
-    (4, 16, 64),
-    (1, 9, 257),
-];
-
-fn tensor(gpu: &Gpu, name: &str, data: &[f32]) -> GpuTensor {
-    GpuTensor::from_slice(gpu, name, &[data.len()], data).unwrap()
-}
-
 #[test]
 fn add_pos_and_pos_backward_match_reference() {
     let gpu = common::gpu();
-    for (b, p, d) in SHAPES {
+    for (b, p, d) in TOKEN_SHAPES {
         let t = p + 1;
         let tokens = uniform_data(b * t * d, 1);
         let pos = uniform_data(t * d, 2);
@@ -109,7 +96,7 @@ fn drop_cond_and_pad_cond_match_reference() {
         patches,
         width,
     };
-    for (b, p, c) in SHAPES {
+    for (b, p, c) in TOKEN_SHAPES {
         let t = p + 1;
         let x = uniform_data(b * t * c, 6);
         let dy = uniform_data(b * p * c, 7);

@@ -10,11 +10,11 @@
 //   wiener  (MIXTURE = false): X of mean MEAN and variance VAR; the best linear estimate
 //           E = c (A - u MEAN), c = s / (u^2 VAR + s^2), q^2 = u^2 VAR / (u^2 VAR + s^2)
 //           (one q per sample).
-//   mixture (MIXTURE = true): X is background (exactly BG) with probability BG_FRAC, else
+//   mixture (MIXTURE = true): X is background (exactly LO) with probability BG_FRAC, else
 //           ink of mean INK_MEAN and variance INK_VAR. With the two parts' likelihoods of A,
-//           l0 = N(A; u BG, s^2) and l1 = N(A; u INK_MEAN, u^2 INK_VAR + s^2), the posterior
+//           l0 = N(A; u LO, s^2) and l1 = N(A; u INK_MEAN, u^2 INK_VAR + s^2), the posterior
 //           weight of background w = BG_FRAC l0 / (BG_FRAC l0 + (1 - BG_FRAC) l1) (from its
-//           log-odds), E0 = (A - u BG) / s (exact if background), E1 = c1 (A - u INK_MEAN)
+//           log-odds), E0 = (A - u LO) / s (exact if background), E1 = c1 (A - u INK_MEAN)
 //           (the ink part's linear estimate, c1 and q1 as above with INK_VAR):
 //           E = w E0 + (1 - w) E1, q^2 = (1 - w) q1^2 + w (1 - w) (E0 - E1)^2 (per pixel).
 //           s is taken as at least S_MIN, so n = 0 (s = 0) stays finite.
@@ -38,7 +38,7 @@ override MIXTURE: bool = false;
 override PER_PIXEL: bool = false;
 override MEAN: f32 = 0.0;
 override VAR: f32 = 1.0;
-override BG: f32 = -0.5;
+override LO: f32 = -0.5;
 override BG_FRAC: f32 = 0.8;
 override INK_MEAN: f32 = 0.0;
 override INK_VAR: f32 = 1.0;
@@ -73,10 +73,10 @@ fn estimate(a: f32, u: f32, p: vec3<f32>) -> vec2<f32> {
     }
     let s = max(1.0 - u, S_MIN);
     let f1 = linear(u, s, p.z);
-    let d0 = a - u * BG;
+    let d0 = a - u * LO;
     let d1 = a - u * p.y;
     // Clamped so exp stays finite.
-    let odds = mixture_log_odds(a, u, s, BG, p);
+    let odds = mixture_log_odds(a, u, s, LO, p);
     // w and 1 - w each from its own logistic: 1 - w as a difference would round to 0 in
     // f32 when w is within 6e-8 of 1, and q with it.
     let lo = clamp(odds, -80.0, 80.0);

@@ -227,16 +227,20 @@ fn row_tiles_spill_into_z() {
     }
 }
 
+/// (M, K, N) of the dense layer's forward and backward: tiny, odd, past a tile, aligned, and
+/// the seed's patch embedding (K = 324).
+const DENSE_SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 1),
+    (3, 5, 7),
+    (67, 33, 129),
+    (40, 36, 24),
+    (15, 324, 60),
+];
+
 #[test]
 fn forward_matches_reference() {
     let gpu = common::gpu();
-    for (m, k, n) in [
-        (1, 1, 1),
-        (3, 5, 7),
-        (67, 33, 129),
-        (40, 36, 24),
-        (15, 324, 60),
-    ] {
+    for (m, k, n) in DENSE_SHAPES {
         let x = uniform_data(m * k, 21);
         let w = uniform_data(k * n, 22);
         let b = uniform_data(n, 23);
@@ -269,13 +273,7 @@ fn forward_matches_reference() {
 #[test]
 fn backward_matches_reference() {
     let gpu = common::gpu();
-    for (m, k, n) in [
-        (1, 1, 1),
-        (3, 5, 7),
-        (67, 33, 129),
-        (40, 36, 24),
-        (15, 324, 60),
-    ] {
+    for (m, k, n) in DENSE_SHAPES {
         let x = uniform_data(m * k, 31);
         let w = uniform_data(k * n, 32);
         let dy = uniform_data(m * n, 33);

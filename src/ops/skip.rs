@@ -3,6 +3,15 @@
 
 use super::{check_count, expect_len};
 use crate::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_LO, PIXEL_MEAN, PIXEL_VAR};
+
+/// The global pixel prior as override constants, in the names skip.wgsl and sample.wgsl share:
+/// background level LO with probability BG_FRAC, else ink N(INK_MEAN, INK_VAR).
+pub const PRIOR_CONSTANTS: [(&str, f64); 4] = [
+    ("LO", PIXEL_LO as f64),
+    ("BG_FRAC", BACKGROUND_FRAC as f64),
+    ("INK_MEAN", INK_MEAN as f64),
+    ("INK_VAR", INK_VAR as f64),
+];
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -104,6 +113,7 @@ fn dispatch(
             )))
         }
     }
+    let [lo, frac, ink_mean, ink_var] = PRIOR_CONSTANTS;
     let constants = [
         ("WG", WG_1D as f64),
         (
@@ -113,10 +123,10 @@ fn dispatch(
         ("PER_PIXEL", per_pixel as u8 as f64),
         ("MEAN", PIXEL_MEAN as f64),
         ("VAR", PIXEL_VAR as f64),
-        ("BG", PIXEL_LO as f64),
-        ("BG_FRAC", BACKGROUND_FRAC as f64),
-        ("INK_MEAN", INK_MEAN as f64),
-        ("INK_VAR", INK_VAR as f64),
+        lo,
+        frac,
+        ink_mean,
+        ink_var,
         ("S_MIN", S_MIN),
     ];
     let p = Params {

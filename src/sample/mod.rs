@@ -13,7 +13,7 @@
 //! (in the variance-exploding form A / a'^n = X + t_n N), E = 0 the seed's. No noise is added
 //! when m <= 0 (the last step).
 
-use crate::config::{ModelConfig, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXELS, PIXEL_HI, PIXEL_LO};
+use crate::config::{ModelConfig, PIXELS, PIXEL_HI};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor, Kernel};
@@ -23,6 +23,7 @@ use crate::model::network::Network;
 use crate::model::ParamLayout;
 use crate::ops::noise::FillNormal;
 use crate::ops::patches;
+use crate::ops::skip::PRIOR_CONSTANTS;
 use crate::settings::sample as settings;
 use std::sync::Arc;
 
@@ -178,15 +179,12 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn kernel(&self, entry: &str) -> Result<Arc<Kernel>> {
-        let c = [
+        let mut c = vec![
             ("WG", WG_1D as f64),
             ("PIXELS", PIXELS as f64),
-            ("LO", PIXEL_LO as f64),
             ("HI", PIXEL_HI as f64),
-            ("BG_FRAC", BACKGROUND_FRAC as f64),
-            ("INK_MEAN", INK_MEAN as f64),
-            ("INK_VAR", INK_VAR as f64),
         ];
+        c.extend(PRIOR_CONSTANTS);
         self.gpu.kernel("sample", entry, &c)
     }
 

@@ -53,6 +53,10 @@ pub struct InfoReport {
     pub driver_info: String,
     pub features: BTreeMap<&'static str, bool>,
     pub limits: BTreeMap<&'static str, u64>,
+    /// The tuner's cache file of this adapter and driver, and the GEMM variant it chose per
+    /// shape (empty with `--tune off` or before the first tuned run).
+    pub tune_cache: Option<String>,
+    pub tuned: BTreeMap<String, String>,
 }
 
 /// The report of `gpu`'s adapter.
@@ -71,6 +75,8 @@ pub fn report(gpu: &Gpu) -> InfoReport {
             .map(|(f, name)| (*name, gpu.has(*f)))
             .collect(),
         limits: limits(gpu).into_iter().collect(),
+        tune_cache: gpu.tune.path.as_ref().map(|p| p.display().to_string()),
+        tuned: gpu.tune.choices(),
     }
 }
 
@@ -91,6 +97,18 @@ pub fn report_text(gpu: &Gpu) -> String {
     }
     for (k, v) in limits(gpu) {
         line(k, v.to_string());
+    }
+    let cache = gpu.tune.path.as_ref();
+    line(
+        "tune cache",
+        cache.map_or("none (no cache folder)".into(), |p| p.display().to_string()),
+    );
+    let tuned = gpu.tune.choices();
+    if tuned.is_empty() {
+        line("tuned shapes", "none yet".to_string());
+    }
+    for (shape, variant) in tuned {
+        line(&format!("  {shape}"), variant);
     }
     s
 }

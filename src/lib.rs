@@ -1,12 +1,14 @@
 //! wgpu-diffusion: a diffusion model for MNIST digits whose every numeric operation runs in
 //! hand-written WGSL compute shaders through wgpu. See README.md and SPEC (shared/SPEC.md).
 
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod figures;
+pub mod files;
 pub mod gpu;
 pub mod info;
 pub mod lr_schedule;

@@ -5,8 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wgpu_diffusion::error::{Error, Result};
-use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions};
-use wgpu_diffusion::{data, eval, figures, info, sample, train};
+use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions, TuneMode};
+use wgpu_diffusion::{check, data, eval, figures, info, sample, train};
 
 #[derive(Parser)]
 #[command(
@@ -29,13 +29,31 @@ struct GpuArgs {
     /// Use the adapter whose name contains this text (also WGPU_ADAPTER_NAME).
     #[arg(long, global = true, value_name = "SUBSTRING")]
     adapter: Option<String>,
+    /// Kernel choice per shape: `cached` times the candidate kernels for a shape once and
+    /// keeps the fastest correct one in the user's cache folder; `full` times every shape
+    /// again; `off` uses the built-in choice.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "WGPU_DIFFUSION_TUNE",
+        default_value = "cached"
+    )]
+    tune: TuneMode,
 }
 
 impl GpuArgs {
     fn open(&self) -> Result<Gpu> {
+        self.open_with(self.tune)
+    }
+
+    fn open_with(&self, tune: TuneMode) -> Result<Gpu> {
         Gpu::new(&GpuOptions {
             backend: self.backend,
             adapter: self.adapter.clone(),
+            tune,
+            cache_dir: None,
+            perturb: std::env::var("WGPU_DIFFUSION_PERTURB").ok(),
         })
     }
 }
@@ -56,6 +74,8 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Measure sample quality: classifier-feature FID, confidence, label coverage, memorisation.
     Eval(eval::EvalArgs),
+    /// Run every kernel on this adapter against its CPU reference (exit 1 naming any failure).
+    Check(check::CheckArgs),
 }
 
 #[derive(Args)]
@@ -174,6 +194,17 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", r.text());
             }
             Ok(())
+        }
+        Command::Check(a) => {
+            // Every candidate kernel is checked by name; the tuner would only add timing.
+            let gpu = cli.gpu.open_with(TuneMode::Off)?;
+            let r = check::run(&gpu, a.quick);
+            if a.json {
+                print_json(&r);
+            } else {
+                r.print_table();
+            }
+            r.result()
         }
         Command::Eval(a) => {
             let gpu = cli.gpu.open()?;

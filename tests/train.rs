@@ -15,7 +15,7 @@ fn tmp(name: &str) -> PathBuf {
 
 /// The `train --preset tiny` command on a small subset, with extra flags.
 fn train_command(out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    let mut c = common::bin();
     c.args([
         "train",
         "--preset",
@@ -475,7 +475,7 @@ fn bad_runs_are_one_line_errors_and_overwrite_nothing() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
     // An unknown preset.
-    let o = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+    let o = common::bin()
         .args(["train", "--preset", "huge"])
         .output()
         .unwrap();

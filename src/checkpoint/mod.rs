@@ -6,10 +6,10 @@
 //! is a tensor of [`ParamLayout`] (e.g. `layer0.w_qkv`).
 
 use crate::error::{Error, Result};
+pub use crate::files::write_atomic;
 use crate::model::ParamLayout;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 pub mod run;
@@ -63,27 +63,6 @@ pub fn save(
         ))
     })?;
     write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to `path` via `path.tmp`, fsync and rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(format!("cannot write {}: {e}", path.display()))
-    })
 }
 
 /// A loaded checkpoint: its metadata and the buffers it holds, in `layout`'s flat order.

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::kernels::KernelCache;
+use crate::gpu::tune::{TuneCache, TuneFile, TuneMode};
 use std::sync::{Arc, Mutex};
 
 /// A backend the user can force with `--backend`.
@@ -35,6 +36,16 @@ pub struct GpuOptions {
     pub backend: Option<BackendChoice>,
     /// Case-insensitive substring of the adapter name (else `WGPU_ADAPTER_NAME`).
     pub adapter: Option<String>,
+    /// How kernels are chosen per shape (the tuner; off by default in the library).
+    pub tune: TuneMode,
+    /// Folder of the tuner's cache (else `WGPU_DIFFUSION_CACHE_DIR`, else the user's cache).
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// A test hook: every kernel whose label (`shader::entry`) contains this text (or one of
+    /// its comma-separated parts) gets 1.0
+    /// added to element 0 of its first writable buffer after each dispatch, so that tests can
+    /// prove that `check` and the tuner catch a wrong kernel. The program reads it from
+    /// `WGPU_DIFFUSION_PERTURB`.
+    pub perturb: Option<String>,
 }
 
 /// Optional features we use when the adapter has them.
@@ -57,7 +68,11 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// The limits the device was created with: the adapter's own.
     pub limits: wgpu::Limits,
+    /// The tuner's choices for this adapter.
+    pub tune: TuneCache,
     pub(crate) kernels: KernelCache,
+    /// [`GpuOptions::perturb`].
+    pub(crate) perturb: Option<String>,
     pub(crate) readbacks: std::sync::atomic::AtomicU64,
     errors: Arc<Mutex<Vec<String>>>,
     _instance: wgpu::Instance,
@@ -145,10 +160,14 @@ impl Gpu {
             std::cmp::Reverse((type_rank(i.device_type), backend_rank(i.backend)))
         });
         let adapter = adapters.swap_remove(0);
-        Self::from_adapter(instance, adapter)
+        Self::from_adapter(instance, adapter, opts)
     }
 
-    fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<Gpu> {
+    fn from_adapter(
+        instance: wgpu::Instance,
+        adapter: wgpu::Adapter,
+        opts: &GpuOptions,
+    ) -> Result<Gpu> {
         let info = adapter.get_info();
         let mut wanted = wgpu::Features::empty();
         for (f, _) in OPTIONAL_FEATURES {
@@ -181,7 +200,14 @@ impl Gpu {
                 .unwrap()
                 .push(format!("device lost ({reason:?}): {msg}"));
         });
+        let (tune, note) =
+            TuneCache::open(opts.tune, opts.cache_dir.as_deref(), TuneFile::of(&info));
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
         Ok(Gpu {
+            tune,
+            perturb: opts.perturb.clone().filter(|p| !p.is_empty()),
             device,
             queue,
             adapter,

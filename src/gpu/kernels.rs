@@ -102,10 +102,18 @@ pub const SHADERS: &[Shader] = &[
     },
 ];
 
+/// The test hook of [`GpuOptions::perturb`](crate::gpu::GpuOptions::perturb).
+const PERTURB: Shader = Shader {
+    name: "perturb",
+    source: include_str!("../../shaders/perturb.wgsl"),
+    prelude: false,
+};
+
 /// Looks a shader up by name.
 pub fn shader(name: &str) -> Result<&'static Shader> {
     SHADERS
         .iter()
+        .chain([&PERTURB])
         .find(|s| s.name == name)
         .ok_or_else(|| Error::gpu(format!("no shader named '{name}' in the kernel table")))
 }
@@ -118,6 +126,8 @@ pub struct Kernel {
     pub label: String,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
+    /// The shader's writable bindings when this kernel is to be perturbed (a test hook).
+    perturb: Option<Vec<u32>>,
 }
 
 type KernelKey = (&'static str, String, Vec<(String, u64)>);
@@ -198,10 +208,16 @@ impl Gpu {
             )));
         }
         let layout = pipeline.get_bind_group_layout(0);
+        let perturb = self
+            .perturb
+            .as_ref()
+            .filter(|p| p.split(',').any(|p| label.contains(p)) && shader.name != PERTURB.name)
+            .map(|_| writable_bindings(&shader.wgsl()));
         let k = Arc::new(Kernel {
             label,
             pipeline,
             layout,
+            perturb,
         });
         self.kernels
             .pipelines
@@ -246,11 +262,33 @@ impl Gpu {
                 kernel.label
             )));
         }
+        let then = match &kernel.perturb {
+            Some(writable) => self.perturbation(writable, bindings)?,
+            None => None,
+        };
         Ok(Dispatch {
             kernel: kernel.clone(),
             bind_group,
             groups,
+            then,
         })
+    }
+
+    /// The test hook's dispatch on the first writable buffer among `bindings`.
+    fn perturbation(
+        &self,
+        writable: &[u32],
+        bindings: &[(u32, wgpu::BindingResource<'_>)],
+    ) -> Result<Option<Box<Dispatch>>> {
+        let Some((_, target)) = bindings.iter().find(|(b, _)| writable.contains(b)) else {
+            return Ok(None);
+        };
+        let k = self.kernel(PERTURB.name, "perturb", &[])?;
+        Ok(Some(Box::new(self.dispatch(
+            &k,
+            &[(0, target.clone())],
+            [1, 1, 1],
+        )?)))
     }
 
     /// Workgroups for `n` threads in 1-D groups of `wg`: ceil-divided, spilling into y when x
@@ -274,6 +312,8 @@ pub struct Dispatch {
     pub kernel: Arc<Kernel>,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// The test hook's perturbation, recorded right after (only when asked for).
+    then: Option<Box<Dispatch>>,
 }
 
 impl Dispatch {
@@ -283,5 +323,29 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.groups;
         pass.dispatch_workgroups(x, y, z);
+        if let Some(t) = &self.then {
+            t.record(pass);
+        }
     }
+}
+
+/// The bindings of group 0 that `wgsl` declares writable (`var<storage, read_write>`).
+fn writable_bindings(wgsl: &str) -> Vec<u32> {
+    let Ok(module) = naga::front::wgsl::parse_str(wgsl) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = module
+        .global_variables
+        .iter()
+        .filter_map(|(_, g)| match (g.space, &g.binding) {
+            (naga::AddressSpace::Storage { access }, Some(b))
+                if b.group == 0 && access.contains(naga::StorageAccess::STORE) =>
+            {
+                Some(b.binding)
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }

@@ -1,5 +1,5 @@
 //! The GPU runtime: device setup ([`context`]), the kernel table with its pipeline cache
-//! ([`kernels`]), tensors and the one readback helper ([`tensor`]), and GPU timing ([`timing`]).
+//! ([`kernels`]), tensors and the one readback helper ([`tensor`]), GPU timing ([`timing`]) and the tuner's cache of kernel choices ([`tune`]).
 //!
 //! Device setup is separate from the work: every op and test receives a `&Gpu`.
 
@@ -7,7 +7,9 @@ pub mod context;
 pub mod kernels;
 pub mod tensor;
 pub mod timing;
+pub mod tune;
 
 pub use context::{BackendChoice, Gpu, GpuOptions};
 pub use kernels::{Dispatch, Kernel, SHADERS};
 pub use tensor::GpuTensor;
+pub use tune::{TuneCache, TuneMode};

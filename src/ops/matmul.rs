@@ -372,6 +372,20 @@ pub fn gemm(
     gemm_with(gpu, kernel, &Tuning::DEFAULT, spec, a, b, bias, c)
 }
 
+/// [`gemm`] with the kernel and blocking that the tuner chooses for this shape
+/// ([`tune::choose`](super::tune::choose): forced, built-in, cached or timed now).
+pub fn gemm_auto(
+    gpu: &Gpu,
+    spec: Gemm,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+) -> Result<Dispatch> {
+    let choice = super::tune::choose(gpu, &spec)?;
+    gemm_with(gpu, choice.kernel, &choice.tuning, spec, a, b, bias, c)
+}
+
 /// [`gemm`] with explicit block sizes (benches sweep them; everything else uses
 /// [`Tuning::DEFAULT`]).
 #[allow(clippy::too_many_arguments)]
@@ -582,7 +596,7 @@ pub fn colsum(
     )
 }
 
-/// Dense layer forward: `y[m, n] = x[m, k]·w[k, n] (+ bias[n])`, with [`MatmulKernel::auto`].
+/// Dense layer forward: `y[m, n] = x[m, k]·w[k, n] (+ bias[n])`, with [`gemm_auto`]'s kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(
     gpu: &Gpu,
@@ -594,18 +608,10 @@ pub fn matmul_forward(
     k: usize,
     n: usize,
 ) -> Result<Dispatch> {
-    gemm(
-        gpu,
-        MatmulKernel::auto(gpu),
-        Gemm::new(m, n, k),
-        x,
-        w,
-        bias,
-        y,
-    )
+    gemm_auto(gpu, Gemm::new(m, n, k), x, w, bias, y)
 }
 
-/// Dense layer backward given `dy[m, n]`, with [`MatmulKernel::auto`]: `dx[m, k] = dy·wᵀ`
+/// Dense layer backward given `dy[m, n]`, with [`gemm_auto`]'s kernels: `dx[m, k] = dy·wᵀ`
 /// (added into `dx` when `accumulate_dx`), `dw[k, n] = xᵀ·dy` and `db[n] = Σ_m dy` (both
 /// written). Three dispatches, independent of each other.
 #[allow(clippy::too_many_arguments)]
@@ -622,7 +628,6 @@ pub fn matmul_backward(
     n: usize,
     accumulate_dx: bool,
 ) -> Result<Vec<Dispatch>> {
-    let kernel = MatmulKernel::auto(gpu);
     let dx_spec = Gemm {
         m,
         n: k,
@@ -640,8 +645,8 @@ pub fn matmul_backward(
         accumulate: false,
     };
     Ok(vec![
-        gemm(gpu, kernel, dx_spec, dy, w, None, dx)?,
-        gemm(gpu, kernel, dw_spec, x, dy, None, dw)?,
+        gemm_auto(gpu, dx_spec, dy, w, None, dx)?,
+        gemm_auto(gpu, dw_spec, x, dy, None, dw)?,
         colsum(gpu, dy, db, m, n, false)?,
     ])
 }

@@ -12,6 +12,7 @@ pub mod noise;
 pub mod patches;
 pub mod rows;
 pub mod skip;
+pub mod tune;
 
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;

@@ -19,9 +19,13 @@ pub fn mnist_dir() -> std::path::PathBuf {
     }
 }
 
-/// The program, in the environment the tests run in (no display, often no XDG_RUNTIME_DIR).
+/// The program, in the environment the tests run in (no display, often no XDG_RUNTIME_DIR),
+/// with the built-in kernels (`--tune off`: no timing, nothing written to the user's cache;
+/// tests/tune.rs and tests/check.rs cover the tuner).
 pub fn bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    c.env("WGPU_DIFFUSION_TUNE", "off");
+    c
 }
 
 /// The one `error…` line on stderr (fails the test unless there is exactly one).

@@ -1,0 +1,56 @@
+//! GELU forward and backward, with values far into both tails.
+
+use super::Checker;
+use crate::ops::gelu;
+use crate::reference::gelu as reference;
+use crate::testing::uniform_data;
+
+const SIZES: [usize; 4] = [1, 7, 64, 1000];
+
+pub fn check(c: &mut Checker) {
+    for n in SIZES {
+        c.case("gelu_forward", format!("n={n}"), |c| {
+            // Mostly in [-4, 4], every 97th value out at +-(40..60): the saturated tails.
+            let x: Vec<f32> = uniform_data(n, n as u64)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    if i % 97 == 3 {
+                        50.0 * v + 10.0 * v.signum()
+                    } else {
+                        4.0 * v
+                    }
+                })
+                .collect();
+            let dy = uniform_data(n, n as u64 + 1);
+            let (xt, dyt) = (c.tensor("x", &x)?, c.tensor("dy", &dy)?);
+            let (y, dx) = (
+                c.tensor("y", &vec![7.0; n])?,
+                c.tensor("dx", &vec![7.0; n])?,
+            );
+            let f = gelu::gelu_forward(c.gpu, &xt, &y)?;
+            let b = gelu::gelu_backward(c.gpu, &xt, &dyt, &dx)?;
+            c.run(&[&f, &b])?;
+            let shape = format!("n={n}");
+            let want = reference::gelu_forward(&x);
+            c.compare(
+                "gelu_forward",
+                &shape,
+                &y.read::<f32>(c.gpu)?,
+                &want,
+                1e-6,
+                1e-5,
+            );
+            let want = reference::gelu_backward(&x, &dy);
+            c.compare(
+                "gelu_backward",
+                &shape,
+                &dx.read::<f32>(c.gpu)?,
+                &want,
+                1e-6,
+                1e-5,
+            );
+            Ok(())
+        });
+    }
+}

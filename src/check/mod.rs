@@ -1,0 +1,243 @@
+//! `wgpu-diffusion check [--quick]`: every kernel on this adapter against its CPU reference,
+//! on small odd and aligned shapes: each GEMM candidate of the tuner, attention, patches,
+//! noise, the skip, the loss, the row ops, Adam, GELU, the sampling step and the classifier.
+//! A table of (kernel, shape, max error, tolerance, OK/FAIL, time) and exit 1 naming each
+//! kernel that failed. It is the test suite's kernel half, shipped: the one command that
+//! imports `reference/`.
+//!
+//! Each op has a module with one `check` function that runs its cases through
+//! [`Checker::case`]: a case builds its inputs, runs the kernels, reads back and calls
+//! [`Checker::compare`]; an error inside a case (a shape the adapter refuses, a GPU error) is
+//! a failed row, never the end of the run.
+
+use crate::error::Result;
+use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::testing::compare;
+use serde::Serialize;
+use std::time::Instant;
+
+mod adam;
+mod attention;
+mod classifier;
+mod gelu;
+mod loss;
+mod matmul;
+mod noise;
+mod patches;
+mod rows;
+mod sample;
+mod skip;
+
+/// Flags of `check`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CheckArgs {
+    /// Fewer shapes (about a minute on a CPU adapter).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckRow {
+    pub kernel: String,
+    pub shape: String,
+    /// Largest |GPU - reference|, when the kernel ran.
+    pub max_err: Option<f32>,
+    /// Tolerance: |err| <= abs + rel |reference|.
+    pub abs: f32,
+    pub rel: f32,
+    pub ok: bool,
+    /// Seconds of the GPU work compared (pipeline builds excluded).
+    pub secs: f64,
+    /// The first mismatches or the error, when it failed.
+    pub note: Option<String>,
+}
+
+/// What `check` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    pub adapter: String,
+    pub quick: bool,
+    pub rows: Vec<CheckRow>,
+    /// Kernels with at least one failed row, in order of first failure.
+    pub failed: Vec<String>,
+    pub secs: f64,
+}
+
+/// Runs the cases and collects their rows.
+pub struct Checker<'a> {
+    pub gpu: &'a Gpu,
+    pub quick: bool,
+    rows: Vec<CheckRow>,
+    /// Seconds of the last [`Checker::run`].
+    last_secs: f64,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(gpu: &'a Gpu, quick: bool) -> Checker<'a> {
+        Checker {
+            gpu,
+            quick,
+            rows: Vec::new(),
+            last_secs: 0.0,
+        }
+    }
+
+    /// Runs `kernel`'s case at `shape`: its error, if any, becomes a failed row.
+    pub fn case(
+        &mut self,
+        kernel: &str,
+        shape: impl std::fmt::Display,
+        f: impl FnOnce(&mut Checker<'a>) -> Result<()>,
+    ) {
+        let shape = shape.to_string();
+        self.last_secs = 0.0;
+        if let Err(e) = f(self) {
+            self.rows.push(CheckRow {
+                kernel: kernel.to_string(),
+                shape,
+                max_err: None,
+                abs: 0.0,
+                rel: 0.0,
+                ok: false,
+                secs: 0.0,
+                note: Some(e.to_string()),
+            });
+        }
+    }
+
+    /// Runs `dispatches` in one pass and waits; the time goes to the next compared row.
+    pub fn run(&mut self, dispatches: &[&Dispatch]) -> Result<()> {
+        let start = Instant::now();
+        self.gpu.run(dispatches)?;
+        self.gpu.wait()?;
+        self.last_secs += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// A 1-D tensor holding `data`.
+    pub fn tensor(&self, label: &str, data: &[f32]) -> Result<GpuTensor> {
+        GpuTensor::from_slice(self.gpu, label, &[data.len()], data)
+    }
+
+    /// Records `kernel` at `shape`: `got` against `want` within `abs + rel |want|`.
+    pub fn compare(
+        &mut self,
+        kernel: &str,
+        shape: impl std::fmt::Display,
+        got: &[f32],
+        want: &[f32],
+        abs: f32,
+        rel: f32,
+    ) {
+        let name = format!("{kernel} {shape}");
+        let result = compare(&name, got, want, abs, rel);
+        let max_err = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0f32, |m, e| if e.is_nan() { f32::NAN } else { m.max(e) });
+        self.rows.push(CheckRow {
+            kernel: kernel.to_string(),
+            shape: shape.to_string(),
+            max_err: Some(max_err),
+            abs,
+            rel,
+            ok: result.is_ok(),
+            secs: self.last_secs,
+            note: result.err(),
+        });
+    }
+
+    fn report(self, secs: f64) -> CheckReport {
+        let mut failed: Vec<String> = Vec::new();
+        for r in self.rows.iter().filter(|r| !r.ok) {
+            if !failed.contains(&r.kernel) {
+                failed.push(r.kernel.clone());
+            }
+        }
+        CheckReport {
+            adapter: self.gpu.describe(),
+            quick: self.quick,
+            rows: self.rows,
+            failed,
+            secs,
+        }
+    }
+}
+
+/// Every op's cases on `gpu`.
+pub fn run(gpu: &Gpu, quick: bool) -> CheckReport {
+    let start = Instant::now();
+    let mut c = Checker::new(gpu, quick);
+    let ops: [fn(&mut Checker); 11] = [
+        matmul::check,
+        attention::check,
+        patches::check,
+        noise::check,
+        skip::check,
+        loss::check,
+        rows::check,
+        adam::check,
+        gelu::check,
+        sample::check,
+        classifier::check,
+    ];
+    for op in ops {
+        op(&mut c);
+    }
+    c.report(start.elapsed().as_secs_f64())
+}
+
+impl CheckReport {
+    /// An error naming each failed kernel (exit 1), if any failed.
+    pub fn result(&self) -> Result<()> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        let rows = self.rows.iter().filter(|r| !r.ok).count();
+        Err(crate::Error::gpu(format!(
+            "check failed on {}: {} ({rows} of {} comparisons)",
+            self.adapter,
+            self.failed.join(", "),
+            self.rows.len()
+        )))
+    }
+
+    /// The table, one row per comparison, and a summary line.
+    pub fn print_table(&self) {
+        println!("adapter: {}", self.adapter);
+        println!(
+            "{:<34} {:<26} {:>10} {:>20} {:<4} {:>9}",
+            "kernel", "shape", "max err", "tolerance", "", "ms"
+        );
+        for r in &self.rows {
+            let err = r.max_err.map_or("-".to_string(), |e| format!("{e:.2e}"));
+            let tol = format!("{:.0e} + {:.0e}|ref|", r.abs, r.rel);
+            let ok = if r.ok { "OK" } else { "FAIL" };
+            println!(
+                "{:<34} {:<26} {:>10} {:>20} {:<4} {:>9.2}",
+                r.kernel,
+                r.shape,
+                err,
+                tol,
+                ok,
+                r.secs * 1e3
+            );
+            if let Some(note) = r.note.as_ref().filter(|_| !r.ok) {
+                for line in note.lines().take(4) {
+                    println!("    {line}");
+                }
+            }
+        }
+        let failed = self.rows.iter().filter(|r| !r.ok).count();
+        println!(
+            "{} comparisons, {failed} failed, in {:.1} s",
+            self.rows.len(),
+            self.secs
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! The GPU random numbers and noise injection: `fill_bits` (raw Philox words, bit-exact),
+//! `fill_normal`, `fill_normal_counted` (step moved on by a GPU counter), `noise_inject` and
+//! `noise_at_levels` (the forward process on a batch) against the CPU mirror.
+
+use super::Checker;
+use crate::config::PIXELS;
+use crate::gpu::GpuTensor;
+use crate::math::rng::streams;
+use crate::ops::noise::{FillNormal, NoiseConfig, NoiseInject};
+use crate::reference::noise as reference;
+use crate::testing::uniform_data;
+
+/// (seed, step, stream, count, offset) of the fills: one value, an odd count past a workgroup
+/// with an offset, a full 64-bit seed at the last step.
+const FILLS: [(u64, u32, u32, usize, u32); 3] = [
+    (0, 0, 0, 1, 0),
+    (1, 7, streams::SAMPLE_INIT, 1000, 37),
+    (0xDEAD_BEEF_0123_4567, u32::MAX, 12, 4099, 0),
+];
+/// (batch, repeat, perm offset, step) of the injections.
+const INJECTS: [(usize, u32, u32, u32); 3] = [(1, 1, 0, 0), (9, 4, 2, 5), (15, 3, 2, 11)];
+const QUICK: usize = 2;
+
+pub fn check(c: &mut Checker) {
+    let n = if c.quick { QUICK } else { FILLS.len() };
+    for (seed, step, stream, count, offset) in FILLS[..n].iter().copied() {
+        let t = if step == u32::MAX {
+            "max".into()
+        } else {
+            step.to_string()
+        };
+        // n=count@offset, t=step, s=stream (the seed is in FILLS).
+        let shape = format!("n={count}@{offset} t={t} s={stream}");
+        c.case("fill", shape.clone(), |c| {
+            fill_case(c, &shape, seed, step, stream, count, offset)
+        });
+    }
+    let n = if c.quick { QUICK } else { INJECTS.len() };
+    for (batch, repeat, offset, step) in INJECTS[..n].iter().copied() {
+        let spec = reference::NoiseSpec {
+            seed: 1234 + step as u64,
+            step,
+            stream: streams::TRAIN,
+            alpha: 0.99,
+            n_max: 500,
+            repeat,
+            perm_offset: offset,
+        };
+        let shape = format!("B={batch} R={repeat} offset={offset} step={step}");
+        c.case("noise_inject", shape.clone(), |c| {
+            inject_case(c, &shape, &spec, batch)
+        });
+    }
+}
+
+/// Splits each u32 into its two 16-bit halves, exact as f32: bits compare with zero tolerance.
+fn halves(words: &[u32]) -> Vec<f32> {
+    words
+        .iter()
+        .flat_map(|&w| [(w >> 16) as f32, (w & 0xFFFF) as f32])
+        .collect()
+}
+
+/// fill_bits, fill_normal (at `offset`) and fill_normal_counted (host step + GPU counter 3).
+fn fill_case(
+    c: &mut Checker,
+    shape: &str,
+    seed: u64,
+    step: u32,
+    stream: u32,
+    count: usize,
+    offset: u32,
+) -> crate::Result<()> {
+    let bits = c.tensor("bits", &vec![7.0; 4 * count])?;
+    let f = FillNormal::bits(c.gpu, seed, stream, &bits)?;
+    f.set_step(c.gpu, step);
+    c.run(&[&f.dispatch])?;
+    let want: Vec<u32> = (0..count as u32)
+        .flat_map(|i| crate::math::rng::bits(seed, step, stream, i))
+        .collect();
+    let got = bits.read::<u32>(c.gpu)?;
+    c.compare("fill_bits", shape, &halves(&got), &halves(&want), 0.0, 0.0);
+
+    let out = c.tensor("normals", &vec![7.0; count])?;
+    let f = FillNormal::new(c.gpu, seed, stream, &out)?;
+    f.set_step_offset(c.gpu, step, offset);
+    c.run(&[&f.dispatch])?;
+    let all = reference::fill_normal(seed, step, stream, offset as usize + count);
+    let want = &all[offset as usize..];
+    // log/cos may differ by a few ulps between the GPU and the CPU.
+    c.compare(
+        "fill_normal",
+        shape,
+        &out.read::<f32>(c.gpu)?,
+        want,
+        1e-4,
+        1e-4,
+    );
+
+    // The host's step 3 short of `step` (wrapping at 0), the GPU counter making up the rest.
+    let counter = GpuTensor::from_slice(c.gpu, "counter", &[1], &[3u32])?;
+    let f = FillNormal::counted(c.gpu, seed, stream, &out, &counter)?;
+    f.set_step_offset(c.gpu, step.wrapping_sub(3), offset);
+    c.run(&[&f.dispatch])?;
+    let got = out.read::<f32>(c.gpu)?;
+    c.compare("fill_normal_counted", shape, &got, want, 1e-5, 1e-5);
+    Ok(())
+}
+
+/// `count` deterministic 8-bit images and a permutation of them.
+fn images(count: usize) -> (Vec<u8>, Vec<u32>) {
+    let px = PIXELS as usize;
+    let data = uniform_data(count * px, 77);
+    let keys = uniform_data(count, 78);
+    let mut perm: Vec<u32> = (0..count as u32).collect();
+    perm.sort_by(|&a, &b| keys[a as usize].total_cmp(&keys[b as usize]));
+    let data = data.iter().map(|v| ((v + 1.0) * 128.0) as u8).collect();
+    (data, perm)
+}
+
+/// noise_inject (levels drawn on the GPU), then noise_at_levels (levels given, 0 and n_max
+/// among them), each against the reference: cond, noise and noisy.
+fn inject_case(
+    c: &mut Checker,
+    shape: &str,
+    spec: &reference::NoiseSpec,
+    batch: usize,
+) -> crate::Result<()> {
+    let px = PIXELS as usize;
+    let (data, perm) = images(7);
+    let d = GpuTensor::from_bytes(c.gpu, "data", &data)?;
+    let p = GpuTensor::from_slice(c.gpu, "perm", &[perm.len()], &perm)?;
+    let cond = c.tensor("cond", &vec![7.0; batch])?;
+    let noise = c.tensor("noise", &vec![7.0; batch * px])?;
+    let noisy = c.tensor("noisy", &vec![7.0; batch * px])?;
+    let cfg = NoiseConfig {
+        seed: spec.seed,
+        stream: spec.stream,
+        alpha: spec.alpha,
+        n_max: spec.n_max,
+        repeat: spec.repeat,
+    };
+    let op = NoiseInject::new(c.gpu, &cfg, batch, &d, &p, &cond, &noise, &noisy)?;
+    op.set_step(c.gpu, spec.step, spec.perm_offset);
+    c.run(&[&op.dispatch])?;
+    let want = reference::noise_inject(spec, &data, px, &perm, batch);
+    compare_noised(c, "noise_inject", shape, [&cond, &noise, &noisy], &want)?;
+
+    let levels: Vec<u32> = (0..batch as u32)
+        .map(|b| b * 97 % (spec.n_max + 1))
+        .collect();
+    let levels = [&[spec.n_max][..], &levels[1..]].concat();
+    let l = GpuTensor::from_slice(c.gpu, "levels", &[batch], &levels)?;
+    let op = NoiseInject::at_levels(c.gpu, &cfg, batch, &d, &p, &l, &cond, &noise, &noisy)?;
+    op.set_step(c.gpu, spec.step, spec.perm_offset);
+    c.run(&[&op.dispatch])?;
+    let want = reference::noise_at_levels(spec, &data, px, &perm, &levels);
+    compare_noised(c, "noise_at_levels", shape, [&cond, &noise, &noisy], &want)
+}
+
+/// Rows `<kernel> cond`, `<kernel> noise` and `<kernel> noisy`.
+fn compare_noised(
+    c: &mut Checker,
+    kernel: &str,
+    shape: &str,
+    [cond, noise, noisy]: [&GpuTensor; 3],
+    want: &reference::Noised,
+) -> crate::Result<()> {
+    let got = cond.read::<f32>(c.gpu)?;
+    c.compare(
+        &format!("{kernel} cond"),
+        shape,
+        &got,
+        &want.cond,
+        1e-6,
+        1e-5,
+    );
+    let got = noise.read::<f32>(c.gpu)?;
+    c.compare(
+        &format!("{kernel} noise"),
+        shape,
+        &got,
+        &want.noise,
+        1e-4,
+        1e-4,
+    );
+    let got = noisy.read::<f32>(c.gpu)?;
+    c.compare(
+        &format!("{kernel} noisy"),
+        shape,
+        &got,
+        &want.noisy,
+        1e-4,
+        1e-4,
+    );
+    Ok(())
+}

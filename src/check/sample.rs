@@ -1,0 +1,205 @@
+//! The sampling loop (`shaders/sample.wgsl` through [`Sampler`]) against the CPU reference
+//! loop (`reference::sample`), on the tiny preset's model (in full mode also with the
+//! feed-forward block and each skip): the initial noise; one step over a whole batch; each
+//! step of digit 0's trajectory (fresh noise, `--clip`, `--background` and
+//! `--low-step-scale` on) against the reference step applied to the GPU's own previous
+//! state; a short whole loop. The tests' tolerances. The sampler submits its own command
+//! buffer: a row's time is that of the sampler's run (with its one readback).
+
+use super::Checker;
+use crate::config::{ModelConfig, Skip, PIXELS};
+use crate::error::Result;
+use crate::gpu::GpuTensor;
+use crate::model::ParamLayout;
+use crate::reference::sample as reference;
+use crate::sample::{Sampler, Schedule};
+use crate::settings::recipe::Preset;
+use crate::testing::random_prior;
+use std::time::Instant;
+
+/// The trajectory's rows: a step with every option of the update on.
+const STEP: &str = "sample_step eta clip bg low";
+
+/// The seed of the sampler's noise.
+const SEED: u64 = 7;
+
+/// A schedule over n_max = 500 as the tests', with `steps` steps of scale `scale`.
+fn schedule(steps: u32, scale: f32, eta: f32, clip: bool, background: u32) -> Schedule {
+    Schedule {
+        eta,
+        clip,
+        background,
+        ..Schedule::plain(0.99, 500, steps, scale)
+    }
+}
+
+/// Random weights large enough to matter (the tests' `random_params`): the attention
+/// weights four times their initial size (not the feed-forward block's), and with
+/// `--skip pixel-mixture` a per-position prior unlike the global one.
+fn random_params(layout: &ParamLayout, seed: u64) -> Vec<f32> {
+    let mut p = layout.init(seed);
+    let ffn = ["w_1", "b_1", "w_2", "b_2"];
+    for t in layout
+        .tensors
+        .iter()
+        .filter(|t| t.trained() && !ffn.iter().any(|s| t.name.ends_with(s)))
+    {
+        p[t.range()].iter_mut().for_each(|v| *v *= 4.0);
+    }
+    if let Some(t) = layout.find("skip.prior") {
+        p[t.range()].copy_from_slice(&random_prior(t.len() / 3, seed));
+    }
+    p
+}
+
+/// Each step divides by a'^s, so float differences in the model's output (relative to the
+/// size of the state it reads) grow by 1/a'^s (the tests' tolerance).
+fn step_tolerance(s: &Schedule, k: u32, state: &[f32]) -> f32 {
+    let size = state.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    5e-5 * size / s.keep(k)
+}
+
+/// A sampler of `batch` digits over `params`, run once from digit 0: (the finished digits,
+/// digit 0's trajectory). The run's time goes to the next compared row.
+fn run_sampler(
+    c: &mut Checker,
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[f32],
+    batch: usize,
+    s: Schedule,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let p = GpuTensor::from_slice(c.gpu, "params", &[layout.total], params)?;
+    let sm = Sampler::new(c.gpu, cfg, layout, &p, batch, s, SEED)?;
+    let start = Instant::now();
+    let last = sm.run(c.gpu, 0)?;
+    c.last_secs += start.elapsed().as_secs_f64();
+    Ok((last, sm.trajectory(c.gpu)?))
+}
+
+/// A short name of the model: the tiny preset, with its feed-forward width and its skip
+/// when not the seed's.
+fn model_name(cfg: &ModelConfig) -> String {
+    let mut name = "tiny".to_string();
+    if cfg.mlp > 0 {
+        name += &format!("+mlp{}", cfg.mlp);
+    }
+    if let Some(v) = (cfg.skip != Skip::Identity)
+        .then(|| clap::ValueEnum::to_possible_value(&cfg.skip))
+        .flatten()
+    {
+        name += &format!("+{}", v.get_name());
+    }
+    name
+}
+
+/// One step (n' = 1) over a whole batch of `batch`, random weights: the initial noise, and
+/// the finished digits against the reference loop.
+fn one_step(c: &mut Checker, cfg: &ModelConfig, batch: usize, scale: f32) -> Result<()> {
+    let layout = ParamLayout::new(cfg);
+    let params = random_params(&layout, 1);
+    let s = schedule(1, scale, 0.0, false, 0);
+    let (last, traj) = run_sampler(c, cfg, &layout, &params, batch, s)?;
+    let shape = format!("{} B={batch} s={scale}", model_name(cfg));
+    let px = PIXELS as usize;
+    let init = reference::initial_noise(SEED, 0, batch);
+    c.compare(
+        "sample_init_noise",
+        &shape,
+        &traj[..px],
+        &init[..px],
+        1e-5,
+        1e-5,
+    );
+    let want = reference::sample(cfg, &layout, &params, &s, SEED, 0, batch);
+    let tol = step_tolerance(&s, 0, &init);
+    c.compare("sample_step", &shape, &last, &want, tol, 1e-4);
+    Ok(())
+}
+
+/// Each step of digit 0's trajectory (random weights; fresh noise, clip, the background
+/// blend from level 300 and scale 1.5 from level 200 on) against the reference step applied
+/// to the GPU's previous state; the finished digit 0 equal to the trajectory's last state.
+fn trajectory(c: &mut Checker, cfg: &ModelConfig, steps: u32) -> Result<()> {
+    let layout = ParamLayout::new(cfg);
+    let params = random_params(&layout, 1);
+    let s = Schedule {
+        low_scale: 1.5,
+        low_from: 200,
+        ..schedule(steps, 1.0, 1.0, true, 300)
+    };
+    let (last, traj) = run_sampler(c, cfg, &layout, &params, 2, s)?;
+    let px = PIXELS as usize;
+    for k in 0..steps {
+        let (i, shape) = (k as usize, format!("{} B=2 k={k}/{steps}", model_name(cfg)));
+        let mut a = traj[i * px..(i + 1) * px].to_vec();
+        let tol = step_tolerance(&s, k, &a);
+        reference::sample_step(cfg, &layout, &params, &s, k, SEED, 0, &mut a);
+        c.compare(
+            STEP,
+            &shape,
+            &traj[(i + 1) * px..(i + 2) * px],
+            &a,
+            tol,
+            1e-4,
+        );
+        c.last_secs = 0.0;
+    }
+    let shape = format!("{} B=2 n'={steps} digit 0", model_name(cfg));
+    c.compare(
+        "sample_final",
+        &shape,
+        &last[..px],
+        &traj[steps as usize * px..],
+        0.0,
+        0.0,
+    );
+    Ok(())
+}
+
+/// A whole loop of `steps` steps over 3 digits (initial weights: the loop is stable) against
+/// the reference loop, within the tests' 1e-4.
+fn whole_loop(c: &mut Checker, steps: u32, scale: f32, eta: f32, clip: bool) -> Result<()> {
+    let cfg = Preset::Tiny.model();
+    let layout = ParamLayout::new(&cfg);
+    let params = layout.init(2);
+    let s = schedule(steps, scale, eta, clip, 0);
+    let (got, _) = run_sampler(c, &cfg, &layout, &params, 3, s)?;
+    let want = reference::sample(&cfg, &layout, &params, &s, SEED, 0, 3);
+    let flags = format!(
+        "{}{}",
+        if eta > 0.0 { " eta" } else { "" },
+        if clip { " clip" } else { "" }
+    );
+    let shape = format!("tiny B=3 n'={steps} s={scale}{flags}");
+    c.compare("sample_loop", &shape, &got, &want, 1e-4, 1e-4);
+    Ok(())
+}
+
+pub fn check(c: &mut Checker) {
+    let tiny = Preset::Tiny.model();
+    let mut models = vec![tiny];
+    if !c.quick {
+        models.push(ModelConfig { mlp: 12, ..tiny });
+        for skip in [Skip::Wiener, Skip::Mixture, Skip::PixelMixture] {
+            models.push(ModelConfig { skip, ..tiny });
+        }
+    }
+    for cfg in &models {
+        c.case("sample_step", model_name(cfg), |c| one_step(c, cfg, 3, 1.5));
+    }
+    let steps = if c.quick { 3 } else { 5 };
+    for cfg in &models {
+        c.case(STEP, model_name(cfg), |c| trajectory(c, cfg, steps));
+    }
+    // (n', s, eta, clip): the seed's loop and one with every option.
+    let loops: &[(u32, f32, f32, bool)] = match c.quick {
+        true => &[(3, 1.5, 1.0, true)],
+        false => &[(10, 1.0, 0.0, false), (10, 1.5, 1.0, true)],
+    };
+    for &(steps, scale, eta, clip) in loops {
+        c.case("sample_loop", format!("tiny n'={steps} s={scale}"), |c| {
+            whole_loop(c, steps, scale, eta, clip)
+        });
+    }
+}

@@ -1,15 +1,19 @@
-//! One full training step (forward, loss, backward, Adam, EMA) and the sampling loop, timed on
-//! the adapter: ms per step, samples/s, GFLOP/s, and the ratio to the CPU reference.
+//! One full training step (forward, loss, backward, Adam, EMA), attention alone and the
+//! sampling loop, timed on the adapter: ms, samples/s, GFLOP/s and % of the adapter's measured
+//! FMA peak, beside the plain-loop CPU reference.
 //!
 //! `cargo bench --bench train_step [-- --preset seed|notebook|tiny] [--quick] [--profile]
+//!     [--tune off|cached|full] [--no-cpu-reference] [--json]
 //!     [--patch P --overlap O --layers L --heads H --key-dim K --mlp F --skip S]`
 //! Default preset: `seed` on a real GPU, `tiny` on a CPU adapter (lavapipe); the shape flags
-//! change the preset's values as `train`'s do, to measure the model you train.
+//! change the preset's values as `train`'s do, to measure the model you train. `--json`
+//! ends with one line of JSON holding every figure (scripts/device-check.sh keeps it).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
-use wgpu_diffusion::config::PIXELS;
-use wgpu_diffusion::gpu::timing::time_dispatches;
-use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor};
+use wgpu_diffusion::config::ModelConfig;
+use wgpu_diffusion::gpu::timing::{measure_peak_gflops, time_dispatches};
+use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor, TuneMode};
 use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::ops::attention::{self, AttentionShape};
@@ -25,12 +29,22 @@ struct BenchArgs {
     /// Model preset (default: `seed` on a real GPU, `tiny` on a CPU adapter).
     #[arg(long, value_enum)]
     preset: Option<Preset>,
-    /// Fewer repetitions.
+    /// Fewer repetitions, 500 digits sampled instead of 10,000.
     #[arg(long)]
     quick: bool,
     /// Also time each kernel of the training step.
     #[arg(long)]
     profile: bool,
+    /// GEMM kernel choice per shape, as the program's `--tune` (`full` reports the tuner's
+    /// first-run cost in the build time; `off` the built-in kernels).
+    #[arg(long, value_enum, default_value = "cached")]
+    tune: TuneMode,
+    /// Skip the single-threaded CPU reference step (a minute on the seed preset).
+    #[arg(long)]
+    no_cpu_reference: bool,
+    /// End with one line of JSON holding every figure.
+    #[arg(long)]
+    json: bool,
     /// The preset's values to change, as `train`'s flags do (the model's shape flags matter).
     #[command(flatten)]
     shape: TrainFlags,
@@ -42,10 +56,59 @@ struct BenchArgs {
     filter: Vec<String>,
 }
 
+/// Samples per training step.
+const BATCH: usize = 500;
+/// Denoising steps of the sampling figure.
+const SAMPLE_STEPS: u32 = 50;
+
+/// A time with its rate: ms, GFLOP/s and % of the measured peak.
+#[derive(serde::Serialize)]
+struct Rate {
+    ms: f64,
+    gflops: f64,
+    pct_of_peak: f64,
+}
+
+impl Rate {
+    fn new(secs: f64, flops: f64, peak: f64) -> Rate {
+        let gflops = flops / secs / 1e9;
+        Rate {
+            ms: secs * 1e3,
+            gflops,
+            pct_of_peak: 100.0 * gflops / peak,
+        }
+    }
+}
+
+/// Every figure of one run of the bench.
+#[derive(serde::Serialize)]
+struct Figures {
+    adapter: String,
+    preset: String,
+    model: String,
+    peak_gflops: f64,
+    tune: TuneMode,
+    /// Seconds to build the training step: pipelines, and the tuner's timing when it ran.
+    build_secs: f64,
+    tuned: BTreeMap<String, String>,
+    train_step: Rate,
+    train_samples_per_s: f64,
+    forward: Rate,
+    attention_forward: Rate,
+    attention_backward: Rate,
+    cpu_reference_ms: Option<f64>,
+    sampled_digits: usize,
+    sampling: Rate,
+    sampling_digits_per_s: f64,
+}
+
 fn main() {
     let args = <BenchArgs as clap::Parser>::parse();
-    let quick = args.quick;
-    let gpu = Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| {
+    let gpu = Gpu::new(&GpuOptions {
+        tune: args.tune,
+        ..GpuOptions::default()
+    })
+    .unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });
@@ -57,127 +120,215 @@ fn main() {
     let cfg = Recipe::load(&Source::Preset(preset), &args.shape)
         .and_then(|r| r.sampled_stage().settings.model())
         .unwrap_or_else(|e| panic!("{e}"));
-    let layout = ParamLayout::new(&cfg);
-    let g = &cfg.geometry;
-    let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
-    let batch = 500;
     println!("adapter: {}", gpu.describe());
     let probe = if gpu.is_cpu() { 1 << 14 } else { 1 << 22 };
-    let peak = wgpu_diffusion::gpu::timing::measure_peak_gflops(&gpu, probe).unwrap();
+    let peak = measure_peak_gflops(&gpu, probe).unwrap();
     println!("measured f32 FMA peak (shaders/peak.wgsl): {peak:.1} GFLOP/s");
     println!(
-        "preset {} with {cfg} ({} weights), batch {batch} samples ({} rows)",
+        "preset {} with {cfg} ({} weights), batch {BATCH} samples ({} rows)",
         preset.name(),
         cfg.parameter_count(),
-        batch * t
+        BATCH * cfg.geometry.tokens() as usize
     );
+    let f = measure(&gpu, &args, &cfg, peak, preset);
+    if args.json {
+        println!("{}", serde_json::to_string(&f).unwrap());
+    }
+}
 
-    // Training step.
+fn measure(gpu: &Gpu, args: &BenchArgs, cfg: &ModelConfig, peak: f64, preset: Preset) -> Figures {
+    let reps = if args.quick { 3 } else { 10 };
+    let layout = ParamLayout::new(cfg);
     let init = layout.init(1);
-    let params = GpuTensor::from_slice(&gpu, "params", &[layout.total], &init).unwrap();
+    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &init).unwrap();
+    let step = train_step(gpu, args, cfg, &layout, &params, reps, peak);
+    let (attention_forward, attention_backward) = attention(gpu, cfg, reps, peak);
+    let cpu_reference_ms = (!args.no_cpu_reference).then(|| {
+        let ms = cpu_reference(cfg, &layout, &init);
+        println!(
+            "CPU reference (plain loops, 1 thread): {ms:9.3} ms per {BATCH}-sample step -> GPU is {:.1}x faster",
+            ms / step.step.ms
+        );
+        ms
+    });
+    let count: usize = if args.quick { 500 } else { 10_000 };
+    let (sampling, sampling_digits_per_s) = sampling(gpu, cfg, &layout, &params, count, peak);
+    Figures {
+        adapter: gpu.describe(),
+        preset: preset.name().to_string(),
+        model: cfg.to_string(),
+        peak_gflops: peak,
+        tune: args.tune,
+        build_secs: step.build_secs,
+        tuned: gpu.tune.used(),
+        train_samples_per_s: BATCH as f64 / (step.step.ms / 1e3),
+        train_step: step.step,
+        forward: step.forward,
+        attention_forward,
+        attention_backward,
+        cpu_reference_ms,
+        sampled_digits: count,
+        sampling,
+        sampling_digits_per_s,
+    }
+}
+
+struct StepFigures {
+    build_secs: f64,
+    step: Rate,
+    forward: Rate,
+}
+
+/// Builds the training step (printing the tuner's choices) and times it and its forward pass.
+fn train_step(
+    gpu: &Gpu,
+    args: &BenchArgs,
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &GpuTensor,
+    reps: usize,
+    peak: f64,
+) -> StepFigures {
+    let g = &cfg.geometry;
+    let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
     let zeros = vec![0.0; layout.total];
-    let opt = Optimizer::new(&gpu, &layout, &params, &zeros, &zeros, &init, 1e-4, 0.999).unwrap();
-    let net = Network::new(&gpu, &cfg, &layout, batch, &params, Some(&opt.grads)).unwrap();
-    let tokens: Vec<f32> = uniform_data(batch * t * d, 2)
+    let init = layout.init(1);
+    let opt = Optimizer::new(gpu, layout, params, &zeros, &zeros, &init, 1e-4, 0.999).unwrap();
+    let built = Instant::now();
+    let net = Network::new(gpu, cfg, layout, BATCH, params, Some(&opt.grads)).unwrap();
+    let build_secs = built.elapsed().as_secs_f64();
+    println!(
+        "training step built in {build_secs:.1} s (pipelines, and GEMM tuning with --tune {:?}); kernels:",
+        args.tune
+    );
+    for (shape, variant) in gpu.tune.used() {
+        println!("  {shape:28} {variant}");
+    }
+    let tokens: Vec<f32> = uniform_data(BATCH * t * d, 2)
         .iter()
         .map(|v| v * 0.5)
         .collect();
-    let target = uniform_data(batch * p * d, 3);
-    net.tokens.write(&gpu, &tokens);
-    net.target.write(&gpu, &target);
-    opt.set_step(&gpu, 1, 1e-3);
+    net.tokens.write(gpu, &tokens);
+    net.target.write(gpu, &uniform_data(BATCH * p * d, 3));
+    opt.set_step(gpu, 1, 1e-3);
     let mut all = net.dispatches();
     all.extend(opt.dispatches());
-    let reps = if quick { 3 } else { 10 };
-    let step = time_dispatches(&gpu, &all, reps).unwrap();
-    let fwd = time_dispatches(&gpu, &net.forward_dispatches(), reps).unwrap();
+    let step = time_dispatches(gpu, &all, reps).unwrap();
+    let fwd = time_dispatches(gpu, &net.forward_dispatches(), reps).unwrap();
     if args.profile {
         println!("per-kernel times of one training step:");
         for d in &all {
-            let s = time_dispatches(&gpu, &[d], reps).unwrap();
+            let s = time_dispatches(gpu, &[d], reps).unwrap();
             println!("  {:40} {:?} {:9.3} ms", d.kernel.label, d.groups, s * 1e3);
         }
     }
-    let flops = 3.0 * net.forward_flops();
+    let flops = net.forward_flops();
+    let (step, forward) = (
+        Rate::new(step, 3.0 * flops, peak),
+        Rate::new(fwd, flops, peak),
+    );
     println!(
         "train step:   {:9.3} ms  {:10.1} samples/s  {:8.2} GFLOP/s = {:5.1}% of peak (matmul FLOPs, fwd+bwd = 3x fwd)",
-        step * 1e3,
-        batch as f64 / step,
-        flops / step / 1e9,
-        100.0 * flops / step / 1e9 / peak
+        step.ms,
+        BATCH as f64 / (step.ms / 1e3),
+        step.gflops,
+        step.pct_of_peak
     );
     println!(
         "forward only: {:9.3} ms  {:10.1} samples/s  {:8.2} GFLOP/s = {:5.1}% of peak",
-        fwd * 1e3,
-        batch as f64 / fwd,
-        net.forward_flops() / fwd / 1e9,
-        100.0 * net.forward_flops() / fwd / 1e9 / peak
+        forward.ms,
+        BATCH as f64 / (forward.ms / 1e3),
+        forward.gflops,
+        forward.pct_of_peak
     );
+    StepFigures {
+        build_secs,
+        step,
+        forward,
+    }
+}
 
-    // Attention alone, at the model's shape.
-    let ashape = AttentionShape {
-        batch,
+/// Attention forward and backward alone, at the model's shape.
+fn attention(gpu: &Gpu, cfg: &ModelConfig, reps: usize, peak: f64) -> (Rate, Rate) {
+    let t = cfg.geometry.tokens() as usize;
+    let s = AttentionShape {
+        batch: BATCH,
         tokens: t,
         heads: cfg.heads as usize,
         key_dim: cfg.key_dim as usize,
     };
     let hk = cfg.hk() as usize;
-    let qkv = GpuTensor::from_slice(
-        &gpu,
-        "qkv",
-        &[batch * t, 3 * hk],
-        &uniform_data(batch * t * 3 * hk, 4),
-    )
-    .unwrap();
-    let o = GpuTensor::zeros(&gpu, "o", &[batch * t, hk]).unwrap();
-    let probs = GpuTensor::zeros(&gpu, "probs", &[batch, ashape.heads, t, t]).unwrap();
-    let dqkv = GpuTensor::zeros(&gpu, "dqkv", &[batch * t, 3 * hk]).unwrap();
-    let af = attention::attention_forward(&gpu, &ashape, &qkv, &o, &probs).unwrap();
-    let ab = attention::attention_backward(&gpu, &ashape, &qkv, &probs, &o, &dqkv).unwrap();
-    let att_flops = 4.0 * (batch * ashape.heads * t * t * ashape.key_dim) as f64;
-    for (name, d, f) in [
-        ("attention fwd", &af, att_flops),
-        ("attention bwd", &ab, 2.0 * att_flops),
-    ] {
-        let s = time_dispatches(&gpu, &[d], reps).unwrap();
-        println!("{name}: {:9.3} ms  {:8.2} GFLOP/s", s * 1e3, f / s / 1e9);
+    let rows = BATCH * t;
+    let qkv = uniform_data(rows * 3 * hk, 4);
+    let qkv = GpuTensor::from_slice(gpu, "qkv", &[rows, 3 * hk], &qkv).unwrap();
+    let o = GpuTensor::zeros(gpu, "o", &[rows, hk]).unwrap();
+    let probs = GpuTensor::zeros(gpu, "probs", &[BATCH, s.heads, t, t]).unwrap();
+    let dqkv = GpuTensor::zeros(gpu, "dqkv", &[rows, 3 * hk]).unwrap();
+    let af = attention::attention_forward(gpu, &s, &qkv, &o, &probs).unwrap();
+    let ab = attention::attention_backward(gpu, &s, &qkv, &probs, &o, &dqkv).unwrap();
+    let flops = 4.0 * (BATCH * s.heads * t * t * s.key_dim) as f64;
+    let fwd = Rate::new(time_dispatches(gpu, &[&af], reps).unwrap(), flops, peak);
+    let bwd = Rate::new(
+        time_dispatches(gpu, &[&ab], reps).unwrap(),
+        2.0 * flops,
+        peak,
+    );
+    for (name, r) in [("attention fwd", &fwd), ("attention bwd", &bwd)] {
+        println!(
+            "{name}: {:9.3} ms  {:8.2} GFLOP/s = {:5.1}% of peak",
+            r.ms, r.gflops, r.pct_of_peak
+        );
     }
+    (fwd, bwd)
+}
 
-    // The CPU reference on the same step, for a baseline (a smaller batch on big presets).
+/// Milliseconds of the CPU reference's step on the same data (a smaller batch on big
+/// presets, scaled).
+fn cpu_reference(cfg: &ModelConfig, layout: &ParamLayout, init: &[f32]) -> f64 {
+    let g = &cfg.geometry;
+    let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
     let cpu_batch = if cfg.parameter_count() < 100_000 {
-        batch
+        BATCH
     } else {
         20
     };
-    let tok_cpu = &tokens[..cpu_batch * t * d];
-    let tgt_cpu = &target[..cpu_batch * p * d];
+    let tokens: Vec<f32> = uniform_data(BATCH * t * d, 2)
+        .iter()
+        .map(|v| v * 0.5)
+        .collect();
+    let target = uniform_data(BATCH * p * d, 3);
+    let (tok, tgt) = (&tokens[..cpu_batch * t * d], &target[..cpu_batch * p * d]);
     let c0 = Instant::now();
-    let _ =
-        reference::model::loss_and_grad::<f32>(&cfg, &layout, &init, tok_cpu, tgt_cpu, cpu_batch);
-    let cpu = c0.elapsed().as_secs_f64() * batch as f64 / cpu_batch as f64;
-    println!(
-        "CPU reference (plain loops, 1 thread): {:9.3} ms per {batch}-sample step -> GPU is {:.1}x faster",
-        cpu * 1e3,
-        cpu / step
-    );
+    let _ = reference::model::loss_and_grad::<f32>(cfg, layout, init, tok, tgt, cpu_batch);
+    c0.elapsed().as_secs_f64() * 1e3 * BATCH as f64 / cpu_batch as f64
+}
 
-    // The sampling loop: digits/s for 10,000 digits x 50 steps (fewer with --quick).
-    let count: usize = if quick { 500 } else { 10_000 };
-    let schedule = Schedule::plain(0.99, 500, 50, 1.5);
-    let sbatch = wgpu_diffusion::sample::auto_batch(&gpu, &cfg, count as u64);
-    let sm = Sampler::new(&gpu, &cfg, &layout, &params, sbatch, schedule, 0).unwrap();
-    sm.run(&gpu, 0).unwrap(); // warm-up: pipelines compiled, buffers touched
+/// The sampling loop: `count` digits x 50 steps, and digits/s.
+fn sampling(
+    gpu: &Gpu,
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &GpuTensor,
+    count: usize,
+    peak: f64,
+) -> (Rate, f64) {
+    let schedule = Schedule::plain(0.99, 500, SAMPLE_STEPS, 1.5);
+    let batch = wgpu_diffusion::sample::auto_batch(gpu, cfg, count as u64);
+    let sm = Sampler::new(gpu, cfg, layout, params, batch, schedule, 0).unwrap();
+    sm.run(gpu, 0).unwrap(); // warm-up: pipelines compiled, buffers touched
     let s0 = Instant::now();
     let mut first = 0;
     while first < count {
-        sm.run(&gpu, first as u64).unwrap();
-        first += sbatch;
+        sm.run(gpu, first as u64).unwrap();
+        first += batch;
     }
     let secs = s0.elapsed().as_secs_f64();
-    let rate = count as f64 / secs;
+    let flops = Sampler::flops_per_digit_step(cfg) * SAMPLE_STEPS as f64 * first as f64;
+    let rate = Rate::new(secs, flops, peak);
+    let digits_per_s = first as f64 / secs;
     println!(
-        "sampling:     {count} digits x 50 steps in {secs:.2} s (batch {sbatch}): {rate:.1} digits/s, {:.2} GFLOP/s; {} bytes of output each",
-        Sampler::flops_per_digit_step(&cfg) * 50.0 * rate / 1e9,
-        PIXELS
+        "sampling:     {first} digits x {SAMPLE_STEPS} steps in {secs:.2} s (batch {batch}): {digits_per_s:.1} digits/s, {:.2} GFLOP/s = {:5.1}% of peak",
+        rate.gflops, rate.pct_of_peak
     );
+    (rate, digits_per_s)
 }

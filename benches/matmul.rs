@@ -3,11 +3,13 @@
 //! outputs) on the bench shape, then timed; median ms, GFLOP/s, ratio to the plain-loop CPU
 //! reference (1 thread) and to the fastest version.
 //!
-//! `cargo bench --bench matmul [-- --quick] [--sweep]`
+//! `cargo bench --bench matmul [-- --quick] [--sweep] [--tune]`
 //!   On a real GPU: the seed preset's shapes, M = 2500 rows (500 samples x 5 tokens), D = 324,
 //!   3HK = 6000, HK = 2000: QKV and output projection, forward and backward.
 //!   On a CPU adapter (lavapipe): the same N and K with M = 100 rows, so it ends in about a
 //!   minute. `--quick`: one small shape. `--sweep`: also time other register/tiled blockings.
+//!   `--tune`: instead, the tuner's trials per shape (each candidate checked, then timed) and
+//!   its choice, with the seconds the tuning took.
 
 use std::time::Instant;
 use wgpu_diffusion::gpu::timing::time_dispatches;
@@ -15,6 +17,7 @@ use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor};
 use wgpu_diffusion::ops::matmul::{
     self, Gemm, MatmulKernel, RegisterBlocking, TiledBlocking, Tuning,
 };
+use wgpu_diffusion::ops::tune;
 use wgpu_diffusion::reference::matmul as reference;
 use wgpu_diffusion::testing::{compare, uniform_data};
 
@@ -205,6 +208,9 @@ fn time_kernel(
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`: one bench, nothing to list
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let sweep = args.iter().any(|a| a == "--sweep");
     let gpu = Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| {
@@ -245,6 +251,12 @@ fn main() {
         "{:<16} {:>5} {:>5} {:>5}  {:<17} {:<5} {:>10} {:>9} {:>8} {:>8}",
         "case", "M", "N", "K", "kernel", "check", "median ms", "GFLOP/s", "vs CPU", "vs best"
     );
+    if args.iter().any(|a| a == "--tune") {
+        for case in cases(m, quick) {
+            print_tuning(&gpu, case.name, &case.spec);
+        }
+        return;
+    }
     let mut totals = vec![0.0f64; MatmulKernel::ALL.len()];
     let mut total_flops = 0.0;
     let mut all_ok = true;
@@ -368,6 +380,33 @@ fn main() {
     if !all_ok {
         eprintln!("some kernels FAILED validation");
         std::process::exit(1);
+    }
+}
+
+/// The tuner's trials on `spec` and its choice.
+fn print_tuning(gpu: &Gpu, name: &str, spec: &Gemm) {
+    let t = tune::tune(gpu, spec).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    println!(
+        "{name}: {} tuned in {:.1} s, chose {}",
+        t.key,
+        t.secs,
+        t.choice.name()
+    );
+    for trial in &t.trials {
+        let err = trial.max_err.map_or("-".into(), |e| format!("{e:.1e}"));
+        let note = trial.note.as_deref().unwrap_or("");
+        match (trial.secs, trial.gflops) {
+            (Some(secs), Some(g)) => println!(
+                "  {:<22} {:>10.3} ms {:>8.2} GFLOP/s  max err {err}",
+                trial.name,
+                secs * 1e3,
+                g
+            ),
+            _ => println!("  {:<22} FAILED  max err {err}  {note}", trial.name),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use wgpu_diffusion::gpu::timing::{measure_peak_gflops, time_dispatches};
 use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor, TuneMode};
 use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::ParamLayout;
-use wgpu_diffusion::ops::attention::{self, AttentionShape};
+use wgpu_diffusion::ops::attention::{self, AttentionKernel, AttentionShape};
 use wgpu_diffusion::reference;
 use wgpu_diffusion::sample::{Sampler, Schedule};
 use wgpu_diffusion::settings::recipe::{Preset, Recipe, Source};
@@ -248,7 +248,8 @@ fn train_step(
     }
 }
 
-/// Attention forward and backward alone, at the model's shape.
+/// Attention forward and backward alone, at the model's shape, with each kernel version that
+/// fits it; returns the figures of the ones the model uses.
 fn attention(gpu: &Gpu, cfg: &ModelConfig, reps: usize, peak: f64) -> (Rate, Rate) {
     let t = cfg.geometry.tokens() as usize;
     let s = AttentionShape {
@@ -264,22 +265,33 @@ fn attention(gpu: &Gpu, cfg: &ModelConfig, reps: usize, peak: f64) -> (Rate, Rat
     let o = GpuTensor::zeros(gpu, "o", &[rows, hk]).unwrap();
     let probs = GpuTensor::zeros(gpu, "probs", &[BATCH, s.heads, t, t]).unwrap();
     let dqkv = GpuTensor::zeros(gpu, "dqkv", &[rows, 3 * hk]).unwrap();
-    let af = attention::attention_forward(gpu, &s, &qkv, &o, &probs).unwrap();
-    let ab = attention::attention_backward(gpu, &s, &qkv, &probs, &o, &dqkv).unwrap();
     let flops = 4.0 * (BATCH * s.heads * t * t * s.key_dim) as f64;
-    let fwd = Rate::new(time_dispatches(gpu, &[&af], reps).unwrap(), flops, peak);
-    let bwd = Rate::new(
-        time_dispatches(gpu, &[&ab], reps).unwrap(),
-        2.0 * flops,
-        peak,
-    );
-    for (name, r) in [("attention fwd", &fwd), ("attention bwd", &bwd)] {
-        println!(
-            "{name}: {:9.3} ms  {:8.2} GFLOP/s = {:5.1}% of peak",
-            r.ms, r.gflops, r.pct_of_peak
+    let (mut used_fwd, mut used_bwd) = (None, None);
+    for v in AttentionKernel::ALL {
+        let Ok(af) = attention::attention_forward_with(gpu, v, &s, &qkv, &o, &probs) else {
+            continue;
+        };
+        let ab = attention::attention_backward_with(gpu, v, &s, &qkv, &probs, &o, &dqkv).unwrap();
+        let fwd = Rate::new(time_dispatches(gpu, &[&af], reps).unwrap(), flops, peak);
+        let bwd = Rate::new(
+            time_dispatches(gpu, &[&ab], reps).unwrap(),
+            2.0 * flops,
+            peak,
         );
+        for (name, r) in [("fwd", &fwd), ("bwd", &bwd)] {
+            println!(
+                "attention {name} ({v:?}): {:9.3} ms  {:8.2} GFLOP/s = {:5.1}% of peak",
+                r.ms, r.gflops, r.pct_of_peak
+            );
+        }
+        if v == AttentionKernel::auto_forward(&s) {
+            used_fwd = Some(fwd);
+        }
+        if v == AttentionKernel::auto_backward(&s) {
+            used_bwd = Some(bwd);
+        }
     }
-    (fwd, bwd)
+    (used_fwd.unwrap(), used_bwd.unwrap())
 }
 
 /// Milliseconds of the CPU reference's step on the same data (a smaller batch on big

@@ -21,7 +21,7 @@ rm -rf "$WGPU_DIFFUSION_CACHE_DIR"
 
 # The executable of bench $1: as cargo names it when cargo can build offline; else the
 # newest target/release/deps/$1-* that is not a test binary (tests/ has files of the same
-# names; a bench refuses libtest's --list).
+# names; libtest's --list counts "N tests, M benchmarks", the benches do not).
 bench_bin() {
     if [ -s "$out/build.json" ]; then
         grep -o "\"executable\":\"[^\"]*/$1-[0-9a-f]*\"" "$out/build.json" | tail -n1 | cut -d'"' -f4
@@ -29,7 +29,7 @@ bench_bin() {
     fi
     find target/release/deps -maxdepth 1 -type f -executable -name "$1-*" -printf '%T@ %p\n' \
         2>/dev/null | sort -rn | cut -d' ' -f2 | while read -r f; do
-        "$f" --list >/dev/null 2>&1 || { echo "$f"; break; }
+        "$f" --list 2>&1 | grep -q 'tests, ' || { echo "$f"; break; }
     done
 }
 rm -f "$out/build.json"

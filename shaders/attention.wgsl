@@ -20,6 +20,17 @@
 //                       workgroup memory; then, gather: the thread of row r owns and writes
 //                       dQ_r, dK_r, dV_r of head h (no atomics), O(T K) work per row.
 //
+//   attention_forward_tile, attention_backward_tile
+//                       v2, for T <= TILE_T: one workgroup of AWG threads per (b, h) holds the
+//                       T x T matrices in workgroup memory. Forward: S_ij = scale Q_i . K_j
+//                       (threads over the (i, j) pairs), the softmax of each row, then
+//                       O_ic = sum_j P_ij V_jc (threads over the (i, c) pairs). Backward: P and
+//                       dP_ij = dO_i . V_j, then delta_i, then dS in place, then dQ, dK and dV
+//                       (threads over the (r, c) pairs), each output accumulated in registers
+//                       and written once. v1 writes its partial sums to memory for every
+//                       (j, c) and leaves most lanes idle at small T; what costs most on
+//                       CPU adapters, where every per-lane address is a gather or a scatter.
+//
 // Forward threads are 1-D (WG per workgroup); the host spills large counts into the y
 // dimension. Forward thread index = (b * H + h) * T + row; backward workgroup index = b * H + h.
 //
@@ -34,6 +45,13 @@ override BWG: u32 = 64u;
 const MAX_T: u32 = 1024u;
 
 var<workgroup> delta: array<f32, MAX_T>;
+
+// v2: threads per (b, h) workgroup, and the most tokens (the host's ATTENTION_TILE_TOKENS).
+override AWG: u32 = 64u;
+override TILE_T: u32 = 32u;
+var<workgroup> tile_s: array<f32, TILE_T * TILE_T>;  // S then P (forward); dP then dS (backward)
+var<workgroup> tile_p: array<f32, TILE_T * TILE_T>;  // P (backward)
+var<workgroup> tile_row: array<f32, TILE_T>;         // delta (backward)
 
 struct Params {
     batch: u32,    // B
@@ -181,5 +199,125 @@ fn attention_backward(@builtin(local_invocation_index) lid: u32,
                 dqkv[dv + c] += p_jr * d_o[doj + c];
             }
         }
+    }
+}
+
+// ---- v2: one workgroup per (b, h), the T x T matrices in workgroup memory ------------------
+
+// Offsets of head h of sample b: Q_i at .q + i * stride (K_j, V_j likewise), dO_i at
+// .o + i * hk, P_ij at .p + i * t + j.
+struct Head {
+    q: u32,
+    k: u32,
+    v: u32,
+    o: u32,
+    p: u32,
+    stride: u32,
+    hk: u32,
+}
+
+fn head(bh: u32) -> Head {
+    let t = params.tokens;
+    let hk = params.heads * params.key_dim;
+    let b = bh / params.heads;
+    let h = bh % params.heads;
+    let q = b * t * 3u * hk + h * params.key_dim;
+    return Head(q, q + hk, q + 2u * hk, b * t * hk + h * params.key_dim, bh * t * t, 3u * hk, hk);
+}
+
+@compute @workgroup_size(AWG)
+fn attention_forward_tile(@builtin(local_invocation_index) lid: u32,
+                          @builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let bh = wid.x + wid.y * nwg.x;    // uniform in the workgroup
+    if (bh >= params.batch * params.heads) {
+        return;
+    }
+    let t = params.tokens;
+    let k = params.key_dim;
+    let hd = head(bh);
+    for (var e = lid; e < t * t; e += AWG) {
+        let i = e / t;
+        let j = e % t;
+        tile_s[e] = dot_qkv(hd.q + i * hd.stride, hd.k + j * hd.stride) * params.scale;
+    }
+    workgroupBarrier();
+    for (var i = lid; i < t; i += AWG) {
+        var mx = tile_s[i * t];
+        for (var j = 1u; j < t; j++) {
+            mx = max(mx, tile_s[i * t + j]);
+        }
+        var sum = 0.0;
+        for (var j = 0u; j < t; j++) {
+            let x = exp(tile_s[i * t + j] - mx);
+            tile_s[i * t + j] = x;
+            sum += x;
+        }
+        for (var j = 0u; j < t; j++) {
+            let p = tile_s[i * t + j] / sum;
+            tile_s[i * t + j] = p;
+            probs_out[hd.p + i * t + j] = p;
+        }
+    }
+    workgroupBarrier();
+    for (var e = lid; e < t * k; e += AWG) {
+        let i = e / k;
+        let c = e % k;
+        var acc = 0.0;
+        for (var j = 0u; j < t; j++) {
+            acc += tile_s[i * t + j] * qkv[hd.v + j * hd.stride + c];
+        }
+        o[hd.o + i * hd.hk + c] = acc;
+    }
+}
+
+@compute @workgroup_size(AWG)
+fn attention_backward_tile(@builtin(local_invocation_index) lid: u32,
+                           @builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let bh = wid.x + wid.y * nwg.x;    // uniform in the workgroup
+    if (bh >= params.batch * params.heads) {
+        return;
+    }
+    let t = params.tokens;
+    let k = params.key_dim;
+    let hd = head(bh);
+    // P, and dP_ij = dO_i . V_j.
+    for (var e = lid; e < t * t; e += AWG) {
+        let i = e / t;
+        let j = e % t;
+        tile_p[e] = probs[hd.p + e];
+        tile_s[e] = dot_do_qkv(hd.o + i * hd.hk, hd.v + j * hd.stride);
+    }
+    workgroupBarrier();
+    // delta_i = sum_j P_ij dP_ij.
+    for (var i = lid; i < t; i += AWG) {
+        var d = 0.0;
+        for (var j = 0u; j < t; j++) {
+            d += tile_p[i * t + j] * tile_s[i * t + j];
+        }
+        tile_row[i] = d;
+    }
+    workgroupBarrier();
+    // dS_ij = P_ij (dP_ij - delta_i), in place.
+    for (var e = lid; e < t * t; e += AWG) {
+        tile_s[e] = tile_p[e] * (tile_s[e] - tile_row[e / t]);
+    }
+    workgroupBarrier();
+    // dQ_rc = scale sum_j dS_rj K_jc, dK_rc = scale sum_j dS_jr Q_jc, dV_rc = sum_j P_jr dO_jc.
+    for (var e = lid; e < t * k; e += AWG) {
+        let r = e / k;
+        let c = e % k;
+        var dq = 0.0;
+        var dk = 0.0;
+        var dv = 0.0;
+        for (var j = 0u; j < t; j++) {
+            dq += tile_s[r * t + j] * qkv[hd.k + j * hd.stride + c];
+            dk += tile_s[j * t + r] * qkv[hd.q + j * hd.stride + c];
+            dv += tile_p[j * t + r] * d_o[hd.o + j * hd.hk + c];
+        }
+        dqkv[hd.q + r * hd.stride + c] = dq * params.scale;
+        dqkv[hd.k + r * hd.stride + c] = dk * params.scale;
+        dqkv[hd.v + r * hd.stride + c] = dv;
     }
 }

@@ -1,10 +1,13 @@
 //! attention_forward / attention_backward on the GPU against the CPU reference over small, odd
-//! and aligned shapes (including T = 1, a seed-preset head shape and a long T = 200).
+//! and aligned shapes (including T = 1, a seed-preset head shape and a long T = 200), with
+//! both kernel versions wherever the tiled one fits (T <= 32).
 
 mod common;
 
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
-use wgpu_diffusion::ops::attention::{self, AttentionShape};
+use wgpu_diffusion::ops::attention::{
+    self, AttentionKernel, AttentionShape, ATTENTION_TILE_TOKENS,
+};
 use wgpu_diffusion::reference::attention as reference;
 use wgpu_diffusion::testing::{assert_close, uniform_data};
 
@@ -18,7 +21,13 @@ fn shape(batch: usize, tokens: usize, heads: usize, key_dim: usize) -> Attention
 }
 
 /// (o, probs) and dqkv from the GPU.
-fn run(gpu: &Gpu, s: &AttentionShape, qkv: &[f32], d_o: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn run(
+    gpu: &Gpu,
+    v: AttentionKernel,
+    s: &AttentionShape,
+    qkv: &[f32],
+    d_o: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (m, hk) = (s.rows(), s.hk());
     let qkv_t = GpuTensor::from_slice(gpu, "qkv", &[m, 3 * hk], qkv).unwrap();
     let o = GpuTensor::zeros(gpu, "o", &[m, hk]).unwrap();
@@ -26,8 +35,10 @@ fn run(gpu: &Gpu, s: &AttentionShape, qkv: &[f32], d_o: &[f32]) -> (Vec<f32>, Ve
     let d_o_t = GpuTensor::from_slice(gpu, "do", &[m, hk], d_o).unwrap();
     // Garbage in dqkv: the backward must overwrite every element.
     let dqkv = GpuTensor::from_slice(gpu, "dqkv", &[m, 3 * hk], &vec![7.0f32; m * 3 * hk]).unwrap();
-    let f = attention::attention_forward(gpu, s, &qkv_t, &o, &probs).unwrap();
-    let b = attention::attention_backward(gpu, s, &qkv_t, &probs, &d_o_t, &dqkv).unwrap();
+    // Garbage in the forward's outputs too.
+    o.write(gpu, &vec![7.0f32; m * hk]);
+    let f = attention::attention_forward_with(gpu, v, s, &qkv_t, &o, &probs).unwrap();
+    let b = attention::attention_backward_with(gpu, v, s, &qkv_t, &probs, &d_o_t, &dqkv).unwrap();
     gpu.run(&[&f, &b]).unwrap();
     (
         o.read(gpu).unwrap(),
@@ -42,17 +53,22 @@ fn check(gpu: &Gpu, s: &AttentionShape, scale: f32, seed: u64) {
         .map(|v| v * scale)
         .collect();
     let d_o = uniform_data(s.o_len(), seed + 1);
-    let (o, probs, dqkv) = run(gpu, s, &qkv, &d_o);
     let (want_o, want_p) = reference::attention_forward(s, &qkv);
-    let name = format!(
-        "B={} T={} H={} K={} scale={scale}",
-        s.batch, s.tokens, s.heads, s.key_dim
-    );
-    assert_close(&format!("{name} probs"), &probs, &want_p, 1e-6, 1e-4);
-    assert_close(&format!("{name} o"), &o, &want_o, 1e-5, 1e-4);
-    // The backward from the GPU's own probs (what training does).
-    let want_d = reference::attention_backward(s, &qkv, &probs, &d_o);
-    assert_close(&format!("{name} dqkv"), &dqkv, &want_d, 1e-5, 1e-4);
+    for v in AttentionKernel::ALL {
+        if v == AttentionKernel::Tile && s.tokens > ATTENTION_TILE_TOKENS {
+            continue;
+        }
+        let (o, probs, dqkv) = run(gpu, v, s, &qkv, &d_o);
+        let name = format!(
+            "{v:?} B={} T={} H={} K={} scale={scale}",
+            s.batch, s.tokens, s.heads, s.key_dim
+        );
+        assert_close(&format!("{name} probs"), &probs, &want_p, 1e-6, 1e-4);
+        assert_close(&format!("{name} o"), &o, &want_o, 1e-5, 1e-4);
+        // The backward from the GPU's own probs (what training does).
+        let want_d = reference::attention_backward(s, &qkv, &probs, &d_o);
+        assert_close(&format!("{name} dqkv"), &dqkv, &want_d, 1e-5, 1e-4);
+    }
 }
 
 #[test]
@@ -60,7 +76,7 @@ fn forward_and_backward_match_reference() {
     let gpu = common::gpu();
     let mut seed = 100;
     for b in [1, 3] {
-        for t in [1, 2, 5, 17, 33] {
+        for t in [1, 2, 5, 17, 32, 33] {
             for h in [1, 2, 3] {
                 for k in [1, 4, 7, 8] {
                     check(&gpu, &shape(b, t, h, k), 1.0, seed);
@@ -133,18 +149,23 @@ fn large_scores_are_stable() {
         .map(|v| v * 7.0)
         .collect();
     let d_o = uniform_data(s.o_len(), 11);
-    let (o, probs, dqkv) = run(&gpu, &s, &qkv, &d_o);
-    assert!(
-        o.iter().chain(&probs).chain(&dqkv).all(|v| v.is_finite()),
-        "non-finite values with large scores"
-    );
-    for (r, row) in probs.chunks(s.tokens).enumerate() {
-        let sum: f32 = row.iter().sum();
-        assert!((sum - 1.0).abs() < 1e-5, "probs row {r} sums to {sum}");
-    }
     let (want_o, _) = reference::attention_forward(&s, &qkv);
-    // Scores of ~100 carry ~1e-5 absolute rounding, amplified by exp: looser tolerance.
-    assert_close("large scores o", &o, &want_o, 2e-3, 2e-3);
+    for v in AttentionKernel::ALL {
+        let (o, probs, dqkv) = run(&gpu, v, &s, &qkv, &d_o);
+        assert!(
+            o.iter().chain(&probs).chain(&dqkv).all(|v| v.is_finite()),
+            "{v:?}: non-finite values with large scores"
+        );
+        for (r, row) in probs.chunks(s.tokens).enumerate() {
+            let sum: f32 = row.iter().sum();
+            assert!(
+                (sum - 1.0).abs() < 1e-5,
+                "{v:?}: probs row {r} sums to {sum}"
+            );
+        }
+        // Scores of ~100 carry ~1e-5 absolute rounding, amplified by exp: looser tolerance.
+        assert_close(&format!("{v:?} large scores o"), &o, &want_o, 2e-3, 2e-3);
+    }
 }
 
 #[test]

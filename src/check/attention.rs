@@ -1,9 +1,10 @@
 //! Attention: `attention_forward` (probs and o) and `attention_backward` (dqkv, from the GPU's
 //! own probs, as training runs it) against the f64 CPU reference, with garbage in every output
-//! so that each element must be written.
+//! so that each element must be written; with both kernel versions (v1 rows, v2 tile) where
+//! the shape fits v2.
 
 use super::Checker;
-use crate::ops::attention::{self, AttentionShape};
+use crate::ops::attention::{self, AttentionKernel, AttentionShape, ATTENTION_TILE_TOKENS};
 use crate::reference::attention as reference;
 use crate::testing::uniform_data;
 
@@ -23,13 +24,18 @@ pub fn check(c: &mut Checker) {
             heads,
             key_dim,
         };
-        let shape = format!("B={batch} T={tokens} H={heads} K={key_dim}");
-        c.case("attention", shape.clone(), |c| case(c, &s, &shape));
+        for v in AttentionKernel::ALL {
+            if v == AttentionKernel::Tile && tokens > ATTENTION_TILE_TOKENS {
+                continue;
+            }
+            let shape = format!("{v:?} B={batch} T={tokens} H={heads} K={key_dim}");
+            c.case("attention", shape.clone(), |c| case(c, v, &s, &shape));
+        }
     }
 }
 
 /// Forward, compared; then backward on the forward's probs, compared.
-fn case(c: &mut Checker, s: &AttentionShape, shape: &str) -> crate::Result<()> {
+fn case(c: &mut Checker, v: AttentionKernel, s: &AttentionShape, shape: &str) -> crate::Result<()> {
     let seed = (s.batch * 1_000_003 + s.tokens * 1009 + s.heads * 31 + s.key_dim) as u64;
     let qkv = uniform_data(s.qkv_len(), seed);
     let d_o = uniform_data(s.o_len(), seed + 1);
@@ -39,8 +45,8 @@ fn case(c: &mut Checker, s: &AttentionShape, shape: &str) -> crate::Result<()> {
     let o = c.tensor("o", &garbage(s.o_len()))?;
     let probs = c.tensor("probs", &garbage(s.probs_len()))?;
     let dqkv = c.tensor("dqkv", &garbage(s.qkv_len()))?;
-    let f = attention::attention_forward(c.gpu, s, &qkv_t, &o, &probs)?;
-    let b = attention::attention_backward(c.gpu, s, &qkv_t, &probs, &d_o_t, &dqkv)?;
+    let f = attention::attention_forward_with(c.gpu, v, s, &qkv_t, &o, &probs)?;
+    let b = attention::attention_backward_with(c.gpu, v, s, &qkv_t, &probs, &d_o_t, &dqkv)?;
     c.run(&[&f])?;
     let (want_o, want_p) = reference::attention_forward(s, &qkv);
     let got_p = probs.read::<f32>(c.gpu)?;

@@ -77,7 +77,96 @@ fn params(gpu: &Gpu, s: &AttentionShape) -> wgpu::Buffer {
     )
 }
 
-/// qkv [B*T, 3HK] -> o [B*T, HK], probs [B, H, T, T]. One thread per (sample, head, query).
+/// Most tokens of the v2 kernels (`TILE_T`): their workgroup memory holds two T x T
+/// matrices (8 KiB at 32, within every adapter's 16 KiB).
+pub const ATTENTION_TILE_TOKENS: usize = 32;
+/// Threads per (sample, head) workgroup of the v2 kernels (`AWG`).
+pub const ATTENTION_TILE_WG: u32 = 64;
+
+/// Which attention kernels to run (the shader's header describes both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// v1: a thread per query row (forward), a workgroup per (sample, head) with a thread per
+    /// row (backward). Any T up to [`MAX_TOKENS`].
+    Rows,
+    /// v2: a workgroup per (sample, head) with the T x T matrices in workgroup memory, a
+    /// thread per output element. T up to [`ATTENTION_TILE_TOKENS`].
+    Tile,
+}
+
+impl AttentionKernel {
+    pub const ALL: [AttentionKernel; 2] = [AttentionKernel::Rows, AttentionKernel::Tile];
+
+    /// The forward's version: v1 (on lavapipe v2's forward ran 1.8x slower at the seed
+    /// preset's T = 5, and 3.6x at the fast preset's T = 2; docs/experiments/14).
+    pub fn auto_forward(_shape: &AttentionShape) -> AttentionKernel {
+        AttentionKernel::Rows
+    }
+
+    /// The backward's version: v2 where the shape fits it (1.6x faster than v1 at T = 5 and
+    /// 17, 1.2x at T = 2 on lavapipe), else v1.
+    pub fn auto_backward(shape: &AttentionShape) -> AttentionKernel {
+        if shape.tokens <= ATTENTION_TILE_TOKENS {
+            AttentionKernel::Tile
+        } else {
+            AttentionKernel::Rows
+        }
+    }
+}
+
+/// Loop iterations one v2 invocation runs: (forward, backward).
+fn tile_loop_iterations(s: &AttentionShape) -> (u64, u64) {
+    let (t, k, wg) = (s.tokens as u64, s.key_dim as u64, ATTENTION_TILE_WG as u64);
+    let (pairs, outputs) = ((t * t).div_ceil(wg), (t * k).div_ceil(wg));
+    (
+        pairs * k + 3 * t + outputs * t,
+        pairs * (k + 1) + t * t + outputs * t,
+    )
+}
+
+/// The kernel and workgroups of `version` for `entry` (`forward` or `backward`).
+fn kernel_and_groups(
+    gpu: &Gpu,
+    s: &AttentionShape,
+    version: AttentionKernel,
+    entry: &str,
+) -> Result<(std::sync::Arc<crate::gpu::Kernel>, [u32; 3])> {
+    let op = format!("attention_{entry}");
+    let per_head = gpu.groups_1d((s.batch * s.heads) as u64, 1)?;
+    match version {
+        AttentionKernel::Tile => {
+            if s.tokens > ATTENTION_TILE_TOKENS {
+                return Err(Error::config(format!(
+                    "{op}: the tiled kernel handles at most {ATTENTION_TILE_TOKENS} tokens, got {}",
+                    s.tokens
+                )));
+            }
+            let (fwd, bwd) = tile_loop_iterations(s);
+            check(s, gpu, &op, if entry == "forward" { fwd } else { bwd })?;
+            let c = [
+                ("AWG", ATTENTION_TILE_WG as f64),
+                ("TILE_T", ATTENTION_TILE_TOKENS as f64),
+            ];
+            Ok((
+                gpu.kernel("attention", &format!("{op}_tile"), &c)?,
+                per_head,
+            ))
+        }
+        AttentionKernel::Rows if entry == "forward" => {
+            check(s, gpu, &op, s.loop_iterations().0)?;
+            let k = gpu.kernel("attention", &op, &[("WG", WG_1D as f64)])?;
+            let threads = (s.batch * s.heads * s.tokens) as u64;
+            Ok((k, gpu.groups_1d(threads, WG_1D)?))
+        }
+        AttentionKernel::Rows => {
+            check(s, gpu, &op, s.loop_iterations().1)?;
+            let c = [("BWG", s.backward_workgroup() as f64)];
+            Ok((gpu.kernel("attention", &op, &c)?, per_head))
+        }
+    }
+}
+
+/// qkv [B*T, 3HK] -> o [B*T, HK], probs [B, H, T, T], with [`AttentionKernel::auto_forward`].
 pub fn attention_forward(
     gpu: &Gpu,
     shape: &AttentionShape,
@@ -85,14 +174,24 @@ pub fn attention_forward(
     o: &GpuTensor,
     probs: &GpuTensor,
 ) -> Result<Dispatch> {
-    check(shape, gpu, "attention_forward", shape.loop_iterations().0)?;
+    let version = AttentionKernel::auto_forward(shape);
+    attention_forward_with(gpu, version, shape, qkv, o, probs)
+}
+
+/// [`attention_forward`] with the kernel version given.
+pub fn attention_forward_with(
+    gpu: &Gpu,
+    version: AttentionKernel,
+    shape: &AttentionShape,
+    qkv: &GpuTensor,
+    o: &GpuTensor,
+    probs: &GpuTensor,
+) -> Result<Dispatch> {
     expect_len("attention_forward", qkv, shape.qkv_len())?;
     expect_len("attention_forward", o, shape.o_len())?;
     expect_len("attention_forward", probs, shape.probs_len())?;
-    let k = gpu.kernel("attention", "attention_forward", &[("WG", WG_1D as f64)])?;
+    let (k, groups) = kernel_and_groups(gpu, shape, version, "forward")?;
     let p = params(gpu, shape);
-    let threads = (shape.batch * shape.heads * shape.tokens) as u64;
-    let groups = gpu.groups_1d(threads, WG_1D)?;
     gpu.dispatch(
         &k,
         &[
@@ -106,7 +205,7 @@ pub fn attention_forward(
 }
 
 /// qkv [B*T, 3HK], probs [B, H, T, T] (from the forward pass), d_o [B*T, HK]
-/// -> dqkv [B*T, 3HK] (written, not accumulated). One workgroup per (sample, head).
+/// -> dqkv [B*T, 3HK] (written, not accumulated), with [`AttentionKernel::auto_backward`].
 pub fn attention_backward(
     gpu: &Gpu,
     shape: &AttentionShape,
@@ -115,19 +214,26 @@ pub fn attention_backward(
     d_o: &GpuTensor,
     dqkv: &GpuTensor,
 ) -> Result<Dispatch> {
-    check(shape, gpu, "attention_backward", shape.loop_iterations().1)?;
+    let version = AttentionKernel::auto_backward(shape);
+    attention_backward_with(gpu, version, shape, qkv, probs, d_o, dqkv)
+}
+
+/// [`attention_backward`] with the kernel version given.
+pub fn attention_backward_with(
+    gpu: &Gpu,
+    version: AttentionKernel,
+    shape: &AttentionShape,
+    qkv: &GpuTensor,
+    probs: &GpuTensor,
+    d_o: &GpuTensor,
+    dqkv: &GpuTensor,
+) -> Result<Dispatch> {
     expect_len("attention_backward", qkv, shape.qkv_len())?;
     expect_len("attention_backward", probs, shape.probs_len())?;
     expect_len("attention_backward", d_o, shape.o_len())?;
     expect_len("attention_backward", dqkv, shape.qkv_len())?;
-    let k = gpu.kernel(
-        "attention",
-        "attention_backward",
-        &[("BWG", shape.backward_workgroup() as f64)],
-    )?;
+    let (k, groups) = kernel_and_groups(gpu, shape, version, "backward")?;
     let p = params(gpu, shape);
-    // One workgroup per (sample, head).
-    let groups = gpu.groups_1d((shape.batch * shape.heads) as u64, 1)?;
     gpu.dispatch(
         &k,
         &[

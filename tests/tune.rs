@@ -97,6 +97,22 @@ fn the_check_shape_keeps_k_transposes_and_alignment() {
     );
 }
 
+#[test]
+fn the_time_shape_keeps_k_transposes_and_alignment() {
+    let gpu = common::gpu();
+    let s = spec(2500, 6001, 324, false, true);
+    let t = tune::time_shape(&gpu, &s);
+    assert_eq!((t.k, t.trans_a, t.trans_b), (324, false, true));
+    assert_eq!((t.m % 4, t.n % 4), (2500 % 4, 6001 % 4));
+    if gpu.is_cpu() {
+        assert!(t.flops() <= 1e9 && t.flops() * 2.5 > 1e9, "{t:?}");
+    } else {
+        assert_eq!(t, s);
+    }
+    let small = spec(37, 41, 13, false, false);
+    assert_eq!(tune::time_shape(&gpu, &small), small);
+}
+
 /// Runs the dense layer's forward at `s` and returns the entry point it dispatched.
 fn forward_entry(gpu: &Gpu, s: &Gemm) -> String {
     let x = GpuTensor::from_slice(gpu, "x", &[s.m * s.k], &uniform_data(s.m * s.k, 1)).unwrap();

@@ -25,6 +25,9 @@ pub const CACHE_DIR_ENV: &str = "WGPU_DIFFUSION_CACHE_DIR";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TuneMode {
+    /// `cached` on GPUs, `off` on CPU adapters: on lavapipe the kernels timed alone ranked
+    /// differently from the whole training step (docs/experiments/14).
+    Auto,
     /// No timing: the built-in choice per adapter type (register kernel on CPUs, tiled on GPUs).
     #[default]
     Off,
@@ -59,6 +62,17 @@ pub struct TuneCache {
     used: Mutex<BTreeMap<String, String>>,
 }
 
+impl TuneMode {
+    /// `Auto` made concrete for an adapter (`cpu`: a CPU implementation such as lavapipe).
+    pub fn resolve(self, cpu: bool) -> TuneMode {
+        match self {
+            TuneMode::Auto if cpu => TuneMode::Off,
+            TuneMode::Auto => TuneMode::Cached,
+            m => m,
+        }
+    }
+}
+
 impl TuneCache {
     /// The cache of the adapter that `blank` names ([`TuneFile::of`]) in `mode`, read from
     /// `dir` (else the default folder); with a note for the user when an existing file had to
@@ -68,6 +82,8 @@ impl TuneCache {
         dir: Option<&Path>,
         blank: TuneFile,
     ) -> (TuneCache, Option<String>) {
+        // The device resolves `auto` by adapter type; alone, it means the cache.
+        let mode = mode.resolve(false);
         let path = dir
             .map(Path::to_path_buf)
             .or_else(default_dir)
@@ -90,7 +106,7 @@ impl TuneCache {
     pub fn get(&self, key: &str) -> Option<String> {
         let usable = match self.mode {
             TuneMode::Off => false,
-            TuneMode::Cached => true,
+            TuneMode::Cached | TuneMode::Auto => true,
             TuneMode::Full => self.fresh.lock().unwrap().contains(key),
         };
         usable
@@ -229,6 +245,15 @@ mod tests {
         assert_eq!(c.get("k"), None);
         c.put("k", "w").unwrap();
         assert_eq!(c.get("k"), Some("w".to_string()));
+    }
+
+    #[test]
+    fn auto_tunes_on_gpus_only() {
+        assert_eq!(TuneMode::Auto.resolve(true), TuneMode::Off);
+        assert_eq!(TuneMode::Auto.resolve(false), TuneMode::Cached);
+        for m in [TuneMode::Off, TuneMode::Cached, TuneMode::Full] {
+            assert_eq!((m.resolve(true), m.resolve(false)), (m, m));
+        }
     }
 
     #[test]

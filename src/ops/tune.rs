@@ -204,12 +204,12 @@ pub fn tune(gpu: &Gpu, spec: &Gemm) -> Result<Tuned> {
         accumulate: false,
         ..*spec
     };
-    let small = check_shape(&spec);
-    let (io, io_small) = (Scratch::new(gpu, &spec)?, Scratch::new(gpu, &small)?);
+    let (small, timed) = (check_shape(&spec), time_shape(gpu, &spec));
+    let (io, io_small) = (Scratch::new(gpu, &timed)?, Scratch::new(gpu, &small)?);
     let oracle = io_small.run(gpu, &Candidate::naive(), &small)?;
     let trials: Vec<Trial> = candidates(gpu)
         .iter()
-        .map(|c| trial(gpu, c, (&io_small, &small, &oracle), (&io, &spec)))
+        .map(|c| trial(gpu, c, (&io_small, &small, &oracle), (&io, &timed)))
         .collect();
     let best = trials
         .iter()
@@ -265,6 +265,26 @@ pub fn check_shape(spec: &Gemm) -> Gemm {
         ..*spec
     }
 }
+
+/// The shape the candidates are timed on: `spec` itself, except on CPU adapters, where M and
+/// N are halved (keeping their remainders mod 4) until one GEMM is at most [`CPU_TIME_FLOPS`]:
+/// there the kernels' ranking holds at that size, and timing the full shapes of the seed
+/// preset took 101 s on the first run.
+pub fn time_shape(gpu: &Gpu, spec: &Gemm) -> Gemm {
+    let mut s = *spec;
+    let half = |x: usize| (x / 2 - (x / 2) % 4 + x % 4).max(1);
+    while gpu.is_cpu() && s.flops() > CPU_TIME_FLOPS && (s.m > 64 || s.n > 64) {
+        if s.m >= s.n {
+            s.m = half(s.m);
+        } else {
+            s.n = half(s.n);
+        }
+    }
+    s
+}
+
+/// Work of one timed GEMM on CPU adapters (about 0.1 s at lavapipe's 10 GFLOP/s).
+const CPU_TIME_FLOPS: f64 = 1e9;
 
 /// Rows and columns past which [`check_shape`] cuts a side: at least a 128-wide tile and a
 /// partial one.

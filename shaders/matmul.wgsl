@@ -15,6 +15,9 @@
 //                      op(A) and op(B) staged in workgroup memory, each thread accumulating
 //                      THREAD_M x THREAD_N outputs (strided by the thread grid) in registers.
 //                      What is fast on real GPUs.
+//   matmul_tiled4      v2 staging the slabs with vec4 loads (binding 5 and 6) under the same
+//                      alignment conditions as matmul_register4, with TILE_M, TILE_N and
+//                      TILE_K multiples of 4.
 //   matmul_register    v3: no workgroup memory. A workgroup is REG_WG threads side by side
 //                      along N; each thread owns REG_M rows x REG_N consecutive columns (REG_N
 //                      a multiple of 4) as vec4 accumulators; one step of K at a time with
@@ -143,88 +146,191 @@ fn matmul_naive(@builtin(local_invocation_id) lid: vec3<u32>,
 var<workgroup> tile_a: array<f32, TILE_K * TILE_M>;
 var<workgroup> tile_b: array<f32, TILE_K * TILE_N>;
 
+// The two entry points differ only in how they stage the slabs (each its own function, so
+// that each binds only the buffers it reads). Every loop has a constant trip count, so
+// compilers can unroll it (llvmpipe must: it keeps unresolved register-array indices in
+// memory, and stops a shader after 65,535 loop iterations in all).
 @compute @workgroup_size(TILE_N / THREAD_N, TILE_M / THREAD_M)
 fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let tx = TILE_N / THREAD_N;
-    let ty = TILE_M / THREAD_M;
-    let threads = tx * ty;
-    let t = lid.y * tx + lid.x;
     let row0 = row_tile(wid, nwg) * TILE_M;
     let col0 = wid.x * TILE_N;
+    var acc: array<f32, MAX_ACC>;
+    for (var k0 = 0u; k0 < params.k; k0 += TILE_K) {
+        stage(tile_thread(lid), row0, col0, k0);
+        workgroupBarrier();
+        slab_fma(&acc, lid);
+        workgroupBarrier();
+    }
+    write_tile(&acc, lid, row0, col0);
+}
+
+@compute @workgroup_size(TILE_N / THREAD_N, TILE_M / THREAD_M)
+fn matmul_tiled4(@builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = row_tile(wid, nwg) * TILE_M;
+    let col0 = wid.x * TILE_N;
+    var acc: array<f32, MAX_ACC>;
+    for (var k0 = 0u; k0 < params.k; k0 += TILE_K) {
+        stage4(tile_thread(lid), row0, col0, k0);
+        workgroupBarrier();
+        slab_fma(&acc, lid);
+        workgroupBarrier();
+    }
+    write_tile(&acc, lid, row0, col0);
+}
+
+// This thread's index in its workgroup.
+fn tile_thread(lid: vec3<u32>) -> u32 {
+    return lid.y * (TILE_N / THREAD_N) + lid.x;
+}
+
+// Stages the slabs at depth k0 with scalar loads; consecutive threads read consecutive
+// addresses of the stored matrix.
+fn stage(t: u32, row0: u32, col0: u32, k0: u32) {
+    let threads = (TILE_N / THREAD_N) * (TILE_M / THREAD_M);
     let m = params.m;
     let n = params.n;
     let k = params.k;
+    for (var r = 0u; r < (TILE_M * TILE_K + threads - 1u) / threads; r++) {
+        let e = t + r * threads;
+        if (e < TILE_M * TILE_K) {
+            var ii: u32;
+            var pp: u32;
+            if (TRANS_A) {
+                ii = e % TILE_M;
+                pp = e / TILE_M;
+            } else {
+                pp = e % TILE_K;
+                ii = e / TILE_K;
+            }
+            var v = 0.0;
+            if (row0 + ii < m && k0 + pp < k) {
+                v = load_a(row0 + ii, k0 + pp);
+            }
+            tile_a[pp * TILE_M + ii] = v;
+        }
+    }
+    for (var r = 0u; r < (TILE_N * TILE_K + threads - 1u) / threads; r++) {
+        let e = t + r * threads;
+        if (e < TILE_N * TILE_K) {
+            var jj: u32;
+            var pp: u32;
+            if (TRANS_B) {
+                pp = e % TILE_K;
+                jj = e / TILE_K;
+            } else {
+                jj = e % TILE_N;
+                pp = e / TILE_N;
+            }
+            var v = 0.0;
+            if (col0 + jj < n && k0 + pp < k) {
+                v = load_b(k0 + pp, col0 + jj);
+            }
+            tile_b[pp * TILE_N + jj] = v;
+        }
+    }
+}
 
-    // Every loop below has a constant trip count, so compilers can unroll it (llvmpipe must:
-    // it keeps unresolved register-array indices in memory, and stops a shader after 65,535
-    // loop iterations in all).
-    var acc: array<f32, MAX_ACC>;
+// Stages the slabs at depth k0 with vec4 loads along each stored matrix's contiguous
+// dimension (matmul_tiled4's conditions, checked by the host: that dimension a multiple of 4,
+// the views starting on a multiple of 4, TILE_M, TILE_N and TILE_K multiples of 4). A vec4
+// then lies wholly inside or outside the matrix: one bounds check covers it.
+fn stage4(t: u32, row0: u32, col0: u32, k0: u32) {
+    let threads = (TILE_N / THREAD_N) * (TILE_M / THREAD_M);
+    let m = params.m;
+    let n = params.n;
+    let k = params.k;
+    for (var r = 0u; r < (TILE_M * TILE_K / 4u + threads - 1u) / threads; r++) {
+        let e = t + r * threads;
+        if (e < TILE_M * TILE_K / 4u) {
+            var v = vec4<f32>(0.0);
+            if (TRANS_A) {
+                // A is [K, M]: four consecutive rows of op(A) at depth pp.
+                let pp = e / (TILE_M / 4u);
+                let ii = 4u * (e % (TILE_M / 4u));
+                if (k0 + pp < k && row0 + ii < m) {
+                    v = a4[((k0 + pp) * m + row0 + ii) / 4u];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    tile_a[pp * TILE_M + ii + q] = v[q];
+                }
+            } else {
+                // A is [M, K]: four consecutive depths of row ii.
+                let ii = e / (TILE_K / 4u);
+                let pp = 4u * (e % (TILE_K / 4u));
+                if (row0 + ii < m && k0 + pp < k) {
+                    v = a4[((row0 + ii) * k + k0 + pp) / 4u];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    tile_a[(pp + q) * TILE_M + ii] = v[q];
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < (TILE_N * TILE_K / 4u + threads - 1u) / threads; r++) {
+        let e = t + r * threads;
+        if (e < TILE_N * TILE_K / 4u) {
+            var v = vec4<f32>(0.0);
+            if (TRANS_B) {
+                // B is [N, K]: four consecutive depths of column jj.
+                let jj = e / (TILE_K / 4u);
+                let pp = 4u * (e % (TILE_K / 4u));
+                if (col0 + jj < n && k0 + pp < k) {
+                    v = b4[((col0 + jj) * k + k0 + pp) / 4u];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    tile_b[(pp + q) * TILE_N + jj] = v[q];
+                }
+            } else {
+                // B is [K, N]: four consecutive columns at depth pp.
+                let pp = e / (TILE_N / 4u);
+                let jj = 4u * (e % (TILE_N / 4u));
+                if (k0 + pp < k && col0 + jj < n) {
+                    v = b4[((k0 + pp) * n + col0 + jj) / 4u];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    tile_b[pp * TILE_N + jj + q] = v[q];
+                }
+            }
+        }
+    }
+}
+
+// acc += the product of the staged slabs, for this thread's THREAD_M x THREAD_N outputs
+// (strided by the thread grid).
+fn slab_fma(acc: ptr<function, array<f32, MAX_ACC>>, lid: vec3<u32>) {
+    let tx = TILE_N / THREAD_N;
+    let ty = TILE_M / THREAD_M;
     var ra: array<f32, MAX_SIDE>;
     var rb: array<f32, MAX_SIDE>;
-    for (var k0 = 0u; k0 < k; k0 += TILE_K) {
-        // Stage the slabs; consecutive threads read consecutive addresses of the stored matrix.
-        for (var r = 0u; r < (TILE_M * TILE_K + threads - 1u) / threads; r++) {
-            let e = t + r * threads;
-            if (e < TILE_M * TILE_K) {
-                var ii: u32;
-                var pp: u32;
-                if (TRANS_A) {
-                    ii = e % TILE_M;
-                    pp = e / TILE_M;
-                } else {
-                    pp = e % TILE_K;
-                    ii = e / TILE_K;
-                }
-                var v = 0.0;
-                if (row0 + ii < m && k0 + pp < k) {
-                    v = load_a(row0 + ii, k0 + pp);
-                }
-                tile_a[pp * TILE_M + ii] = v;
-            }
+    for (var pp = 0u; pp < TILE_K; pp++) {
+        for (var i = 0u; i < THREAD_M; i++) {
+            ra[i] = tile_a[pp * TILE_M + lid.y + i * ty];
         }
-        for (var r = 0u; r < (TILE_N * TILE_K + threads - 1u) / threads; r++) {
-            let e = t + r * threads;
-            if (e < TILE_N * TILE_K) {
-                var jj: u32;
-                var pp: u32;
-                if (TRANS_B) {
-                    pp = e % TILE_K;
-                    jj = e / TILE_K;
-                } else {
-                    jj = e % TILE_N;
-                    pp = e / TILE_N;
-                }
-                var v = 0.0;
-                if (col0 + jj < n && k0 + pp < k) {
-                    v = load_b(k0 + pp, col0 + jj);
-                }
-                tile_b[pp * TILE_N + jj] = v;
-            }
+        for (var j = 0u; j < THREAD_N; j++) {
+            rb[j] = tile_b[pp * TILE_N + lid.x + j * tx];
         }
-        workgroupBarrier();
-        for (var pp = 0u; pp < TILE_K; pp++) {
-            for (var i = 0u; i < THREAD_M; i++) {
-                ra[i] = tile_a[pp * TILE_M + lid.y + i * ty];
-            }
+        for (var i = 0u; i < THREAD_M; i++) {
             for (var j = 0u; j < THREAD_N; j++) {
-                rb[j] = tile_b[pp * TILE_N + lid.x + j * tx];
-            }
-            for (var i = 0u; i < THREAD_M; i++) {
-                for (var j = 0u; j < THREAD_N; j++) {
-                    acc[i * THREAD_N + j] = fma(ra[i], rb[j], acc[i * THREAD_N + j]);
-                }
+                (*acc)[i * THREAD_N + j] = fma(ra[i], rb[j], (*acc)[i * THREAD_N + j]);
             }
         }
-        workgroupBarrier();
     }
+}
+
+// Writes this thread's outputs of the tile at (row0, col0).
+fn write_tile(acc: ptr<function, array<f32, MAX_ACC>>, lid: vec3<u32>, row0: u32, col0: u32) {
+    let tx = TILE_N / THREAD_N;
+    let ty = TILE_M / THREAD_M;
     for (var i = 0u; i < THREAD_M; i++) {
         for (var j = 0u; j < THREAD_N; j++) {
             let gi = row0 + lid.y + i * ty;
             let gj = col0 + lid.x + j * tx;
-            if (gi < m && gj < n) {
-                store(gi, gj, acc[i * THREAD_N + j]);
+            if (gi < params.m && gj < params.n) {
+                store(gi, gj, (*acc)[i * THREAD_N + j]);
             }
         }
     }

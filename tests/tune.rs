@@ -144,7 +144,7 @@ fn the_layer_uses_the_cache_and_retunes_unknown_names() {
     gpu.tune.put(&key, "tiled 64x64x16/4x4").unwrap();
     drop(gpu);
     let gpu = gpu_with(TuneMode::Cached, &dir, None);
-    assert_eq!(forward_entry(&gpu, &s), "matmul::matmul_tiled");
+    assert!(forward_entry(&gpu, &s).starts_with("matmul::matmul_tiled"));
     // A name that is no candidate is timed again and replaced.
     gpu.tune.put(&key, "register 3x3x3").unwrap();
     drop(gpu);

@@ -3,8 +3,9 @@
 //! gradient ([`colsum`]).
 //!
 //! Versions (see the shader's header): [`MatmulKernel::Naive`] (the oracle),
-//! [`MatmulKernel::Tiled`] (workgroup-memory tiles: real GPUs) and [`MatmulKernel::Register`]
-//! (register blocking with vec4 loads, no workgroup memory: CPU adapters).
+//! [`MatmulKernel::Tiled`] (workgroup-memory tiles, staged with vec4 loads where aligned: real
+//! GPUs) and [`MatmulKernel::Register`] (register blocking with vec4 loads, no workgroup
+//! memory: CPU adapters).
 //! [`MatmulKernel::auto`] picks by adapter; `WGPU_DIFFUSION_MATMUL=naive|tiled|register`
 //! forces one. The block sizes below are the one source of truth, passed as overrides.
 
@@ -410,7 +411,7 @@ pub fn gemm_with(
     let op = op.as_str();
     check_operands(gpu, op, &spec, a, b, bias, c)?;
     check_tuning(gpu, kernel, tuning)?;
-    let vec4 = vec4_loads(&spec, tuning, a, b);
+    let vec4 = vec4_loads(kernel, &spec, tuning, a, b);
     check_loop_limit(
         gpu,
         op,
@@ -428,11 +429,7 @@ pub fn gemm_with(
     let p = params(gpu, spec.m, spec.n, spec.k, flags);
     // Without a bias, binding 3 gets A (read-only, never read: the HAS_BIAS flag is off).
     let bias_bind = bias.unwrap_or(a).bind();
-    let (ia, ib) = if entry == "matmul_register4" {
-        (5, 6)
-    } else {
-        (1, 2)
-    };
+    let (ia, ib) = if entry.ends_with('4') { (5, 6) } else { (1, 2) };
     gpu.dispatch(
         &kern,
         &[
@@ -478,18 +475,30 @@ fn check_operands(
     Ok(())
 }
 
-/// Whether the register kernel may load vec4s: A's and B's contiguous dimension and start,
-/// and its blocking, multiples of 4.
-fn vec4_loads(spec: &Gemm, tuning: &Tuning, a: &GpuTensor, b: &GpuTensor) -> bool {
-    let r = &tuning.register;
+/// Whether `kernel` may load vec4s: A's and B's contiguous dimension and start multiples of 4,
+/// and the blocking's sides along them too.
+fn vec4_loads(
+    kernel: MatmulKernel,
+    spec: &Gemm,
+    tuning: &Tuning,
+    a: &GpuTensor,
+    b: &GpuTensor,
+) -> bool {
     let a_inner = if spec.trans_a { spec.m } else { spec.k };
     let b_inner = if spec.trans_b { spec.k } else { spec.n };
-    r.rows.is_multiple_of(4)
-        && r.cols.is_multiple_of(4)
-        && a_inner.is_multiple_of(4)
+    let aligned = a_inner.is_multiple_of(4)
         && b_inner.is_multiple_of(4)
         && a.offset.is_multiple_of(4)
-        && b.offset.is_multiple_of(4)
+        && b.offset.is_multiple_of(4);
+    let (r, t) = (&tuning.register, &tuning.tiled);
+    aligned
+        && match kernel {
+            MatmulKernel::Naive => false,
+            MatmulKernel::Register => r.rows.is_multiple_of(4) && r.cols.is_multiple_of(4),
+            MatmulKernel::Tiled => [t.tile_m, t.tile_n, t.tile_k]
+                .iter()
+                .all(|x| x.is_multiple_of(4)),
+        }
 }
 
 /// Loop iterations one invocation runs (for the adapter's loop limit).
@@ -534,7 +543,12 @@ fn entry_and_grid(
                 ("THREAD_N", t.thread_n as f64),
             ]);
             let (gx, gy) = (n.div_ceil(t.tile_n as usize), m.div_ceil(t.tile_m as usize));
-            Ok(("matmul_tiled", grid(gpu, op, gx, gy)?))
+            let entry = if vec4 {
+                "matmul_tiled4"
+            } else {
+                "matmul_tiled"
+            };
+            Ok((entry, grid(gpu, op, gx, gy)?))
         }
         MatmulKernel::Register => {
             let r = &tuning.register;

@@ -10,6 +10,7 @@
 # why), the text of each step in OUT/<step>.log.
 #
 # Usage: scripts/device-check.sh [OUT]      (default: $OUT, else ./device-check)
+#        DEVICE_CHECK_PRESET=tiny scripts/device-check.sh OUT   (another preset: a quick try)
 # Needs no network and no MNIST files: it runs the binaries already built with
 # `cargo build --release --benches` (or builds them offline when cargo can).
 set -uo pipefail
@@ -61,8 +62,9 @@ run() {
 run info 30 "$bin" --tune off info --json
 run check 120 "$bin" --tune off check --json
 run matmul 90 "$matmul"
-run train_step_builtin 150 "$step" --preset seed --tune off --no-cpu-reference --json
-run train_step_tuned 180 "$step" --preset seed --tune full --no-cpu-reference --json
+preset=${DEVICE_CHECK_PRESET:-seed}
+run train_step_builtin 150 "$step" --preset "$preset" --tune off --no-cpu-reference --json
+run train_step_tuned 180 "$step" --preset "$preset" --tune full --no-cpu-reference --json
 
 json_or_null() { if [ -s "$out/$1.json" ]; then cat "$out/$1.json"; else echo null; fi; }
 {

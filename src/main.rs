@@ -29,15 +29,15 @@ struct GpuArgs {
     /// Use the adapter whose name contains this text (also WGPU_ADAPTER_NAME).
     #[arg(long, global = true, value_name = "SUBSTRING")]
     adapter: Option<String>,
-    /// Kernel choice per shape: `cached` times the candidate kernels for a shape once and
-    /// keeps the fastest correct one in the user's cache folder; `full` times every shape
-    /// again; `off` uses the built-in choice.
+    /// Matrix-kernel choice per shape: `cached` times the candidate kernels for a shape once
+    /// and keeps the fastest correct one in the user's cache folder; `full` times every shape
+    /// again; `off` uses the built-in choice; `auto`: `cached` on GPUs, `off` on CPU adapters.
     #[arg(
         long,
         global = true,
         value_enum,
         env = "WGPU_DIFFUSION_TUNE",
-        default_value = "cached"
+        default_value = "auto"
     )]
     tune: TuneMode,
 }

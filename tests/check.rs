@@ -129,6 +129,16 @@ fn a_cached_tune_is_kept_and_listed_by_info() {
             "{variant}"
         );
     }
-    // `--tune off` neither reads nor lists the cache.
+    // `--tune off` neither reads nor lists the cache; the default (`auto`) reads it on GPUs
+    // only.
     assert!(info("off")["tuned"].as_object().unwrap().is_empty());
+    let o = common::bin()
+        .env_remove("WGPU_DIFFUSION_TUNE")
+        .env("WGPU_DIFFUSION_CACHE_DIR", &cache)
+        .args(["info", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let listed = !report["tuned"].as_object().unwrap().is_empty();
+    assert_eq!(listed, report["device_type"] != "Cpu", "{report}");
 }

@@ -31,7 +31,7 @@ mod skip;
 /// Flags of `check`.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct CheckArgs {
-    /// Fewer shapes (about a minute on a CPU adapter).
+    /// Fewer shapes (under 30 s on lavapipe the first time, a second or two after).
     #[arg(long)]
     pub quick: bool,
     /// Print one JSON object instead of the table.

@@ -200,8 +200,9 @@ impl Gpu {
                 .unwrap()
                 .push(format!("device lost ({reason:?}): {msg}"));
         });
-        let (tune, note) =
-            TuneCache::open(opts.tune, opts.cache_dir.as_deref(), TuneFile::of(&info));
+        // `auto` tunes on GPUs only (on lavapipe the tuned kernels were no faster in a step).
+        let mode = opts.tune.resolve(info.device_type == wgpu::DeviceType::Cpu);
+        let (tune, note) = TuneCache::open(mode, opts.cache_dir.as_deref(), TuneFile::of(&info));
         if let Some(note) = note {
             eprintln!("note: {note}");
         }

@@ -69,3 +69,35 @@ pub fn random_prior(pd: usize, seed: u64) -> Vec<f32> {
     p.extend(u[2 * pd..].iter().map(|&v| 0.001 + 0.199 * to01(v)));
     p
 }
+
+/// GELU inputs: mostly in [-4, 4], every 97th value out at +-(40..60), the saturated tails
+/// (the GELU tests and `check`).
+pub fn gelu_inputs(n: usize, seed: u64) -> Vec<f32> {
+    uniform_data(n, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if i % 97 == 3 {
+                50.0 * v + 10.0 * v.signum()
+            } else {
+                4.0 * v
+            }
+        })
+        .collect()
+}
+
+/// Gradients of mixed magnitudes (1e-3 .. 10), every 17th exactly zero (the Adam tests and
+/// `check`).
+pub fn mixed_gradients(n: usize, seed: u64) -> Vec<f32> {
+    uniform_data(n, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            if i % 17 == 3 {
+                0.0
+            } else {
+                x * 10f32.powi(i as i32 % 5 - 3)
+            }
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@ mod common;
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::ops::adam::{self, Adam, AdamConfig};
 use wgpu_diffusion::reference::adam as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, mixed_gradients, uniform_data};
 
 /// `steps` Adam steps over `n` values, each with new gradients, GPU vs reference.
 fn check(gpu: &Gpu, cfg: AdamConfig, n: usize, steps: u64, seed: u64) {
@@ -17,18 +17,7 @@ fn check(gpu: &Gpu, cfg: AdamConfig, n: usize, steps: u64, seed: u64) {
     let vt = GpuTensor::zeros(gpu, "v", &[n]).unwrap();
     let opt = Adam::new(gpu, cfg, &pt, &gt, &mt, &vt).unwrap();
     for t in 1..=steps {
-        // Gradients of mixed magnitudes (1e-3 .. 10), some exactly zero.
-        let g: Vec<f32> = uniform_data(n, seed * 1000 + t)
-            .iter()
-            .enumerate()
-            .map(|(i, x)| {
-                if i % 17 == 3 {
-                    0.0
-                } else {
-                    x * 10f32.powi(i as i32 % 5 - 3)
-                }
-            })
-            .collect();
+        let g = mixed_gradients(n, seed * 1000 + t);
         gt.write(gpu, &g);
         opt.set_step(gpu, t);
         gpu.run(&[&opt.dispatch]).unwrap();

@@ -8,7 +8,7 @@ mod common;
 use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::gelu;
 use wgpu_diffusion::reference::gelu as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, gelu_inputs, uniform_data};
 
 /// Odd, aligned, and one spilling past a 1-D workgroup row on small adapters.
 const SIZES: [usize; 6] = [1, 7, 64, 257, 1000, 70_001];
@@ -17,18 +17,7 @@ const SIZES: [usize; 6] = [1, 7, 64, 257, 1000, 70_001];
 fn gelu_forward_and_backward_match_reference() {
     let gpu = common::gpu();
     for n in SIZES {
-        // Mostly in [-4, 4], every 97th value out at +-(40..60): the saturated tails.
-        let x: Vec<f32> = uniform_data(n, n as u64)
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                if i % 97 == 3 {
-                    50.0 * v + 10.0 * v.signum()
-                } else {
-                    4.0 * v
-                }
-            })
-            .collect();
+        let x = gelu_inputs(n, n as u64);
         let dy = uniform_data(n, n as u64 + 1);
         let t = |name: &str, v: &[f32]| GpuTensor::from_slice(&gpu, name, &[n], v).unwrap();
         let (xt, dyt) = (t("x", &x), t("dy", &dy));

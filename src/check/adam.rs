@@ -6,7 +6,7 @@ use super::Checker;
 use crate::gpu::GpuTensor;
 use crate::ops::adam::{Adam, AdamConfig, Ema};
 use crate::reference::adam as reference;
-use crate::testing::uniform_data;
+use crate::testing::{mixed_gradients, uniform_data};
 
 /// (n, steps, lr): one value, odd, past a workgroup; a large step size; in full mode a
 /// buffer of more than 65,535 workgroups of 64 (the grid spills into y).
@@ -37,20 +37,6 @@ pub fn check(c: &mut Checker) {
 }
 
 /// Gradients of step `t`: mixed magnitudes (1e-3 .. 10), some exactly zero.
-fn grads(n: usize, seed: u64) -> Vec<f32> {
-    uniform_data(n, seed)
-        .iter()
-        .enumerate()
-        .map(|(i, x)| {
-            if i % 17 == 3 {
-                0.0
-            } else {
-                x * 10f32.powi(i as i32 % 5 - 3)
-            }
-        })
-        .collect()
-}
-
 fn adam_case(
     c: &mut Checker,
     shape: &str,
@@ -67,7 +53,7 @@ fn adam_case(
     let vt = GpuTensor::zeros(c.gpu, "v", &[n])?;
     let opt = Adam::new(c.gpu, cfg, &pt, &gt, &mt, &vt)?;
     for t in 1..=steps {
-        let g = grads(n, seed * 1000 + t);
+        let g = mixed_gradients(n, seed * 1000 + t);
         gt.write(c.gpu, &g);
         opt.set_step(c.gpu, t);
         c.run(&[&opt.dispatch])?;

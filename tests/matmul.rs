@@ -1,4 +1,4 @@
-//! The GEMM kernels (naive, tiled, register with scalar and vec4 loads) and the bias gradient
+//! The GEMM kernels (naive, tiled, register, subgroup; scalar and vec4 loads) and the bias gradient
 //! against the CPU reference: every version x transposes x bias/accumulate on small, odd and
 //! larger-than-a-tile shapes; the dense layer's forward and backward; views at nonzero offsets;
 //! row tiles spilling into z; other block sizes; and the errors for bad arguments.
@@ -90,7 +90,10 @@ fn check_gemm(gpu: &Gpu, kernel: MatmulKernel, tuning: &Tuning, spec: Gemm, with
 }
 
 fn every_case(kernel: MatmulKernel) {
-    let gpu = common::gpu();
+    every_case_with(&common::gpu(), kernel, &Tuning::DEFAULT);
+}
+
+fn every_case_with(gpu: &Gpu, kernel: MatmulKernel, tuning: &Tuning) {
     for (m, n, k) in SHAPES {
         for (trans_a, trans_b) in TRANSPOSES {
             for (with_bias, accumulate) in
@@ -104,7 +107,7 @@ fn every_case(kernel: MatmulKernel) {
                     trans_b,
                     accumulate,
                 };
-                check_gemm(&gpu, kernel, &Tuning::DEFAULT, spec, with_bias);
+                check_gemm(gpu, kernel, tuning, spec, with_bias);
             }
         }
     }
@@ -123,6 +126,76 @@ fn tiled_matches_reference() {
 #[test]
 fn register_matches_reference() {
     every_case(MatmulKernel::Register);
+}
+
+/// The register blocking `rows x cols` with the fewest lanes the subgroup kernel accepts here
+/// (a multiple of the adapter's largest subgroup, at least 8), times `times`.
+fn subgroup_tuning(gpu: &Gpu, rows: u32, cols: u32, times: u32) -> Tuning {
+    let lanes = gpu.info.subgroup_max_size.max(8) * times;
+    Tuning {
+        register: RegisterBlocking { rows, cols, lanes },
+        ..Tuning::DEFAULT
+    }
+}
+
+/// The subgroup kernel on every shape, transpose and epilogue, with the default rows x cols,
+/// then with other blockings (fewer and more rows, one vec4 of columns, two subgroups per
+/// workgroup), and with row tiles spilling into z. Adapters without subgroups refuse it with
+/// a clear error (lavapipe has them: 8 lanes).
+#[test]
+fn subgroup_matches_reference() {
+    let gpu = common::gpu();
+    if !gpu.features.contains(wgpu::Features::SUBGROUP) {
+        let r = MatmulKernel::Subgroup.supports(&gpu, &Tuning::DEFAULT);
+        let e = r.expect_err("no subgroups, yet the subgroup kernel is accepted");
+        assert!(e.to_string().contains("no subgroup"), "{e}");
+        eprintln!("note: this adapter has no subgroups; the subgroup kernel is not tested");
+        return;
+    }
+    let r = &matmul::REGISTER;
+    every_case_with(
+        &gpu,
+        MatmulKernel::Subgroup,
+        &subgroup_tuning(&gpu, r.rows, r.cols, 1),
+    );
+    let cases = [
+        ((67, 129, 33), (true, true)),
+        ((68, 132, 36), (false, false)),
+        ((72, 76, 67), (true, false)),
+        ((37, 41, 13), (false, true)),
+    ];
+    for (rows, cols, times) in [(4, 8, 1), (3, 4, 2), (16, 4, 1)] {
+        let tuning = subgroup_tuning(&gpu, rows, cols, times);
+        for ((m, n, k), (trans_a, trans_b)) in cases {
+            let spec = Gemm {
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b,
+                accumulate: true,
+            };
+            check_gemm(&gpu, MatmulKernel::Subgroup, &tuning, spec, true);
+        }
+    }
+    let spill = subgroup_tuning(&gpu, 1, 4, 1);
+    check_gemm(
+        &gpu,
+        MatmulKernel::Subgroup,
+        &spill,
+        Gemm::new(70_001, 3, 2),
+        true,
+    );
+    let odd = subgroup_tuning(&gpu, 8, 8, 1);
+    let odd = Tuning {
+        register: RegisterBlocking {
+            lanes: odd.register.lanes + 4,
+            ..odd.register
+        },
+        ..odd
+    };
+    let e = MatmulKernel::Subgroup.supports(&gpu, &odd).unwrap_err();
+    assert!(e.to_string().contains("largest subgroup"), "{e}");
 }
 
 /// Other block sizes than the defaults (what the bench's sweep may try) stay correct.
@@ -178,7 +251,7 @@ fn other_blockings_match_reference() {
         ((72, 76, 67), (true, false)),
     ];
     for tuning in &tunings {
-        for kernel in MatmulKernel::ALL {
+        for kernel in MatmulKernel::PORTABLE {
             for ((m, n, k), (trans_a, trans_b)) in cases {
                 let spec = Gemm {
                     m,
@@ -222,7 +295,7 @@ fn row_tiles_spill_into_z() {
         },
     };
     let (m, n, k) = (70_001, 3, 2);
-    for kernel in MatmulKernel::ALL {
+    for kernel in MatmulKernel::PORTABLE {
         check_gemm(&gpu, kernel, &tuning, Gemm::new(m, n, k), true);
     }
 }
@@ -372,7 +445,10 @@ fn colsum_matches_reference() {
 #[test]
 fn views_at_nonzero_offsets() {
     let gpu = common::gpu();
-    for kernel in MatmulKernel::ALL {
+    let kernels = MatmulKernel::ALL
+        .into_iter()
+        .filter(|k| k.supports(&gpu, &Tuning::DEFAULT).is_ok());
+    for kernel in kernels {
         for (m, k, n) in [(67, 33, 129), (40, 36, 24)] {
             let x = uniform_data(m * k, 51);
             let w = uniform_data(k * n, 52);
@@ -515,12 +591,19 @@ fn kernel_choice() {
         Some(MatmulKernel::Register)
     );
     assert_eq!(MatmulKernel::parse("naive"), Some(MatmulKernel::Naive));
+    assert_eq!(
+        MatmulKernel::parse("subgroup"),
+        Some(MatmulKernel::Subgroup)
+    );
     assert_eq!(MatmulKernel::parse("fast"), None);
     if std::env::var(matmul::KERNEL_ENV).is_err() {
-        let want = if gpu.is_cpu() {
-            MatmulKernel::Register
-        } else {
-            MatmulKernel::Tiled
+        let subgroups = MatmulKernel::Subgroup
+            .supports(&gpu, &Tuning::DEFAULT)
+            .is_ok();
+        let want = match (gpu.is_cpu(), subgroups) {
+            (false, _) => MatmulKernel::Tiled,
+            (true, true) => MatmulKernel::Subgroup,
+            (true, false) => MatmulKernel::Register,
         };
         assert_eq!(MatmulKernel::auto(&gpu), want);
     }

@@ -76,7 +76,11 @@ fn a_wrong_candidate_is_never_chosen() {
     assert_ne!(t.choice.kernel, MatmulKernel::Register);
     // With every candidate broken (not the oracle) there is no choice: an error, never a
     // wrong kernel.
-    let gpu = gpu_with(TuneMode::Full, &dir, Some("matmul_register,matmul_tiled"));
+    let gpu = gpu_with(
+        TuneMode::Full,
+        &dir,
+        Some("matmul_register,matmul_tiled,matmul_subgroup"),
+    );
     let err = tune::tune(&gpu, &s).expect_err("no correct candidate");
     assert!(
         err.to_string().contains("no matrix kernel candidate"),

@@ -35,7 +35,7 @@ fn cases(quick: bool) -> Vec<Case> {
 pub fn check(c: &mut Checker) {
     let naive = (MatmulKernel::Naive, Tuning::DEFAULT, "naive".to_string());
     let tuned = candidates(c.gpu)
-        .iter()
+        .into_iter()
         .map(|k| (k.kernel, k.tuning, k.name()));
     for (v, (kernel, tuning, name)) in std::iter::once(naive).chain(tuned).enumerate() {
         let label = format!("matmul {name}");

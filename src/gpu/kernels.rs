@@ -58,6 +58,15 @@ pub const SHADERS: &[Shader] = &[
         prelude: false,
     },
     Shader {
+        name: "matmul_subgroup",
+        source: concat!(
+            include_str!("../../shaders/matmul.wgsl"),
+            "\n// shaders/matmul_subgroup.wgsl\n",
+            include_str!("../../shaders/matmul_subgroup.wgsl")
+        ),
+        prelude: false,
+    },
+    Shader {
         name: "attention",
         source: include_str!("../../shaders/attention.wgsl"),
         prelude: true,

@@ -1,12 +1,13 @@
 //! Host side of `shaders/matmul.wgsl`: a general GEMM (`C = op(A)·op(B) (+ bias) (+ C)`) in
-//! three kernel versions, the dense layer's forward and backward built on it, and the bias
+//! four kernel versions, the dense layer's forward and backward built on it, and the bias
 //! gradient ([`colsum`]).
 //!
 //! Versions (see the shader's header): [`MatmulKernel::Naive`] (the oracle),
 //! [`MatmulKernel::Tiled`] (workgroup-memory tiles, staged with vec4 loads where aligned: real
 //! GPUs) and [`MatmulKernel::Register`] (register blocking with vec4 loads, no workgroup
-//! memory: CPU adapters).
-//! [`MatmulKernel::auto`] picks by adapter; `WGPU_DIFFUSION_MATMUL=naive|tiled|register`
+//! memory: CPU adapters) and [`MatmulKernel::Subgroup`] (the register blocking with A shared
+//! through subgroup shuffles: adapters with subgroups, a tuner candidate).
+//! [`MatmulKernel::auto`] picks by adapter; `WGPU_DIFFUSION_MATMUL=naive|tiled|register|subgroup`
 //! forces one. The block sizes below are the one source of truth, passed as overrides.
 
 use crate::error::{Error, Result};
@@ -23,8 +24,9 @@ pub const TILED: TiledBlocking = TiledBlocking {
     thread_m: 4,
     thread_n: 4,
 };
-/// v3 blocking: 8 threads side by side (one SIMD group of a 256-bit CPU), each 8x8 outputs
-/// (the fastest measured on lavapipe; 4x4, 8x4 and 16x8 were slower).
+/// v3 and v4 blocking: 8 threads side by side (one SIMD group of a 256-bit CPU, one lavapipe
+/// subgroup), each 8x8 outputs (the fastest single blocking measured on lavapipe; 4x4, 8x4
+/// and 16x8 were slower).
 pub const REGISTER: RegisterBlocking = RegisterBlocking {
     rows: 8,
     cols: 8,
@@ -99,13 +101,24 @@ pub enum MatmulKernel {
     Tiled,
     /// v3: register blocking, vec4 loads where aligned, no workgroup memory (CPU adapters).
     Register,
+    /// v4: v3's blocking (`Tuning::register`) with op(A) shared through subgroup shuffles; only
+    /// on adapters with subgroups, with `lanes` a multiple of the largest subgroup size.
+    Subgroup,
 }
 
-/// Environment variable that forces a kernel version: `naive`, `tiled` or `register`.
+/// Environment variable that forces a kernel version: `naive`, `tiled`, `register` or
+/// `subgroup`.
 pub const KERNEL_ENV: &str = "WGPU_DIFFUSION_MATMUL";
 
 impl MatmulKernel {
-    pub const ALL: [MatmulKernel; 3] = [
+    pub const ALL: [MatmulKernel; 4] = [
+        MatmulKernel::Naive,
+        MatmulKernel::Tiled,
+        MatmulKernel::Register,
+        MatmulKernel::Subgroup,
+    ];
+    /// The versions every adapter runs, with any valid blocking.
+    pub const PORTABLE: [MatmulKernel; 3] = [
         MatmulKernel::Naive,
         MatmulKernel::Tiled,
         MatmulKernel::Register,
@@ -116,18 +129,34 @@ impl MatmulKernel {
             MatmulKernel::Naive => "naive",
             MatmulKernel::Tiled => "tiled",
             MatmulKernel::Register => "register",
+            MatmulKernel::Subgroup => "subgroup",
         }
     }
 
-    /// Parses `naive`, `tiled` or `register` (case-insensitive).
+    /// The shader file holding this version's entry points.
+    fn shader(self) -> &'static str {
+        match self {
+            MatmulKernel::Subgroup => "matmul_subgroup",
+            _ => "matmul",
+        }
+    }
+
+    /// Whether this adapter runs this version with `tuning` (an error naming why not).
+    pub fn supports(self, gpu: &Gpu, tuning: &Tuning) -> Result<()> {
+        check_tuning(gpu, self, tuning)
+    }
+
+    /// Parses `naive`, `tiled`, `register` or `subgroup` (case-insensitive).
     pub fn parse(s: &str) -> Option<MatmulKernel> {
         Self::ALL
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
     }
 
-    /// The version for this adapter: `Register` on CPU adapters, `Tiled` otherwise, unless
-    /// [`KERNEL_ENV`] names one (an unknown name is reported once on stderr and ignored).
+    /// The version for this adapter: on CPU adapters `Subgroup` where the default blocking
+    /// fits their subgroups (lavapipe: 1.5-2x the register kernel's train step), else
+    /// `Register`; `Tiled` on GPUs; unless [`KERNEL_ENV`] names one (an unknown name is
+    /// reported once on stderr and ignored).
     pub fn auto(gpu: &Gpu) -> MatmulKernel {
         if let Ok(v) = std::env::var(KERNEL_ENV) {
             if !v.is_empty() {
@@ -136,14 +165,22 @@ impl MatmulKernel {
                 }
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| {
-                    eprintln!("warning: {KERNEL_ENV}={v} is not naive, tiled or register; ignored")
+                    eprintln!(
+                        "warning: {KERNEL_ENV}={v} is not naive, tiled, register or subgroup; \
+                         ignored"
+                    )
                 });
             }
         }
-        if gpu.is_cpu() {
-            MatmulKernel::Register
-        } else {
+        if !gpu.is_cpu() {
             MatmulKernel::Tiled
+        } else if MatmulKernel::Subgroup
+            .supports(gpu, &Tuning::DEFAULT)
+            .is_ok()
+        {
+            MatmulKernel::Subgroup
+        } else {
+            MatmulKernel::Register
         }
     }
 }
@@ -339,6 +376,10 @@ fn check_tuning(gpu: &Gpu, kernel: MatmulKernel, t: &Tuning) -> Result<()> {
                 return bad(format!("{b:?}"));
             }
         }
+        MatmulKernel::Subgroup => {
+            check_subgroups(gpu, &t.register)?;
+            return check_tuning(gpu, MatmulKernel::Register, t);
+        }
         MatmulKernel::Register => {
             let b = &t.register;
             if b.rows == 0
@@ -353,6 +394,25 @@ fn check_tuning(gpu: &Gpu, kernel: MatmulKernel, t: &Tuning) -> Result<()> {
                 return bad(format!("{b:?}"));
             }
         }
+    }
+    Ok(())
+}
+
+/// The subgroup kernel needs the adapter's subgroups, and `lanes` a multiple of its largest
+/// subgroup size so that no subgroup is partial (the shuffles read every lane).
+fn check_subgroups(gpu: &Gpu, b: &RegisterBlocking) -> Result<()> {
+    if !gpu.features.contains(wgpu::Features::SUBGROUP) {
+        return Err(Error::config(
+            "matmul subgroup kernel: this adapter has no subgroup operations".to_string(),
+        ));
+    }
+    let max = gpu.info.subgroup_max_size.max(1);
+    if b.lanes == 0 || !b.lanes.is_multiple_of(max) {
+        return Err(Error::config(format!(
+            "matmul subgroup blocking: {} lanes is not a multiple of the adapter's largest \
+             subgroup ({max})",
+            b.lanes
+        )));
     }
     Ok(())
 }
@@ -423,13 +483,13 @@ pub fn gemm_with(
         ("TRANS_B", spec.trans_b as u32 as f64),
     ];
     let (entry, groups) = entry_and_grid(gpu, op, kernel, tuning, &spec, vec4, &mut constants)?;
-    let kern = gpu.kernel("matmul", entry, &constants)?;
+    let kern = gpu.kernel(kernel.shader(), entry, &constants)?;
     let flags =
         if bias.is_some() { HAS_BIAS } else { 0 } | if spec.accumulate { ACCUMULATE } else { 0 };
     let p = params(gpu, spec.m, spec.n, spec.k, flags);
     // Without a bias, binding 3 gets A (read-only, never read: the HAS_BIAS flag is off).
     let bias_bind = bias.unwrap_or(a).bind();
-    let (ia, ib) = if entry.ends_with('4') { (5, 6) } else { (1, 2) };
+    let (ia, ib) = vec4_bindings(entry);
     gpu.dispatch(
         &kern,
         &[
@@ -475,8 +535,19 @@ fn check_operands(
     Ok(())
 }
 
+/// The bindings of A and B for `entry`: the `*4` entry points read B as vec4s (binding 6),
+/// and A too (binding 5) except the subgroup kernel's.
+fn vec4_bindings(entry: &str) -> (u32, u32) {
+    match entry {
+        "matmul_subgroup4" => (1, 6),
+        e if e.ends_with('4') => (5, 6),
+        _ => (1, 2),
+    }
+}
+
 /// Whether `kernel` may load vec4s: A's and B's contiguous dimension and start multiples of 4,
-/// and the blocking's sides along them too.
+/// and the blocking's sides along them too (the subgroup kernel: B's alone, when B is not
+/// transposed).
 fn vec4_loads(
     kernel: MatmulKernel,
     spec: &Gemm,
@@ -491,9 +562,12 @@ fn vec4_loads(
         && a.offset.is_multiple_of(4)
         && b.offset.is_multiple_of(4);
     let (r, t) = (&tuning.register, &tuning.tiled);
+    if kernel == MatmulKernel::Subgroup {
+        return !spec.trans_b && spec.n.is_multiple_of(4) && b.offset.is_multiple_of(4);
+    }
     aligned
         && match kernel {
-            MatmulKernel::Naive => false,
+            MatmulKernel::Naive | MatmulKernel::Subgroup => false,
             MatmulKernel::Register => r.rows.is_multiple_of(4) && r.cols.is_multiple_of(4),
             MatmulKernel::Tiled => [t.tile_m, t.tile_n, t.tile_k]
                 .iter()
@@ -513,6 +587,8 @@ fn loop_iterations(kernel: MatmulKernel, tuning: &Tuning, k: usize, vec4: bool) 
         }
         MatmulKernel::Register if vec4 => kf / 4.0 + 4.0,
         MatmulKernel::Register => kf,
+        // One step of K at a time, plus a chunk loop every subgroup-size steps (at least 4).
+        MatmulKernel::Subgroup => kf * 1.25 + 4.0,
     }
 }
 
@@ -550,7 +626,7 @@ fn entry_and_grid(
             };
             Ok((entry, grid(gpu, op, gx, gy)?))
         }
-        MatmulKernel::Register => {
+        MatmulKernel::Register | MatmulKernel::Subgroup => {
             let r = &tuning.register;
             constants.extend([
                 ("REG_M", r.rows as f64),
@@ -559,10 +635,11 @@ fn entry_and_grid(
             ]);
             let gx = n.div_ceil((r.cols * r.lanes) as usize);
             let g = grid(gpu, op, gx, m.div_ceil(r.rows as usize))?;
-            let entry = if vec4 {
-                "matmul_register4"
-            } else {
-                "matmul_register"
+            let entry = match (kernel, vec4) {
+                (MatmulKernel::Subgroup, true) => "matmul_subgroup4",
+                (MatmulKernel::Subgroup, false) => "matmul_subgroup",
+                (_, true) => "matmul_register4",
+                (_, false) => "matmul_register",
             };
             Ok((entry, g))
         }

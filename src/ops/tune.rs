@@ -40,6 +40,12 @@ impl Candidate {
         }
     }
 
+    const fn subgroup(rows: u32, cols: u32, lanes: u32) -> Candidate {
+        let mut c = Candidate::register(rows, cols, lanes);
+        c.kernel = MatmulKernel::Subgroup;
+        c
+    }
+
     const fn tiled(tile_m: u32, tile_n: u32, tile_k: u32, thread_m: u32, thread_n: u32) -> Self {
         let mut tuning = Tuning::DEFAULT;
         tuning.tiled = TiledBlocking {
@@ -68,27 +74,33 @@ impl Candidate {
                     b.tile_m, b.tile_n, b.tile_k, b.thread_m, b.thread_n
                 )
             }
-            MatmulKernel::Register => {
+            MatmulKernel::Register | MatmulKernel::Subgroup => {
                 let b = &t.register;
-                format!("register {}x{}x{}", b.rows, b.cols, b.lanes)
+                format!("{} {}x{}x{}", self.kernel, b.rows, b.cols, b.lanes)
             }
         }
     }
 }
 
 /// Candidates on CPU adapters: 8x8x8 is the best single blocking measured on lavapipe; the
-/// others win on some shapes (narrow N, few rows).
-const CPU_CANDIDATES: [Candidate; 5] = [
+/// others win on some shapes (narrow N, few rows). The subgroup kernels run where the adapter
+/// has subgroups (lavapipe's are 8 lanes wide).
+const CPU_CANDIDATES: [Candidate; 9] = [
     Candidate::register(8, 8, 8),
     Candidate::register(4, 8, 8),
     Candidate::register(8, 4, 8),
     Candidate::register(8, 8, 16),
     Candidate::tiled(64, 64, 16, 4, 4),
+    Candidate::subgroup(8, 8, 8),
+    Candidate::subgroup(16, 4, 8),
+    Candidate::subgroup(12, 4, 8),
+    Candidate::subgroup(8, 4, 8),
 ];
 
 /// Candidates on GPUs: 2D block tiling in workgroup memory with register tiles of 4x4 and
-/// 8x8 outputs per thread (64 to 256 threads), and the register kernel.
-const GPU_CANDIDATES: [Candidate; 7] = [
+/// 8x8 outputs per thread (64 to 256 threads), the register kernel, and the subgroup kernel
+/// with 64 lanes (a multiple of every common subgroup size up to 64).
+const GPU_CANDIDATES: [Candidate; 9] = [
     Candidate::tiled(64, 64, 16, 4, 4),
     Candidate::tiled(64, 64, 8, 8, 8),
     Candidate::tiled(128, 64, 8, 8, 8),
@@ -96,15 +108,22 @@ const GPU_CANDIDATES: [Candidate; 7] = [
     Candidate::tiled(32, 32, 16, 2, 2),
     Candidate::register(8, 8, 8),
     Candidate::register(4, 4, 64),
+    Candidate::subgroup(8, 8, 64),
+    Candidate::subgroup(4, 8, 64),
 ];
 
-/// The candidates timed on this adapter.
-pub fn candidates(gpu: &Gpu) -> &'static [Candidate] {
-    if gpu.is_cpu() {
+/// The candidates timed on this adapter: its type's list, less those it cannot run (the
+/// subgroup kernels without subgroups, or with subgroups wider than their lanes).
+pub fn candidates(gpu: &Gpu) -> Vec<Candidate> {
+    let list: &[Candidate] = if gpu.is_cpu() {
         &CPU_CANDIDATES
     } else {
         &GPU_CANDIDATES
-    }
+    };
+    list.iter()
+        .copied()
+        .filter(|c| c.kernel.supports(gpu, &c.tuning).is_ok())
+        .collect()
 }
 
 /// The built-in choice (no timing): the register kernel on CPU adapters, tiled on GPUs.
@@ -144,7 +163,7 @@ fn choice(gpu: &Gpu, spec: &Gemm) -> Result<Candidate> {
     let cached = gpu
         .tune
         .get(&key)
-        .and_then(|name| candidates(gpu).iter().copied().find(|c| c.name() == name));
+        .and_then(|name| candidates(gpu).into_iter().find(|c| c.name() == name));
     if let Some(c) = cached {
         return Ok(c);
     }
@@ -207,13 +226,14 @@ pub fn tune(gpu: &Gpu, spec: &Gemm) -> Result<Tuned> {
     let (small, timed) = (check_shape(&spec), time_shape(gpu, &spec));
     let (io, io_small) = (Scratch::new(gpu, &timed)?, Scratch::new(gpu, &small)?);
     let oracle = io_small.run(gpu, &Candidate::naive(), &small)?;
-    let trials: Vec<Trial> = candidates(gpu)
+    let list = candidates(gpu);
+    let trials: Vec<Trial> = list
         .iter()
         .map(|c| trial(gpu, c, (&io_small, &small, &oracle), (&io, &timed)))
         .collect();
     let best = trials
         .iter()
-        .zip(candidates(gpu))
+        .zip(&list)
         .filter(|(t, _)| t.ok)
         .min_by(|(a, _), (b, _)| a.secs.partial_cmp(&b.secs).unwrap());
     let Some((_, choice)) = best else {

@@ -57,6 +57,8 @@ pub const SHADERS: &[Shader] = &[
         source: include_str!("../../shaders/matmul.wgsl"),
         prelude: false,
     },
+    // matmul.wgsl's helpers and the subgroup GEMM: built only when the subgroup kernel runs,
+    // so adapters without subgroups never compile a subgroup operation.
     Shader {
         name: "matmul_subgroup",
         source: concat!(

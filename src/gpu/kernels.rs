@@ -94,6 +94,11 @@ pub const SHADERS: &[Shader] = &[
         prelude: true,
     },
     Shader {
+        name: "label",
+        source: include_str!("../../shaders/label.wgsl"),
+        prelude: true,
+    },
+    Shader {
         name: "loss",
         source: include_str!("../../shaders/loss.wgsl"),
         prelude: true,

@@ -6,6 +6,7 @@ pub mod adam;
 pub mod attention;
 pub mod classifier;
 pub mod gelu;
+pub mod label;
 pub mod loss;
 pub mod matmul;
 pub mod noise;

@@ -5,6 +5,7 @@ pub mod adam;
 pub mod attention;
 pub mod classifier;
 pub mod gelu;
+pub mod label;
 pub mod loss;
 pub mod matmul;
 pub mod model;

@@ -13,6 +13,10 @@
 //                 sample b uses image perm[perm_offset + b / repeat]; n_b ~ U{0..=n_max}
 //                 (stream + 1, index b); cond[b] = alpha^n_b; noise = N(0,1) (stream, index
 //                 b*PIXELS + p); noisy = alpha^n * x + (1 - alpha^n) * noise, x = byte/256 - 0.5.
+//   noise_inject_labelled  as noise_inject, and with image_labels [N_img] (u32) -> labels [B]:
+//                 labels[b] = NO_LABEL when the second word of the level's bits (stream + 1,
+//                 index b) has hi24 < params.drop_below (label dropout with probability
+//                 drop_below / 2^24), else image_labels of sample b's image.
 //   noise_at_levels  as noise_inject, but n_b = levels[b] is given (the `noise` figure).
 //   fill_normal   -> out [count]: out[i] = N(0,1) at (seed, step, stream, perm_offset + i)
 //                 (the offset lets a big draw be made in chunks with the same numbers).
@@ -24,6 +28,7 @@
 
 override WG: u32 = 64u;
 override PIXELS: u32 = 784u;
+override NO_LABEL: u32 = 10u;
 
 struct Params {
     seed_lo: u32,
@@ -35,7 +40,7 @@ struct Params {
     alpha: f32,
     perm_offset: u32,  // noise_inject: first image in perm; fill_normal: first index
     stream: u32,
-    _pad0: u32,
+    drop_below: u32,   // noise_inject_labelled: label dropout threshold on 24 bits
     _pad1: u32,
     _pad2: u32,
 }
@@ -50,6 +55,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> bits: array<u32>;
 @group(0) @binding(8) var<storage, read> levels: array<u32>;
 @group(0) @binding(9) var<storage, read> counter: array<u32>;
+@group(0) @binding(10) var<storage, read> image_labels: array<u32>;
+@group(0) @binding(11) var<storage, read_write> labels: array<u32>;
 
 const PHILOX_M0: u32 = 0xD2511F53u;
 const PHILOX_M1: u32 = 0xCD9E8D57u;
@@ -138,6 +145,25 @@ fn noise_inject(@builtin(global_invocation_id) gid: vec3<u32>,
     }
     let b = idx / PIXELS;
     inject(idx, mulhi(random_bits(b, params.stream + 1u).x, params.n_max + 1u));
+}
+
+@compute @workgroup_size(WG)
+fn noise_inject_labelled(@builtin(global_invocation_id) gid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_index(gid, nwg);
+    if (idx >= params.count * PIXELS) {
+        return;
+    }
+    let b = idx / PIXELS;
+    let bits = random_bits(b, params.stream + 1u);
+    inject(idx, mulhi(bits.x, params.n_max + 1u));
+    if (idx % PIXELS == 0u) {
+        var label = image_labels[perm[params.perm_offset + b / params.repeat]];
+        if ((bits.y >> 8u) < params.drop_below) {
+            label = NO_LABEL;
+        }
+        labels[b] = label;
+    }
 }
 
 @compute @workgroup_size(WG)

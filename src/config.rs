@@ -26,6 +26,12 @@ pub const BACKGROUND_FRAC: f32 = 0.808_798;
 pub const INK_MEAN: f32 = 0.180_693;
 pub const INK_VAR: f32 = 0.117_870;
 
+/// The digits a class-conditional model knows (labels 0..CLASSES).
+pub const CLASSES: u32 = 10;
+/// The label entry that means "no label": what label dropout trains and what classifier-free
+/// guidance's unconditional call uses. The embedding has CLASSES + 1 rows.
+pub const NO_LABEL: u32 = CLASSES;
+
 /// What the model's output adds to its last layer for the predicted noise (an extension; the
 /// seed's network is `Identity`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -188,6 +194,11 @@ pub struct ModelConfig {
     /// written before it existed read as) weighs every sample alike.
     #[serde(default = "one")]
     pub loss_weight_max: u32,
+    /// Class-conditional (an extension, `--classes`): a learned embedding of the digit's
+    /// label (CLASSES digits and NO_LABEL) is added to the conditioning token. Checkpoints
+    /// written before it existed read as false (unconditional).
+    #[serde(default)]
+    pub classes: bool,
 }
 
 fn one() -> u32 {
@@ -248,7 +259,12 @@ impl ModelConfig {
         let f = self.mlp as u64;
         let mlp = if f > 0 { d * f + f + f * d + d } else { 0 };
         let per_layer = 3 * (d * hk + hk) + hk * d + d + mlp;
-        t * d + self.layers as u64 * per_layer
+        let labels = if self.classes {
+            (CLASSES as u64 + 1) * d
+        } else {
+            0
+        };
+        t * d + labels + self.layers as u64 * per_layer
     }
 }
 

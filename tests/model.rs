@@ -3,7 +3,7 @@
 
 mod common;
 
-use wgpu_diffusion::config::{Geometry, ModelConfig, Skip};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Skip, NO_LABEL};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::lr_schedule::{LrSchedule, RunLength};
 use wgpu_diffusion::model::network::{Network, Optimizer, Rows};
@@ -26,6 +26,7 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 mlp: 0,
                 skip: Skip::Identity,
                 loss_weight_max: 1,
+                classes: false,
             },
             2,
         ),
@@ -46,6 +47,7 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 mlp: 33,
                 skip: Skip::Identity,
                 loss_weight_max: 1,
+                classes: false,
             },
             2,
         ),
@@ -60,6 +62,7 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 mlp: 5,
                 skip: Skip::Wiener,
                 loss_weight_max: 1,
+                classes: false,
             },
             3,
         ),
@@ -72,6 +75,7 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 mlp: 3,
                 skip: Skip::Identity,
                 loss_weight_max: 1,
+                classes: false,
             },
             2,
         ),
@@ -106,8 +110,31 @@ fn configs() -> Vec<(ModelConfig, usize)> {
                 mlp: 7,
                 skip: Skip::Mixture,
                 loss_weight_max: 1,
+                classes: false,
             },
             3,
+        ),
+        // Class-conditional (--classes): the label embedding on the tiny geometry, and on
+        // the whole-image model with the Wiener skip (labels with a repeat and "no label").
+        (
+            ModelConfig {
+                classes: true,
+                ..Preset::Tiny.model()
+            },
+            3,
+        ),
+        (
+            ModelConfig {
+                geometry: Geometry::new(28, 0).unwrap(),
+                layers: 2,
+                heads: 2,
+                key_dim: 3,
+                mlp: 5,
+                skip: Skip::Wiener,
+                loss_weight_max: 1,
+                classes: true,
+            },
+            5,
         ),
     ]
 }
@@ -117,6 +144,8 @@ struct Case {
     params: Vec<f32>,
     tokens: Vec<f32>,
     target: Vec<f32>,
+    /// With --classes: each sample's label (a repeat, and NO_LABEL).
+    labels: Vec<u32>,
 }
 
 fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
@@ -146,11 +175,16 @@ fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
     let cond: Vec<f32> = (0..batch).map(|b| 0.2 + 0.3 * b as f32).collect();
     let tokens = patches::patches_forward(g, &images, &cond, g.tokens() as usize);
     let target = uniform_data(batch * (g.patches() * g.dim()) as usize, seed + 2);
+    let labels = match cfg.classes {
+        true => (0..batch).map(|b| [3, NO_LABEL, 3, 0, 9][b % 5]).collect(),
+        false => vec![],
+    };
     Case {
         layout,
         params,
         tokens,
         target,
+        labels,
     }
 }
 
@@ -164,6 +198,9 @@ fn build(gpu: &Gpu, cfg: &ModelConfig, batch: usize, c: &Case) -> (GpuTensor, Op
     let net = Network::new(gpu, cfg, &c.layout, batch, &params, Some(&opt.grads)).unwrap();
     net.tokens.write(gpu, &c.tokens);
     net.target.write(gpu, &c.target);
+    if let Some(l) = &net.labels {
+        l.write(gpu, &c.labels);
+    }
     (params, opt, net)
 }
 
@@ -176,11 +213,13 @@ fn activations_loss_and_every_gradient_match_reference() {
         net.set_slot(&gpu, 5);
         gpu.run(&net.dispatches()).unwrap();
         let name = format!(
-            "P={} L={} H={} F={} skip {:?}",
-            cfg.geometry.patch, cfg.layers, cfg.heads, cfg.mlp, cfg.skip
+            "P={} L={} H={} F={} skip {:?} classes {}",
+            cfg.geometry.patch, cfg.layers, cfg.heads, cfg.mlp, cfg.skip, cfg.classes
         );
 
-        let fwd = reference::forward::<f32>(&cfg, &c.layout, &c.params, &c.tokens, batch);
+        let fwd = reference::forward_labelled::<f32>(
+            &cfg, &c.layout, &c.params, &c.tokens, &c.labels, batch,
+        );
         let mut want: Vec<(String, &[f32])> = vec![("x_start".into(), &fwd.x_start)];
         for (l, ly) in fwd.layers.iter().enumerate() {
             want.push((format!("layer{l}.qkv"), &ly.qkv));
@@ -262,8 +301,9 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
         let mut ema = c.params.clone();
         let mut want = Vec::new();
         for k in 0..steps {
-            let (l, g) =
-                reference::loss_and_grad::<f32>(&cfg, &c.layout, &p, &c.tokens, &c.target, batch);
+            let (l, g) = reference::loss_and_grad_labelled::<f32>(
+                &cfg, &c.layout, &p, &c.tokens, &c.labels, &c.target, batch,
+            );
             want.push(l);
             let acfg = AdamConfig {
                 lr: sched.at(k, 0.0),

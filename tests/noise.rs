@@ -260,3 +260,78 @@ fn noise_at_given_levels_matches_reference() {
         .collect();
     assert_close("level 0 is the image", &want.noisy[..px], &clean, 0.0, 0.0);
 }
+
+/// `noise_inject_labelled`: the same noised batch as `noise_inject`, and each sample's label,
+/// its image's or "no label" with the dropout probability, equal to the reference's.
+#[test]
+fn labelled_inject_matches_reference_and_drops_at_its_rate() {
+    use wgpu_diffusion::config::NO_LABEL;
+    use wgpu_diffusion::ops::noise::LabelDropout;
+    let gpu = common::gpu();
+    let px = PIXELS as usize;
+    let data = synthetic_images(7);
+    let perm = vec![6, 2, 5, 0, 1, 3, 4];
+    let image_labels: Vec<u32> = vec![3, 1, 4, 1, 5, 9, 2];
+    let (batch, repeat) = (2000, 300);
+    for drop in [0.0, 0.1, 0.5] {
+        let spec = reference::NoiseSpec {
+            seed: 77,
+            step: 3,
+            stream: rng::streams::TRAIN,
+            alpha: 0.99,
+            n_max: 500,
+            repeat,
+            perm_offset: 0,
+        };
+        let d = GpuTensor::from_bytes(&gpu, "data", &data).unwrap();
+        let p = GpuTensor::from_slice(&gpu, "perm", &[7], &perm).unwrap();
+        let il = GpuTensor::from_slice(&gpu, "image-labels", &[7], &image_labels).unwrap();
+        let labels = GpuTensor::zeros(&gpu, "labels", &[batch]).unwrap();
+        let cond = GpuTensor::zeros(&gpu, "cond", &[batch]).unwrap();
+        let noise = GpuTensor::zeros(&gpu, "noise", &[batch, px]).unwrap();
+        let noisy = GpuTensor::zeros(&gpu, "noisy", &[batch, px]).unwrap();
+        let cfg = NoiseConfig {
+            seed: spec.seed,
+            stream: spec.stream,
+            alpha: spec.alpha,
+            n_max: spec.n_max,
+            repeat,
+        };
+        let ld = LabelDropout {
+            image_labels: &il,
+            labels: &labels,
+            drop,
+        };
+        let op =
+            NoiseInject::labelled(&gpu, &cfg, batch, &d, &p, ld, &cond, &noise, &noisy).unwrap();
+        op.set_step(&gpu, spec.step, 0);
+        gpu.run(&[&op.dispatch]).unwrap();
+        let got: Vec<u32> = labels.read(&gpu).unwrap();
+        let want: Vec<u32> = (0..batch as u32)
+            .map(|b| reference::dropped_label(&spec, drop, b, &image_labels, &perm))
+            .collect();
+        let bad: Vec<usize> = (0..batch).filter(|&b| got[b] != want[b]).collect();
+        assert!(
+            bad.is_empty(),
+            "drop {drop}: labels differ at {:?}",
+            &bad[..bad.len().min(8)]
+        );
+        let dropped = got.iter().filter(|&&l| l == NO_LABEL).count() as f64 / batch as f64;
+        let sd = (drop * (1.0 - drop) / batch as f64).sqrt();
+        assert!(
+            (dropped - drop).abs() <= 4.0 * sd + 1e-9,
+            "drop {drop}: {dropped} of the labels dropped"
+        );
+        for (b, &l) in got.iter().enumerate().filter(|(_, &l)| l != NO_LABEL) {
+            assert_eq!(
+                l,
+                image_labels[perm[b / repeat as usize] as usize],
+                "sample {b}"
+            );
+        }
+        let plain = reference::noise_inject(&spec, &data, px, &perm, batch);
+        let name = format!("labelled inject drop {drop}");
+        assert_close(&name, &noisy.read(&gpu).unwrap(), &plain.noisy, 1e-4, 1e-4);
+        assert_close(&name, &cond.read(&gpu).unwrap(), &plain.cond, 1e-6, 1e-5);
+    }
+}

@@ -3,7 +3,7 @@
 //! on a two-layer model with an odd geometry; that the check can fail; and the forward pass's
 //! layouts and SPEC quirks (x_start residual, conditioning token, loss over g^2 tokens only).
 
-use wgpu_diffusion::config::{Geometry, ModelConfig, Skip};
+use wgpu_diffusion::config::{Geometry, ModelConfig, Skip, NO_LABEL};
 use wgpu_diffusion::model::{ParamLayout, TensorSpec};
 use wgpu_diffusion::reference::model::{self, Forward};
 use wgpu_diffusion::reference::{gelu, noise, patches};
@@ -19,6 +19,8 @@ struct Case {
     params: Vec<f64>,
     tokens: Vec<f64>,
     target: Vec<f64>,
+    /// With --classes: each sample's label (empty for an unconditional model).
+    labels: Vec<u32>,
 }
 
 /// `tiny`: P=6, O=2, g=4, T=17, D=100, L=1, H=2, K=8.
@@ -36,6 +38,7 @@ fn odd() -> ModelConfig {
         mlp: 0,
         skip: Skip::Identity,
         loss_weight_max: 1,
+        classes: false,
     }
 }
 
@@ -96,6 +99,10 @@ fn case(name: &'static str, cfg: ModelConfig, batch: usize, seed: u64, qk_gain: 
         params,
         tokens: f64s(tokens),
         target: f64s(target),
+        labels: match cfg.classes {
+            true => (0..batch).map(|b| [7, NO_LABEL, 7, 2][b % 4]).collect(),
+            false => vec![],
+        },
     }
 }
 
@@ -129,6 +136,27 @@ fn cases() -> Vec<Case> {
             1.0,
         ),
         case(
+            "tiny classes B=3",
+            ModelConfig {
+                classes: true,
+                ..tiny()
+            },
+            3,
+            20,
+            1.0,
+        ),
+        case(
+            "odd L=2 mlp 4 wiener skip classes B=4",
+            ModelConfig {
+                classes: true,
+                skip: Skip::Wiener,
+                ..with_mlp(odd(), 4)
+            },
+            4,
+            21,
+            1.0,
+        ),
+        case(
             "odd L=2 mixture skip B=3",
             ModelConfig {
                 skip: Skip::Mixture,
@@ -142,7 +170,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn loss_at(c: &Case, params: &[f64]) -> f64 {
-    let f = model::forward(&c.cfg, &c.layout, params, &c.tokens, c.batch);
+    let f = model::forward_labelled(&c.cfg, &c.layout, params, &c.tokens, &c.labels, c.batch);
     model::loss(&c.cfg, f.output(), &c.tokens, &c.target, c.batch)
 }
 
@@ -245,8 +273,9 @@ fn fd_check_entries(
 #[test]
 fn gradients_match_finite_differences() {
     for c in cases() {
-        let (_, grads) =
-            model::loss_and_grad(&c.cfg, &c.layout, &c.params, &c.tokens, &c.target, c.batch);
+        let (_, grads) = model::loss_and_grad_labelled(
+            &c.cfg, &c.layout, &c.params, &c.tokens, &c.labels, &c.target, c.batch,
+        );
         assert_eq!(grads.len(), c.layout.total);
         // Padding between tensors stays zero.
         let mut used = vec![false; c.layout.total];

@@ -4,6 +4,10 @@
 //!
 //! Tensors, in order (T tokens, D width, HK = heads * key_dim):
 //!   `pos`              [T, D]     positional embedding E_pos, uniform(-0.05, 0.05)
+//!   with `--classes`:
+//!   `label`            [11, D]    the label embedding (digits 0..9, row 10 "no label"),
+//!                                 uniform(-0.05, 0.05) as Keras' Embedding; added to the
+//!                                 conditioning token
 //!   `layer{l}.w_qkv`   [D, 3*HK]  Wq | Wk | Wv side by side (columns 0..HK, HK..2HK, 2HK..3HK)
 //!   `layer{l}.b_qkv`   [3*HK]     bq | bk | bv, zeros
 //!   `layer{l}.w_o`     [HK, D]    Wo
@@ -97,6 +101,10 @@ impl ParamLayout {
             offset += len.div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
         };
         push("pos".into(), vec![t, d], Init::Uniform(0.05));
+        if cfg.classes {
+            let rows = crate::config::NO_LABEL as usize + 1;
+            push("label".into(), vec![rows, d], Init::Uniform(0.05));
+        }
         for l in 0..cfg.layers {
             push(
                 format!("layer{l}.w_qkv"),

@@ -66,6 +66,12 @@ pub fn normal(seed: u64, step: u32, stream: u32, index: u32) -> f32 {
     box_muller(bits(seed, step, stream, index))
 }
 
+/// The threshold on 24 random bits under which an event of probability `p` happens (label
+/// dropout: `noise_inject_labelled` compares the high 24 bits of a word with it).
+pub fn drop_below(p: f64) -> u32 {
+    (p.clamp(0.0, 1.0) * (1u64 << 24) as f64).round() as u32
+}
+
 /// A uniform integer in 0..n from one word (high half of x*n; bias below 2^-32 * n).
 pub fn below(x: u32, n: u32) -> u32 {
     ((x as u64 * n as u64) >> 32) as u32

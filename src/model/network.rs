@@ -3,6 +3,7 @@
 //!
 //! Forward, per sample (T tokens of width D; M = B*T rows):
 //!   x_start = tokens + pos                                  add_pos
+//!   with --classes: x_start[b, T-1] += label[labels[b]]     label_forward
 //!   x_0 = x_start; for each layer l:
 //!     qkv_l = x_l W_qkv + b_qkv                             matmul   [M, 3HK]
 //!     o_l   = softmax(Q K^T / sqrt(K)) V per head           attention [M, HK] (+ probs)
@@ -24,11 +25,12 @@
 //! attention backward, the QKV matmul backward; d x_start collects every layer's d y_l and
 //! layer 0's input gradient; dpos = sum over the batch of d x_start. Weight gradients are written (not accumulated): each weight is used once.
 
-use crate::config::ModelConfig;
 use crate::config::Skip;
+use crate::config::{ModelConfig, NO_LABEL};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::model::ParamLayout;
+use crate::ops::label::{self, LabelShape};
 use crate::ops::{adam, attention, gelu, loss, matmul, rows, skip};
 
 /// Slots of the on-GPU loss history (the host reads it every `--log-every` steps).
@@ -84,6 +86,13 @@ pub struct Network {
     /// The model's output [B, T, D] (the first g^2 tokens are the predicted noise patches).
     pub output: GpuTensor,
     pub history: GpuTensor,
+    /// With --classes: each sample's label [B] (u32; NO_LABEL = "no label"), written by the
+    /// batch's noise injection (training) or the sampler.
+    pub labels: Option<GpuTensor>,
+    /// With --classes: the forward pass's label dispatch (its index in `forward`) and the
+    /// same dispatch reading "no label" for every sample (classifier-free guidance's
+    /// unconditional call), with the buffer it reads.
+    unconditional: Option<(usize, Dispatch, GpuTensor)>,
     x_start: GpuTensor,
     layers: Vec<Layer>,
     /// The last layer's output back in [B, T, D] (zero conditioning rows).
@@ -144,6 +153,34 @@ impl<'a> Build<'a> {
                 key_dim: cfg.key_dim as usize,
             },
         }
+    }
+
+    /// The label embedding's shapes (--classes).
+    fn label_shape(&self) -> LabelShape {
+        LabelShape {
+            batch: self.batch,
+            tokens: self.t,
+            dim: self.d,
+            rows: NO_LABEL as usize + 1,
+        }
+    }
+
+    /// With --classes: the labels buffer, the dispatch adding their embedding to x_start,
+    /// and the same reading "no label" for every sample (with its buffer).
+    fn labels(&self, x_start: &GpuTensor) -> Result<Option<LabelInputs>> {
+        if !self.cfg.classes {
+            return Ok(None);
+        }
+        let (gpu, s, table) = (self.gpu, self.label_shape(), self.weight("label"));
+        let none = vec![NO_LABEL; self.batch];
+        let labels = GpuTensor::from_slice(gpu, "labels", &[self.batch], &none)?;
+        let no_labels = GpuTensor::from_slice(gpu, "no-labels", &[self.batch], &none)?;
+        Ok(Some(LabelInputs {
+            add: label::label_forward(gpu, &s, &labels, &table, x_start)?,
+            add_none: label::label_forward(gpu, &s, &no_labels, &table, x_start)?,
+            labels,
+            no_labels,
+        }))
     }
 
     fn zeros(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
@@ -298,6 +335,14 @@ impl<'a> Build<'a> {
         )?);
         Ok(y)
     }
+}
+
+/// A conditional network's label inputs (see [`Build::labels`]).
+struct LabelInputs {
+    labels: GpuTensor,
+    no_labels: GpuTensor,
+    add: Dispatch,
+    add_none: Dispatch,
 }
 
 /// The backward pass being built, from the loss to the position embedding: its gradient
@@ -495,13 +540,20 @@ impl<'a> Backward<'a> {
         self.dense(l, "1", &ly.proj, &dpre, &dy, (rows, d, f), true)
     }
 
-    /// d pos = the sum over the batch of d x_start.
-    fn positions(&mut self) -> Result<()> {
+    /// d pos = the sum over the batch of d x_start; with labels, d label = the sums of
+    /// d x_start's conditioning rows per label.
+    fn positions(&mut self, labels: Option<&GpuTensor>) -> Result<()> {
         let b = self.b;
         let dpos = self.grad("pos");
         self.dispatches.push(rows::pos_backward(
             b.gpu, &self.dxs, &dpos, b.batch, b.t, b.d,
         )?);
+        if let Some(labels) = labels {
+            let dtable = self.grad("label");
+            let s = b.label_shape();
+            let d = label::label_backward(b.gpu, &s, labels, &self.dxs, &dtable)?;
+            self.dispatches.push(d);
+        }
         Ok(())
     }
 
@@ -589,6 +641,14 @@ impl Network {
         let mut forward = vec![rows::add_pos(
             gpu, &tokens, &pos, &x_start, batch, b.t, b.d,
         )?];
+        let (labels, unconditional) = match b.labels(&x_start)? {
+            Some(li) => {
+                forward.push(li.add);
+                let at = forward.len() - 1;
+                (Some(li.labels), Some((at, li.add_none, li.no_labels)))
+            }
+            None => (None, None),
+        };
         let mut layers: Vec<Layer> = Vec::new();
         for l in 0..cfg.layers as usize {
             let x_in = layers.last().map_or(&x_start, |ly| ly.out()).clone();
@@ -614,7 +674,7 @@ impl Network {
                 for (l, ly) in layers.iter().enumerate().rev() {
                     back.layer(l, ly)?;
                 }
-                back.positions()?;
+                back.positions(labels.as_ref())?;
                 back.finish()
             }
             None => (Vec::new(), Vec::new()),
@@ -626,6 +686,8 @@ impl Network {
             target,
             output,
             history,
+            labels,
+            unconditional,
             x_start,
             layers,
             x_last,
@@ -644,6 +706,17 @@ impl Network {
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
         for d in &self.forward {
             d.record(pass);
+        }
+    }
+
+    /// The forward pass with every sample's label "no label" (classifier-free guidance's
+    /// unconditional call); the plain forward pass for an unconditional network.
+    pub fn record_forward_unconditional(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for (i, d) in self.forward.iter().enumerate() {
+            match &self.unconditional {
+                Some((at, none, _)) if *at == i => none.record(pass),
+                _ => d.record(pass),
+            }
         }
     }
 

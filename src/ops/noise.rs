@@ -19,11 +19,33 @@ struct Params {
     alpha: f32,
     perm_offset: u32,
     stream: u32,
-    _pad: [u32; 3],
+    drop_below: u32,
+    _pad: [u32; 2],
 }
 
-fn constants() -> [(&'static str, f64); 2] {
-    [("WG", WG_1D as f64), ("PIXELS", PIXELS as f64)]
+fn constants() -> [(&'static str, f64); 3] {
+    [
+        ("WG", WG_1D as f64),
+        ("PIXELS", PIXELS as f64),
+        ("NO_LABEL", crate::config::NO_LABEL as f64),
+    ]
+}
+
+/// A class-conditional batch's labels: each image's label (u32 per image, in the order of
+/// the images) in, each sample's label [B] out, dropped to "no label" with probability `drop`.
+#[derive(Clone, Copy)]
+pub struct LabelDropout<'a> {
+    pub image_labels: &'a GpuTensor,
+    pub labels: &'a GpuTensor,
+    pub drop: f64,
+}
+
+/// Which levels (and labels) a noise injection makes.
+#[derive(Clone, Copy)]
+enum Variant<'a> {
+    Random,
+    AtLevels(&'a GpuTensor),
+    Labelled(LabelDropout<'a>),
 }
 
 /// What stays fixed across the steps of a noise injection.
@@ -58,7 +80,42 @@ impl NoiseInject {
         noise: &GpuTensor,
         noisy: &GpuTensor,
     ) -> Result<NoiseInject> {
-        Self::build(gpu, cfg, batch, data, perm, None, cond, noise, noisy)
+        Self::build(
+            gpu,
+            cfg,
+            batch,
+            data,
+            perm,
+            Variant::Random,
+            cond,
+            noise,
+            noisy,
+        )
+    }
+
+    /// As [`NoiseInject::new`], and each sample's label with dropout
+    /// (`noise_inject_labelled`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn labelled(
+        gpu: &Gpu,
+        cfg: &NoiseConfig,
+        batch: usize,
+        data: &GpuTensor,
+        perm: &GpuTensor,
+        labels: LabelDropout<'_>,
+        cond: &GpuTensor,
+        noise: &GpuTensor,
+        noisy: &GpuTensor,
+    ) -> Result<NoiseInject> {
+        expect_len("noise_inject_labelled", labels.labels, batch)?;
+        if !(0.0..=1.0).contains(&labels.drop) {
+            return Err(Error::config(format!(
+                "label dropout must be in [0, 1], got {}",
+                labels.drop
+            )));
+        }
+        let v = Variant::Labelled(labels);
+        Self::build(gpu, cfg, batch, data, perm, v, cond, noise, noisy)
     }
 
     /// As [`NoiseInject::new`], but sample b is noised at the given level `levels[b]` (u32).
@@ -81,7 +138,7 @@ impl NoiseInject {
             batch,
             data,
             perm,
-            Some(levels),
+            Variant::AtLevels(levels),
             cond,
             noise,
             noisy,
@@ -95,7 +152,7 @@ impl NoiseInject {
         batch: usize,
         data: &GpuTensor,
         perm: &GpuTensor,
-        levels: Option<&GpuTensor>,
+        variant: Variant<'_>,
         cond: &GpuTensor,
         noise: &GpuTensor,
         noisy: &GpuTensor,
@@ -117,13 +174,17 @@ impl NoiseInject {
             n_max: cfg.n_max,
             alpha: cfg.alpha,
             stream: cfg.stream,
+            drop_below: match variant {
+                Variant::Labelled(l) => crate::math::rng::drop_below(l.drop),
+                _ => 0,
+            },
             ..Default::default()
         };
         let params = gpu.uniform("noise-params", &base);
-        let entry = if levels.is_some() {
-            "noise_at_levels"
-        } else {
-            "noise_inject"
+        let entry = match variant {
+            Variant::Random => "noise_inject",
+            Variant::AtLevels(_) => "noise_at_levels",
+            Variant::Labelled(_) => "noise_inject_labelled",
         };
         let k = gpu.kernel("noise", entry, &constants())?;
         let groups = gpu.groups_1d(noise.len() as u64, WG_1D)?;
@@ -135,8 +196,13 @@ impl NoiseInject {
             (4, noise.bind()),
             (5, noisy.bind()),
         ];
-        if let Some(l) = levels {
-            bindings.push((8, l.bind()));
+        match variant {
+            Variant::Random => {}
+            Variant::AtLevels(l) => bindings.push((8, l.bind())),
+            Variant::Labelled(l) => {
+                bindings.push((10, l.image_labels.bind()));
+                bindings.push((11, l.labels.bind()));
+            }
         }
         let dispatch = gpu.dispatch(&k, &bindings, groups)?;
         Ok(NoiseInject {

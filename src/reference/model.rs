@@ -34,7 +34,7 @@
 //! With `f32` this is the reference the GPU kernels are compared with; with `f64` the whole
 //! pass is double precision, which is what the finite-difference test of the gradients uses.
 
-use crate::config::{ModelConfig, Skip};
+use crate::config::{ModelConfig, Skip, NO_LABEL};
 use crate::math::params::ParamLayout;
 use crate::reference::{gelu, skip};
 
@@ -114,6 +114,8 @@ pub struct Forward<F = f32> {
     /// The input tokens [B, T, D] (the skip's backward and the loss weight read the noise
     /// levels from them).
     pub tokens: Vec<F>,
+    /// With --classes: each sample's label (NO_LABEL for "no label").
+    pub labels: Vec<u32>,
 }
 
 impl<F: Real> Forward<F> {
@@ -304,7 +306,8 @@ fn check_params<F>(cfg: &ModelConfig, layout: &ParamLayout, params: &[F]) {
     assert_eq!(params.len(), layout.total, "params: wrong length");
 }
 
-/// The forward pass for `batch` samples of `tokens` [B, T, D], keeping every activation.
+/// The forward pass for `batch` samples of `tokens` [B, T, D], keeping every activation
+/// (a class-conditional model sees "no label" for every sample: [`forward_labelled`]).
 pub fn forward<F: Real>(
     cfg: &ModelConfig,
     layout: &ParamLayout,
@@ -312,15 +315,66 @@ pub fn forward<F: Real>(
     tokens: &[F],
     batch: usize,
 ) -> Forward<F> {
+    forward_labelled(cfg, layout, params, tokens, &[], batch)
+}
+
+/// The labels a conditional model sees: `labels` [B], or "no label" for all when empty.
+fn labels_of(cfg: &ModelConfig, labels: &[u32], batch: usize) -> Vec<u32> {
+    if !cfg.classes {
+        assert!(labels.is_empty(), "labels given to an unconditional model");
+        return vec![];
+    }
+    if labels.is_empty() {
+        return vec![NO_LABEL; batch];
+    }
+    assert_eq!(labels.len(), batch, "labels: expected [B]");
+    labels.to_vec()
+}
+
+/// x_start = tokens + pos, and with --classes the label's embedding added to each sample's
+/// conditioning token.
+fn embed<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    tokens: &[F],
+    labels: &[u32],
+) -> Vec<F> {
+    let dm = Dims::new(cfg);
+    let (t, d) = (dm.t, dm.d);
+    let pos = tensor(layout, params, "pos");
+    let mut x: Vec<f64> = (0..tokens.len())
+        .map(|i| tokens[i].to_f64() + pos[i % (t * d)].to_f64())
+        .collect();
+    if cfg.classes {
+        let table = tensor(layout, params, "label");
+        for (b, &l) in labels.iter().enumerate() {
+            let row = l.min(NO_LABEL) as usize;
+            for c in 0..d {
+                x[(b * t + t - 1) * d + c] += table[row * d + c].to_f64();
+            }
+        }
+    }
+    x.into_iter().map(F::from_f64).collect()
+}
+
+/// [`forward`] of a class-conditional model with sample b labelled `labels[b]` (empty: "no
+/// label" for every sample).
+pub fn forward_labelled<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    tokens: &[F],
+    labels: &[u32],
+    batch: usize,
+) -> Forward<F> {
     let dm = Dims::new(cfg);
     let (t, d, hk) = (dm.t, dm.d, dm.hk);
     check_params(cfg, layout, params);
     assert_eq!(tokens.len(), batch * t * d, "tokens: expected [B, T, D]");
     let m = batch * t;
-    let pos = tensor(layout, params, "pos");
-    let x_start: Vec<F> = (0..m * d)
-        .map(|i| F::from_f64(tokens[i].to_f64() + pos[i % (t * d)].to_f64()))
-        .collect();
+    let labels = labels_of(cfg, labels, batch);
+    let x_start = embed(cfg, layout, params, tokens, &labels);
     let mut layers = Vec::with_capacity(cfg.layers as usize);
     let mut x = x_start.clone();
     for l in 0..cfg.layers {
@@ -375,6 +429,7 @@ pub fn forward<F: Real>(
         layers,
         skipped,
         tokens: tokens.to_vec(),
+        labels,
     }
 }
 
@@ -518,6 +573,20 @@ pub fn backward<F: Real>(
         let sum: f64 = (0..batch).map(|b| dx_start[b * t * d + i]).sum();
         *v = F::from_f64(sum);
     }
+    // The label embedding: each row's gradient sums the conditioning rows of its samples.
+    if cfg.classes {
+        let mut dtable = vec![0.0f64; layout.get("label").len()];
+        for (b, &l) in fwd.labels.iter().enumerate() {
+            let row = l.min(NO_LABEL) as usize;
+            for c in 0..d {
+                dtable[row * d + c] += dx_start[(b * t + t - 1) * d + c];
+            }
+        }
+        let out = &mut grads[layout.get("label").range()];
+        for (o, v) in out.iter_mut().zip(dtable) {
+            *o = F::from_f64(v);
+        }
+    }
     grads
 }
 
@@ -530,7 +599,20 @@ pub fn loss_and_grad<F: Real>(
     target: &[F],
     batch: usize,
 ) -> (F, Vec<F>) {
-    let fwd = forward(cfg, layout, params, tokens, batch);
+    loss_and_grad_labelled(cfg, layout, params, tokens, &[], target, batch)
+}
+
+/// [`loss_and_grad`] with sample b labelled `labels[b]` ([`forward_labelled`]).
+pub fn loss_and_grad_labelled<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    tokens: &[F],
+    labels: &[u32],
+    target: &[F],
+    batch: usize,
+) -> (F, Vec<F>) {
+    let fwd = forward_labelled(cfg, layout, params, tokens, labels, batch);
     let l = loss(cfg, fwd.output(), tokens, target, batch);
     (l, backward(cfg, layout, params, &fwd, target, batch))
 }
@@ -544,9 +626,21 @@ pub fn predict_noise<F: Real>(
     tokens: &[F],
     batch: usize,
 ) -> Vec<F> {
+    predict_noise_labelled(cfg, layout, params, tokens, &[], batch)
+}
+
+/// [`predict_noise`] with sample b labelled `labels[b]` (empty: "no label").
+pub fn predict_noise_labelled<F: Real>(
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+    params: &[F],
+    tokens: &[F],
+    labels: &[u32],
+    batch: usize,
+) -> Vec<F> {
     let dm = Dims::new(cfg);
     let (t, p, d) = (dm.t, dm.p, dm.d);
-    let fwd = forward(cfg, layout, params, tokens, batch);
+    let fwd = forward_labelled(cfg, layout, params, tokens, labels, batch);
     let out = fwd.output();
     (0..batch)
         .flat_map(|b| out[b * t * d..(b * t + p) * d].iter().copied())

@@ -30,6 +30,16 @@ pub fn level(spec: &NoiseSpec, b: u32) -> u32 {
     )
 }
 
+/// Sample b's label under label dropout of probability `p`: `NO_LABEL` when the second word
+/// of its level's bits is below the threshold, else its image's label.
+pub fn dropped_label(spec: &NoiseSpec, p: f64, b: u32, image_labels: &[u32], perm: &[u32]) -> u32 {
+    let bits = rng::bits(spec.seed, spec.step, spec.stream + 1, b);
+    if (bits[1] >> 8) < rng::drop_below(p) {
+        return crate::config::NO_LABEL;
+    }
+    image_labels[perm[(spec.perm_offset + b / spec.repeat) as usize] as usize]
+}
+
 /// `A_n = a^n x + (1 - a^n) N` for `batch` samples; sample b is image
 /// `perm[perm_offset + b / repeat]` of `data` (8-bit pixels, `pixels` per image).
 pub fn noise_inject(

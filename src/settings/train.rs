@@ -35,6 +35,15 @@ crate::settings::options! {
         /// Wiener skip's residual scale there, as EDM weighs its loss by 1/c_out^2 (1: the
         /// seed's plain mean). Like the rate, it may change on --resume.
         loss_weight_max: req u32,
+        /// Class-conditional: the digit's label enters the network (a learned embedding
+        /// added to the conditioning token), so `sample --digit D` can ask for a digit.
+        #[arg(num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        classes: req bool,
+        /// With classes: the probability that a training sample's label is replaced by "no
+        /// label" (drawn on the GPU), which teaches the unconditional model that
+        /// classifier-free guidance needs; in [0, 1).
+        #[arg(allow_negative_numbers = true)]
+        label_dropout: req f64,
         /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).
         #[arg(allow_negative_numbers = true)]
         alpha: req f64,
@@ -106,6 +115,7 @@ impl TrainSettings {
             mlp: self.mlp,
             skip: self.skip,
             loss_weight_max: self.loss_weight_max,
+            classes: self.classes,
         };
         m.validate()?;
         Ok(m)
@@ -160,6 +170,12 @@ impl TrainSettings {
     pub fn validate(&self) -> Result<()> {
         self.model()?;
         let bad = |m: String| Err(Error::config(m));
+        if !(0.0..1.0).contains(&self.label_dropout) {
+            return bad(format!(
+                "label-dropout must be in [0, 1), got {}",
+                self.label_dropout
+            ));
+        }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return bad(format!("alpha must be in (0, 1), got {}", self.alpha));
         }

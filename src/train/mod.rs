@@ -15,7 +15,7 @@ use crate::lr_schedule::LrSchedule;
 use crate::math::rng::streams;
 use crate::model::network::{Network, Optimizer, LOSS_HISTORY};
 use crate::model::ParamLayout;
-use crate::ops::noise::{NoiseConfig, NoiseInject};
+use crate::ops::noise::{LabelDropout, NoiseConfig, NoiseInject};
 use crate::ops::patches;
 use crate::settings::recipe::{Preset, Recipe, Source, Stage, CONFIG_FILE};
 use crate::settings::train::TrainSettings;
@@ -302,19 +302,31 @@ struct Batcher {
 }
 
 impl Batcher {
+    /// `images`: the images (bytes), their order and, for a class-conditional network, their
+    /// labels (u32) with the label dropout.
     fn new(
         gpu: &Gpu,
         cfg: NoiseConfig,
-        images: (&GpuTensor, &GpuTensor),
+        images: (&GpuTensor, &GpuTensor, Option<(&GpuTensor, f64)>),
         net: &Network,
     ) -> Result<Batcher> {
-        let (data, perm) = images;
+        let (data, perm, image_labels) = images;
         let (g, batch) = (&net.cfg.geometry, net.batch);
         let px = PIXELS as usize;
         let cond = GpuTensor::zeros(gpu, "cond", &[batch])?;
         let noise = GpuTensor::zeros(gpu, "noise", &[batch, px])?;
         let noisy = GpuTensor::zeros(gpu, "noisy", &[batch, px])?;
-        let op = NoiseInject::new(gpu, &cfg, batch, data, perm, &cond, &noise, &noisy)?;
+        let op = match (image_labels, &net.labels) {
+            (Some((image_labels, drop)), Some(labels)) => {
+                let ld = LabelDropout {
+                    image_labels,
+                    labels,
+                    drop,
+                };
+                NoiseInject::labelled(gpu, &cfg, batch, data, perm, ld, &cond, &noise, &noisy)?
+            }
+            _ => NoiseInject::new(gpu, &cfg, batch, data, perm, &cond, &noise, &noisy)?,
+        };
         let t = g.tokens() as usize;
         let p = g.patches() as usize;
         let d1 = patches::patches_forward(gpu, g, batch, t, &noisy, &cond, &net.tokens)?;
@@ -394,7 +406,7 @@ struct Gear {
     net: Network,
     batcher: Batcher,
     perm: GpuTensor,
-    _train_data: GpuTensor,
+    _train_data: (GpuTensor, Option<GpuTensor>),
     val_net: Network,
     epoch_sampler: Option<crate::sample::Sampler>,
 }
@@ -411,6 +423,8 @@ impl Gear {
     ) -> Result<Gear> {
         let pixels = &mnist.train.pixels[..n_train * PIXELS as usize];
         let train_data = GpuTensor::from_bytes(gpu, "train-images", pixels)?;
+        let train_labels =
+            image_labels(gpu, model, "train-labels", &mnist.train_labels[..n_train])?;
         let perm = GpuTensor::zeros(gpu, "perm", &[n_train])?;
         let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &buffers.params)?;
         let opt = Optimizer::new(
@@ -431,7 +445,8 @@ impl Gear {
             n_max: s.level_max(),
             repeat: s.repeat,
         };
-        let batcher = Batcher::new(gpu, noise, (&train_data, &perm), &net)?;
+        let labels = train_labels.as_ref().map(|l| (l, s.label_dropout));
+        let batcher = Batcher::new(gpu, noise, (&train_data, &perm, labels), &net)?;
         let val_net = validation_net(gpu, s, model, layout, &params, mnist)?;
         let epoch_sampler = match s.sample_every {
             0 => None,
@@ -451,7 +466,7 @@ impl Gear {
             net,
             batcher,
             perm,
-            _train_data: train_data,
+            _train_data: (train_data, train_labels),
             val_net,
             epoch_sampler,
         })
@@ -958,7 +973,10 @@ fn validation_net(
         n_max: s.n_max,
         repeat: 1,
     };
-    let vb = Batcher::new(gpu, noise, (&test_data, &vperm), &val_net)?;
+    let labels = &mnist.test_labels[..s.val_count];
+    let val_labels = image_labels(gpu, model, "val-labels", labels)?;
+    let labels = val_labels.as_ref().map(|l| (l, s.label_dropout));
+    let vb = Batcher::new(gpu, noise, (&test_data, &vperm, labels), &val_net)?;
     vb.noise.set_step(gpu, 0, 0);
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {
@@ -968,6 +986,21 @@ fn validation_net(
     gpu.queue.submit([enc.finish()]);
     gpu.wait()?;
     Ok(val_net)
+}
+
+/// A class-conditional model's image labels on the GPU (u32 each); None for an
+/// unconditional model.
+fn image_labels(
+    gpu: &Gpu,
+    model: &ModelConfig,
+    name: &str,
+    labels: &[u8],
+) -> Result<Option<GpuTensor>> {
+    if !model.classes {
+        return Ok(None);
+    }
+    let l: Vec<u32> = labels.iter().map(|&v| v as u32).collect();
+    Ok(Some(GpuTensor::from_slice(gpu, name, &[l.len()], &l)?))
 }
 
 /// The schedule of the per-epoch grid and of eval-every: n' = 50, s = 1.5 (the seed's

@@ -91,6 +91,51 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
     let (s, t) = (f(&r["nn_distance_samples"]), f(&r["nn_distance_test"]));
     assert!(s > 0.5 * t && s < 2.0 * t, "nn {s} vs {t}");
 
+    // Labelled digits (`sample` of a class-conditional model writes labels-idx1-ubyte beside
+    // its samples): with their true labels the classifier agrees with the digit asked for about
+    // as often as its test accuracy, and each digit's FID against that digit's test images is
+    // small; labels shifted by one (every digit asked to be the next) agree almost never and
+    // give every digit a larger FID.
+    let labelled = |labels: Option<&std::path::Path>| {
+        let mut cmd = bin();
+        cmd.arg("eval").arg("--samples").arg(&idx);
+        if let Some(l) = labels {
+            cmd.arg("--labels").arg(l);
+        }
+        let out = cmd
+            .arg("--classifier")
+            .arg(&path)
+            .args(["--nn-train", "1000", "--json", "--data"])
+            .arg(mnist_dir())
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_str(common::ok(&out).trim()).unwrap();
+        r["digits"].clone()
+    };
+    let truth = &mnist.test_labels[..n];
+    data::idx::write_idx_labels(dir.join("labels-idx1-ubyte"), truth).unwrap();
+    let shifted_path = dir.join("shifted-idx1-ubyte");
+    let shifted: Vec<u8> = truth.iter().map(|d| (d + 1) % 10).collect();
+    data::idx::write_idx_labels(&shifted_path, &shifted).unwrap();
+    let (right, wrong) = (labelled(None), labelled(Some(&shifted_path)));
+    eprintln!("true labels {right:#}\nshifted {wrong:#}");
+    assert!(f(&right["agreement"]) >= 0.95, "{right}");
+    assert!(f(&wrong["agreement"]) <= 0.05, "{wrong}");
+    assert!(right["labels"]
+        .as_str()
+        .unwrap()
+        .ends_with("labels-idx1-ubyte"));
+    let rows = |r: &serde_json::Value| r["per_digit"].as_array().unwrap().clone();
+    assert_eq!(rows(&right).len(), 10);
+    for (a, b) in rows(&right).iter().zip(rows(&wrong)) {
+        let d = a["digit"].as_u64().unwrap() as u8;
+        assert_eq!(a["n"], truth.iter().filter(|&&t| t == d).count());
+        assert!(f(&a["agreement"]) >= 0.8, "{a}");
+        assert!(f(&a["fid"]) < f(&b["fid"]), "digit {d}: {a} vs shifted {b}");
+    }
+    std::fs::remove_file(dir.join("labels-idx1-ubyte")).unwrap();
+    assert!(labelled(None).is_null(), "digits judged without labels");
+
     // Text form, and a corrupt classifier file: one error line, exit 2.
     let text = common::ok(
         &bin()
@@ -143,6 +188,22 @@ fn eval_rejects_missing_and_malformed_inputs() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(error_line(&o).contains("28x28"));
+    // Labels that do not match the samples: a wrong count, a label that is not a digit.
+    let images = dir.join("samples-idx3-ubyte");
+    data::idx::write_idx_images(&images, 2, 28, 28, &[0u8; 2 * 784]).unwrap();
+    for (bytes, needle) in [
+        (vec![1u8, 2, 3], "expected 2 labels"),
+        (vec![1, 10], "label 10"),
+    ] {
+        data::idx::write_idx_labels(&labels, &bytes).unwrap();
+        let o = bin()
+            .args(["eval", "--samples"])
+            .arg(&images)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        assert!(error_line(&o).contains(needle), "{}", error_line(&o));
+    }
     // Neither source.
     let o = bin().arg("eval").output().unwrap();
     assert_eq!(o.status.code(), Some(2));

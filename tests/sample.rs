@@ -6,7 +6,7 @@ use wgpu_diffusion::config::{Geometry, ModelConfig, Skip, PIXELS};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
-use wgpu_diffusion::sample::{Guide, Sampler, SamplerModel, Schedule};
+use wgpu_diffusion::sample::{Classes, Guide, Sampler, SamplerModel, Schedule};
 use wgpu_diffusion::settings::recipe::Preset;
 use wgpu_diffusion::testing::{assert_close, random_prior};
 
@@ -563,6 +563,185 @@ fn guided_loop_matches_reference() {
     }
 }
 
+/// Class-conditional models (label embedding scaled up so that the label matters), each
+/// with its own random weights: the model, a guide and a refiner.
+struct Conditional {
+    cfgs: [ModelConfig; 3],
+    layouts: Vec<ParamLayout>,
+    params: Vec<Vec<f32>>,
+    gpu_params: Vec<GpuTensor>,
+}
+
+impl Conditional {
+    fn new(gpu: &Gpu) -> Conditional {
+        let tiny = ModelConfig {
+            classes: true,
+            ..Preset::Tiny.model()
+        };
+        let cfgs = [
+            ModelConfig {
+                skip: Skip::Wiener,
+                ..tiny
+            },
+            ModelConfig {
+                geometry: Geometry::new(8, 2).unwrap(),
+                mlp: 16,
+                skip: Skip::Mixture,
+                ..tiny
+            },
+            tiny,
+        ];
+        let layouts: Vec<_> = cfgs.iter().map(ParamLayout::new).collect();
+        let params: Vec<Vec<f32>> = layouts
+            .iter()
+            .enumerate()
+            .map(|(i, layout)| {
+                let mut p = layout.init(20 + i as u64);
+                let t = layout
+                    .find("label")
+                    .expect("a conditional model has a label table");
+                for v in &mut p[t.range()] {
+                    *v *= 40.0;
+                }
+                p
+            })
+            .collect();
+        let gpu_params = layouts
+            .iter()
+            .zip(&params)
+            .map(|(l, p)| GpuTensor::from_slice(gpu, "params", &[l.total], p).unwrap())
+            .collect();
+        Conditional {
+            cfgs,
+            layouts,
+            params,
+            gpu_params,
+        }
+    }
+
+    fn view(&self, i: usize) -> SamplerModel<'_> {
+        SamplerModel {
+            cfg: &self.cfgs[i],
+            layout: &self.layouts[i],
+            params: &self.gpu_params[i],
+        }
+    }
+
+    fn reference(&self, i: usize) -> reference::RefModel<'_> {
+        reference::RefModel {
+            cfg: &self.cfgs[i],
+            layout: &self.layouts[i],
+            params: &self.params[i],
+        }
+    }
+}
+
+/// `sample --digit/--digits --cfg`: the conditional loop on the GPU equals the reference loop
+/// (classifier-free guided model and refiner, conditional unguided guide, autoguidance on the
+/// guided estimate) with and without the guide and a refiner, in two chunks whose labels
+/// differ; the digits asked for and the cfg weight each change the digits (so a sampler that
+/// ignored the labels, or the guidance, fails); an unconditional model asked for digits, a
+/// digit outside 0..9 or a bad weight is one line.
+#[test]
+fn conditional_loop_matches_reference() {
+    let gpu = common::gpu();
+    let m = Conditional::new(&gpu);
+    let digits = vec![3u32, 7];
+    let run = |guide: bool, refine: bool, classes: Option<Classes>, first: u64| {
+        let g = guide.then(|| Guide {
+            model: m.view(1),
+            weight: 2.0,
+            from_level: Some(400),
+        });
+        let refiners: Vec<_> = refine.then(|| (m.view(2), 200)).into_iter().collect();
+        let s = stochastic(10, 1.0, 1.0);
+        let sm = Sampler::conditional(&gpu, m.view(0), g, &refiners, classes, 3, s, 4).unwrap();
+        sm.run(&gpu, first).unwrap()
+    };
+    for (guide, refine, weight) in [
+        (false, false, 2.0),
+        (true, false, 1.5),
+        (false, true, 3.0),
+        (true, true, 1.0),
+    ] {
+        let classes = Classes {
+            digits: digits.clone(),
+            weight,
+        };
+        let what = format!("conditional loop, guide={guide}, refiner={refine}, cfg={weight}");
+        let g = guide.then(|| reference::RefGuide {
+            model: m.reference(1),
+            weight: 2.0,
+            from_level: Some(400),
+        });
+        let refiners: Vec<_> = refine.then(|| (m.reference(2), 200)).into_iter().collect();
+        let rc = reference::RefClasses {
+            digits: &digits,
+            weight,
+        };
+        let s = stochastic(10, 1.0, 1.0);
+        // Chunks 0..3 (labels 3 7 3) and 3..6 (labels 7 3 7).
+        for first in [0, 3] {
+            let got = run(guide, refine, Some(classes.clone()), first);
+            let want = reference::sample_conditional(
+                m.reference(0),
+                g,
+                &refiners,
+                Some(rc),
+                &s,
+                4,
+                first,
+                3,
+            );
+            assert_close(&format!("{what}, first {first}"), &got, &want, 1e-4, 1e-4);
+        }
+        let got = run(guide, refine, Some(classes.clone()), 0);
+        let moved = |other: &[f32]| {
+            got.iter()
+                .zip(other)
+                .filter(|(x, y)| (*x - *y).abs() > 1e-3)
+                .count()
+        };
+        let other_digit = Classes {
+            digits: vec![0],
+            ..classes.clone()
+        };
+        let n = moved(&run(guide, refine, Some(other_digit), 0));
+        assert!(
+            n > got.len() / 4,
+            "{what}: the digit asked for moved {n} pixels"
+        );
+        let plain = Classes {
+            weight: if weight == 1.0 { 2.0 } else { 1.0 },
+            ..classes.clone()
+        };
+        let n = moved(&run(guide, refine, Some(plain), 0));
+        assert!(n > got.len() / 4, "{what}: the cfg weight moved {n} pixels");
+    }
+    let (s, unconditional) = (stochastic(10, 1.0, 0.0), Preset::Tiny.model());
+    let layout = ParamLayout::new(&unconditional);
+    let p = GpuTensor::from_slice(&gpu, "p", &[layout.total], &layout.init(1)).unwrap();
+    let plain = SamplerModel {
+        cfg: &unconditional,
+        layout: &layout,
+        params: &p,
+    };
+    for (model, digits, weight, needle) in [
+        (plain, vec![3], 1.5, "class-conditional"),
+        (m.view(0), vec![10], 1.5, "digit 10"),
+        (m.view(0), vec![], 1.5, "no digit"),
+        (m.view(0), vec![1], 0.0, "cfg"),
+        (m.view(0), vec![1], f32::NAN, "cfg"),
+        (m.view(0), vec![1], f32::INFINITY, "cfg"),
+    ] {
+        let c = Classes { digits, weight };
+        let e = Sampler::conditional(&gpu, model, None, &[], Some(c.clone()), 3, s, 4)
+            .err()
+            .unwrap_or_else(|| panic!("{c:?} was accepted"));
+        assert!(e.to_string().contains(needle), "{c:?}: {e}");
+    }
+}
+
 #[test]
 fn seeds_are_deterministic_and_chunking_changes_nothing() {
     let gpu = common::gpu();
@@ -733,17 +912,46 @@ fn sampling_loop_reads_nothing_back() {
         let s = stochastic(20, 1.5, eta);
         let refiners: Vec<_> = refine.into_iter().collect();
         let sm = Sampler::guided(&gpu, model, guide, &refiners, 6, s, 1).unwrap();
-        let before = gpu.readbacks();
-        sm.submit(&gpu, 0).unwrap();
-        gpu.wait().unwrap();
-        assert_eq!(gpu.readbacks(), before, "the 20-step loop read data back");
-        sm.run(&gpu, 0).unwrap();
-        assert_eq!(
-            gpu.readbacks(),
-            before + 1,
-            "one readback for the finished digits"
-        );
+        assert_loop_reads_nothing_back(&gpu, &sm);
     }
+    // A class-conditional loop: classifier-free guided model and refiner, a guide.
+    let m = Conditional::new(&gpu);
+    let guide = Guide {
+        model: m.view(1),
+        weight: 2.0,
+        from_level: None,
+    };
+    let classes = Classes {
+        digits: vec![1, 4],
+        weight: 2.0,
+    };
+    let refiners = [(m.view(2), 200)];
+    let s = stochastic(20, 1.5, 1.0);
+    let sm = Sampler::conditional(
+        &gpu,
+        m.view(0),
+        Some(guide),
+        &refiners,
+        Some(classes),
+        6,
+        s,
+        1,
+    );
+    assert_loop_reads_nothing_back(&gpu, &sm.unwrap());
+}
+
+/// Submitting all steps of `sm` reads nothing back; fetching its digits is one readback.
+fn assert_loop_reads_nothing_back(gpu: &Gpu, sm: &Sampler) {
+    let before = gpu.readbacks();
+    sm.submit(gpu, 0).unwrap();
+    gpu.wait().unwrap();
+    assert_eq!(gpu.readbacks(), before, "the 20-step loop read data back");
+    sm.run(gpu, 0).unwrap();
+    assert_eq!(
+        gpu.readbacks(),
+        before + 1,
+        "one readback for the finished digits"
+    );
 }
 
 /// The automatic batch counts the feed-forward block's activations: a wide block gives a

@@ -442,3 +442,84 @@ fn sample_with_a_guide() {
     assert!(error_line(&o).contains("alpha"), "{}", error_line(&o));
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A class-conditional checkpoint (`train --classes`): `--per-digit` writes ten labelled
+/// rows and the labels file; `--digit` and `--digits` label every digit as asked (cycled);
+/// the digit asked for changes the digits; `--cfg` is reported and changes them too. Errors,
+/// one line and exit 2: a digit outside 0..9, `--cfg` not a positive finite number,
+/// `--per-digit 0`, and digits or `--cfg` asked of an unconditional checkpoint (also in
+/// `eval`, before it reads any data).
+#[test]
+fn sample_class_conditional_digits() {
+    let base = common::tmp("sample", "classes");
+    let ckpt = checkpoint(&base.join("run"), &["--classes"]);
+    let plain = checkpoint(&base.join("plain"), &[]);
+    let out = base.join("samples");
+    let few = ["--steps", "4", "--json"];
+    let run = |extra: &[&str]| {
+        let o = sample(&ckpt, &out, &[&few[..], extra].concat());
+        let v: serde_json::Value = serde_json::from_str(common::ok(&o).trim()).unwrap();
+        let labels = read_idx_file(out.join("labels-idx1-ubyte")).unwrap();
+        let digits = read_idx_file(out.join("samples-idx3-ubyte")).unwrap();
+        (v, labels.data, digits.data)
+    };
+    let (v, labels, digits) = run(&["--per-digit", "3"]);
+    assert_eq!(v["count"], 30);
+    let want: Vec<u8> = (0..10).flat_map(|d| [d; 3]).collect();
+    assert_eq!(labels, want);
+    assert_eq!(digits.len(), 30 * 784);
+    // Ten rows of three 58-pixel cells (zoom 2, 2-pixel gaps), a 15-pixel label column on
+    // the left.
+    let img = image::open(out.join("grid.png")).unwrap();
+    assert_eq!(
+        (img.width(), img.height()),
+        (15 + 3 * 58 + 2, 10 * (58 + 2))
+    );
+    assert_eq!(v["classes"]["weight"], 1.5, "the default cfg");
+
+    let (_, labels, sevens) = run(&["--digit", "7", "--count", "5"]);
+    assert_eq!(labels, vec![7; 5]);
+    let (_, labels, mixed) = run(&["--digits", "0,3", "--count", "5"]);
+    assert_eq!(labels, vec![0, 3, 0, 3, 0]);
+    assert_ne!(
+        sevens[..784],
+        mixed[..784],
+        "the digit asked for changed nothing"
+    );
+    // Without digits: 0..9 cycled.
+    let (v, labels, _) = run(&["--count", "12", "--cfg", "3"]);
+    assert_eq!(labels, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]);
+    assert_eq!(v["classes"]["weight"], 3.0);
+    let (_, _, zeros3) = run(&["--digit", "0", "--count", "5", "--cfg", "3"]);
+    assert_ne!(zeros3[..784], mixed[..784], "--cfg changed nothing");
+
+    let fails = |ckpt: &Path, args: &[&str], needle: &str| {
+        let o = sample(ckpt, &out, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let line = error_line(&o);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    };
+    fails(&ckpt, &["--digit", "10"], "digit 10");
+    fails(&ckpt, &["--digits", "1,12"], "digit 12");
+    for w in ["0", "-1", "nan", "inf"] {
+        fails(&ckpt, &["--cfg", w], "cfg");
+    }
+    fails(&ckpt, &["--per-digit", "0"], "per-digit");
+    fails(&plain, &["--digit", "3"], "class-conditional");
+    fails(&plain, &["--cfg", "2"], "class-conditional");
+    fails(&plain, &["--per-digit", "2"], "class-conditional");
+    let o = sample(&ckpt, &out, &["--digit", "-1"]);
+    assert_eq!(o.status.code(), Some(2), "--digit -1");
+    let o = sample(&ckpt, &out, &["--digit", "1", "--digits", "2"]);
+    assert_eq!(o.status.code(), Some(2), "--digit with --digits");
+    for (ckpt, args, needle) in [
+        (&plain, ["--digit", "3"], "class-conditional"),
+        (&ckpt, ["--digit", "11"], "digit 11"),
+        (&ckpt, ["--cfg", "0"], "cfg"),
+    ] {
+        let o = eval_without_data(&base, ckpt, &args);
+        assert_eq!(o.status.code(), Some(2), "eval {args:?}");
+        assert!(error_line(&o).contains(needle), "{}", error_line(&o));
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -37,6 +37,16 @@ pub struct EvalArgs {
     /// Digits to sample now (with --loss-by-level: test digits, default 256).
     #[arg(long, default_value_t = DEFAULT_COUNT)]
     pub count: u64,
+    /// The digits of a class-conditional model sampled now (default 0..9 cycled); the report
+    /// then says how often the classifier reads each as the digit asked for, and each digit's
+    /// FID.
+    #[command(flatten)]
+    pub digits: sample::DigitArgs,
+    /// With --samples: the digit each sample was asked to be, an IDX label file (`sample`
+    /// writes labels-idx1-ubyte beside the samples of a class-conditional model; that file is
+    /// read when this flag is not given).
+    #[arg(long, value_name = "PATH", requires = "samples")]
+    pub labels: Option<PathBuf>,
     #[command(flatten)]
     pub classifier: classifier::ClassifierArgs,
     /// Digits (samples, and test digits for the baseline) in the nearest-neighbour check.
@@ -86,19 +96,63 @@ fn read_samples(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(idx.data)
 }
 
-/// Samples `a.count` digits with `settings` (as bytes, the same rounding as `sample`), and
-/// the report of the models and settings used.
-fn sample_digits(
-    gpu: &Gpu,
-    a: &EvalArgs,
-    settings: &SampleSettings,
-) -> Result<(Vec<u8>, StackReport)> {
-    let (model, extras, schedule) = sample::load_stack(gpu, settings)?;
+/// Samples `a.count` digits with `settings` (as bytes, the same rounding as `sample`), the
+/// digit each was asked to be (class-conditional models), and the report of the models and
+/// settings used.
+fn sample_digits(gpu: &Gpu, a: &EvalArgs, settings: &SampleSettings) -> Result<Sampled> {
+    let asked = a.digits.asked();
+    let (model, extras, schedule) = sample::load_stack(gpu, settings, asked.as_deref())?;
     let batch = sample::auto_batch_for(gpu, &model.config.model, &extras.configs(), a.count);
     let sampler = sample::sampler_for(gpu, &model, &extras, batch, schedule, settings.seed)?;
-    let digits = sample::to_bytes(&sampler.generate(gpu, a.count)?);
+    let pixels = sample::to_bytes(&sampler.generate(gpu, a.count)?);
+    let labels = extras.classes.as_ref().map(|c| {
+        let l = c.labels(0, a.count as usize);
+        l.iter().map(|&d| d as u8).collect()
+    });
     let stack = StackReport::new(a.run.as_deref(), settings, &model, &extras, &sampler);
-    Ok((digits, stack))
+    Ok(Sampled {
+        pixels,
+        labels,
+        stack,
+    })
+}
+
+/// Digits sampled now: their pixels, the digit each was asked to be, the sampler's report.
+struct Sampled {
+    pixels: Vec<u8>,
+    labels: Option<Vec<u8>>,
+    stack: StackReport,
+}
+
+/// The labels of `samples` (`n` digits): `--labels`, else labels-idx1-ubyte beside them if
+/// that file exists; each checked to hold one label 0..9 per sample.
+fn read_labels(
+    samples: &std::path::Path,
+    flag: Option<&std::path::Path>,
+    n: usize,
+) -> Result<Option<(PathBuf, Vec<u8>)>> {
+    let path = match flag {
+        Some(p) => p.to_path_buf(),
+        None => match samples.parent().map(|d| d.join("labels-idx1-ubyte")) {
+            Some(p) if p.is_file() => p,
+            _ => return Ok(None),
+        },
+    };
+    let idx = data::idx::read_idx_file(&path)?;
+    if idx.dims != [n] {
+        return Err(Error::data(format!(
+            "{}: expected {n} labels (one per sample), found dimensions {:?}",
+            path.display(),
+            idx.dims
+        )));
+    }
+    if let Some(d) = idx.data.iter().find(|&&d| d > 9) {
+        return Err(Error::data(format!(
+            "{}: label {d} is not a digit 0..9",
+            path.display()
+        )));
+    }
+    Ok(Some((path, idx.data)))
 }
 
 /// The classifier's view of one set of digits: FID against the cached test statistics (with
@@ -217,6 +271,8 @@ pub struct EvalReport {
     pub nn_distance_test: f64,
     pub nn: NnInfo,
     pub sanity: Sanity,
+    /// For digits asked of a class-conditional model: agreement and FID per digit.
+    pub digits: Option<super::digits::DigitsReport>,
     pub classifier: ClassifierInfo,
     pub seconds: f64,
     pub adapter: String,
@@ -225,7 +281,7 @@ pub struct EvalReport {
 /// Where the digits come from: a file, or the settings to sample them with (checked before
 /// any data is loaded).
 enum Digits {
-    File(PathBuf, Vec<u8>),
+    File(PathBuf, Vec<u8>, Option<(PathBuf, Vec<u8>)>),
     Sample(SampleSettings),
 }
 
@@ -234,14 +290,16 @@ fn digits_source(a: &EvalArgs) -> Result<Digits> {
         return Err(Error::config("--nn-count must be at least 1"));
     }
     if let Some(p) = &a.samples {
-        return Ok(Digits::File(p.clone(), read_samples(p)?));
+        let pixels = read_samples(p)?;
+        let labels = read_labels(p, a.labels.as_deref(), pixels.len() / PIXELS as usize)?;
+        return Ok(Digits::File(p.clone(), pixels, labels));
     }
     if a.count == 0 {
         return Err(Error::config("--count must be at least 1"));
     }
     let settings = sample::resolve(a.run.as_deref(), &a.sampling)?;
     // Bad sampling settings (and a bad refiner or guide) fail here, before the data is loaded.
-    sample::check_stack(&settings)?;
+    sample::check_stack(&settings, a.digits.asked().as_deref())?;
     Ok(Digits::Sample(settings))
 }
 
@@ -253,18 +311,26 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<EvalReport> {
     let cached = a.classifier.read_cached()?;
     let mnist = data::load(a.data.as_deref())?;
     let (c, trained) = a.classifier.cached_or_train(gpu, cached, &mnist)?;
-    let (pixels, source, stack) = match source {
-        Digits::File(p, d) => (d, p.display().to_string(), None),
+    let (pixels, source, stack, labels) = match source {
+        Digits::File(p, d, l) => {
+            let l = l.map(|(path, l)| (path.display().to_string(), l));
+            (d, p.display().to_string(), None, l)
+        }
         Digits::Sample(settings) => {
-            let (d, stack) = sample_digits(gpu, a, &settings)?;
+            let s = sample_digits(gpu, a, &settings)?;
             let what = format!(
                 "{} ({} seed {})",
-                stack.model.checkpoint,
+                s.stack.model.checkpoint,
                 settings.describe(),
                 settings.seed
             );
-            (d, what, Some(stack))
+            let labels = s.labels.map(|l| ("the sampler".to_string(), l));
+            (s.pixels, what, Some(s.stack), labels)
         }
+    };
+    let digits = match labels {
+        Some((from, l)) => Some(super::digits::by_digit(&c, gpu, &mnist, &pixels, &l, from)?),
+        None => None,
     };
     let px = PIXELS as usize;
     let n = pixels.len() / px;
@@ -312,6 +378,7 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<EvalReport> {
             train_vs_test: train_row,
             noise: noise_row,
         },
+        digits,
         classifier: ClassifierInfo {
             path: a.classifier.path.display().to_string(),
             trained_now: trained,
@@ -359,6 +426,9 @@ pub fn report_text(r: &EvalReport) -> String {
         .map(|v| v.to_string())
         .collect();
     s += &format!("predicted labels 0-9: {}\n", h.join(" "));
+    if let Some(d) = &r.digits {
+        s += &d.text();
+    }
     s += &format!(
         "nearest training digit (mean distance, first {} of 60000 training digits searched): samples {:.4} (first {}), test digits {:.4} (first {})\n",
         r.nn.train_searched, r.nn_distance_samples, r.nn.samples, r.nn_distance_test, r.nn.test,

@@ -9,6 +9,7 @@
 
 pub mod classifier;
 pub mod command;
+pub mod digits;
 pub mod fid;
 pub mod levels;
 pub mod metrics;

@@ -38,14 +38,28 @@ pub fn sample_step(
 /// The noise that model `m` predicts for `images` [B, 784] at step k: its patches at
 /// conditioning a'^(n'-k), its forward pass, its output recomposed (overlaps averaged).
 pub fn predict_noise(m: RefModel<'_>, schedule: &Schedule, k: u32, images: &[f32]) -> Vec<f32> {
+    predict_noise_labelled(m, schedule, k, images, &[])
+}
+
+/// [`predict_noise`] of a class-conditional model with digit b labelled `labels[b]` (empty:
+/// "no label"; an unconditional model ignores them).
+pub fn predict_noise_labelled(
+    m: RefModel<'_>,
+    schedule: &Schedule,
+    k: u32,
+    images: &[f32],
+    labels: &[u32],
+) -> Vec<f32> {
+    let labels = if m.cfg.classes { labels } else { &[] };
     let g = &m.cfg.geometry;
     let b = images.len() / PIXELS as usize;
     let c = schedule.table()[k as usize];
     let t = g.tokens() as usize;
     let tokens = patches::patches_forward(g, images, &vec![c; b], t);
-    let out: Vec<f32> = model::forward::<f32>(m.cfg, m.layout, m.params, &tokens, b)
-        .output()
-        .to_vec();
+    let out: Vec<f32> =
+        model::forward_labelled::<f32>(m.cfg, m.layout, m.params, &tokens, labels, b)
+            .output()
+            .to_vec();
     patches::recompose(g, &out, t)
 }
 
@@ -162,6 +176,69 @@ pub fn sample_guided(
     first: u64,
     count: usize,
 ) -> Vec<f32> {
+    sample_conditional(
+        model, guide_by, refiners, None, schedule, seed, first, count,
+    )
+}
+
+/// Class-conditional sampling: digit i is asked to be `digits[i % len]`, and the calls of
+/// conditional models get classifier-free guidance of weight `weight`.
+#[derive(Clone, Copy)]
+pub struct RefClasses<'a> {
+    pub digits: &'a [u32],
+    pub weight: f32,
+}
+
+/// A (possibly conditional) model's noise estimate for digits labelled `labels`: with
+/// classifier-free guidance of weight `cfg` (not 1) N_uncond + cfg (N_cond - N_uncond), the
+/// unconditional call labelling every digit "no label". Unconditional models ignore both.
+pub fn predict_guided_by_class(
+    m: RefModel<'_>,
+    schedule: &Schedule,
+    k: u32,
+    images: &[f32],
+    labels: &[u32],
+    cfg: Option<f32>,
+) -> Vec<f32> {
+    let cond = predict_noise_labelled(m, schedule, k, images, labels);
+    match cfg.filter(|w| m.cfg.classes && *w != 1.0) {
+        Some(w) => {
+            let none = vec![crate::config::NO_LABEL; labels.len()];
+            guide(
+                &cond,
+                &predict_noise_labelled(m, schedule, k, images, &none),
+                w,
+            )
+        }
+        None => cond,
+    }
+}
+
+/// The whole loop as [`sample_guided`], class-conditional with `classes`: each model call
+/// gets the digits' labels; the model's and each refiner's call are classifier-free guided;
+/// the guide's call is conditional but not guided, and autoguidance then combines it with the
+/// model's guided estimate: N = N_guide + W_g (N_uncond + W_c (N_cond - N_uncond) - N_guide).
+#[allow(clippy::too_many_arguments)]
+pub fn sample_conditional(
+    model: RefModel<'_>,
+    guide_by: Option<RefGuide<'_>>,
+    refiners: &[(RefModel<'_>, u32)],
+    classes: Option<RefClasses<'_>>,
+    schedule: &Schedule,
+    seed: u64,
+    first: u64,
+    count: usize,
+) -> Vec<f32> {
+    let labels: Vec<u32> = match classes {
+        Some(c) => (0..count as u64)
+            .map(|i| c.digits[((first + i) % c.digits.len() as u64) as usize])
+            .collect(),
+        None => vec![],
+    };
+    let w = classes.map(|c| c.weight);
+    let predict = |m: RefModel<'_>, a: &[f32], k: u32, cfg: Option<f32>| {
+        predict_guided_by_class(m, schedule, k, a, &labels, cfg)
+    };
     let mut a = initial_noise(seed, first, count);
     for k in 0..schedule.steps {
         let refiner = refiners
@@ -174,11 +251,11 @@ pub fn sample_guided(
                 .map_or(0, |l| schedule.first_step_at_or_below(l))
         });
         let nhat = match (refiner, guided) {
-            (Some((r, _)), _) => predict_noise(*r, schedule, k, &a),
-            (None, None) => predict_noise(model, schedule, k, &a),
+            (Some((r, _)), _) => predict(*r, &a, k, w),
+            (None, None) => predict(model, &a, k, w),
             (None, Some(g)) => guide(
-                &predict_noise(model, schedule, k, &a),
-                &predict_noise(g.model, schedule, k, &a),
+                &predict(model, &a, k, w),
+                &predict(g.model, &a, k, None),
                 g.weight,
             ),
         };

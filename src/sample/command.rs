@@ -1,7 +1,8 @@
 //! The `sample` command and what `eval` shares with it: the settings of a run folder or of
 //! the flags, loading the checkpoints, choosing the batch, writing the digits, the report.
 
-use super::{to_bytes, Guide, Sampler, SamplerModel, Schedule};
+use super::digits::{classes_for, labelled_rows, rows_of_each, DigitArgs};
+use super::{to_bytes, Classes, Guide, Sampler, SamplerModel, Schedule};
 use crate::checkpoint::{read_run_config, RunConfig};
 use crate::config::{ModelConfig, PIXELS};
 use crate::error::{Error, Result};
@@ -33,10 +34,12 @@ pub fn resolve(run: Option<&Path>, flags: &SampleFlags) -> Result<SampleSettings
 }
 
 /// The models a sampler calls beside the main one: the guide (with its weight and
-/// guide-from) and the refiners (each with its level).
+/// guide-from) and the refiners (each with its level); and the digits asked of a
+/// class-conditional model.
 pub struct Extras {
     pub guide: Option<LoadedGuide>,
     pub refiners: Vec<(LoadedModel, u32)>,
+    pub classes: Option<Classes>,
 }
 
 /// The guide loaded, with its weight and guide-from (checked by the sampler).
@@ -56,16 +59,21 @@ impl Extras {
     }
 }
 
-/// The main model's run and the loop's schedule, after every check that needs no weights:
-/// the settings, and each guide and refiner readable with the main model's alpha and n_max
-/// (they share one schedule). `eval` calls it before it loads any data.
-pub fn check_stack(s: &SampleSettings) -> Result<(RunConfig, Schedule)> {
+/// The main model's run, the loop's schedule and the digits asked of it (`digits`, for a
+/// class-conditional model), after every check that needs no weights: the settings, the
+/// digits, and each guide and refiner readable with the main model's alpha and n_max (they
+/// share one schedule). `eval` calls it before it loads any data.
+pub fn check_stack(
+    s: &SampleSettings,
+    digits: Option<&[u32]>,
+) -> Result<(RunConfig, Schedule, Option<Classes>)> {
     let main = s
         .checkpoint
         .as_ref()
         .expect("resolve() requires a checkpoint");
     let run = read_run_config(main)?;
     let schedule = s.schedule(run.alpha, run.n_max)?;
+    let classes = classes_for(&run.model, s, digits)?;
     let refiners = s.refiner.iter().map(|r| (&r.checkpoint, "refiner"));
     for (path, what) in refiners.chain(s.guide.iter().map(|p| (p, "guide"))) {
         let r = read_run_config(path)?;
@@ -80,12 +88,16 @@ pub fn check_stack(s: &SampleSettings) -> Result<(RunConfig, Schedule)> {
             )));
         }
     }
-    Ok((run, schedule))
+    Ok((run, schedule, classes))
 }
 
 /// Every model of `s` on the GPU, and the schedule ([`check_stack`] first).
-pub fn load_stack(gpu: &Gpu, s: &SampleSettings) -> Result<(LoadedModel, Extras, Schedule)> {
-    let (_, schedule) = check_stack(s)?;
+pub fn load_stack(
+    gpu: &Gpu,
+    s: &SampleSettings,
+    digits: Option<&[u32]>,
+) -> Result<(LoadedModel, Extras, Schedule)> {
+    let (_, schedule, classes) = check_stack(s, digits)?;
     let main = s.checkpoint.as_ref().expect("checked");
     let model = load_model(gpu, main, s.weights)?;
     let guide = match (&s.guide, s.guidance) {
@@ -101,10 +113,15 @@ pub fn load_stack(gpu: &Gpu, s: &SampleSettings) -> Result<(LoadedModel, Extras,
         .iter()
         .map(|r| Ok((load_model(gpu, &r.checkpoint, s.weights)?, r.from_level)))
         .collect::<Result<_>>()?;
-    Ok((model, Extras { guide, refiners }, schedule))
+    let extras = Extras {
+        guide,
+        refiners,
+        classes,
+    };
+    Ok((model, extras, schedule))
 }
 
-/// A sampler for `model` (with its guide and refiners) of `batch` digits.
+/// A sampler for `model` (with its guide, refiners and classes) of `batch` digits.
 pub fn sampler_for(
     gpu: &Gpu,
     model: &LoadedModel,
@@ -123,7 +140,9 @@ pub fn sampler_for(
         weight: g.weight,
         from_level: g.from_level,
     });
-    Sampler::guided(gpu, model.view(), guide, &views, batch, schedule, seed)
+    let classes = extras.classes.clone();
+    let m = model.view();
+    Sampler::conditional(gpu, m, guide, &views, classes, batch, schedule, seed)
 }
 
 /// Flags of `sample`.
@@ -140,6 +159,13 @@ pub struct SampleArgs {
     /// Digits to make.
     #[arg(long, default_value_t = 10_000)]
     pub count: u64,
+    /// The digits of a class-conditional model.
+    #[command(flatten)]
+    pub digits: DigitArgs,
+    /// N of each digit 0..9 from a class-conditional model (10 N digits): grid.png is ten
+    /// labelled rows of N, one row per digit.
+    #[arg(long, value_name = "N", conflicts_with_all = ["digit", "digits", "count", "grid"])]
+    pub per_digit: Option<usize>,
     /// Output folder: samples-idx3-ubyte, grid.png (and trajectory/figures).
     #[arg(long, default_value = "runs/samples")]
     pub out: PathBuf,
@@ -161,6 +187,16 @@ pub struct SampleArgs {
 }
 
 impl SampleArgs {
+    /// The digits asked for and how many: --per-digit's rows, else --digit or --digits over
+    /// --count.
+    fn asked(&self) -> Result<(Option<Vec<u32>>, u64)> {
+        match self.per_digit {
+            Some(0) => Err(Error::config("--per-digit must be at least 1")),
+            Some(n) => Ok((Some(rows_of_each(n)), 10 * n as u64)),
+            None => Ok((self.digits.asked(), self.count)),
+        }
+    }
+
     /// The run folder to read: --run, else the default one unless --checkpoint is given.
     fn run_dir(&self) -> Option<PathBuf> {
         match (&self.run, &self.sampling.checkpoint) {
@@ -308,6 +344,8 @@ pub struct StackReport {
     pub model: ModelReport,
     pub guide: Option<GuideReport>,
     pub refiners: Vec<RefinerReport>,
+    /// The digits asked of a class-conditional model and the cfg weight.
+    pub classes: Option<Classes>,
 }
 
 impl StackReport {
@@ -340,6 +378,7 @@ impl StackReport {
             model: ModelReport::of(model),
             guide,
             refiners,
+            classes: extras.classes.clone(),
         }
     }
 
@@ -367,8 +406,34 @@ impl StackReport {
                 r.model.checkpoint, r.model.model, r.refine_from, r.from_step
             );
         }
+        if let Some(c) = &self.classes {
+            t += &format!(
+                "digits {} (cycled), classifier-free guidance {}\n",
+                digit_list(&c.digits),
+                c.weight
+            );
+        }
         t + &format!("settings: {}\n", self.settings.describe())
     }
+}
+
+/// "0,1,2" (runs of one digit, as --per-digit's, written "0x8,1x8").
+fn digit_list(digits: &[u32]) -> String {
+    let mut runs: Vec<(u32, usize)> = Vec::new();
+    for &d in digits {
+        match runs.last_mut() {
+            Some((last, n)) if *last == d => *n += 1,
+            _ => runs.push((d, 1)),
+        }
+    }
+    let text: Vec<String> = runs
+        .iter()
+        .map(|&(d, n)| match n {
+            1 => d.to_string(),
+            _ => format!("{d}x{n}"),
+        })
+        .collect();
+    text.join(",")
 }
 
 impl ModelReport {
@@ -411,7 +476,8 @@ impl SampleReport {
 
 /// `wgpu-diffusion sample`.
 pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
-    if a.count == 0 {
+    let (asked, count) = a.asked()?;
+    if count == 0 {
         return Err(Error::config("--count must be at least 1"));
     }
     if a.grid == 0 || a.grid > 100 {
@@ -422,18 +488,18 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
     }
     let run = a.run_dir();
     let settings = resolve(run.as_deref(), &a.sampling)?;
-    let (model, extras, schedule) = load_stack(gpu, &settings)?;
+    let (model, extras, schedule) = load_stack(gpu, &settings, asked.as_deref())?;
     let batch = match a.batch {
         Some(0) => return Err(Error::config("--batch must be at least 1")),
-        Some(b) => b.min(a.count as usize),
-        None => auto_batch_for(gpu, &model.config.model, &extras.configs(), a.count),
+        Some(b) => b.min(count as usize),
+        None => auto_batch_for(gpu, &model.config.model, &extras.configs(), count),
     };
     let sampler = sampler_for(gpu, &model, &extras, batch, schedule, settings.seed)?;
     let start = std::time::Instant::now();
-    let digits = sampler.generate(gpu, a.count)?;
+    let digits = sampler.generate(gpu, count)?;
     let secs = start.elapsed().as_secs_f64();
-    let rate = a.count as f64 / secs.max(1e-9);
-    let mut files = write_digits(a, &digits)?;
+    let rate = count as f64 / secs.max(1e-9);
+    let mut files = write_digits(a, &digits, extras.classes.as_ref())?;
     if a.trajectory {
         let traj = sampler.trajectory(gpu)?;
         files.extend(crate::figures::write_trajectory(
@@ -454,7 +520,7 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
     }
     Ok(SampleReport {
         stack: StackReport::new(run.as_deref(), &settings, &model, &extras, &sampler),
-        count: a.count,
+        count,
         batch,
         seconds: secs,
         digits_per_s: rate,
@@ -464,27 +530,35 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
     })
 }
 
-/// OUT/samples-idx3-ubyte (every digit) and OUT/grid.png (the first ones).
-fn write_digits(a: &SampleArgs, digits: &[f32]) -> Result<Vec<String>> {
+/// OUT/samples-idx3-ubyte (every digit), OUT/grid.png (the first ones, or --per-digit's
+/// labelled rows) and, for a class-conditional model, OUT/labels-idx1-ubyte (the digit each
+/// was asked to be).
+fn write_digits(a: &SampleArgs, digits: &[f32], classes: Option<&Classes>) -> Result<Vec<String>> {
     let px = PIXELS as usize;
+    let count = digits.len() / px;
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Error::io(format!("cannot create {}: {e}", a.out.display())))?;
     let idx_path = a.out.join("samples-idx3-ubyte");
-    crate::data::idx::write_idx_images(&idx_path, a.count as usize, 28, 28, &to_bytes(digits))?;
-    let n_grid = (a.grid * a.grid).min(a.count as usize);
-    let (w, h, grey) = crate::figures::grid(
-        &digits[..n_grid * px],
-        a.grid,
-        2,
-        2,
-        crate::figures::Scale::Data,
-    );
+    crate::data::idx::write_idx_images(&idx_path, count, 28, 28, &to_bytes(digits))?;
+    let mut files = vec![idx_path.display().to_string()];
+    if let Some(c) = classes {
+        let labels: Vec<u8> = c.labels(0, count).iter().map(|&d| d as u8).collect();
+        let path = a.out.join("labels-idx1-ubyte");
+        crate::data::idx::write_idx_labels(&path, &labels)?;
+        files.push(path.display().to_string());
+    }
+    let (w, h, grey) = match a.per_digit {
+        Some(per) => labelled_rows(digits, per, 2),
+        None => {
+            let n_grid = (a.grid * a.grid).min(count);
+            let data = crate::figures::Scale::Data;
+            crate::figures::grid(&digits[..n_grid * px], a.grid, 2, 2, data)
+        }
+    };
     let grid = a.out.join("grid.png");
     crate::figures::write_png(&grid, w, h, &grey)?;
-    Ok(vec![
-        idx_path.display().to_string(),
-        grid.display().to_string(),
-    ])
+    files.push(grid.display().to_string());
+    Ok(files)
 }
 
 /// The seed's four grids, each labelled "n'=STEPS s=SCALE", side by side in one PNG (and each

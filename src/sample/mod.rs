@@ -59,12 +59,44 @@ pub struct Guide<'a> {
     pub from_level: Option<u32>,
 }
 
+/// Class-conditional sampling (`sample --digit`, `--digits`, `--per-digit`, `--cfg`): digit
+/// i of a run is asked to be `digits[i % digits.len()]` (labels 0..9), and each call of a
+/// conditional model (the model's, each refiner's) uses classifier-free guidance
+/// N_uncond + weight (N_cond - N_uncond), the unconditional call labelling every digit "no
+/// label" (weight 1: the conditional call alone). The guide's call is conditional and not
+/// guided; autoguidance then combines it with the model's guided estimate,
+/// N = N_guide + W (N_uncond + weight (N_cond - N_uncond) - N_guide).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Classes {
+    pub digits: Vec<u32>,
+    pub weight: f32,
+}
+
+impl Classes {
+    /// The labels of digits `first..first + batch`.
+    pub fn labels(&self, first: u64, batch: usize) -> Vec<u32> {
+        let n = self.digits.len() as u64;
+        (0..batch as u64)
+            .map(|i| self.digits[((first + i) % n) as usize])
+            .collect()
+    }
+}
+
+/// Classifier-free guidance's part of a conditional model's call: the forward pass again with
+/// "no label", recomposed into N_uncond, and the combination into the call's output.
+struct Unconditional {
+    recompose: Dispatch,
+    combine: Dispatch,
+}
+
 /// One model call of the loop: the patches of the image into the model's tokens, its
-/// forward pass, its output recomposed (into N_hat, or the guide's N_guide).
+/// forward pass, its output recomposed (into N_hat, or the guide's N_guide), and with
+/// classifier-free guidance the unconditional pass and the combination.
 struct Call {
     net: Network,
     patches: Dispatch,
     recompose: Dispatch,
+    unconditional: Option<Unconditional>,
 }
 
 impl Call {
@@ -72,6 +104,11 @@ impl Call {
         self.patches.record(pass);
         self.net.record_forward(pass);
         self.recompose.record(pass);
+        if let Some(u) = &self.unconditional {
+            self.net.record_forward_unconditional(pass);
+            u.recompose.record(pass);
+            u.combine.record(pass);
+        }
     }
 }
 
@@ -107,6 +144,9 @@ pub struct Sampler {
     post: Vec<Dispatch>,
     /// The final digit 0 into the trajectory.
     last_snapshot: Dispatch,
+    /// Class-conditional sampling: the digits asked for, and every conditional call's labels
+    /// buffer (written once per chunk).
+    classes: Option<(Classes, Vec<GpuTensor>)>,
     _keep: Vec<GpuTensor>,
 }
 
@@ -133,10 +173,11 @@ fn check(
 
 /// The loop's own buffers, made once per sampler: the digits being denoised, N_hat, the
 /// conditioning, the GPU's step counter, the per-step table, the trajectory of digit 0, and
-/// the loop's uniform.
+/// the loop's uniform; with classifier-free guidance N_uncond and the uniform of its weight.
 struct LoopBuffers {
     image: GpuTensor,
     nhat: GpuTensor,
+    cfg: Option<(GpuTensor, wgpu::Buffer)>,
     cond: GpuTensor,
     state: GpuTensor,
     table: GpuTensor,
@@ -145,7 +186,13 @@ struct LoopBuffers {
 }
 
 impl LoopBuffers {
-    fn new(gpu: &Gpu, batch: usize, schedule: &Schedule, guidance: f32) -> Result<LoopBuffers> {
+    fn new(
+        gpu: &Gpu,
+        batch: usize,
+        schedule: &Schedule,
+        guidance: f32,
+        cfg: Option<f32>,
+    ) -> Result<LoopBuffers> {
         let px = PIXELS as usize;
         let steps = schedule.steps as usize;
         let table = schedule.step_table().concat();
@@ -157,9 +204,23 @@ impl LoopBuffers {
             guidance,
             _pad: [0; 3],
         };
+        let cfg = match cfg.filter(|w| *w != 1.0) {
+            Some(w) => Some((
+                GpuTensor::zeros(gpu, "sample-nhat-uncond", &[batch, px])?,
+                gpu.uniform(
+                    "sample-cfg-params",
+                    &Params {
+                        guidance: w,
+                        ..params
+                    },
+                ),
+            )),
+            None => None,
+        };
         Ok(LoopBuffers {
             image: GpuTensor::zeros(gpu, "sample-image", &[batch, px])?,
             nhat: GpuTensor::zeros(gpu, "sample-nhat", &[batch, px])?,
+            cfg,
             cond: GpuTensor::zeros(gpu, "sample-cond", &[batch])?,
             state: GpuTensor::zeros(gpu, "sample-state", &[1])?,
             table: GpuTensor::from_slice(gpu, "sample-table", &[steps, 4], &table)?,
@@ -228,16 +289,43 @@ impl Builder<'_> {
         )
     }
 
-    /// A call of model `m` whose output is recomposed into `out`.
-    fn call(&self, m: SamplerModel<'_>, out: &GpuTensor) -> Result<Call> {
+    /// A call of model `m` whose output is recomposed into `out`; with `guided` and a
+    /// conditional model, classifier-free guided (when the sampler has a weight).
+    fn call(&self, m: SamplerModel<'_>, out: &GpuTensor, guided: bool) -> Result<Call> {
         let (gpu, b, batch) = (self.gpu, self.bufs, self.batch);
         let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
         let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
+        let unconditional = match &b.cfg {
+            Some((nhat_u, params)) if guided && m.cfg.classes => Some(Unconditional {
+                recompose: patches::recompose(gpu, g, batch, t, &net.output, nhat_u)?,
+                combine: self.combine(params, out, nhat_u)?,
+            }),
+            _ => None,
+        };
         Ok(Call {
             patches: patches::patches_forward(gpu, g, batch, t, &b.image, &b.cond, &net.tokens)?,
             recompose: patches::recompose(gpu, g, batch, t, &net.output, out)?,
+            unconditional,
             net,
         })
+    }
+
+    /// `sample_guide` with the weight in `params`: nhat = other + W (nhat - other).
+    fn combine(
+        &self,
+        params: &wgpu::Buffer,
+        nhat: &GpuTensor,
+        other: &GpuTensor,
+    ) -> Result<Dispatch> {
+        self.gpu.dispatch(
+            &self.kernel("sample_guide")?,
+            &[
+                (0, params.as_entire_binding()),
+                (10, nhat.bind()),
+                (11, other.bind()),
+            ],
+            self.pixel_groups()?,
+        )
     }
 
     /// The guide's call into its own N_guide (kept alive in `keep`), then the combination.
@@ -247,16 +335,8 @@ impl Builder<'_> {
         let from_level = g.from_level;
         let call = GuideCall {
             from: from_level.map_or(0, |l| self.schedule.first_step_at_or_below(l)),
-            call: self.call(g.model, &nhat_guide)?,
-            combine: self.gpu.dispatch(
-                &self.kernel("sample_guide")?,
-                &[
-                    (0, self.uniform()),
-                    (10, self.bufs.nhat.bind()),
-                    (11, nhat_guide.bind()),
-                ],
-                self.pixel_groups()?,
-            )?,
+            call: self.call(g.model, &nhat_guide, false)?,
+            combine: self.combine(&self.bufs.params, &self.bufs.nhat, &nhat_guide)?,
         };
         keep.push(nhat_guide);
         Ok(call)
@@ -273,13 +353,13 @@ impl Builder<'_> {
     ) -> Result<Vec<Stage>> {
         let mut stages = vec![Stage {
             from: 0,
-            call: self.call(model, &self.bufs.nhat)?,
+            call: self.call(model, &self.bufs.nhat, true)?,
             guide: guide.map(|g| self.guide_call(g, keep)).transpose()?,
         }];
         for (m, level) in refiners {
             stages.push(Stage {
                 from: self.schedule.first_step_at_or_below(*level),
-                call: self.call(*m, &self.bufs.nhat)?,
+                call: self.call(*m, &self.bufs.nhat, true)?,
                 guide: None,
             });
         }
@@ -346,12 +426,7 @@ impl Sampler {
         Self::guided(gpu, model, None, refiners, batch, schedule, seed)
     }
 
-    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`, for
-    /// each `(refiner, level)` of `refiners` (levels decreasing: a later refiner takes over
-    /// from an earlier one). `--refiner CKPT@LEVEL`, repeatable: models trained
-    /// on the lower levels only, as eDiff-I's expert denoisers. All see the same image,
-    /// conditioning and schedule. With `guide`, the model's own steps (not the refiners')
-    /// are guided ([`Guide`]).
+    /// [`Self::conditional`] without classes.
     pub fn guided(
         gpu: &Gpu,
         model: SamplerModel<'_>,
@@ -361,8 +436,34 @@ impl Sampler {
         schedule: Schedule,
         seed: u64,
     ) -> Result<Sampler> {
+        Self::conditional(gpu, model, guide, refiners, None, batch, schedule, seed)
+    }
+
+    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`, for
+    /// each `(refiner, level)` of `refiners` (levels decreasing: a later refiner takes over
+    /// from an earlier one). `--refiner CKPT@LEVEL`, repeatable: models trained
+    /// on the lower levels only, as eDiff-I's expert denoisers. All see the same image,
+    /// conditioning and schedule. With `guide`, the model's own steps (not the refiners')
+    /// are guided ([`Guide`]). With `classes`, the digits asked for and classifier-free
+    /// guidance ([`Classes`]); the main model must be class-conditional.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conditional(
+        gpu: &Gpu,
+        model: SamplerModel<'_>,
+        guide: Option<Guide<'_>>,
+        refiners: &[(SamplerModel<'_>, u32)],
+        classes: Option<Classes>,
+        batch: usize,
+        schedule: Schedule,
+        seed: u64,
+    ) -> Result<Sampler> {
         check(&schedule, guide.as_ref(), refiners, batch)?;
-        let bufs = LoopBuffers::new(gpu, batch, &schedule, guide.map_or(1.0, |g| g.weight))?;
+        if let Some(c) = &classes {
+            check_classes(model.cfg, c)?;
+        }
+        let w = guide.map_or(1.0, |g| g.weight);
+        let cfg = classes.as_ref().map(|c| c.weight);
+        let bufs = LoopBuffers::new(gpu, batch, &schedule, w, cfg)?;
         let build = Builder {
             gpu,
             bufs: &bufs,
@@ -392,7 +493,9 @@ impl Sampler {
             None => None,
         };
         let init = FillNormal::new(gpu, seed, streams::SAMPLE_INIT, &bufs.image)?;
+        let classes = classes.map(|c| (c, labels_of(&stages)));
         Ok(Sampler {
+            classes,
             batch,
             schedule,
             stages,
@@ -421,6 +524,12 @@ impl Sampler {
             f.set_step_offset(gpu, 0, offset as u32);
         }
         self.bufs.state.write(gpu, &[0u32]);
+        if let Some((c, buffers)) = &self.classes {
+            let labels = c.labels(first, self.batch);
+            for b in buffers {
+                b.write(gpu, &labels);
+            }
+        }
         let mut enc = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -523,6 +632,26 @@ impl Sampler {
     }
 }
 
+/// Every conditional network's labels buffer among the stages' calls (guides included).
+fn labels_of(stages: &[Stage]) -> Vec<GpuTensor> {
+    let calls = stages
+        .iter()
+        .flat_map(|s| std::iter::once(&s.call).chain(s.guide.as_ref().map(|g| &g.call)));
+    calls.filter_map(|c| c.net.labels.clone()).collect()
+}
+
+/// The digits asked of a class-conditional model: 0..9, at least one, a positive finite
+/// guidance weight, and a model that knows labels.
+pub fn check_classes(model: &ModelConfig, c: &Classes) -> Result<()> {
+    if !model.classes {
+        return Err(Error::config(
+            "--digit, --digits, --per-digit and --cfg need a class-conditional model (train --classes)",
+        ));
+    }
+    settings::check_digits(&c.digits)?;
+    settings::check_cfg(c.weight as f64)
+}
+
 /// The sampler's digits as IDX bytes: pixel = clamp(round((x + 0.5) * 256), 0, 255).
 pub fn to_bytes(images: &[f32]) -> Vec<u8> {
     images
@@ -532,4 +661,6 @@ pub fn to_bytes(images: &[f32]) -> Vec<u8> {
 }
 
 mod command;
+mod digits;
 pub use command::*;
+pub use digits::*;

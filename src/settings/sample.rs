@@ -103,6 +103,12 @@ crate::settings::options! {
         /// of the model).
         #[arg(value_name = "LEVEL")]
         guide_from: opt u32,
+        /// Classifier-free guidance weight W of a class-conditional model: each step uses
+        /// N_uncond + W (N_cond - N_uncond), N_uncond the model told "no label" (1: the
+        /// conditional model alone). With --guide, autoguidance is applied to this estimate.
+        /// Default for a class-conditional model: 1.5.
+        #[arg(value_name = "W", allow_negative_numbers = true)]
+        cfg: opt f64,
         /// PATH@LEVEL: a model called instead of the main one at the steps whose level is at
         /// most LEVEL (an expert for the low levels, e.g. trained with a small level-max).
         /// Repeat it to chain experts, levels decreasing: `--refiner MID@100 --refiner LOW@20`
@@ -144,6 +150,9 @@ impl SampleSettings {
             _ => {}
         }
         check_guide_from(self.guide_from)?;
+        if let Some(w) = self.cfg {
+            check_cfg(w)?;
+        }
         let levels: Vec<u32> = self.refiner.iter().map(|r| r.from_level).collect();
         check_refine_from(&levels)?;
         let s = Schedule {
@@ -183,6 +192,9 @@ impl SampleSettings {
         for r in &self.refiner {
             d += &format!(" refiner {} from {}", r.checkpoint.display(), r.from_level);
         }
+        if let Some(w) = self.cfg {
+            d += &format!(" cfg={w}");
+        }
         d
     }
 
@@ -210,6 +222,33 @@ pub fn check_guidance(weight: f64) -> Result<()> {
     if !(weight.is_finite() && weight > 0.0) {
         return Err(Error::config(format!(
             "guidance must be a positive number (1: no guidance), got {weight}"
+        )));
+    }
+    Ok(())
+}
+
+/// The digits asked for: at least one, each in 0..=9.
+pub fn check_digits(digits: &[u32]) -> Result<()> {
+    if digits.is_empty() {
+        return Err(Error::config(
+            "no digit asked for: give at least one of 0..9",
+        ));
+    }
+    if let Some(d) = digits.iter().find(|&&d| d >= crate::config::CLASSES) {
+        return Err(Error::config(format!("digit {d} is not one of 0..9")));
+    }
+    Ok(())
+}
+
+/// The classifier-free guidance weight of a class-conditional model when none is given
+/// (docs/experiments/16-class-conditional.md).
+pub const DEFAULT_CFG: f64 = 1.5;
+
+/// Classifier-free guidance's weight: a positive finite number (1: conditional alone).
+pub fn check_cfg(weight: f64) -> Result<()> {
+    if !(weight.is_finite() && weight > 0.0) {
+        return Err(Error::config(format!(
+            "cfg must be a positive finite number (1: the conditional model alone), got {weight}"
         )));
     }
     Ok(())

@@ -226,7 +226,11 @@ impl std::fmt::Display for ModelConfig {
             write!(f, ", loss weight <= {}", self.loss_weight_max)?;
         }
         let g = &self.geometry;
-        write!(f, ", patch {} overlap {}", g.patch, g.overlap)
+        write!(f, ", patch {} overlap {}", g.patch, g.overlap)?;
+        if self.classes {
+            write!(f, ", class-conditional")?;
+        }
+        Ok(())
     }
 }
 
@@ -308,5 +312,22 @@ mod tests {
         assert_eq!(serde_json::from_value::<ModelConfig>(json).unwrap(), t);
         let round: ModelConfig = serde_json::from_value(serde_json::to_value(m).unwrap()).unwrap();
         assert_eq!(round, m);
+    }
+
+    #[test]
+    fn classes_count_their_table_and_old_configs_read_as_unconditional() {
+        let t = crate::settings::recipe::Preset::Tiny.model();
+        assert!(!t.classes);
+        let c = ModelConfig { classes: true, ..t };
+        // The label table [11, D]: 10 digits and "no label".
+        let d = t.geometry.dim() as u64;
+        assert_eq!(c.parameter_count() - t.parameter_count(), 11 * d);
+        assert!(c.to_string().ends_with(", class-conditional"), "{c}");
+        // A configuration written before --classes existed.
+        let mut json = serde_json::to_value(t).unwrap();
+        json.as_object_mut().unwrap().remove("classes");
+        assert_eq!(serde_json::from_value::<ModelConfig>(json).unwrap(), t);
+        let round: ModelConfig = serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap();
+        assert_eq!(round, c);
     }
 }

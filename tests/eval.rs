@@ -133,8 +133,14 @@ fn classifier_trains_and_eval_reports_real_digits_as_good() {
         assert!(f(&a["agreement"]) >= 0.8, "{a}");
         assert!(f(&a["fid"]) < f(&b["fid"]), "digit {d}: {a} vs shifted {b}");
     }
+    // Without labels: grouped by the classifier's reading, no agreement.
     std::fs::remove_file(dir.join("labels-idx1-ubyte")).unwrap();
-    assert!(labelled(None).is_null(), "digits judged without labels");
+    let read = labelled(None);
+    assert!(read["agreement"].is_null(), "{read}");
+    assert_eq!(rows(&read).len(), 10);
+    for r in rows(&read) {
+        assert!(r["agreement"].is_null() && f(&r["fid"]) >= 0.0, "{r}");
+    }
 
     // Text form, and a corrupt classifier file: one error line, exit 2.
     let text = common::ok(

@@ -16,7 +16,13 @@ fn load(name: &str, text: &str, cli: &TrainFlags) -> Result<Recipe, String> {
     Recipe::load(&Source::File(path), cli).map_err(|e| e.to_string())
 }
 
-const PRESETS: [Preset; 4] = [Preset::Seed, Preset::Notebook, Preset::Tiny, Preset::Fast];
+const PRESETS: [Preset; 5] = [
+    Preset::Seed,
+    Preset::Notebook,
+    Preset::Tiny,
+    Preset::Fast,
+    Preset::Digits,
+];
 
 #[test]
 fn every_preset_loads_and_round_trips() {

@@ -658,17 +658,24 @@ fn conditional_loop_matches_reference() {
         let sm = Sampler::conditional(&gpu, m.view(0), g, &refiners, classes, 3, s, 4).unwrap();
         sm.run(&gpu, first).unwrap()
     };
-    for (guide, refine, weight) in [
-        (false, false, 2.0),
-        (true, false, 1.5),
-        (false, true, 3.0),
-        (true, true, 1.0),
+    // 10 steps of 500 (levels 500, 450, .., 50): --cfg-min-level 100 guides the first 9
+    // steps, 150 the first 8; the refiner takes the steps from level 200 (the last four).
+    // (With eta 1 the steps at the highest levels barely change the digits.)
+    for (guide, refine, weight, min_level) in [
+        (false, false, 2.0, 0),
+        (true, false, 1.5, 100),
+        (false, true, 3.0, 0),
+        (true, true, 1.0, 0),
+        (true, true, 2.0, 150),
     ] {
         let classes = Classes {
             digits: digits.clone(),
             weight,
+            min_level,
         };
-        let what = format!("conditional loop, guide={guide}, refiner={refine}, cfg={weight}");
+        let what = format!(
+            "conditional loop, guide={guide}, refiner={refine}, cfg={weight} from {min_level}"
+        );
         let g = guide.then(|| reference::RefGuide {
             model: m.reference(1),
             weight: 2.0,
@@ -678,6 +685,7 @@ fn conditional_loop_matches_reference() {
         let rc = reference::RefClasses {
             digits: &digits,
             weight,
+            min_level,
         };
         let s = stochastic(10, 1.0, 1.0);
         // Chunks 0..3 (labels 3 7 3) and 3..6 (labels 7 3 7).
@@ -708,7 +716,7 @@ fn conditional_loop_matches_reference() {
         };
         let n = moved(&run(guide, refine, Some(other_digit), 0));
         assert!(
-            n > got.len() / 4,
+            n > got.len() / 8,
             "{what}: the digit asked for moved {n} pixels"
         );
         let plain = Classes {
@@ -716,8 +724,78 @@ fn conditional_loop_matches_reference() {
             ..classes.clone()
         };
         let n = moved(&run(guide, refine, Some(plain), 0));
-        assert!(n > got.len() / 4, "{what}: the cfg weight moved {n} pixels");
+        assert!(n > got.len() / 8, "{what}: the cfg weight moved {n} pixels");
+        if min_level > 0 && weight != 1.0 {
+            let every_step = Classes {
+                min_level: 0,
+                ..classes.clone()
+            };
+            let n = moved(&run(guide, refine, Some(every_step), 0));
+            assert!(n > got.len() / 8, "{what}: cfg-min-level moved {n} pixels");
+        }
     }
+    // One guided step alone (deterministic and stochastic), with the guide: the step's
+    // combination of the three estimates, before any later step can hide it.
+    for eta in [0.0, 1.0] {
+        let s = stochastic(1, 1.0, eta);
+        let classes = Classes {
+            digits: digits.clone(),
+            weight: 2.5,
+            min_level: 0,
+        };
+        let g = Guide {
+            model: m.view(1),
+            weight: 1.5,
+            from_level: None,
+        };
+        let sm = Sampler::conditional(&gpu, m.view(0), Some(g), &[], Some(classes), 3, s, 4);
+        let got = sm.unwrap().run(&gpu, 0).unwrap();
+        let rg = reference::RefGuide {
+            model: m.reference(1),
+            weight: 1.5,
+            from_level: None,
+        };
+        let rc = reference::RefClasses {
+            digits: &digits,
+            weight: 2.5,
+            min_level: 0,
+        };
+        let want =
+            reference::sample_conditional(m.reference(0), Some(rg), &[], Some(rc), &s, 4, 0, 3);
+        // One step from level 500 divides by a'^s = 0.99^500: float differences grow 150x.
+        assert_close(
+            &format!("one guided step, eta {eta}"),
+            &got,
+            &want,
+            1e-3,
+            1e-3,
+        );
+    }
+
+    // The FLOPs per digit count the unconditional calls at the guided steps: with the guide
+    // from level 400 (steps 2..6) and the refiner from step 6, cfg-min-level 150 guides the
+    // model's steps 0..6 and the refiner's steps 6 and 7.
+    let f = |i: usize| Sampler::flops_per_digit_step(&m.cfgs[i]);
+    let g = Guide {
+        model: m.view(1),
+        weight: 2.0,
+        from_level: Some(400),
+    };
+    let classes = Classes {
+        digits: digits.clone(),
+        weight: 2.0,
+        min_level: 150,
+    };
+    let refiners = [(m.view(2), 200)];
+    let s = stochastic(10, 1.0, 1.0);
+    let sm = Sampler::conditional(&gpu, m.view(0), Some(g), &refiners, Some(classes), 3, s, 4);
+    let flops = sm.unwrap().flops_per_digit();
+    let want = (6.0 + 6.0) * f(0) + 4.0 * f(1) + (4.0 + 2.0) * f(2);
+    assert!(
+        (flops - want).abs() <= 1e-9 * want,
+        "{flops} FLOPs, want {want}"
+    );
+
     let (s, unconditional) = (stochastic(10, 1.0, 0.0), Preset::Tiny.model());
     let layout = ParamLayout::new(&unconditional);
     let p = GpuTensor::from_slice(&gpu, "p", &[layout.total], &layout.init(1)).unwrap();
@@ -734,7 +812,11 @@ fn conditional_loop_matches_reference() {
         (m.view(0), vec![1], f32::NAN, "cfg"),
         (m.view(0), vec![1], f32::INFINITY, "cfg"),
     ] {
-        let c = Classes { digits, weight };
+        let c = Classes {
+            digits,
+            weight,
+            min_level: 0,
+        };
         let e = Sampler::conditional(&gpu, model, None, &[], Some(c.clone()), 3, s, 4)
             .err()
             .unwrap_or_else(|| panic!("{c:?} was accepted"));
@@ -852,6 +934,30 @@ fn low_step_scale_starts_at_its_level() {
     assert!((0..10).all(|k| off.scale_at(k) == 1.0));
 }
 
+/// `--cfg-min-level`'s steps: those whose level (n' - k) n_max / n' is at least the level,
+/// counted against the levels listed by hand.
+#[test]
+fn steps_at_or_above_a_level() {
+    // 10 steps of 500: levels 500, 450, .., 50.
+    let s = schedule(10, 1.0);
+    for (level, want) in [
+        (0, 10),
+        (50, 10),
+        (51, 9),
+        (300, 5),
+        (301, 4),
+        (500, 1),
+        (501, 0),
+    ] {
+        assert_eq!(s.steps_at_or_above(level), want, "level {level}");
+    }
+    // 30 steps of 500: levels 500, 483.3, .., 16.7; level 100 is step 24's.
+    let s = schedule(30, 1.0);
+    for (level, want) in [(100, 25), (101, 24), (17, 29), (16, 30)] {
+        assert_eq!(s.steps_at_or_above(level), want, "level {level}");
+    }
+}
+
 #[test]
 fn bad_schedules_are_errors() {
     for (steps, scale) in [(0, 1.0), (10, 0.0), (10, -1.0), (10, f32::NAN)] {
@@ -924,6 +1030,7 @@ fn sampling_loop_reads_nothing_back() {
     let classes = Classes {
         digits: vec![1, 4],
         weight: 2.0,
+        min_level: 100,
     };
     let refiners = [(m.view(2), 200)];
     let s = stochastic(20, 1.5, 1.0);

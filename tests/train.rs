@@ -286,6 +286,43 @@ fn resume_is_exact() {
     let _ = std::fs::remove_dir_all(split);
 }
 
+/// A class-conditional run (labels, label dropout drawn from the GPU RNG) resumes exactly too,
+/// and its losses are not the unconditional run's.
+#[test]
+fn conditional_resume_is_exact() {
+    let (straight, split, plain) = (
+        tmp("train-cond-straight"),
+        tmp("train-cond-split"),
+        tmp("train-cond-plain"),
+    );
+    let cond = ["--classes", "--label-dropout", "0.3"];
+    common::ok(&train(
+        &straight,
+        &[&cond[..], &["--max-steps", "20"]].concat(),
+    ));
+    common::ok(&train(
+        &split,
+        &[&cond[..], &["--max-steps", "10"]].concat(),
+    ));
+    // Resuming it as an unconditional run is refused, naming the key.
+    let o = train(&split, &["--max-steps", "20", "--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(error_line(&o).contains("model.classes"), "{}", error_line(&o));
+    let resume = ["--max-steps", "20", "--resume"];
+    common::ok(&train(&split, &[&cond[..], &resume[..]].concat()));
+    common::ok(&train(&plain, &["--max-steps", "20"]));
+    let (a, b) = (losses(&straight), losses(&split));
+    assert_eq!(a.len(), 20);
+    assert_eq!(
+        a, b,
+        "resumed conditional run differs from the straight run"
+    );
+    assert_ne!(a, losses(&plain), "the labels changed no loss");
+    for d in [straight, split, plain] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// --warmup/--decay-steps/--lr-min: each step's rate is the schedule's (logged as metrics.csv's
 /// lr column; that Adam uses the rate it is given is tests/model.rs's check), a resumed run
 /// continues the schedule, and a constant-rate run can be finished with a decay by resuming it.

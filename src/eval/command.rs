@@ -271,8 +271,9 @@ pub struct EvalReport {
     pub nn_distance_test: f64,
     pub nn: NnInfo,
     pub sanity: Sanity,
-    /// For digits asked of a class-conditional model: agreement and FID per digit.
-    pub digits: Option<super::digits::DigitsReport>,
+    /// FID per digit; for digits asked of a class-conditional model, with the classifier's
+    /// agreement.
+    pub digits: super::digits::DigitsReport,
     pub classifier: ClassifierInfo,
     pub seconds: f64,
     pub adapter: String,
@@ -328,10 +329,7 @@ pub fn run_command(gpu: &Gpu, a: &EvalArgs) -> Result<EvalReport> {
             (s.pixels, what, Some(s.stack), labels)
         }
     };
-    let digits = match labels {
-        Some((from, l)) => Some(super::digits::by_digit(&c, gpu, &mnist, &pixels, &l, from)?),
-        None => None,
-    };
+    let digits = super::digits::by_digit(&c, gpu, &mnist, &pixels, labels)?;
     let px = PIXELS as usize;
     let n = pixels.len() / px;
 
@@ -426,9 +424,7 @@ pub fn report_text(r: &EvalReport) -> String {
         .map(|v| v.to_string())
         .collect();
     s += &format!("predicted labels 0-9: {}\n", h.join(" "));
-    if let Some(d) = &r.digits {
-        s += &d.text();
-    }
+    s += &r.digits.text();
     s += &format!(
         "nearest training digit (mean distance, first {} of 60000 training digits searched): samples {:.4} (first {}), test digits {:.4} (first {})\n",
         r.nn.train_searched, r.nn_distance_samples, r.nn.samples, r.nn_distance_test, r.nn.test,

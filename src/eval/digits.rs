@@ -1,6 +1,7 @@
-//! Class-conditional samples, judged digit by digit: how often the classifier reads each
-//! sample as the digit it was asked to be (overall and per digit), and each digit's FID
-//! against that digit's test images (in the same feature space as the overall FID).
+//! Samples judged digit by digit: each digit's FID against that digit's test images (in the
+//! same feature space as the overall FID); for class-conditional samples, grouped by the
+//! digit each was asked to be, with how often the classifier reads it as that digit (overall
+//! and per digit); for unlabelled samples, grouped by the digit the classifier reads.
 
 use super::classifier::{Classifier, CLASSES, FEATURES};
 use super::fid;
@@ -8,27 +9,32 @@ use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
-/// One digit's row: the samples asked to be it, the fraction the classifier reads as it, and
-/// their FID against the test images of that digit (n_test of them).
+/// One digit's row: the samples asked to be it (or read as it), the fraction the classifier
+/// reads as it (labelled samples), and their FID against the test images of that digit
+/// (n_test of them).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DigitRow {
     pub digit: u32,
     pub n: usize,
-    pub agreement: f64,
+    pub agreement: Option<f64>,
     pub fid: Option<f64>,
     pub n_test: usize,
 }
 
-/// The per-digit report of a set of labelled samples.
+/// The per-digit report of a set of samples.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DigitsReport {
-    /// Where the labels came from (the sampler, or an IDX label file).
+    /// Where the labels came from (the sampler, an IDX label file, or the classifier's
+    /// reading of unlabelled samples).
     pub labels: String,
-    /// The fraction of all samples read as the digit asked for.
-    pub agreement: f64,
-    /// The digits asked for, in order 0..9 (digits never asked for are left out).
+    /// The fraction of all samples read as the digit asked for (labelled samples).
+    pub agreement: Option<f64>,
+    /// The digits, in order 0..9 (digits with no sample are left out).
     pub per_digit: Vec<DigitRow>,
 }
+
+/// What the classifier reads in unlabelled samples, as [`by_digit`]'s source.
+pub const READ_BY_CLASSIFIER: &str = "none: grouped by the digit the classifier reads";
 
 /// The fraction of `predicted` equal to `asked` (both one label per sample; 0 when empty).
 pub fn agreement(predicted: &[u32], asked: &[u8]) -> f64 {
@@ -53,17 +59,23 @@ fn pick(features: &[f32], rows: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-/// The report of `pixels` (28x28 bytes each), sample i asked to be digit `asked[i]`. FID per
-/// digit needs at least two samples of it (and is biased at small n: read it beside n).
+/// The report of `pixels` (28x28 bytes each), sample i asked to be digit `asked[i]` (labels
+/// from `source`); without labels, grouped by the classifier's reading. FID per digit needs
+/// at least two samples of it (and is biased at small n: read it beside n).
 pub fn by_digit(
     c: &Classifier,
     gpu: &Gpu,
     mnist: &Mnist,
     pixels: &[u8],
-    asked: &[u8],
-    source: String,
+    labels: Option<(String, Vec<u8>)>,
 ) -> Result<DigitsReport> {
     let samples = c.infer(gpu, pixels)?;
+    let predicted = samples.predictions();
+    let labelled = labels.is_some();
+    let (source, asked) = labels.unwrap_or_else(|| {
+        let read = predicted.iter().map(|&p| p as u8).collect();
+        (READ_BY_CLASSIFIER.to_string(), read)
+    });
     if asked.len() != samples.n {
         return Err(Error::data(format!(
             "{source}: {} labels for {} samples",
@@ -77,10 +89,9 @@ pub fn by_digit(
         )));
     }
     let test = c.infer(gpu, &mnist.test.pixels)?;
-    let predicted = samples.predictions();
     let per_digit = (0..CLASSES as u8)
         .filter_map(|d| {
-            let rows = rows_of(asked, d);
+            let rows = rows_of(&asked, d);
             if rows.is_empty() {
                 return None;
             }
@@ -94,7 +105,7 @@ pub fn by_digit(
             Some(DigitRow {
                 digit: d as u32,
                 n: rows.len(),
-                agreement: agreement(&preds, &vec![d; rows.len()]),
+                agreement: labelled.then(|| agreement(&preds, &vec![d; rows.len()])),
                 fid,
                 n_test: test_rows.len(),
             })
@@ -102,7 +113,7 @@ pub fn by_digit(
         .collect();
     Ok(DigitsReport {
         labels: source,
-        agreement: agreement(&predicted, asked),
+        agreement: labelled.then(|| agreement(&predicted, &asked)),
         per_digit,
     })
 }
@@ -110,19 +121,23 @@ pub fn by_digit(
 impl DigitsReport {
     /// The report as text: the overall agreement, then a table of the digits.
     pub fn text(&self) -> String {
-        let mut s = format!(
-            "asked-for digit (labels: {}): the classifier agrees on {:.2} %\n",
-            self.labels,
-            100.0 * self.agreement
-        );
+        let mut s = match self.agreement {
+            Some(a) => format!(
+                "digits asked for (labels: {}): the classifier agrees on {:.2} %\n",
+                self.labels,
+                100.0 * a
+            ),
+            None => "digits as the classifier reads them (no labels)\n".to_string(),
+        };
         s += "digit      n  agreement  FID (vs that digit's test images)\n";
+        let percent = |a: Option<f64>| a.map_or("-".into(), |a| format!("{:.2} %", 100.0 * a));
         for r in &self.per_digit {
             let fid = r.fid.map_or("-".to_string(), |f| format!("{f:.3}"));
             s += &format!(
-                "{:>5} {:>6} {:>9.2} %  {fid} (n_test {})\n",
+                "{:>5} {:>6} {:>11}  {fid} (n_test {})\n",
                 r.digit,
                 r.n,
-                100.0 * r.agreement,
+                percent(r.agreement),
                 r.n_test
             );
         }

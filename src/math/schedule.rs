@@ -99,6 +99,14 @@ impl Schedule {
         (n - lowest) as u32
     }
 
+    /// How many of the first steps are at levels of at least `level` (steps k with
+    /// (n' - k) n_max / n' >= level; all n' for level 0).
+    pub fn steps_at_or_above(&self, level: u32) -> u32 {
+        let (n, n_max) = (self.steps as u64, self.n_max as u64);
+        let lowest = (level as u64 * n).div_ceil(n_max);
+        (n + 1).saturating_sub(lowest).min(n) as u32
+    }
+
     /// The first step of `--background` ([`Self::first_step_at_or_below`] its level).
     pub fn background_from(&self) -> u32 {
         self.first_step_at_or_below(self.background)

@@ -187,6 +187,8 @@ pub fn sample_guided(
 pub struct RefClasses<'a> {
     pub digits: &'a [u32],
     pub weight: f32,
+    /// Guidance only at the steps whose level is at least this (0: every step).
+    pub min_level: u32,
 }
 
 /// A (possibly conditional) model's noise estimate for digits labelled `labels`: with
@@ -215,9 +217,9 @@ pub fn predict_guided_by_class(
 }
 
 /// The whole loop as [`sample_guided`], class-conditional with `classes`: each model call
-/// gets the digits' labels; the model's and each refiner's call are classifier-free guided;
-/// the guide's call is conditional but not guided, and autoguidance then combines it with the
-/// model's guided estimate: N = N_guide + W_g (N_uncond + W_c (N_cond - N_uncond) - N_guide).
+/// gets the digits' labels; the model's and each refiner's call at the steps at levels of at
+/// least `min_level` are classifier-free guided; the guide's call is conditional but not
+/// guided, and autoguidance then combines it with the model's guided estimate: N = N_guide + W_g (N_uncond + W_c (N_cond - N_uncond) - N_guide).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_conditional(
     model: RefModel<'_>,
@@ -235,7 +237,8 @@ pub fn sample_conditional(
             .collect(),
         None => vec![],
     };
-    let w = classes.map(|c| c.weight);
+    let cfg_until = classes.map_or(0, |c| schedule.steps_at_or_above(c.min_level));
+    let w = |k: u32| classes.map(|c| c.weight).filter(|_| k < cfg_until);
     let predict = |m: RefModel<'_>, a: &[f32], k: u32, cfg: Option<f32>| {
         predict_guided_by_class(m, schedule, k, a, &labels, cfg)
     };
@@ -251,10 +254,10 @@ pub fn sample_conditional(
                 .map_or(0, |l| schedule.first_step_at_or_below(l))
         });
         let nhat = match (refiner, guided) {
-            (Some((r, _)), _) => predict(*r, &a, k, w),
-            (None, None) => predict(model, &a, k, w),
+            (Some((r, _)), _) => predict(*r, &a, k, w(k)),
+            (None, None) => predict(model, &a, k, w(k)),
             (None, Some(g)) => guide(
-                &predict(model, &a, k, w),
+                &predict(model, &a, k, w(k)),
                 &predict(g.model, &a, k, None),
                 g.weight,
             ),

@@ -5,7 +5,8 @@
 use super::Classes;
 use crate::config::{ModelConfig, CLASSES, PIXELS};
 use crate::error::{Error, Result};
-use crate::settings::sample::{check_cfg, check_digits, SampleSettings, DEFAULT_CFG};
+use crate::settings::sample::{check_cfg, check_digits, SampleSettings};
+use crate::settings::sample::{DEFAULT_CFG, DEFAULT_CFG_MIN_LEVEL};
 
 /// Flags naming the digits to draw (`sample`, `eval`).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -38,7 +39,8 @@ pub fn rows_of_each(per: usize) -> Vec<u32> {
 }
 
 /// The sampler's classes for `model`: a class-conditional model draws the digits asked for
-/// (default 0..9 cycled) with the settings' cfg weight (default [`DEFAULT_CFG`]); an
+/// (default 0..9 cycled) with the settings' cfg weight and lowest guided level (defaults
+/// [`DEFAULT_CFG`], [`DEFAULT_CFG_MIN_LEVEL`]); an
 /// unconditional model draws whichever digit the noise leads to, and asking it for digits or
 /// a cfg weight is an error.
 pub fn classes_for(
@@ -47,10 +49,10 @@ pub fn classes_for(
     asked: Option<&[u32]>,
 ) -> Result<Option<Classes>> {
     if !model.classes {
-        return match (asked, settings.cfg) {
-            (None, None) => Ok(None),
+        return match (asked, settings.cfg, settings.cfg_min_level) {
+            (None, None, None) => Ok(None),
             _ => Err(Error::config(
-                "--digit, --digits, --per-digit and --cfg need a class-conditional model (train --classes); this one draws unlabelled digits",
+                "--digit, --digits, --per-digit, --cfg and --cfg-min-level need a class-conditional model (train --classes); this one draws unlabelled digits",
             )),
         };
     }
@@ -61,6 +63,7 @@ pub fn classes_for(
     Ok(Some(Classes {
         digits,
         weight: weight as f32,
+        min_level: settings.cfg_min_level.unwrap_or(DEFAULT_CFG_MIN_LEVEL),
     }))
 }
 

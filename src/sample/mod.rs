@@ -61,18 +61,27 @@ pub struct Guide<'a> {
 
 /// Class-conditional sampling (`sample --digit`, `--digits`, `--per-digit`, `--cfg`): digit
 /// i of a run is asked to be `digits[i % digits.len()]` (labels 0..9), and each call of a
-/// conditional model (the model's, each refiner's) uses classifier-free guidance
-/// N_uncond + weight (N_cond - N_uncond), the unconditional call labelling every digit "no
-/// label" (weight 1: the conditional call alone). The guide's call is conditional and not
+/// conditional model (the model's, each refiner's) at the steps at levels >= `min_level` uses
+/// classifier-free guidance N_uncond + weight (N_cond - N_uncond), the unconditional call
+/// labelling every digit "no label" (weight 1: the conditional call alone). The guide's call is conditional and not
 /// guided; autoguidance then combines it with the model's guided estimate,
 /// N = N_guide + W (N_uncond + weight (N_cond - N_uncond) - N_guide).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Classes {
     pub digits: Vec<u32>,
     pub weight: f32,
+    /// Classifier-free guidance only at the steps whose level is at least this (0: every
+    /// step): a digit's class is settled at the high levels, and guiding the low ones costs
+    /// FID (docs/experiments/16-class-conditional.md).
+    pub min_level: u32,
 }
 
 impl Classes {
+    /// The steps 0..k that are classifier-free guided: those at levels >= `min_level`.
+    pub fn guided_steps(&self, s: &Schedule) -> u32 {
+        s.steps_at_or_above(self.min_level)
+    }
+
     /// The labels of digits `first..first + batch`.
     pub fn labels(&self, first: u64, batch: usize) -> Vec<u32> {
         let n = self.digits.len() as u64;
@@ -100,11 +109,13 @@ struct Call {
 }
 
 impl Call {
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Records the call; the classifier-free guidance part only when `cfg` (the step is in
+    /// the guidance interval).
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, cfg: bool) {
         self.patches.record(pass);
         self.net.record_forward(pass);
         self.recompose.record(pass);
-        if let Some(u) = &self.unconditional {
+        if let Some(u) = self.unconditional.as_ref().filter(|_| cfg) {
             self.net.record_forward_unconditional(pass);
             u.recompose.record(pass);
             u.combine.record(pass);
@@ -147,6 +158,8 @@ pub struct Sampler {
     /// Class-conditional sampling: the digits asked for, and every conditional call's labels
     /// buffer (written once per chunk).
     classes: Option<(Classes, Vec<GpuTensor>)>,
+    /// The steps whose conditional calls are classifier-free guided.
+    cfg_steps: std::ops::Range<u32>,
     _keep: Vec<GpuTensor>,
 }
 
@@ -493,8 +506,10 @@ impl Sampler {
             None => None,
         };
         let init = FillNormal::new(gpu, seed, streams::SAMPLE_INIT, &bufs.image)?;
+        let cfg_steps = 0..classes.as_ref().map_or(0, |c| c.guided_steps(&schedule));
         let classes = classes.map(|c| (c, labels_of(&stages)));
         Ok(Sampler {
+            cfg_steps,
             classes,
             batch,
             schedule,
@@ -549,9 +564,9 @@ impl Sampler {
                     f.dispatch.record(&mut pass);
                 }
                 let stage = self.stage(k);
-                stage.call.record(&mut pass);
+                stage.call.record(&mut pass, self.cfg_steps.contains(&k));
                 if let Some(g) = stage.guide.as_ref().filter(|g| k >= g.from) {
-                    g.call.record(&mut pass);
+                    g.call.record(&mut pass, false);
                     g.combine.record(&mut pass);
                 }
                 for d in &self.post {
@@ -618,8 +633,16 @@ impl Sampler {
                 let s = self.stage(k);
                 let guide = s.guide.as_ref().filter(|g| k >= g.from);
                 let guide = guide.map(|g| &g.call.net.cfg);
+                // Classifier-free guidance calls the model a second time.
+                let cfg = s
+                    .call
+                    .unconditional
+                    .as_ref()
+                    .filter(|_| self.cfg_steps.contains(&k));
+                let uncond = cfg.map(|_| &s.call.net.cfg);
                 std::iter::once(&s.call.net.cfg)
                     .chain(guide)
+                    .chain(uncond)
                     .map(Self::flops_per_digit_step)
                     .sum::<f64>()
             })

@@ -58,6 +58,26 @@ fn every_preset_loads_and_round_trips() {
     }
 }
 
+/// The digits preset trains what `--preset fast --classes` trains (every stage conditional)
+/// and samples with its own guidance weights.
+#[test]
+fn digits_preset_is_the_fast_recipe_with_classes() {
+    let digits = Recipe::load(&Source::Preset(Preset::Digits), &TrainFlags::default()).unwrap();
+    let classes = TrainFlags {
+        classes: Some(true),
+        ..TrainFlags::default()
+    };
+    let fast = Recipe::load(&Source::Preset(Preset::Fast), &classes).unwrap();
+    assert_eq!(digits.stages.len(), 3);
+    assert_eq!(digits.stages, fast.stages);
+    assert!(digits.stages.iter().all(|s| s.settings.classes));
+    assert_eq!(digits.sample.guidance, Some(1.5));
+    assert_eq!(digits.sample.cfg, Some(1.35));
+    assert_eq!(digits.sample.cfg_min_level, Some(0));
+    let plain = Recipe::load(&Source::Preset(Preset::Fast), &TrainFlags::default()).unwrap();
+    assert!(plain.stages.iter().all(|s| !s.settings.classes));
+}
+
 /// The seed file names every setting; a file changes only what it names.
 #[test]
 fn a_file_is_a_layer_over_the_seed_or_its_preset() {

@@ -307,7 +307,11 @@ fn conditional_resume_is_exact() {
     // Resuming it as an unconditional run is refused, naming the key.
     let o = train(&split, &["--max-steps", "20", "--resume"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(error_line(&o).contains("model.classes"), "{}", error_line(&o));
+    assert!(
+        error_line(&o).contains("model.classes"),
+        "{}",
+        error_line(&o)
+    );
     let resume = ["--max-steps", "20", "--resume"];
     common::ok(&train(&split, &[&cond[..], &resume[..]].concat()));
     common::ok(&train(&plain, &["--max-steps", "20"]));

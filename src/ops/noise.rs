@@ -80,17 +80,8 @@ impl NoiseInject {
         noise: &GpuTensor,
         noisy: &GpuTensor,
     ) -> Result<NoiseInject> {
-        Self::build(
-            gpu,
-            cfg,
-            batch,
-            data,
-            perm,
-            Variant::Random,
-            cond,
-            noise,
-            noisy,
-        )
+        let v = Variant::Random;
+        Self::build(gpu, cfg, batch, data, perm, v, cond, noise, noisy)
     }
 
     /// As [`NoiseInject::new`], and each sample's label with dropout
@@ -132,17 +123,8 @@ impl NoiseInject {
         noisy: &GpuTensor,
     ) -> Result<NoiseInject> {
         expect_len("noise_at_levels", levels, batch)?;
-        Self::build(
-            gpu,
-            cfg,
-            batch,
-            data,
-            perm,
-            Variant::AtLevels(levels),
-            cond,
-            noise,
-            noisy,
-        )
+        let v = Variant::AtLevels(levels);
+        Self::build(gpu, cfg, batch, data, perm, v, cond, noise, noisy)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -450,13 +450,11 @@ impl Gear {
         let val_net = validation_net(gpu, s, model, layout, &params, mnist)?;
         let epoch_sampler = match s.sample_every {
             0 => None,
-            _ => Some(crate::sample::Sampler::new(
+            _ => Some(progress_sampler(
                 gpu,
-                model,
-                layout,
-                &opt.ema,
+                (model, layout, &opt.ema),
                 EPOCH_GRID * EPOCH_GRID,
-                epoch_schedule(s),
+                s,
                 EPOCH_SAMPLE_SEED,
             )?),
         };
@@ -938,16 +936,34 @@ fn evaluator(
         ));
     }
     let (c, _) = args.classifier.cached_or_train(gpu, cached, mnist)?;
-    let sampler = crate::sample::Sampler::new(
-        gpu,
-        model,
-        layout,
-        &opt.ema,
-        crate::sample::auto_batch(gpu, model, s.eval_count),
-        epoch_schedule(s),
-        EVAL_SAMPLE_SEED,
-    )?;
+    let batch = crate::sample::auto_batch(gpu, model, s.eval_count);
+    let sampler = progress_sampler(gpu, (model, layout, &opt.ema), batch, s, EVAL_SAMPLE_SEED)?;
     Ok(Some((sampler, c)))
+}
+
+/// The sampler of the per-epoch grid and of eval-every ([`epoch_schedule`]): a
+/// class-conditional model draws the digits 0..9 in turn, with the default classifier-free
+/// guidance.
+fn progress_sampler(
+    gpu: &Gpu,
+    (cfg, layout, params): (&ModelConfig, &ParamLayout, &GpuTensor),
+    batch: usize,
+    s: &TrainSettings,
+    seed: u64,
+) -> Result<crate::sample::Sampler> {
+    use crate::settings::sample::{DEFAULT_CFG, DEFAULT_CFG_MIN_LEVEL};
+    let classes = cfg.classes.then(|| crate::sample::Classes {
+        digits: (0..crate::config::CLASSES).collect(),
+        weight: DEFAULT_CFG as f32,
+        min_level: DEFAULT_CFG_MIN_LEVEL,
+    });
+    let m = crate::sample::SamplerModel {
+        cfg,
+        layout,
+        params,
+    };
+    let schedule = epoch_schedule(s);
+    crate::sample::Sampler::conditional(gpu, m, None, &[], classes, batch, schedule, seed)
 }
 
 /// The validation network: the first val-count test digits, noised once with a fixed seed

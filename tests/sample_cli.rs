@@ -505,6 +505,12 @@ fn sample_class_conditional_digits() {
         fails(&ckpt, &["--cfg", w], "cfg");
     }
     fails(&ckpt, &["--per-digit", "0"], "per-digit");
+    fails(
+        &ckpt,
+        &["--cfg-min-level", "501"],
+        "cfg-min-level 501 is above n-max 500",
+    );
+    fails(&plain, &["--cfg-min-level", "100"], "class-conditional");
     fails(&plain, &["--digit", "3"], "class-conditional");
     fails(&plain, &["--cfg", "2"], "class-conditional");
     fails(&plain, &["--per-digit", "2"], "class-conditional");

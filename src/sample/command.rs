@@ -407,8 +407,12 @@ impl StackReport {
             );
         }
         if let Some(c) = &self.classes {
+            let levels = match c.min_level {
+                0 => "every level".to_string(),
+                l => format!("levels >= {l}"),
+            };
             t += &format!(
-                "digits {} (cycled), classifier-free guidance {}\n",
+                "digits {} (cycled), classifier-free guidance {} at {levels}\n",
                 digit_list(&c.digits),
                 c.weight
             );

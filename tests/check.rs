@@ -57,6 +57,8 @@ fn every_kernel_passes_and_a_broken_one_is_named() {
         "ema",
         "gelu_forward",
         "gelu_backward",
+        "label_forward",
+        "label_backward",
         "sample_step",
         "sample_loop",
         "relu_forward",

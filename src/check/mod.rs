@@ -1,6 +1,7 @@
 //! `wgpu-diffusion check [--quick]`: every kernel on this adapter against its CPU reference,
 //! on small odd and aligned shapes: each GEMM candidate of the tuner, attention, patches,
-//! noise, the skip, the loss, the row ops, Adam, GELU, the sampling step and the classifier.
+//! noise, the skip, the loss, the row ops, Adam, GELU, the label embedding, the sampling step
+//! and the classifier.
 //! A table of (kernel, shape, max error, tolerance, OK/FAIL, time) and exit 1 naming each
 //! kernel that failed. It is the test suite's kernel half, shipped: the one command that
 //! imports `reference/`.
@@ -20,6 +21,7 @@ mod adam;
 mod attention;
 mod classifier;
 mod gelu;
+mod label;
 mod loss;
 mod matmul;
 mod noise;
@@ -173,7 +175,7 @@ impl<'a> Checker<'a> {
 pub fn run(gpu: &Gpu, quick: bool) -> CheckReport {
     let start = Instant::now();
     let mut c = Checker::new(gpu, quick);
-    let ops: [fn(&mut Checker); 11] = [
+    let ops: [fn(&mut Checker); 12] = [
         matmul::check,
         attention::check,
         patches::check,
@@ -183,6 +185,7 @@ pub fn run(gpu: &Gpu, quick: bool) -> CheckReport {
         rows::check,
         adam::check,
         gelu::check,
+        label::check,
         sample::check,
         classifier::check,
     ];

@@ -1,0 +1,56 @@
+//! The label embedding of a class-conditional model (`shaders/label.wgsl`): `label_forward`
+//! and `label_backward`, with labels covering every row, "no label" and one past the table.
+
+use super::Checker;
+use crate::config::NO_LABEL;
+use crate::gpu::GpuTensor;
+use crate::ops::label::{self, LabelShape};
+use crate::reference::label as reference;
+use crate::testing::uniform_data;
+
+/// (B, T, D): tiny, odd, the tiny preset's (T = 17, D = 100), the whole-image model's (T = 2,
+/// D = 784).
+const SHAPES: [(usize, usize, usize); 4] = [(1, 2, 1), (13, 5, 7), (6, 17, 100), (40, 2, 784)];
+const QUICK_SHAPES: [(usize, usize, usize); 2] = [(13, 5, 7), (40, 2, 784)];
+const ROWS: usize = NO_LABEL as usize + 1;
+
+pub fn check(c: &mut Checker) {
+    let shapes: &[_] = if c.quick { &QUICK_SHAPES } else { &SHAPES };
+    for &(b, t, d) in shapes {
+        let shape = format!("B={b} T={t} D={d}");
+        c.case("label_forward", shape.clone(), |c| {
+            let (x, table) = (uniform_data(b * t * d, 1), uniform_data(ROWS * d, 2));
+            let dx = uniform_data(b * t * d, 3);
+            let labels: Vec<u32> = (0..b).map(|i| ((i * 7 + 3) % (ROWS + 1)) as u32).collect();
+            let lt = GpuTensor::from_slice(c.gpu, "labels", &[b], &labels)?;
+            let (xt, tt, dxt) = (
+                c.tensor("x", &x)?,
+                c.tensor("table", &table)?,
+                c.tensor("dx", &dx)?,
+            );
+            let dtable = c.tensor("dtable", &vec![9.0; ROWS * d])?;
+            let s = LabelShape {
+                batch: b,
+                tokens: t,
+                dim: d,
+                rows: ROWS,
+            };
+            let f = label::label_forward(c.gpu, &s, &lt, &tt, &xt)?;
+            let g = label::label_backward(c.gpu, &s, &lt, &dxt, &dtable)?;
+            c.run(&[&f, &g])?;
+            let want = reference::label_forward(&x, &labels, &table, t, d);
+            c.compare(
+                "label_forward",
+                &shape,
+                &xt.read::<f32>(c.gpu)?,
+                &want,
+                0.0,
+                0.0,
+            );
+            let want = reference::label_backward(&dx, &labels, ROWS, t, d);
+            let got = dtable.read::<f32>(c.gpu)?;
+            c.compare("label_backward", &shape, &got, &want, 1e-6, 1e-5);
+            Ok(())
+        });
+    }
+}

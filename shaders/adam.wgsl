@@ -1,4 +1,4 @@
-// Adam (SPEC §4) over the flat parameter buffer in one dispatch, and the EMA of the weights.
+// Adam (docs/model.md §4) over the flat parameter buffer in one dispatch, and the EMA of the weights.
 //
 // The update is tf.keras 2.x `Adam` (optimizer_v2/adam.py with training_ops' ApplyAdam: the
 // "epsilon hat" form of Kingma & Ba, end of §2), for step t = 1, 2, ...:

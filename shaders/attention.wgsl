@@ -1,4 +1,4 @@
-// Multi-head self-attention core (SPEC §3): per sample b and head h,
+// Multi-head self-attention core (docs/model.md §3): per sample b and head h,
 //   S = Q K^T * scale (scale = 1/sqrt(KEY_DIM)), P = softmax over the keys of each row of S,
 //   O = P V.
 // B samples, T tokens, H heads, K key dim, HK = H*K, M = B*T rows. Head h is columns

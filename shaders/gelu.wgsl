@@ -1,5 +1,5 @@
 // GELU (tanh form), the activation of the optional feed-forward block (`--mlp F`, an extension
-// to SPEC §3; the seed has none). Elementwise over n values:
+// to docs/model.md §3; the seed has none). Elementwise over n values:
 //
 //   gelu_forward   x [n] -> y [n]
 //                  y = 0.5 x (1 + tanh(u)),  u = c (x + 0.044715 x^3),  c = sqrt(2 / pi)

@@ -1,4 +1,4 @@
-// The label embedding of a class-conditional model (`--classes`, an extension of SPEC §3):
+// The label embedding of a class-conditional model (`--classes`, an extension of docs/model.md §3):
 // row labels[b] of the table is added to sample b's conditioning token (its last row, T - 1).
 // B samples, T tokens, D token width, ROWS = the table's rows (the digits and "no label").
 //

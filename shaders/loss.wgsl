@@ -1,4 +1,4 @@
-// The training loss (SPEC §4): the mean squared error of the predicted noise, weighted per
+// The training loss (docs/model.md §4): the mean squared error of the predicted noise, weighted per
 // sample by its level, into an on-GPU loss history, and its gradient. B samples, T tokens
 // (P = g^2 patch tokens + 1 conditioning token), D token width.
 //

@@ -1,4 +1,4 @@
-// General matrix multiply and the bias gradient, all matrices row-major (SPEC §3: every dense
+// General matrix multiply and the bias gradient, all matrices row-major (docs/model.md §3: every dense
 // layer's forward and backward).
 //
 //   C[M, N] = op(A) · op(B) (+ bias[N] if HAS_BIAS) (+ C if ACCUMULATE)   (flags in params)

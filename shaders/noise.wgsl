@@ -1,4 +1,4 @@
-// Random numbers made on the GPU, and the forward (noising) process of SPEC §2.
+// Random numbers made on the GPU, and the forward (noising) process of docs/model.md §2.
 //
 // RNG: Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"), a
 // counter-based generator: bits = philox(counter = (index, step, stream, 0), key = seed).

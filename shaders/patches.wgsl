@@ -1,4 +1,4 @@
-// Overlapping patches (SPEC §3): extraction, its adjoint, and recomposition.
+// Overlapping patches (docs/model.md §3): extraction, its adjoint, and recomposition.
 //
 // Geometry comes from override constants set by the host (src/config.rs is the source of
 // truth): SIZE (image side), PATCH (P), OVERLAP (O). Derived: WIDTH = P + 2*O (patch side),

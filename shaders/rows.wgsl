@@ -1,4 +1,4 @@
-// Row and element ops of the model (SPEC §3): the positional embedding, residual adds and
+// Row and element ops of the model (docs/model.md §3): the positional embedding, residual adds and
 // copies, and the patch rows of [B, T, C] tensors. B samples, T tokens (P = g^2 patch tokens
 // + 1 conditioning token), D token width, C a row's width (D or HK).
 //

@@ -1,4 +1,4 @@
-// Inverse diffusion (SPEC §5): the per-step kernels of the sampling loop. The loop runs
+// Inverse diffusion (docs/model.md §5): the per-step kernels of the sampling loop. The loop runs
 // entirely on the GPU: the step counter lives in `state`, so every step is the same sequence
 // of dispatches and all steps are recorded into one command buffer with no host writes.
 //

@@ -1,5 +1,5 @@
 // The model's output skip term (`--skip wiener`, `mixture`, `pixel-mixture`: an extension to
-// SPEC §3; the seed's output is the last layer's x itself). B samples, T tokens (P = g^2 patch
+// docs/model.md §3; the seed's output is the last layer's x itself). B samples, T tokens (P = g^2 patch
 // tokens, then the conditioning token whose values are all a^n), D token width. A noisy pixel is
 // A = u X + s N with u = a^n, s = 1 - a^n. The skip term is an estimate E of the noise N from
 // A alone, and q, the standard deviation of what E misses; the network's own contribution

@@ -1,5 +1,5 @@
 //! Shapes and hyperparameters: the single source of truth for the geometry of patches and the
-//! size of the model (SPEC §3). Kernels receive these values as `override` constants or uniforms.
+//! size of the model (docs/model.md §3). Kernels receive these values as `override` constants or uniforms.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -170,7 +170,7 @@ impl Geometry {
     }
 }
 
-/// The transformer's shape (SPEC §3).
+/// The transformer's shape (docs/model.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub geometry: Geometry,

@@ -1,5 +1,6 @@
 //! wgpu-diffusion: a diffusion model for MNIST digits whose every numeric operation runs in
-//! hand-written WGSL compute shaders through wgpu. See README.md and SPEC (shared/SPEC.md).
+//! hand-written WGSL compute shaders through wgpu. See README.md; the model is
+//! stated in docs/model.md, which comments cite by section (`docs/model.md §N`).
 
 pub mod check;
 pub mod checkpoint;

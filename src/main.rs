@@ -93,7 +93,7 @@ struct NoiseArgs {
         default_value = "0,25,50,100,200,300,400,500"
     )]
     steps: Vec<u32>,
-    /// The noising factor a (SPEC §2), in (0, 1].
+    /// The noising factor a (docs/model.md §2), in (0, 1].
     #[arg(long, default_value_t = 0.99)]
     alpha: f32,
     /// Seed of the noise.

@@ -1,7 +1,8 @@
 //! The CPU reference of the whole model (`reference::model`): its gradients against central
 //! finite differences of its loss (in f64) for every parameter tensor, on the `tiny` preset and
 //! on a two-layer model with an odd geometry; that the check can fail; and the forward pass's
-//! layouts and SPEC quirks (x_start residual, conditioning token, loss over g^2 tokens only).
+//! layouts and the seed's quirks of docs/model.md §3 (x_start residual, conditioning token, loss
+//! over g^2 tokens only).
 
 use wgpu_diffusion::config::{Geometry, ModelConfig, Skip, NO_LABEL};
 use wgpu_diffusion::model::{ParamLayout, TensorSpec};

@@ -32,7 +32,7 @@ impl AdamConfig {
 }
 
 impl Default for AdamConfig {
-    /// Keras' defaults with the SPEC's learning rate 1e-4.
+    /// Keras' defaults with the learning rate of docs/model.md §4, 1e-4.
     fn default() -> Self {
         AdamConfig::keras(1e-4)
     }

@@ -28,7 +28,7 @@ use crate::config::{ModelConfig, Skip};
 use crate::math::prior::PixelPrior;
 use crate::math::rng;
 
-/// How a tensor is initialised (Keras' defaults for `MultiHeadAttention`, SPEC §3).
+/// How a tensor is initialised (Keras' defaults for `MultiHeadAttention`, docs/model.md §3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     Zeros,

@@ -1,4 +1,4 @@
-//! The sampling schedule (SPEC §5): the levels of the n' steps, their step scales and noise
+//! The sampling schedule (docs/model.md §5): the levels of the n' steps, their step scales and noise
 //! coefficients. Plain math that the GPU sampler and the CPU reference share.
 
 use crate::error::{Error, Result};

@@ -1,4 +1,4 @@
-//! The transformer of SPEC §3 on the GPU ([`network`]); its parameter layout and
+//! The transformer of docs/model.md §3 on the GPU ([`network`]); its parameter layout and
 //! initialisation are shared math (`math::params`).
 
 pub mod network;

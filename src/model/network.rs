@@ -1,5 +1,5 @@
 //! The transformer on the GPU for one batch size: activation and gradient buffers, and the
-//! prepared dispatches of its forward pass, loss and backward pass (SPEC §3).
+//! prepared dispatches of its forward pass, loss and backward pass (docs/model.md §3).
 //!
 //! Forward, per sample (T tokens of width D; M = B*T rows):
 //!   x_start = tokens + pos                                  add_pos

@@ -1,4 +1,4 @@
-//! CPU reference of the whole transformer (SPEC §3): forward pass, loss and backward pass in
+//! CPU reference of the whole transformer (docs/model.md §3): forward pass, loss and backward pass in
 //! plain loops, written for clarity, that `model::network` (the GPU) is tested against and that
 //! is itself checked by finite differences (`tests/reference_model.rs`).
 //!
@@ -382,7 +382,7 @@ pub fn forward_labelled<F: Real>(
         let qkv = linear(&x, p("w_qkv"), p("b_qkv"), m, d, 3 * hk);
         let (probs, o) = attention(dm, &qkv, batch);
         let proj = linear(&o, p("w_o"), p("b_o"), m, hk, d);
-        // The residual adds x_start, not the layer's input (SPEC §3).
+        // The residual adds x_start, not the layer's input (docs/model.md §3).
         let y: Vec<F> = (0..m * d)
             .map(|i| F::from_f64(proj[i].to_f64() + x_start[i].to_f64()))
             .collect();

@@ -1,4 +1,4 @@
-//! CPU reference of the sampling loop of `src/sample/mod.rs` / `shaders/sample.wgsl` (SPEC §5).
+//! CPU reference of the sampling loop of `src/sample/mod.rs` / `shaders/sample.wgsl` (docs/model.md §5).
 
 use crate::config::{ModelConfig, PIXELS, PIXEL_HI, PIXEL_LO};
 use crate::math::params::ParamLayout;

@@ -1,4 +1,4 @@
-//! Inverse diffusion (SPEC §5) on the GPU: thousands of digits in parallel, every step recorded
+//! Inverse diffusion (docs/model.md §5) on the GPU: thousands of digits in parallel, every step recorded
 //! into one command buffer with no readback; the host reads the finished digits once per chunk.
 //!
 //! Start: A = N(0,1) (GPU RNG, index = digit * 784 + pixel, so chunking does not change the

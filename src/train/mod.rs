@@ -1,4 +1,4 @@
-//! `wgpu-diffusion train`: the training loop of SPEC §4 on the GPU, for each stage of a recipe.
+//! `wgpu-diffusion train`: the training loop of docs/model.md §4 on the GPU, for each stage of a recipe.
 //!
 //! One step is one command buffer: noise injection, patches, forward, loss, backward, Adam and
 //! the EMA update. Per step the host writes three small uniforms (step counter, image offset,

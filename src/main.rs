@@ -1,7 +1,7 @@
 //! The command line: parses flags and hands over to the library. Every error reaches the user
 //! as one line on stderr and a non-zero exit code (2 for bad input or setup).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wgpu_diffusion::error::{Error, Result};
@@ -228,8 +228,23 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Every option that takes a value reads `-1` as its value, so that the option's own range
+/// check names the problem (clap would call it an unexpected argument).
+fn negative_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        let takes_value = a.get_action().takes_values();
+        a.allow_negative_numbers(takes_value)
+    })
+    .mut_subcommands(negative_values)
+}
+
+fn parse() -> std::result::Result<Cli, clap::Error> {
+    let matches = negative_values(Cli::command()).try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;

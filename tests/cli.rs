@@ -119,6 +119,18 @@ fn bad_values_exit_2_with_one_line() {
             ],
             "out of range",
         ),
+        (
+            vec!["train".into(), "--minutes".into(), "-1".into()],
+            "minutes must be a positive number, got -1",
+        ),
+        (
+            vec!["noise".into(), "--alpha".into(), "-0.5".into()],
+            "--alpha",
+        ),
+        (
+            vec!["sample".into(), "--count".into(), "-5".into()],
+            "invalid value '-5' for '--count",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(bin().args(&args));

@@ -42,10 +42,8 @@ crate::settings::options! {
         /// With classes: the probability that a training sample's label is replaced by "no
         /// label" (drawn on the GPU), which teaches the unconditional model that
         /// classifier-free guidance needs; in [0, 1).
-        #[arg(allow_negative_numbers = true)]
         label_dropout: req f64,
         /// Noising factor a of `A_n = a^n x + (1 - a^n) N`, in (0, 1).
-        #[arg(allow_negative_numbers = true)]
         alpha: req f64,
         /// Largest noise level n of the model (validation and sampling use 0..=n-max).
         n_max: req u32,
@@ -58,7 +56,6 @@ crate::settings::options! {
         /// Copies of each image per batch, each with its own noise and level.
         repeat: req u32,
         /// Adam learning rate.
-        #[arg(allow_negative_numbers = true)]
         lr: req f64,
         /// Steps of linear learning-rate warm-up from 0 (0 = none).
         warmup: req u64,
@@ -69,7 +66,6 @@ crate::settings::options! {
         /// its minutes when `minutes` is set, else of its steps; 0 = none.
         decay_fraction: req f64,
         /// The rate the decay ends at (default: lr / 10).
-        #[arg(allow_negative_numbers = true)]
         lr_min: opt f64,
         /// Decay of the exponential moving average of the weights, in [0, 1); step t uses
         /// min(decay, (1 + t) / (10 + t)).

@@ -28,7 +28,7 @@ pub enum TuneMode {
     /// `cached` on GPUs, `off` on CPU adapters: on lavapipe the kernels timed alone ranked
     /// differently from the whole training step (docs/experiments/14).
     Auto,
-    /// No timing: the built-in choice per adapter type (register kernel on CPUs, tiled on GPUs).
+    /// No timing: the ops' built-in kernel per adapter type.
     #[default]
     Off,
     /// Use the cached choice; time the candidates for a shape the cache does not hold yet.

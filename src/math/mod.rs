@@ -1,6 +1,6 @@
 //! Math that the GPU side and the CPU reference share, and nothing else: the counter-based RNG
 //! and its streams, the skip's priors, the optimizer's settings, the shapes of the ops and of
-//! the parameters, and the sampling schedule. It builds only on `config` and `error`; both
+//! the parameters, the sampling schedule, and how a result is compared with its reference. It builds only on `config` and `error`; both
 //! `reference/` and the GPU side (`ops/`, `model/`, the commands) import it, and neither of
 //! those two imports the other (tests and benches excepted).
 
@@ -10,6 +10,7 @@ pub mod prior;
 pub mod rng;
 pub mod schedule;
 pub mod shapes;
+pub mod verify;
 
 /// Storage type of the CPU reference and of tensors read from the GPU: `f32` (as on the GPU)
 /// or `f64` (for finite differences).

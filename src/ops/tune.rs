@@ -2,19 +2,19 @@
 //! on this adapter, check each against the naive kernel (the oracle) on the same inputs, and
 //! keep the fastest correct one in the adapter's cache ([`crate::gpu::tune`]).
 //!
-//! Candidates are listed per adapter type: on CPU adapters the register kernel's blockings
-//! (and the tiled kernel, to be sure), on GPUs the tiled kernel's 2D block tilings (64x64 and
-//! larger tiles, 4x4 and 8x8 outputs per thread) and the register kernel. A shape is keyed by
-//! its sizes and transposes (`gemm 128x64x36 ·Bᵀ`); bias and accumulation only touch the
-//! epilogue and share the choice.
+//! Candidates are listed per adapter type: on CPU adapters the register and subgroup
+//! kernels' blockings (and the tiled kernel, to be sure), on GPUs the tiled kernel's 2D block
+//! tilings (64x64 and larger tiles, 4x4 and 8x8 outputs per thread), the register and the
+//! subgroup kernels. A shape is keyed by its sizes and transposes (`gemm 128x64x36 ·Bᵀ`);
+//! bias and accumulation only touch the epilogue and share the choice.
 
 use crate::error::{Error, Result};
 use crate::gpu::timing::time_dispatches;
 use crate::gpu::{Gpu, GpuTensor, TuneMode};
-use crate::ops::matmul::{
+use crate::math::verify::{compare, uniform_data};
+use crate::ops::gemm::{
     gemm_with, Gemm, MatmulKernel, RegisterBlocking, TiledBlocking, Tuning, KERNEL_ENV,
 };
-use crate::testing::{compare, uniform_data};
 use std::time::Instant;
 
 /// Timed runs per candidate after a warm-up (the median is kept), and the work each run
@@ -126,7 +126,9 @@ pub fn candidates(gpu: &Gpu) -> Vec<Candidate> {
         .collect()
 }
 
-/// The built-in choice (no timing): the register kernel on CPU adapters, tiled on GPUs.
+/// The built-in choice (no timing), [`MatmulKernel::auto`]: on CPU adapters the subgroup
+/// kernel where the default blocking fits their subgroups, else the register kernel; tiled on
+/// GPUs.
 pub fn builtin(gpu: &Gpu) -> Candidate {
     Candidate {
         kernel: MatmulKernel::auto(gpu),

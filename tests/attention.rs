@@ -130,7 +130,7 @@ fn too_long_sequences_are_refused() {
         &z(s.o_len()),
         &z(s.qkv_len()),
     );
-    if attention::loop_cap(&gpu).is_some() {
+    if gpu.loop_cap().is_some() {
         let e = r.err().expect("over llvmpipe's loop cap must be refused");
         assert!(e.to_string().contains("loop iterations"), "{e}");
         assert!(rb.is_err());

@@ -4,7 +4,7 @@
 //! `qkv` is [B*T, 3*H*K] (Q | K | V side by side, head h at columns h*K..(h+1)*K of each
 //! block), `o` / `d_o` are [B*T, H*K], `probs` is [B, H, T, T].
 
-use super::expect_len;
+use super::{check_loops, expect_len};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
@@ -24,15 +24,11 @@ fn check(s: &AttentionShape, gpu: &Gpu, op: &str, iterations: u64) -> Result<()>
             s.tokens
         )));
     }
-    if let Some(cap) = loop_cap(gpu) {
-        if iterations > cap {
-            return Err(Error::adapter(format!(
-                "{op}: T={} K={} needs {iterations} loop iterations per invocation, over \
-                 the {cap} that {} runs before it silently ends loops",
-                s.tokens, s.key_dim, gpu.info.name
-            )));
-        }
-    }
+    check_loops(
+        gpu,
+        &format!("{op}: T={} K={}", s.tokens, s.key_dim),
+        iterations,
+    )?;
     // Every index the kernels form must fit a u32.
     let biggest = s.qkv_len().max(s.probs_len());
     if biggest as u64 > u32::MAX as u64 {
@@ -46,11 +42,6 @@ fn check(s: &AttentionShape, gpu: &Gpu, op: &str, iterations: u64) -> Result<()>
 
 /// Most tokens the attention kernels handle (`MAX_T` in the shader).
 pub const MAX_TOKENS: usize = 1024;
-
-/// The adapter's per-invocation loop-iteration cap ([`Gpu::loop_cap`]).
-pub fn loop_cap(gpu: &Gpu) -> Option<u64> {
-    gpu.loop_cap()
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -6,6 +6,7 @@ pub mod adam;
 pub mod attention;
 pub mod classifier;
 pub mod gelu;
+pub mod gemm;
 pub mod label;
 pub mod loss;
 pub mod matmul;
@@ -61,14 +62,30 @@ pub(crate) fn check_count(op: &str, n: usize) -> Result<()> {
 }
 
 /// Errors when an invocation would run more loop iterations than the adapter allows
-/// ([`Gpu::loop_cap`]).
+/// ([`Gpu::loop_cap`]: past it the shader silently stops, giving wrong results). Every op
+/// guards its loops through this one function.
 pub(crate) fn check_loops(gpu: &Gpu, op: &str, iterations: u64) -> Result<()> {
     match gpu.loop_cap() {
         Some(cap) if iterations > cap => Err(Error::adapter(format!(
-            "{op}: needs {iterations} loop iterations per invocation, over the {cap} that {} \
-             runs before it silently ends loops",
+            "{op}: needs {} loop iterations per invocation, over the {} that {} runs before \
+             it silently ends loops",
+            thousands(iterations),
+            thousands(cap),
             gpu.info.name
         ))),
         _ => Ok(()),
     }
+}
+
+/// `65535` as `65,535`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -145,14 +145,14 @@ fn check_sampled(s: &Gemm, buf: &Buffers, with_bias: bool, got: &[f32]) -> Resul
 
 /// GFLOP/s of the plain-loop CPU reference on this case's N and K (fewer rows if large).
 fn cpu_gflops(s: &Gemm) -> f64 {
-    let rows = ((2e8 / matmul::flops(1, s.n, s.k)) as usize).clamp(1, s.m);
+    let rows = ((2e8 / matmul::flops(1, s.k, s.n)) as usize).clamp(1, s.m);
     let a = uniform_data(rows * s.k, 4);
     let b = uniform_data(s.k * s.n, 5);
     let t = Instant::now();
     let c = reference::gemm(&a, &b, rows, s.n, s.k, s.trans_a, s.trans_b);
     let secs = t.elapsed().as_secs_f64();
     std::hint::black_box(c);
-    matmul::flops(rows, s.n, s.k) / secs / 1e9
+    matmul::flops(rows, s.k, s.n) / secs / 1e9
 }
 
 struct Row {

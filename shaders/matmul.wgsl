@@ -1,5 +1,5 @@
-// General matrix multiply and the bias gradient, all matrices row-major (docs/model.md §3: every dense
-// layer's forward and backward).
+// General matrix multiply and the bias gradient, all matrices row-major (docs/model.md §3:
+// every dense layer's forward and backward).
 //
 //   C[M, N] = op(A) · op(B) (+ bias[N] if HAS_BIAS) (+ C if ACCUMULATE)   (flags in params)
 //     op(A) is [M, K]: A is stored [M, K], or [K, M] when TRANS_A.
@@ -18,16 +18,16 @@
 //   matmul_tiled4      v2 staging the slabs with vec4 loads (binding 5 and 6) under the same
 //                      alignment conditions as matmul_register4, with TILE_M, TILE_N and
 //                      TILE_K multiples of 4.
-//   matmul_register    v3: no workgroup memory. A workgroup is REG_WG threads side by side
-//                      along N; each thread owns REG_M rows x REG_N consecutive columns (REG_N
-//                      a multiple of 4) as vec4 accumulators; one step of K at a time with
-//                      scalar loads: the fallback for any alignment.
+//   matmul_register    v3: no workgroup memory. A workgroup is REG_LANES threads side by
+//                      side along N; each thread owns REG_ROWS rows x REG_COLS consecutive
+//                      columns (REG_COLS a multiple of 4) as vec4 accumulators; one step of
+//                      K at a time with scalar loads: the fallback for any alignment.
 //   matmul_register4   v3 with vec4 loads of A and B (binding 5 and 6 instead of 1 and 2), four
 //                      steps of K at a time: the host uses it when A's and B's contiguous
 //                      dimension (A: K, or M when TRANS_A; B: N, or K when TRANS_B) is a
 //                      multiple of 4 and both views start on a multiple of 4 elements (then K
 //                      is a multiple of 4 too, unless TRANS_A and not TRANS_B: a tail of single
-//                      steps). REG_M and REG_N must be multiples of 4.
+//                      steps). REG_ROWS and REG_COLS must be multiples of 4.
 //                      What is fast on CPU adapters (lavapipe / llvmpipe), where every load
 //                      whose address differs per lane costs a loop over the lanes: 8x8 outputs
 //                      per thread do 256 FMAs per 16 vec4 loads (measured ~4-7 GFLOP/s on 2
@@ -59,9 +59,9 @@ override TILE_K: u32 = 16u;
 override THREAD_M: u32 = 4u;
 override THREAD_N: u32 = 4u;
 
-override REG_M: u32 = 8u;
-override REG_N: u32 = 8u;
-override REG_WG: u32 = 8u;
+override REG_ROWS: u32 = 8u;
+override REG_COLS: u32 = 8u;
+override REG_LANES: u32 = 8u;
 
 override COLSUM_COLS: u32 = 64u;
 override COLSUM_ROWS: u32 = 4u;
@@ -341,7 +341,7 @@ fn write_tile(acc: ptr<function, array<f32, MAX_ACC>>, lid: vec3<u32>, row0: u32
 // Registers of both v3 kernels, indexed only with constants once the loops (bounded by
 // override constants, each with a small body) are unrolled: an index the compiler cannot
 // resolve would move the arrays to memory.
-// acc4[i * (REG_N / 4) + q] = C[row0 + i, col0 + 4q .. col0 + 4q + 4];
+// acc4[i * (REG_COLS / 4) + q] = C[row0 + i, col0 + 4q .. col0 + 4q + 4];
 // matmul_register4: bq[4q + kk] = op(B)[p + kk, col0 + 4q .. col0 + 4q + 4] for the 4-step p;
 // matmul_register:  bq[q] = op(B)[p, col0 + 4q .. col0 + 4q + 4].
 var<private> acc4: array<vec4<f32>, MAX_SIDE>;
@@ -349,7 +349,7 @@ var<private> bq: array<vec4<f32>, MAX_SIDE>;
 
 // acc4[row i] += a.x * bq[p] + a.y * bq[p + 1] + ... with a = op(A)[row0 + i, p .. p + 4].
 fn fma_row(i: u32, a: vec4<f32>) {
-    let nq = REG_N / 4u;
+    let nq = REG_COLS / 4u;
     for (var q = 0u; q < nq; q++) {
         var s = acc4[i * nq + q];
         s = fma(vec4<f32>(a.x), bq[4u * q], s);
@@ -363,8 +363,8 @@ fn fma_row(i: u32, a: vec4<f32>) {
 // Writes accumulator e (if the blocking has it) to C, dropping rows >= M and columns >= N.
 // Called with literal e, so that acc4 is only ever indexed by constants.
 fn flush(e: u32, row0: u32, col0: u32) {
-    let nq = REG_N / 4u;
-    if (e >= REG_M * nq) {
+    let nq = REG_COLS / 4u;
+    if (e >= REG_ROWS * nq) {
         return;
     }
     let i = row0 + e / nq;
@@ -386,16 +386,16 @@ fn flush(e: u32, row0: u32, col0: u32) {
     }
 }
 
-@compute @workgroup_size(REG_WG)
+@compute @workgroup_size(REG_LANES)
 fn matmul_register(@builtin(local_invocation_id) lid: vec3<u32>,
                    @builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>) {
     let m = params.m;
     let n = params.n;
     let k = params.k;
-    let row0 = row_tile(wid, nwg) * REG_M;
-    let col0 = (wid.x * REG_WG + lid.x) * REG_N;
-    let nq = REG_N / 4u;
+    let row0 = row_tile(wid, nwg) * REG_ROWS;
+    let col0 = (wid.x * REG_LANES + lid.x) * REG_COLS;
+    let nq = REG_COLS / 4u;
     // One step of K at a time: bq[q] = op(B)[p, col0 + 4q .. + 4] from scalar loads.
     // Out-of-range rows and columns read the last valid ones; their outputs are dropped.
     for (var p = 0u; p < k; p++) {
@@ -404,7 +404,7 @@ fn matmul_register(@builtin(local_invocation_id) lid: vec3<u32>,
             bq[q] = vec4<f32>(load_b(p, min(c, n - 1u)), load_b(p, min(c + 1u, n - 1u)),
                               load_b(p, min(c + 2u, n - 1u)), load_b(p, min(c + 3u, n - 1u)));
         }
-        for (var i = 0u; i < REG_M; i++) {
+        for (var i = 0u; i < REG_ROWS; i++) {
             let s = vec4<f32>(load_a(min(row0 + i, m - 1u), p));
             for (var q = 0u; q < nq; q++) {
                 acc4[i * nq + q] = fma(s, bq[q], acc4[i * nq + q]);
@@ -414,16 +414,16 @@ fn matmul_register(@builtin(local_invocation_id) lid: vec3<u32>,
     flush_all(row0, col0);
 }
 
-@compute @workgroup_size(REG_WG)
+@compute @workgroup_size(REG_LANES)
 fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
                     @builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>) {
     let m = params.m;
     let n = params.n;
     let k = params.k;
-    let row0 = row_tile(wid, nwg) * REG_M;
-    let col0 = (wid.x * REG_WG + lid.x) * REG_N;
-    let nq = REG_N / 4u;
+    let row0 = row_tile(wid, nwg) * REG_ROWS;
+    let col0 = (wid.x * REG_LANES + lid.x) * REG_COLS;
+    let nq = REG_COLS / 4u;
     // acc4 starts at zero (private variables are zero-initialised).
     // Out-of-range rows and columns read the last valid ones; their outputs are dropped.
     // K is a multiple of 4 unless A and B are both walked along K by rows (TRANS_A, !TRANS_B):
@@ -453,7 +453,7 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
         }
         if (TRANS_A) {
             // A is [K, M], M % 4 == 0: four rows of A, transposed, give 4 rows of op(A).
-            for (var iq = 0u; iq < REG_M / 4u; iq++) {
+            for (var iq = 0u; iq < REG_ROWS / 4u; iq++) {
                 let r = min(row0 + 4u * iq, m - 4u);
                 let v0 = a4[(p * m + r) / 4u];
                 let v1 = a4[((p + 1u) * m + r) / 4u];
@@ -466,7 +466,7 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
             }
         } else {
             // A is [M, K], K % 4 == 0.
-            for (var i = 0u; i < REG_M; i++) {
+            for (var i = 0u; i < REG_ROWS; i++) {
                 fma_row(i, a4[(min(row0 + i, m - 1u) * k + p) / 4u]);
             }
         }
@@ -480,7 +480,7 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
                 bq[4u * q + 2u] = z;
                 bq[4u * q + 3u] = z;
             }
-            for (var iq = 0u; iq < REG_M / 4u; iq++) {
+            for (var iq = 0u; iq < REG_ROWS / 4u; iq++) {
                 let v = a4[(p * m + min(row0 + 4u * iq, m - 4u)) / 4u];
                 fma_row(4u * iq, vec4<f32>(v.x, 0.0, 0.0, 0.0));
                 fma_row(4u * iq + 1u, vec4<f32>(v.y, 0.0, 0.0, 0.0));

@@ -183,7 +183,7 @@ fn subgroup_matches_reference() {
         &gpu,
         MatmulKernel::Subgroup,
         &spill,
-        Gemm::new(70_001, 3, 2),
+        Gemm::new(70_001, 2, 3),
         true,
     );
     let odd = subgroup_tuning(&gpu, 8, 8, 1);
@@ -296,7 +296,7 @@ fn row_tiles_spill_into_z() {
     };
     let (m, n, k) = (70_001, 3, 2);
     for kernel in MatmulKernel::PORTABLE {
-        check_gemm(&gpu, kernel, &tuning, Gemm::new(m, n, k), true);
+        check_gemm(&gpu, kernel, &tuning, Gemm::new(m, k, n), true);
     }
 }
 
@@ -468,7 +468,7 @@ fn views_at_nonzero_offsets() {
             let tx = acts.view("x", x_off, &[m, k]);
             let ty = out.view("y", y_off, &[m, n]);
             let d =
-                matmul::gemm(&gpu, kernel, Gemm::new(m, n, k), &tx, &tw, Some(&tb), &ty).unwrap();
+                matmul::gemm(&gpu, kernel, Gemm::new(m, k, n), &tx, &tw, Some(&tb), &ty).unwrap();
             gpu.run(&[&d]).unwrap();
             let want = reference::matmul_forward(&x, &w, Some(&b), m, k, n);
             let (abs, rel) = tol(k);
@@ -498,7 +498,7 @@ fn bad_arguments_are_clear_errors() {
     let ok = matmul::gemm(
         &gpu,
         MatmulKernel::Naive,
-        Gemm::new(3, 5, 4),
+        Gemm::new(3, 4, 5),
         &a,
         &b,
         None,
@@ -514,7 +514,7 @@ fn bad_arguments_are_clear_errors() {
     let e = msg(matmul::gemm(
         &gpu,
         MatmulKernel::Naive,
-        Gemm::new(3, 5, 3),
+        Gemm::new(3, 3, 5),
         &a,
         &b,
         None,
@@ -524,7 +524,7 @@ fn bad_arguments_are_clear_errors() {
     let e = msg(matmul::gemm(
         &gpu,
         MatmulKernel::Tiled,
-        Gemm::new(3, 5, 4),
+        Gemm::new(3, 4, 5),
         &a,
         &b,
         Some(&a),
@@ -534,7 +534,7 @@ fn bad_arguments_are_clear_errors() {
     let e = msg(matmul::gemm(
         &gpu,
         MatmulKernel::Register,
-        Gemm::new(0, 5, 4),
+        Gemm::new(0, 4, 5),
         &a,
         &b,
         None,
@@ -549,7 +549,7 @@ fn bad_arguments_are_clear_errors() {
     let e = msg(matmul::gemm(
         &gpu,
         MatmulKernel::Register,
-        Gemm::new(3, 4, 1),
+        Gemm::new(3, 1, 4),
         &a31,
         &a14,
         None,
@@ -569,7 +569,7 @@ fn bad_arguments_are_clear_errors() {
     let r = matmul::gemm(
         &gpu,
         MatmulKernel::Naive,
-        Gemm::new(1, 1, 70_000),
+        Gemm::new(1, 70_000, 1),
         &long,
         &long,
         None,

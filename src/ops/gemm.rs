@@ -204,8 +204,9 @@ pub struct Gemm {
 }
 
 impl Gemm {
-    /// `C[m, n] = A[m, k]·B[k, n]`.
-    pub fn new(m: usize, n: usize, k: usize) -> Gemm {
+    /// `C[m, n] = A[m, k]·B[k, n]`, the sizes in the order the operands read (as
+    /// [`matmul_forward`](crate::ops::matmul::matmul_forward)'s `m, k, n`).
+    pub fn new(m: usize, k: usize, n: usize) -> Gemm {
         Gemm {
             m,
             n,
@@ -215,12 +216,12 @@ impl Gemm {
     }
 
     pub fn flops(&self) -> f64 {
-        flops(self.m, self.n, self.k)
+        flops(self.m, self.k, self.n)
     }
 }
 
 /// Floating-point operations of an `[m, k]·[k, n]` product (one multiply and one add each).
-pub fn flops(m: usize, n: usize, k: usize) -> f64 {
+pub fn flops(m: usize, k: usize, n: usize) -> f64 {
     2.0 * m as f64 * n as f64 * k as f64
 }
 
@@ -602,9 +603,9 @@ fn entry_and_grid(
         MatmulKernel::Register | MatmulKernel::Subgroup => {
             let r = &tuning.register;
             constants.extend([
-                ("REG_M", r.rows as f64),
-                ("REG_N", r.cols as f64),
-                ("REG_WG", r.lanes as f64),
+                ("REG_ROWS", r.rows as f64),
+                ("REG_COLS", r.cols as f64),
+                ("REG_LANES", r.lanes as f64),
             ]);
             let gx = n.div_ceil((r.cols * r.lanes) as usize);
             let g = grid(gpu, op, gx, m.div_ceil(r.rows as usize))?;
@@ -630,7 +631,7 @@ pub fn colsum(
 ) -> Result<Dispatch> {
     let op = format!("colsum {m}x{n}");
     let op = op.as_str();
-    check_size(op, &Gemm::new(m, n, 1))?;
+    check_size(op, &Gemm::new(m, 1, n))?;
     check_len(op, "dY", dy, m * n, "[M, N]")?;
     check_len(op, "output", out, n, "[N]")?;
     check_distinct(op, out, &[dy])?;

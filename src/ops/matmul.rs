@@ -37,7 +37,7 @@ pub fn matmul_forward(
     k: usize,
     n: usize,
 ) -> Result<Dispatch> {
-    gemm_auto(gpu, Gemm::new(m, n, k), x, w, bias, y)
+    gemm_auto(gpu, Gemm::new(m, k, n), x, w, bias, y)
 }
 
 /// Dense layer backward given `dy[m, n]`, with [`gemm_auto`]'s kernels: `dx[m, k] = dy·wᵀ`

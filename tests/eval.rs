@@ -5,13 +5,13 @@ mod common;
 
 use common::{bin, error_line, mnist_dir};
 use wgpu_diffusion::data;
-use wgpu_diffusion::eval::classifier::{self, Classifier, TrainSettings};
+use wgpu_diffusion::eval::classifier::{self, Classifier, ClassifierSettings};
 
 /// Measured on lavapipe (2 cores shared with a training run): 2 epochs of batch 128 at lr 1e-3
 /// (the second at lr / 10) reach 97.3% test accuracy in about 68 s; the command's default
 /// (8 epochs, the last 2 at lr / 10) is too slow for a test.
-fn fast_settings() -> TrainSettings {
-    TrainSettings {
+fn fast_settings() -> ClassifierSettings {
+    ClassifierSettings {
         epochs: 2,
         batch: 128,
         lr: 1e-3,
@@ -276,7 +276,7 @@ fn classifier_gradients_match_finite_differences() {
     let labels: Vec<u32> = (0..b as u32).map(|i| (i * 3) % 10).collect();
     let pt = GpuTensor::from_slice(&gpu, "p", &[params.len()], &params).unwrap();
     let gt = GpuTensor::zeros(&gpu, "g", &[params.len()]).unwrap();
-    let mlp = classifier::Mlp::new(&gpu, &pt, Some(&gt), b).unwrap();
+    let mlp = classifier::ClassifierNet::new(&gpu, &pt, Some(&gt), b).unwrap();
     mlp.x.write(&gpu, &x);
     mlp.labels.write(&gpu, &labels);
     let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -326,7 +326,7 @@ fn stale_classifier_files_are_recognised() {
         params: classifier::init_params(0),
         meta: ClassifierMeta {
             test_accuracy: 0.5,
-            settings: TrainSettings::default(),
+            settings: ClassifierSettings::default(),
             train_images: 1,
             train_seconds: 0.0,
             final_train_loss: 1.0,

@@ -364,14 +364,14 @@ fn resume_continues_in_the_stage_it_stopped_in() {
 
 /// A classifier trained in seconds (1 epoch of 2,000 digits): enough for eval's plumbing.
 fn quick_classifier(base: &Path) -> PathBuf {
-    use wgpu_diffusion::eval::classifier::{self, TrainSettings};
+    use wgpu_diffusion::eval::classifier::{self, ClassifierSettings};
     let gpu = common::gpu();
     let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
-    let settings = TrainSettings {
+    let settings = ClassifierSettings {
         epochs: 1,
         train_subset: Some(2000),
         decay_epochs: 0,
-        ..TrainSettings::default()
+        ..ClassifierSettings::default()
     };
     let clf = base.join("classifier.safetensors");
     classifier::train(&gpu, &mnist, &settings)

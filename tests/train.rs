@@ -123,16 +123,16 @@ fn loss_falls_and_epochs_validate() {
 /// metrics themselves are tested in tests/eval.rs).
 #[test]
 fn eval_every_writes_sample_quality_to_metrics() {
-    use wgpu_diffusion::eval::classifier::{self, TrainSettings};
+    use wgpu_diffusion::eval::classifier::{self, ClassifierSettings};
     let out = tmp("train-eval");
     std::fs::create_dir_all(&out).unwrap();
     let gpu = common::gpu();
     let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
-    let settings = TrainSettings {
+    let settings = ClassifierSettings {
         epochs: 1,
         train_subset: Some(2000),
         decay_epochs: 0,
-        ..TrainSettings::default()
+        ..ClassifierSettings::default()
     };
     let clf = out.join("classifier.safetensors");
     classifier::train(&gpu, &mnist, &settings)

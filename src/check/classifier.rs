@@ -47,7 +47,7 @@ pub fn check(c: &mut Checker) {
         c.case("softmax_xent_forward", &shape, |c| xent(c, i, b, k));
         c.case("argmax", &shape, |c| argmax(c, i, b, k));
     }
-    let mlp = Mlp::new(17, 50, 32, 10);
+    let mlp = TwoLayerNet::new(17, 50, 32, 10);
     c.case("mlp step", mlp.shape(), |c| mlp_step(c, &mlp));
 }
 
@@ -159,7 +159,7 @@ fn argmax(c: &mut Checker, i: usize, b: usize, k: usize) -> Result<()> {
 }
 
 /// A two-layer MLP and its batch: x [B, K], w1 [K, H], b1 [H], w2 [H, C], b2 [C], labels [B].
-struct Mlp {
+struct TwoLayerNet {
     dims: (usize, usize, usize, usize),
     x: Vec<f32>,
     w1: Vec<f32>,
@@ -169,11 +169,11 @@ struct Mlp {
     labels: Vec<u32>,
 }
 
-impl Mlp {
+impl TwoLayerNet {
     /// The tests' weights: w1 within 0.3, w2 within 0.5 (the logits stay moderate).
-    fn new(b: usize, k: usize, h: usize, c: usize) -> Mlp {
+    fn new(b: usize, k: usize, h: usize, c: usize) -> TwoLayerNet {
         let scaled = |n, seed, s: f32| uniform_data(n, seed).iter().map(|v| v * s).collect();
-        Mlp {
+        TwoLayerNet {
             dims: (b, k, h, c),
             x: uniform_data(b * k, 60),
             w1: scaled(k * h, 61, 0.3),
@@ -205,7 +205,7 @@ impl Mlp {
 }
 
 /// The MLP's buffers on the GPU: inputs and weights, activations, gradients.
-struct MlpTensors {
+struct TwoLayerTensors {
     x: GpuTensor,
     w1: GpuTensor,
     b1: GpuTensor,
@@ -216,14 +216,14 @@ struct MlpTensors {
     fwd: [GpuTensor; 6],
     /// dlogits, dactivation, dhidden, dx.
     back: [GpuTensor; 4],
-    /// dw2, db2, dw1, db1 (the order of [`Mlp::reference`]).
+    /// dw2, db2, dw1, db1 (the order of [`TwoLayerNet::reference`]).
     grads: [GpuTensor; 4],
 }
 
-fn mlp_tensors(c: &Checker, m: &Mlp) -> Result<MlpTensors> {
+fn mlp_tensors(c: &Checker, m: &TwoLayerNet) -> Result<TwoLayerTensors> {
     let (b, k, h, n) = m.dims;
     let z = |name: &str, len: usize| GpuTensor::zeros(c.gpu, name, &[len]);
-    Ok(MlpTensors {
+    Ok(TwoLayerTensors {
         x: c.tensor("x", &m.x)?,
         w1: c.tensor("w1", &m.w1)?,
         b1: c.tensor("b1", &m.b1)?,
@@ -254,7 +254,7 @@ fn mlp_tensors(c: &Checker, m: &Mlp) -> Result<MlpTensors> {
 }
 
 /// The step's dispatches in order: forward, cross-entropy, backward.
-fn mlp_dispatches(c: &Checker, m: &Mlp, t: &MlpTensors) -> Result<Vec<Dispatch>> {
+fn mlp_dispatches(c: &Checker, m: &TwoLayerNet, t: &TwoLayerTensors) -> Result<Vec<Dispatch>> {
     let (gpu, (b, k, h, n)) = (c.gpu, m.dims);
     let [hid, act, logits, probs, losses, history] = &t.fwd;
     let [dz, da, dh, dx] = &t.back;
@@ -280,7 +280,7 @@ fn mlp_dispatches(c: &Checker, m: &Mlp, t: &MlpTensors) -> Result<Vec<Dispatch>>
 
 /// One MLP step in one pass against the reference chain: the logits (within the two dense
 /// layers' GEMM tolerance), the mean loss and the gradients (the tests' tolerances).
-fn mlp_step(c: &mut Checker, m: &Mlp) -> Result<()> {
+fn mlp_step(c: &mut Checker, m: &TwoLayerNet) -> Result<()> {
     let t = mlp_tensors(c, m)?;
     let ds = mlp_dispatches(c, m, &t)?;
     c.run(&ds.iter().collect::<Vec<_>>())?;

@@ -1,8 +1,9 @@
 //! `wgpu-diffusion eval`: the report on a set of digits (an IDX file, or fresh samples of a
 //! checkpoint) in the classifier's feature space, with sanity rows computed the same way.
 
-use super::classifier::{self, Classifier, CLASSES, FEATURES};
+use super::classifier::{self, Classifier, FEATURES};
 use super::{fid, metrics};
+use crate::config::CLASSES;
 use crate::config::PIXELS;
 use crate::data;
 use crate::error::{Error, Result};
@@ -171,8 +172,8 @@ pub struct Quality {
 pub fn quality(c: &Classifier, gpu: &Gpu, pixels: &[u8]) -> Result<Quality> {
     let inf = c.infer(gpu, pixels)?;
     let stats = fid::stats(&inf.features, FEATURES);
-    let (confidence_mean, confident_frac) = metrics::confidence(&inf.probs, CLASSES);
-    let label_histogram = metrics::histogram(&inf.predictions(), CLASSES);
+    let (confidence_mean, confident_frac) = metrics::confidence(&inf.probs, CLASSES as usize);
+    let label_histogram = metrics::histogram(&inf.predictions(), CLASSES as usize);
     Ok(Quality {
         n: inf.n,
         fid: fid::fid(&stats, &c.test_stats),

@@ -3,8 +3,9 @@
 //! digit each was asked to be, with how often the classifier reads it as that digit (overall
 //! and per digit); for unlabelled samples, grouped by the digit the classifier reads.
 
-use super::classifier::{Classifier, CLASSES, FEATURES};
+use super::classifier::{Classifier, FEATURES};
 use super::fid;
+use crate::config::CLASSES;
 use crate::data::Mnist;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -83,7 +84,7 @@ pub fn by_digit(
             samples.n
         )));
     }
-    if let Some(d) = asked.iter().find(|&&d| d as usize >= CLASSES) {
+    if let Some(d) = asked.iter().find(|&&d| d as u32 >= CLASSES) {
         return Err(Error::data(format!(
             "{source}: label {d} is not a digit 0..9"
         )));

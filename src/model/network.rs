@@ -46,11 +46,11 @@ struct Layer {
     o_rows: GpuTensor,
     /// y = o W_o + b_o + x_start: the layer's output unless it has a feed-forward block.
     proj: GpuTensor,
-    mlp: Option<Mlp>,
+    mlp: Option<FeedForward>,
 }
 
 /// A layer's feed-forward block: pre [M, F], h = gelu(pre) [M, F], out = y + h W_2 + b_2.
-struct Mlp {
+struct FeedForward {
     pre: GpuTensor,
     h: GpuTensor,
     out: GpuTensor,
@@ -288,7 +288,7 @@ impl<'a> Build<'a> {
         l: usize,
         proj: &GpuTensor,
         forward: &mut Vec<Dispatch>,
-    ) -> Result<Option<Mlp>> {
+    ) -> Result<Option<FeedForward>> {
         if self.cfg.mlp == 0 {
             return Ok(None);
         }
@@ -301,7 +301,7 @@ impl<'a> Build<'a> {
         forward.push(self.dense(l, "2", &h, &out, rows, f, d)?);
         // Residual around the block: x_{l+1} = y + FFN(y).
         forward.push(rows::add_inplace(self.gpu, &out, proj)?);
-        Ok(Some(Mlp { pre, h, out }))
+        Ok(Some(FeedForward { pre, h, out }))
     }
 
     /// `--skip pixel-mixture`'s prior, a view of the parameters (forward and backward).
@@ -527,7 +527,7 @@ impl<'a> Backward<'a> {
     }
 
     /// Layer l's feed-forward block: d y += W_1^T gelu'(pre) (W_2^T d out) (the residual).
-    fn mlp(&mut self, l: usize, ly: &Layer, mlp: &Mlp, rows: usize) -> Result<()> {
+    fn mlp(&mut self, l: usize, ly: &Layer, mlp: &FeedForward, rows: usize) -> Result<()> {
         let (d, f) = (self.b.d, self.b.cfg.mlp as usize);
         let (dh, dpre) = match l == self.b.last {
             true => (self.dh_p.clone(), self.dpre_p.clone()),

@@ -83,7 +83,7 @@ pub struct LayerForward<F = f32> {
     /// Attention output, heads side by side, [B*T, HK].
     pub o: Vec<F>,
     /// The feed-forward block's activations (with `--mlp F`, F > 0).
-    pub mlp: Option<MlpForward<F>>,
+    pub mlp: Option<FeedForwardActs<F>>,
     /// x after the layer, [B, T, D]: o W_o + b_o + x_start, plus the feed-forward block's
     /// h W_2 + b_2 when there is one.
     pub out: Vec<F>,
@@ -91,7 +91,7 @@ pub struct LayerForward<F = f32> {
 
 /// The activations of a layer's feed-forward block.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MlpForward<F = f32> {
+pub struct FeedForwardActs<F = f32> {
     /// Its input: the attention block's output o W_o + b_o + x_start, [B, T, D].
     pub y: Vec<F>,
     /// y W_1 + b_1, [B*T, F].
@@ -397,7 +397,7 @@ pub fn forward_labelled<F: Real>(
             let out = (0..m * d)
                 .map(|i| F::from_f64(y[i].to_f64() + ffn[i].to_f64()))
                 .collect();
-            (Some(MlpForward { y, pre, h }), out)
+            (Some(FeedForwardActs { y, pre, h }), out)
         } else {
             (None, y)
         };

@@ -126,11 +126,25 @@ impl Stage {
 
     /// "stage guide" (or "" for a recipe of one stage), for messages.
     pub fn label(&self) -> String {
-        self.name
-            .as_ref()
-            .map(|n| format!("stage {n}"))
-            .unwrap_or_default()
+        stage_label(self.name.as_deref())
     }
+
+    /// "stage guide: " before a line of a staged recipe, "" for a single model.
+    pub fn prefix(&self) -> String {
+        stage_prefix(self.name.as_deref())
+    }
+}
+
+/// "stage NAME" for a named stage, "" for the single model of a one-stage recipe: the one
+/// place messages name a stage.
+pub fn stage_label(name: Option<&str>) -> String {
+    name.map(|n| format!("stage {n}")).unwrap_or_default()
+}
+
+/// [`stage_label`] followed by ": ", or "" (the start of a line about a stage).
+pub fn stage_prefix(name: Option<&str>) -> String {
+    name.map(|n| format!("{}: ", stage_label(Some(n))))
+        .unwrap_or_default()
 }
 
 /// A resolved recipe: the stages to train and the sampler settings of the run.

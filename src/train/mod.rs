@@ -17,7 +17,7 @@ use crate::model::network::{Network, Optimizer, LOSS_HISTORY};
 use crate::model::ParamLayout;
 use crate::ops::noise::{LabelDropout, NoiseConfig, NoiseInject};
 use crate::ops::patches;
-use crate::settings::recipe::{Preset, Recipe, Source, Stage, CONFIG_FILE};
+use crate::settings::recipe::{stage_prefix, Preset, Recipe, Source, Stage, CONFIG_FILE};
 use crate::settings::train::TrainSettings;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -247,11 +247,7 @@ fn done_before(
 /// "stage guide: 400 steps in 88.7 s (max-steps), best val_loss 0.41, 1130 samples/s; in
 /// runs/fast/guide".
 fn summary_line(s: &Summary, dir: &Path) -> String {
-    let name = s
-        .stage
-        .as_ref()
-        .map(|n| format!("stage {n}: "))
-        .unwrap_or_default();
+    let name = stage_prefix(s.stage.as_deref());
     let how = match (s.skipped, s.end) {
         (true, _) => "done before this run".to_string(),
         (_, End::Steps) => "took its steps".into(),
@@ -471,15 +467,6 @@ impl Gear {
     }
 }
 
-/// "stage NAME: " before a staged recipe's lines, nothing for a single model.
-fn stage_label(stage: &Stage) -> String {
-    stage
-        .name
-        .as_ref()
-        .map(|n| format!("stage {n}: "))
-        .unwrap_or_default()
-}
-
 /// The stage's clock: seconds trained before this process, and this process's start (its
 /// set-up counts against the budget).
 struct Clock {
@@ -554,7 +541,7 @@ impl<'a> Trainer<'a> {
         };
         metrics.say(&format!(
             "{}training {} weights ({model}) on {}: {} samples per step, {steps_per_epoch} steps per epoch, levels 0..={}, {lr}{}{resuming}",
-            stage_label(stage),
+            stage.prefix(),
             model.parameter_count(),
             gpu.describe(),
             s.batch(),
@@ -845,10 +832,7 @@ impl<'a> Trainer<'a> {
         if end == End::Budget {
             self.metrics.say(&format!(
                 "{}the {:.1}-minute budget ended the run at step {} (checkpoint written)",
-                self.stage
-                    .as_ref()
-                    .map(|n| format!("stage {n}: "))
-                    .unwrap_or_default(),
+                stage_prefix(self.stage.as_deref()),
                 self.budget.unwrap_or(0.0) / 60.0,
                 self.state.step
             ));

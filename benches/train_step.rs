@@ -18,7 +18,7 @@ use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::ops::attention::{self, AttentionKernel, AttentionShape};
 use wgpu_diffusion::reference;
-use wgpu_diffusion::sample::{Sampler, Schedule};
+use wgpu_diffusion::sample::{Sampler, SamplerModel, Schedule, Stack};
 use wgpu_diffusion::settings::recipe::{Preset, Recipe, Source};
 use wgpu_diffusion::settings::train::TrainFlags;
 use wgpu_diffusion::testing::uniform_data;
@@ -117,7 +117,7 @@ fn main() {
         None if gpu.is_cpu() => Preset::Tiny,
         None => Preset::Seed,
     };
-    let cfg = Recipe::load(&Source::Preset(preset), &args.shape)
+    let config = Recipe::load(&Source::Preset(preset), &args.shape)
         .and_then(|r| r.sampled_stage().settings.model())
         .unwrap_or_else(|e| panic!("{e}"));
     println!("adapter: {}", gpu.describe());
@@ -127,24 +127,30 @@ fn main() {
     println!(
         "preset {} with {cfg} ({} weights), batch {BATCH} samples ({} rows)",
         preset.name(),
-        cfg.parameter_count(),
-        BATCH * cfg.geometry.tokens() as usize
+        config.parameter_count(),
+        BATCH * config.geometry.tokens() as usize
     );
-    let f = measure(&gpu, &args, &cfg, peak, preset);
+    let f = measure(&gpu, &args, &config, peak, preset);
     if args.json {
         println!("{}", serde_json::to_string(&f).unwrap());
     }
 }
 
-fn measure(gpu: &Gpu, args: &BenchArgs, cfg: &ModelConfig, peak: f64, preset: Preset) -> Figures {
+fn measure(
+    gpu: &Gpu,
+    args: &BenchArgs,
+    config: &ModelConfig,
+    peak: f64,
+    preset: Preset,
+) -> Figures {
     let reps = if args.quick { 3 } else { 10 };
-    let layout = ParamLayout::new(cfg);
+    let layout = ParamLayout::new(config);
     let init = layout.init(1);
     let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &init).unwrap();
-    let step = train_step(gpu, args, cfg, &layout, &params, reps, peak);
-    let (attention_forward, attention_backward) = attention(gpu, cfg, reps, peak);
+    let step = train_step(gpu, args, config, &layout, &params, reps, peak);
+    let (attention_forward, attention_backward) = attention(gpu, config, reps, peak);
     let cpu_reference_ms = (!args.no_cpu_reference).then(|| {
-        let ms = cpu_reference(cfg, &layout, &init);
+        let ms = cpu_reference(config, &layout, &init);
         println!(
             "CPU reference (plain loops, 1 thread): {ms:9.3} ms per {BATCH}-sample step -> GPU is {:.1}x faster",
             ms / step.step.ms
@@ -152,11 +158,11 @@ fn measure(gpu: &Gpu, args: &BenchArgs, cfg: &ModelConfig, peak: f64, preset: Pr
         ms
     });
     let count: usize = if args.quick { 500 } else { 10_000 };
-    let (sampling, sampling_digits_per_s) = sampling(gpu, cfg, &layout, &params, count, peak);
+    let (sampling, sampling_digits_per_s) = sampling(gpu, config, &layout, &params, count, peak);
     Figures {
         adapter: gpu.describe(),
         preset: preset.name().to_string(),
-        model: cfg.to_string(),
+        model: config.to_string(),
         peak_gflops: peak,
         tune: args.tune,
         build_secs: step.build_secs,
@@ -183,19 +189,19 @@ struct StepFigures {
 fn train_step(
     gpu: &Gpu,
     args: &BenchArgs,
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &GpuTensor,
     reps: usize,
     peak: f64,
 ) -> StepFigures {
-    let g = &cfg.geometry;
+    let g = &config.geometry;
     let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
     let zeros = vec![0.0; layout.total];
     let init = layout.init(1);
     let opt = Optimizer::new(gpu, layout, params, &zeros, &zeros, &init, 1e-4, 0.999).unwrap();
     let built = Instant::now();
-    let net = Network::new(gpu, cfg, layout, BATCH, params, Some(&opt.grads)).unwrap();
+    let net = Network::new(gpu, config, layout, BATCH, params, Some(&opt.grads)).unwrap();
     let build_secs = built.elapsed().as_secs_f64();
     println!(
         "training step built in {build_secs:.1} s (pipelines, and GEMM tuning with --tune {:?}); kernels:",
@@ -250,15 +256,15 @@ fn train_step(
 
 /// Attention forward and backward alone, at the model's shape, with each kernel version that
 /// fits it; returns the figures of the ones the model uses.
-fn attention(gpu: &Gpu, cfg: &ModelConfig, reps: usize, peak: f64) -> (Rate, Rate) {
-    let t = cfg.geometry.tokens() as usize;
+fn attention(gpu: &Gpu, config: &ModelConfig, reps: usize, peak: f64) -> (Rate, Rate) {
+    let t = config.geometry.tokens() as usize;
     let s = AttentionShape {
         batch: BATCH,
         tokens: t,
-        heads: cfg.heads as usize,
-        key_dim: cfg.key_dim as usize,
+        heads: config.heads as usize,
+        key_dim: config.key_dim as usize,
     };
-    let hk = cfg.hk() as usize;
+    let hk = config.hk() as usize;
     let rows = BATCH * t;
     let qkv = uniform_data(rows * 3 * hk, 4);
     let qkv = GpuTensor::from_slice(gpu, "qkv", &[rows, 3 * hk], &qkv).unwrap();
@@ -296,10 +302,10 @@ fn attention(gpu: &Gpu, cfg: &ModelConfig, reps: usize, peak: f64) -> (Rate, Rat
 
 /// Milliseconds of the CPU reference's step on the same data (a smaller batch on big
 /// presets, scaled).
-fn cpu_reference(cfg: &ModelConfig, layout: &ParamLayout, init: &[f32]) -> f64 {
-    let g = &cfg.geometry;
+fn cpu_reference(config: &ModelConfig, layout: &ParamLayout, init: &[f32]) -> f64 {
+    let g = &config.geometry;
     let (t, d, p) = (g.tokens() as usize, g.dim() as usize, g.patches() as usize);
-    let cpu_batch = if cfg.parameter_count() < 100_000 {
+    let cpu_batch = if config.parameter_count() < 100_000 {
         BATCH
     } else {
         20
@@ -311,22 +317,33 @@ fn cpu_reference(cfg: &ModelConfig, layout: &ParamLayout, init: &[f32]) -> f64 {
     let target = uniform_data(BATCH * p * d, 3);
     let (tok, tgt) = (&tokens[..cpu_batch * t * d], &target[..cpu_batch * p * d]);
     let c0 = Instant::now();
-    let _ = reference::model::loss_and_grad::<f32>(cfg, layout, init, tok, tgt, cpu_batch);
+    let _ = reference::model::loss_and_grad::<f32>(config, layout, init, tok, tgt, cpu_batch);
     c0.elapsed().as_secs_f64() * 1e3 * BATCH as f64 / cpu_batch as f64
 }
 
 /// The sampling loop: `count` digits x 50 steps, and digits/s.
 fn sampling(
     gpu: &Gpu,
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &GpuTensor,
     count: usize,
     peak: f64,
 ) -> (Rate, f64) {
     let schedule = Schedule::plain(0.99, 500, SAMPLE_STEPS, 1.5);
-    let batch = wgpu_diffusion::sample::auto_batch(gpu, cfg, count as u64);
-    let sm = Sampler::new(gpu, cfg, layout, params, batch, schedule, 0).unwrap();
+    let batch = wgpu_diffusion::sample::auto_batch(gpu, config, count as u64);
+    let sm = Sampler::new(
+        gpu,
+        Stack::of(SamplerModel {
+            config: config,
+            layout: layout,
+            params: params,
+        }),
+        batch,
+        schedule,
+        0,
+    )
+    .unwrap();
     sm.run(gpu, 0).unwrap(); // warm-up: pipelines compiled, buffers touched
     let s0 = Instant::now();
     let mut first = 0;
@@ -335,7 +352,7 @@ fn sampling(
         first += batch;
     }
     let secs = s0.elapsed().as_secs_f64();
-    let flops = Sampler::flops_per_digit_step(cfg) * SAMPLE_STEPS as f64 * first as f64;
+    let flops = Sampler::flops_per_digit_step(config) * SAMPLE_STEPS as f64 * first as f64;
     let rate = Rate::new(secs, flops, peak);
     let digits_per_s = first as f64 / secs;
     println!(

@@ -11,8 +11,10 @@
 //   (patches_forward(image, cond) -> tokens; model forward; recompose -> nhat)
 //   sample_guide     (with --guide, at the main model's steps, after the guide's own
 //                    patches, forward and recompose -> nhat_guide [B, PIXELS]):
-//                    nhat = nhat_guide + params.guidance * (nhat - nhat_guide)
-//                    (autoguidance: the step moves away from what the weaker model predicts)
+//                    nhat = nhat_guide + params.weight * (nhat - nhat_guide)
+//                    (autoguidance: the step moves away from what the weaker model predicts;
+//                    classifier-free guidance runs the same entry with N_uncond in place of
+//                    nhat_guide and the --cfg weight in its own uniform)
 //   sample_update    image, nhat [B, PIXELS] -> image = (image - nhat * (1 - keep)) / keep,
 //                    keep = table[k].y. With params.clip (`--clip`), nhat is
 //                    first replaced by the noise that the clamped digit estimate implies:
@@ -46,7 +48,7 @@ struct Params {
     steps: u32,   // n'
     clip: u32,    // 1: clamp the digit estimate to [LO, HI]
     bg_from: u32, // the first step of --background's blend (steps: never)
-    guidance: f32, // --guidance W (sample_guide)
+    weight: f32, // sample_guide's weight: --guidance W, or --cfg in the cfg uniform
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -149,7 +151,7 @@ fn sample_guide(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let g = nhat_guide[i];
-    nhat_rw[i] = g + params.guidance * (nhat_rw[i] - g);
+    nhat_rw[i] = g + params.weight * (nhat_rw[i] - g);
 }
 
 @compute @workgroup_size(1)

@@ -108,14 +108,14 @@ pub fn noising_sequence(
     let cond = GpuTensor::zeros(gpu, "cond", &[b])?;
     let noise = GpuTensor::zeros(gpu, "noise", &[b, px])?;
     let noisy = GpuTensor::zeros(gpu, "noisy", &[b, px])?;
-    let cfg = NoiseConfig {
+    let config = NoiseConfig {
         seed,
         stream: streams::FIGURE,
         alpha,
         n_max: *levels.iter().max().unwrap(),
         repeat: b as u32,
     };
-    let op = NoiseInject::at_levels(gpu, &cfg, b, &img, &perm, &lv, &cond, &noise, &noisy)?;
+    let op = NoiseInject::at_levels(gpu, &config, b, &img, &perm, &lv, &cond, &noise, &noisy)?;
     op.set_step(gpu, 0, 0);
     gpu.run(&[&op.dispatch])?;
     noisy.read(gpu)

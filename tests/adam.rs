@@ -8,22 +8,22 @@ use wgpu_diffusion::reference::adam as reference;
 use wgpu_diffusion::testing::{assert_close, mixed_gradients, uniform_data};
 
 /// `steps` Adam steps over `n` values, each with new gradients, GPU vs reference.
-fn check(gpu: &Gpu, cfg: AdamConfig, n: usize, steps: u64, seed: u64) {
+fn check(gpu: &Gpu, config: AdamConfig, n: usize, steps: u64, seed: u64) {
     let mut p = uniform_data(n, seed);
     let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
     let pt = GpuTensor::from_slice(gpu, "params", &[n], &p).unwrap();
     let gt = GpuTensor::zeros(gpu, "grads", &[n]).unwrap();
     let mt = GpuTensor::zeros(gpu, "m", &[n]).unwrap();
     let vt = GpuTensor::zeros(gpu, "v", &[n]).unwrap();
-    let opt = Adam::new(gpu, cfg, &pt, &gt, &mt, &vt).unwrap();
+    let opt = Adam::new(gpu, config, &pt, &gt, &mt, &vt).unwrap();
     for t in 1..=steps {
         let g = mixed_gradients(n, seed * 1000 + t);
         gt.write(gpu, &g);
         opt.set_step(gpu, t);
         gpu.run(&[&opt.dispatch]).unwrap();
-        reference::adam_step(&cfg, t, &mut p, &g, &mut m, &mut v);
+        reference::adam_step(&config, t, &mut p, &g, &mut m, &mut v);
     }
-    let name = format!("n={n} steps={steps} lr={}", cfg.lr);
+    let name = format!("n={n} steps={steps} lr={}", config.lr);
     assert_close(&format!("{name} m"), &mt.read(gpu).unwrap(), &m, 1e-9, 1e-5);
     assert_close(
         &format!("{name} v"),
@@ -37,7 +37,7 @@ fn check(gpu: &Gpu, cfg: AdamConfig, n: usize, steps: u64, seed: u64) {
         &format!("{name} params"),
         &pt.read(gpu).unwrap(),
         &p,
-        cfg.lr * 1e-3,
+        config.lr * 1e-3,
         1e-6,
     );
 }
@@ -104,9 +104,12 @@ fn ema_warm_up() {
 fn bad_inputs_are_errors() {
     let gpu = common::gpu();
     let z = |n: usize| GpuTensor::zeros(&gpu, "z", &[n]).unwrap();
-    let cfg = AdamConfig::keras(1e-4);
-    assert!(Adam::new(&gpu, cfg, &z(10), &z(10), &z(9), &z(10)).is_err());
-    let bad = AdamConfig { beta2: 1.0, ..cfg };
+    let config = AdamConfig::keras(1e-4);
+    assert!(Adam::new(&gpu, config, &z(10), &z(10), &z(9), &z(10)).is_err());
+    let bad = AdamConfig {
+        beta2: 1.0,
+        ..config
+    };
     assert!(Adam::new(&gpu, bad, &z(10), &z(10), &z(10), &z(10)).is_err());
     assert!(adam::Ema::new(&gpu, 0.5, &z(3), &z(4)).is_err());
     assert!(adam::Ema::new(&gpu, 1.5, &z(3), &z(3)).is_err());

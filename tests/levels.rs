@@ -46,8 +46,8 @@ fn rows_match_reference(gpu: &Gpu, mnist: &Mnist, ckpt: &std::path::Path) -> Vec
     assert_eq!(rows.len(), levels.len());
 
     // The reference on the same inputs (same noise: the CPU noise is the kernels' bit for bit).
-    let cfg = m.config.model;
-    let g = cfg.geometry;
+    let config = m.config.model;
+    let g = config.geometry;
     let (t, p) = (g.tokens() as usize, g.patches() as usize);
     let params: Vec<f32> = m.params.read(gpu).unwrap();
     let prior = m
@@ -69,7 +69,7 @@ fn rows_match_reference(gpu: &Gpu, mnist: &Mnist, ckpt: &std::path::Path) -> Vec
         let nz = noise::noise_at_levels(&spec, &mnist.test.pixels, 784, &perm, &vec![n; count]);
         let tokens = patches::patches_forward(&g, &nz.noisy, &nz.cond, t);
         let target = patches::patches_forward(&g, &nz.noise, &nz.cond, p);
-        let pred = model::predict_noise(&cfg, &m.layout, &params, &tokens, count);
+        let pred = model::predict_noise(&config, &m.layout, &params, &tokens, count);
         let mse = |f: &dyn Fn(usize) -> f64| {
             (0..target.len())
                 .map(|i| (f(i) - target[i] as f64).powi(2))

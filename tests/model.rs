@@ -148,9 +148,9 @@ struct Case {
     labels: Vec<u32>,
 }
 
-fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
-    let g = &cfg.geometry;
-    let layout = ParamLayout::new(cfg);
+fn case(config: &ModelConfig, batch: usize, seed: u64) -> Case {
+    let g = &config.geometry;
+    let layout = ParamLayout::new(config);
     let mut params = layout.init(seed);
     // Non-zero biases, Q/K large enough that attention is far from uniform, and a
     // per-position prior unlike the global one.
@@ -175,7 +175,7 @@ fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
     let cond: Vec<f32> = (0..batch).map(|b| 0.2 + 0.3 * b as f32).collect();
     let tokens = patches::patches_forward(g, &images, &cond, g.tokens() as usize);
     let target = uniform_data(batch * (g.patches() * g.dim()) as usize, seed + 2);
-    let labels = match cfg.classes {
+    let labels = match config.classes {
         true => (0..batch).map(|b| [3, NO_LABEL, 3, 0, 9][b % 5]).collect(),
         false => vec![],
     };
@@ -188,14 +188,19 @@ fn case(cfg: &ModelConfig, batch: usize, seed: u64) -> Case {
     }
 }
 
-fn build(gpu: &Gpu, cfg: &ModelConfig, batch: usize, c: &Case) -> (GpuTensor, Optimizer, Network) {
+fn build(
+    gpu: &Gpu,
+    config: &ModelConfig,
+    batch: usize,
+    c: &Case,
+) -> (GpuTensor, Optimizer, Network) {
     let params = GpuTensor::from_slice(gpu, "params", &[c.layout.total], &c.params).unwrap();
     let zeros = vec![0.0; c.layout.total];
     let opt = Optimizer::new(
         gpu, &c.layout, &params, &zeros, &zeros, &c.params, 1e-3, 0.9,
     )
     .unwrap();
-    let net = Network::new(gpu, cfg, &c.layout, batch, &params, Some(&opt.grads)).unwrap();
+    let net = Network::new(gpu, config, &c.layout, batch, &params, Some(&opt.grads)).unwrap();
     net.tokens.write(gpu, &c.tokens);
     net.target.write(gpu, &c.target);
     if let Some(l) = &net.labels {
@@ -207,18 +212,23 @@ fn build(gpu: &Gpu, cfg: &ModelConfig, batch: usize, c: &Case) -> (GpuTensor, Op
 #[test]
 fn activations_loss_and_every_gradient_match_reference() {
     let gpu = common::gpu();
-    for (cfg, batch) in configs() {
-        let c = case(&cfg, batch, 10);
-        let (_params, opt, net) = build(&gpu, &cfg, batch, &c);
+    for (config, batch) in configs() {
+        let c = case(&config, batch, 10);
+        let (_params, opt, net) = build(&gpu, &config, batch, &c);
         net.set_slot(&gpu, 5);
         gpu.run(&net.dispatches()).unwrap();
         let name = format!(
             "P={} L={} H={} F={} skip {:?} classes {}",
-            cfg.geometry.patch, cfg.layers, cfg.heads, cfg.mlp, cfg.skip, cfg.classes
+            config.geometry.patch,
+            config.layers,
+            config.heads,
+            config.mlp,
+            config.skip,
+            config.classes
         );
 
         let fwd = reference::forward_labelled::<f32>(
-            &cfg, &c.layout, &c.params, &c.tokens, &c.labels, batch,
+            &config, &c.layout, &c.params, &c.tokens, &c.labels, batch,
         );
         let mut want: Vec<(String, &[f32])> = vec![("x_start".into(), &fwd.x_start)];
         for (l, ly) in fwd.layers.iter().enumerate() {
@@ -237,8 +247,8 @@ fn activations_loss_and_every_gradient_match_reference() {
         assert_eq!(got.len(), want.len());
         // The last layer after attention works on the patch rows only: compare those.
         let (t, p) = (
-            cfg.geometry.tokens() as usize,
-            cfg.geometry.patches() as usize,
+            config.geometry.tokens() as usize,
+            config.geometry.patches() as usize,
         );
         let patch_rows = |v: &[f32]| {
             let c = v.len() / (batch * t);
@@ -258,11 +268,11 @@ fn activations_loss_and_every_gradient_match_reference() {
             assert_close(&format!("{name} {gn}"), &g, &w, 1e-5, 1e-4);
         }
 
-        let loss = reference::loss(&cfg, fwd.output(), &c.tokens, &c.target, batch);
+        let loss = reference::loss(&config, fwd.output(), &c.tokens, &c.target, batch);
         let got_loss = net.read_losses(&gpu, 5, 1).unwrap()[0];
         assert_close(&format!("{name} loss"), &[got_loss], &[loss], 1e-7, 1e-5);
 
-        let grads = reference::backward(&cfg, &c.layout, &c.params, &fwd, &c.target, batch);
+        let grads = reference::backward(&config, &c.layout, &c.params, &fwd, &c.target, batch);
         let got_grads: Vec<f32> = opt.grads.read(&gpu).unwrap();
         let scale = grads.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for t in &c.layout.tensors {
@@ -280,9 +290,9 @@ fn activations_loss_and_every_gradient_match_reference() {
 #[test]
 fn ten_adam_steps_give_the_reference_loss_sequence() {
     let gpu = common::gpu();
-    for (cfg, batch) in configs() {
-        let c = case(&cfg, batch, 20);
-        let (params, opt, net) = build(&gpu, &cfg, batch, &c);
+    for (config, batch) in configs() {
+        let c = case(&config, batch, 20);
+        let (params, opt, net) = build(&gpu, &config, batch, &c);
         let steps = 10;
         // A warm-up and a decay: each step's rate reaches Adam as the reference's.
         let sched = LrSchedule::new(1e-3, 3, 4, 0.0, 1e-4, RunLength::Steps(steps)).unwrap();
@@ -302,7 +312,7 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
         let mut want = Vec::new();
         for k in 0..steps {
             let (l, g) = reference::loss_and_grad_labelled::<f32>(
-                &cfg, &c.layout, &p, &c.tokens, &c.labels, &c.target, batch,
+                &config, &c.layout, &p, &c.tokens, &c.labels, &c.target, batch,
             );
             want.push(l);
             let acfg = AdamConfig {
@@ -314,7 +324,7 @@ fn ten_adam_steps_give_the_reference_loss_sequence() {
         }
         let name = format!(
             "P={} L={} skip {:?}",
-            cfg.geometry.patch, cfg.layers, cfg.skip
+            config.geometry.patch, config.layers, config.skip
         );
         let moved = params.read::<f32>(&gpu).unwrap();
         for t in c.layout.tensors.iter().filter(|t| !t.trained()) {

@@ -104,14 +104,14 @@ fn inject(
     let cond = GpuTensor::zeros(gpu, "cond", &[batch]).unwrap();
     let noise = GpuTensor::zeros(gpu, "noise", &[batch, px]).unwrap();
     let noisy = GpuTensor::zeros(gpu, "noisy", &[batch, px]).unwrap();
-    let cfg = NoiseConfig {
+    let config = NoiseConfig {
         seed: spec.seed,
         stream: spec.stream,
         alpha: spec.alpha,
         n_max: spec.n_max,
         repeat: spec.repeat,
     };
-    let op = NoiseInject::new(gpu, &cfg, batch, &d, &p, &cond, &noise, &noisy).unwrap();
+    let op = NoiseInject::new(gpu, &config, batch, &d, &p, &cond, &noise, &noisy).unwrap();
     op.set_step(gpu, spec.step, spec.perm_offset);
     gpu.run(&[&op.dispatch]).unwrap();
     Injected {
@@ -228,14 +228,14 @@ fn noise_at_given_levels_matches_reference() {
     let cond = GpuTensor::zeros(&gpu, "cond", &[b]).unwrap();
     let noise = GpuTensor::zeros(&gpu, "noise", &[b, px]).unwrap();
     let noisy = GpuTensor::zeros(&gpu, "noisy", &[b, px]).unwrap();
-    let cfg = NoiseConfig {
+    let config = NoiseConfig {
         seed: 5,
         stream: spec.stream,
         alpha: 0.99,
         n_max: 500,
         repeat: b as u32,
     };
-    let op = NoiseInject::at_levels(&gpu, &cfg, b, &d, &p, &l, &cond, &noise, &noisy).unwrap();
+    let op = NoiseInject::at_levels(&gpu, &config, b, &d, &p, &l, &cond, &noise, &noisy).unwrap();
     op.set_step(&gpu, 0, 0);
     gpu.run(&[&op.dispatch]).unwrap();
     let want = reference::noise_at_levels(&spec, &data, px, &perm, &levels);
@@ -290,7 +290,7 @@ fn labelled_inject_matches_reference_and_drops_at_its_rate() {
         let cond = GpuTensor::zeros(&gpu, "cond", &[batch]).unwrap();
         let noise = GpuTensor::zeros(&gpu, "noise", &[batch, px]).unwrap();
         let noisy = GpuTensor::zeros(&gpu, "noisy", &[batch, px]).unwrap();
-        let cfg = NoiseConfig {
+        let config = NoiseConfig {
             seed: spec.seed,
             stream: spec.stream,
             alpha: spec.alpha,
@@ -303,7 +303,7 @@ fn labelled_inject_matches_reference_and_drops_at_its_rate() {
             drop,
         };
         let op =
-            NoiseInject::labelled(&gpu, &cfg, batch, &d, &p, ld, &cond, &noise, &noisy).unwrap();
+            NoiseInject::labelled(&gpu, &config, batch, &d, &p, ld, &cond, &noise, &noisy).unwrap();
         op.set_step(&gpu, spec.step, 0);
         gpu.run(&[&op.dispatch]).unwrap();
         let got: Vec<u32> = labels.read(&gpu).unwrap();

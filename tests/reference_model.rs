@@ -14,7 +14,7 @@ use wgpu_diffusion::testing::{random_prior, uniform_data};
 /// One model with its parameters and one batch of inputs, in f64.
 struct Case {
     name: &'static str,
-    cfg: ModelConfig,
+    config: ModelConfig,
     layout: ParamLayout,
     batch: usize,
     params: Vec<f64>,
@@ -44,19 +44,19 @@ fn odd() -> ModelConfig {
 }
 
 /// `cfg` with a feed-forward block of hidden width `f` after each attention layer.
-fn with_mlp(cfg: ModelConfig, f: u32) -> ModelConfig {
-    ModelConfig { mlp: f, ..cfg }
+fn with_mlp(config: ModelConfig, f: u32) -> ModelConfig {
+    ModelConfig { mlp: f, ..config }
 }
 
 /// Keras-initialised weights (`layout.init`) but small random biases; `qk_gain` multiplies the
 /// Q and K blocks of every W_qkv (to make the softmax far from uniform). Tokens are the patches
 /// of random images in [-0.5, 0.5) with a conditioning value in (0, 1]; targets are the patches
 /// of N(0, 1) noise, as in training.
-fn case(name: &'static str, cfg: ModelConfig, batch: usize, seed: u64, qk_gain: f64) -> Case {
-    let g = cfg.geometry;
-    let layout = ParamLayout::new(&cfg);
+fn case(name: &'static str, config: ModelConfig, batch: usize, seed: u64, qk_gain: f64) -> Case {
+    let g = config.geometry;
+    let layout = ParamLayout::new(&config);
     let mut params: Vec<f64> = layout.init(seed).iter().map(|&v| v as f64).collect();
-    let hk = cfg.hk() as usize;
+    let hk = config.hk() as usize;
     for (i, t) in layout.tensors.iter().enumerate() {
         let r = t.range();
         if !t.trained() {
@@ -94,13 +94,13 @@ fn case(name: &'static str, cfg: ModelConfig, batch: usize, seed: u64, qk_gain: 
     let f64s = |v: Vec<f32>| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     Case {
         name,
-        cfg,
+        config,
         layout,
         batch,
         params,
         tokens: f64s(tokens),
         target: f64s(target),
-        labels: match cfg.classes {
+        labels: match config.classes {
             true => (0..batch).map(|b| [7, NO_LABEL, 7, 2][b % 4]).collect(),
             false => vec![],
         },
@@ -171,8 +171,8 @@ fn cases() -> Vec<Case> {
 }
 
 fn loss_at(c: &Case, params: &[f64]) -> f64 {
-    let f = model::forward_labelled(&c.cfg, &c.layout, params, &c.tokens, &c.labels, c.batch);
-    model::loss(&c.cfg, f.output(), &c.tokens, &c.target, c.batch)
+    let f = model::forward_labelled(&c.config, &c.layout, params, &c.tokens, &c.labels, c.batch);
+    model::loss(&c.config, f.output(), &c.tokens, &c.target, c.batch)
 }
 
 /// Indices checked in a tensor of `len` entries: all of them for small tensors, else a
@@ -275,7 +275,7 @@ fn fd_check_entries(
 fn gradients_match_finite_differences() {
     for c in cases() {
         let (_, grads) = model::loss_and_grad_labelled(
-            &c.cfg, &c.layout, &c.params, &c.tokens, &c.labels, &c.target, c.batch,
+            &c.config, &c.layout, &c.params, &c.tokens, &c.labels, &c.target, c.batch,
         );
         assert_eq!(grads.len(), c.layout.total);
         // Padding between tensors stays zero.
@@ -303,12 +303,12 @@ fn gradients_match_finite_differences() {
 #[test]
 fn finite_difference_check_catches_wrong_gradients() {
     let c = case("odd L=2 B=2", odd(), 2, 21, 1.0);
-    let fwd: Forward<f64> = model::forward(&c.cfg, &c.layout, &c.params, &c.tokens, c.batch);
-    let grads = model::backward(&c.cfg, &c.layout, &c.params, &fwd, &c.target, c.batch);
-    let hk = c.cfg.hk() as usize;
-    let sqrt_k = (c.cfg.key_dim as f64).sqrt();
-    let t = c.cfg.geometry.tokens() as usize;
-    let d = c.cfg.geometry.dim() as usize;
+    let fwd: Forward<f64> = model::forward(&c.config, &c.layout, &c.params, &c.tokens, c.batch);
+    let grads = model::backward(&c.config, &c.layout, &c.params, &fwd, &c.target, c.batch);
+    let hk = c.config.hk() as usize;
+    let sqrt_k = (c.config.key_dim as f64).sqrt();
+    let t = c.config.geometry.tokens() as usize;
+    let d = c.config.geometry.dim() as usize;
     let lay = &c.layout;
 
     let mut no_scale = grads.clone();
@@ -321,7 +321,7 @@ fn finite_difference_check_catches_wrong_gradients() {
     }
     // dpos without the residual gradients: only layer 0's input gradient (sum over batch).
     let mut no_residual = grads.clone();
-    let dy = model::loss_backward(&c.cfg, fwd.output(), &c.tokens, &c.target, c.batch);
+    let dy = model::loss_backward(&c.config, fwd.output(), &c.tokens, &c.target, c.batch);
     let pos = lay.get("pos").range();
     for (i, g) in no_residual[pos.clone()].iter_mut().enumerate() {
         // Each of the two layers added dy-derived residual gradient; remove the last layer's.
@@ -367,9 +367,10 @@ fn f32_reference_agrees_with_f64() {
     for c in cases() {
         let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         let (p, x, y) = (f32s(&c.params), f32s(&c.tokens), f32s(&c.target));
-        let (l32, g32) = model::loss_and_grad(&c.cfg, &c.layout, &p, &x, &y, c.batch);
-        let (l64, g64) =
-            model::loss_and_grad(&c.cfg, &c.layout, &c.params, &c.tokens, &c.target, c.batch);
+        let (l32, g32) = model::loss_and_grad(&c.config, &c.layout, &p, &x, &y, c.batch);
+        let (l64, g64) = model::loss_and_grad(
+            &c.config, &c.layout, &c.params, &c.tokens, &c.target, c.batch,
+        );
         assert!(
             ((l32 as f64) - l64).abs() <= 1e-6 * l64,
             "{}: {l32} vs {l64}",
@@ -390,22 +391,22 @@ fn f32_reference_agrees_with_f64() {
 /// input tokens exactly and the loss is the MSE of the patch tokens against the target.
 #[test]
 fn zero_model_is_identity() {
-    for cfg in [tiny(), odd(), with_mlp(odd(), 5)] {
-        let g = cfg.geometry;
+    for config in [tiny(), odd(), with_mlp(odd(), 5)] {
+        let g = config.geometry;
         let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
-        let layout = ParamLayout::new(&cfg);
+        let layout = ParamLayout::new(&config);
         let params = vec![0.0f32; layout.total];
         let b = 3;
         let tokens: Vec<f32> = uniform_data(b * t * d, 5).iter().map(|v| 0.5 * v).collect();
         let target = uniform_data(b * p * d, 6);
-        let fwd = model::forward(&cfg, &layout, &params, &tokens, b);
+        let fwd = model::forward(&config, &layout, &params, &tokens, b);
         assert_eq!(fwd.x_start, tokens);
-        assert_eq!(fwd.layers.len(), cfg.layers as usize);
+        assert_eq!(fwd.layers.len(), config.layers as usize);
         for l in &fwd.layers {
             assert_eq!(l.x_in.len(), b * t * d);
-            assert_eq!(l.qkv.len(), b * t * 3 * cfg.hk() as usize);
-            assert_eq!(l.probs.len(), b * cfg.heads as usize * t * t);
-            assert_eq!(l.o.len(), b * t * cfg.hk() as usize);
+            assert_eq!(l.qkv.len(), b * t * 3 * config.hk() as usize);
+            assert_eq!(l.probs.len(), b * config.heads as usize * t * t);
+            assert_eq!(l.o.len(), b * t * config.hk() as usize);
             assert_eq!(l.out, tokens);
             let u = 1.0 / t as f32;
             assert!(l.probs.iter().all(|&v| (v - u).abs() < 1e-7));
@@ -420,9 +421,9 @@ fn zero_model_is_identity() {
             }
         }
         want /= (b * p * d) as f64;
-        let got = model::loss(&cfg, fwd.output(), &tokens, &target, b);
+        let got = model::loss(&config, fwd.output(), &tokens, &target, b);
         assert!((got as f64 - want).abs() <= 1e-6 * want, "{got} vs {want}");
-        let pred = model::predict_noise(&cfg, &layout, &params, &tokens, b);
+        let pred = model::predict_noise(&config, &layout, &params, &tokens, b);
         assert_eq!(pred.len(), b * p * d);
         for s in 0..b {
             assert_eq!(
@@ -444,25 +445,25 @@ fn residual_is_x_start_and_loss_skips_conditioning_token() {
         params[c.layout.get(&format!("layer{l}.w_o")).range()].fill(0.0);
         params[c.layout.get(&format!("layer{l}.b_o")).range()].fill(0.25 + l as f64);
     }
-    let fwd = model::forward(&c.cfg, &c.layout, &params, &c.tokens, c.batch);
+    let fwd = model::forward(&c.config, &c.layout, &params, &c.tokens, c.batch);
     for (o, x) in fwd.output().iter().zip(&fwd.x_start) {
         assert!((o - (x + 1.25)).abs() < 1e-12, "{o} vs {x} + 1.25");
     }
     assert_eq!(fwd.layers[1].x_in, fwd.layers[0].out);
     assert_eq!(fwd.layers[0].x_in, fwd.x_start);
 
-    let g = c.cfg.geometry;
+    let g = c.config.geometry;
     let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
     let mut out = fwd.output().to_vec();
-    let before = model::loss(&c.cfg, &out, &c.tokens, &c.target, c.batch);
+    let before = model::loss(&c.config, &out, &c.tokens, &c.target, c.batch);
     for b in 0..c.batch {
         out[(b * t + p) * d..(b + 1) * t * d].fill(123.0);
     }
     assert_eq!(
-        model::loss(&c.cfg, &out, &c.tokens, &c.target, c.batch),
+        model::loss(&c.config, &out, &c.tokens, &c.target, c.batch),
         before
     );
-    let dy = model::loss_backward(&c.cfg, &out, &c.tokens, &c.target, c.batch);
+    let dy = model::loss_backward(&c.config, &out, &c.tokens, &c.target, c.batch);
     for b in 0..c.batch {
         assert!(dy[(b * t + p) * d..(b + 1) * t * d]
             .iter()
@@ -477,11 +478,15 @@ fn residual_is_x_start_and_loss_skips_conditioning_token() {
 #[test]
 fn activations_follow_documented_layouts() {
     let c = case("odd peaked", odd(), 2, 41, 4.0);
-    let (cfg, lay, prm) = (&c.cfg, &c.layout, &c.params);
-    let g = cfg.geometry;
+    let (config, lay, prm) = (&c.config, &c.layout, &c.params);
+    let g = config.geometry;
     let (t, d) = (g.tokens() as usize, g.dim() as usize);
-    let (h, k, hk) = (cfg.heads as usize, cfg.key_dim as usize, cfg.hk() as usize);
-    let fwd = model::forward(cfg, lay, prm, &c.tokens, c.batch);
+    let (h, k, hk) = (
+        config.heads as usize,
+        config.key_dim as usize,
+        config.hk() as usize,
+    );
+    let fwd = model::forward(config, lay, prm, &c.tokens, c.batch);
     let pos = &prm[lay.get("pos").range()];
     for b in 0..c.batch {
         for (i, p) in pos.iter().enumerate() {
@@ -556,14 +561,14 @@ fn activations_follow_documented_layouts() {
 #[test]
 fn mlp_block_follows_documented_layout() {
     let c = case("odd mlp 6", with_mlp(odd(), 6), 2, 51, 2.0);
-    let (cfg, lay, prm) = (&c.cfg, &c.layout, &c.params);
+    let (config, lay, prm) = (&c.config, &c.layout, &c.params);
     let (m, d, f) = (
-        c.batch * cfg.geometry.tokens() as usize,
-        cfg.geometry.dim() as usize,
-        cfg.mlp as usize,
+        c.batch * config.geometry.tokens() as usize,
+        config.geometry.dim() as usize,
+        config.mlp as usize,
     );
-    let hk = cfg.hk() as usize;
-    let fwd = model::forward(cfg, lay, prm, &c.tokens, c.batch);
+    let hk = config.hk() as usize;
+    let fwd = model::forward(config, lay, prm, &c.tokens, c.batch);
     let close = |a: f64, b: f64, what: &str| {
         assert!(
             (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
@@ -617,8 +622,9 @@ fn mlp_block_follows_documented_layout() {
 #[test]
 fn finite_difference_check_catches_wrong_mlp_gradients() {
     let c = case("odd mlp 6", with_mlp(odd(), 6), 2, 61, 1.0);
-    let (_, grads) =
-        model::loss_and_grad(&c.cfg, &c.layout, &c.params, &c.tokens, &c.target, c.batch);
+    let (_, grads) = model::loss_and_grad(
+        &c.config, &c.layout, &c.params, &c.tokens, &c.target, c.batch,
+    );
     assert!(fd_check(&c, &grads, 20).is_ok());
     let lay = &c.layout;
     let mut half = grads.clone();

@@ -6,7 +6,7 @@ use wgpu_diffusion::config::{Geometry, ModelConfig, Skip, PIXELS};
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::reference::sample as reference;
-use wgpu_diffusion::sample::{Classes, Guide, Sampler, SamplerModel, Schedule};
+use wgpu_diffusion::sample::{Classes, Guide, Sampler, SamplerModel, Schedule, Stack};
 use wgpu_diffusion::settings::recipe::Preset;
 use wgpu_diffusion::testing::{assert_close, random_prior};
 
@@ -30,10 +30,21 @@ fn digits(
     seed: u64,
     count: usize,
 ) -> Vec<f32> {
-    let cfg = Preset::Tiny.model();
-    let layout = ParamLayout::new(&cfg);
+    let config = Preset::Tiny.model();
+    let layout = ParamLayout::new(&config);
     let p = GpuTensor::from_slice(gpu, "params", &[layout.total], params).unwrap();
-    let sm = Sampler::new(gpu, &cfg, &layout, &p, batch, s, seed).unwrap();
+    let sm = Sampler::new(
+        gpu,
+        Stack::of(SamplerModel {
+            config: &config,
+            layout: &layout,
+            params: &p,
+        }),
+        batch,
+        s,
+        seed,
+    )
+    .unwrap();
     let mut out = Vec::new();
     let mut first = 0;
     while out.len() < count * PIXELS as usize {
@@ -46,8 +57,8 @@ fn digits(
 }
 
 /// A model with random weights large enough to matter (not a trained one).
-fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<f32> {
-    let layout = ParamLayout::new(cfg);
+fn random_params(config: &ModelConfig, seed: u64) -> Vec<f32> {
+    let layout = ParamLayout::new(config);
     let mut p = layout.init(seed);
     // The attention weights (not the feed-forward block's, which would make the 50-step
     // loop blow up past f32's range) four times their initial size.
@@ -79,7 +90,7 @@ fn step_tolerance(s: &Schedule, k: u32, state: &[f32]) -> f32 {
 fn one_step_matches_reference() {
     let gpu = common::gpu();
     // The tiny preset, and with the feed-forward block (--mlp).
-    for cfg in [
+    for config in [
         Preset::Tiny.model(),
         ModelConfig {
             mlp: 12,
@@ -98,14 +109,14 @@ fn one_step_matches_reference() {
             ..Preset::Tiny.model()
         },
     ] {
-        one_step_matches_reference_for(&gpu, &cfg);
+        one_step_matches_reference_for(&gpu, &config);
     }
 }
 
-fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
-    let (gpu, cfg) = (gpu, *cfg);
-    let layout = ParamLayout::new(&cfg);
-    let params = random_params(&cfg, 1);
+fn one_step_matches_reference_for(gpu: &Gpu, config: &ModelConfig) {
+    let (gpu, config) = (gpu, *config);
+    let layout = ParamLayout::new(&config);
+    let params = random_params(&config, 1);
     // (n', s, eta, clip, B, --background level, --low-step-scale and --low-from)
     for (steps, scale, eta, clip, batch, background, low) in [
         (1, 1.0, 0.0, false, 3, 0, (1.0, 0)),
@@ -131,7 +142,18 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             ..stochastic(steps, scale, eta)
         };
         let sm_params = GpuTensor::from_slice(gpu, "params", &[layout.total], &params).unwrap();
-        let sm = Sampler::new(gpu, &cfg, &layout, &sm_params, batch, s, 7).unwrap();
+        let sm = Sampler::new(
+            gpu,
+            Stack::of(SamplerModel {
+                config: &config,
+                layout: &layout,
+                params: &sm_params,
+            }),
+            batch,
+            s,
+            7,
+        )
+        .unwrap();
         let last = sm.run(gpu, 0).unwrap();
         // Check every step of digit 0's trajectory, and the whole batch's last step, against
         // the reference step applied to the GPU's own previous state.
@@ -142,7 +164,7 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
         for k in 0..steps as usize {
             let mut a = traj[k * px..(k + 1) * px].to_vec();
             let tol = step_tolerance(&s, k as u32, &a);
-            reference::sample_step(&cfg, &layout, &params, &s, k as u32, 7, 0, &mut a);
+            reference::sample_step(&config, &layout, &params, &s, k as u32, 7, 0, &mut a);
             assert_close(
                 &format!(
                     "step {k} of {steps}, s={scale}, eta={eta}, clip={clip}, bg={background}, low={low:?}"
@@ -161,7 +183,7 @@ fn one_step_matches_reference_for(gpu: &Gpu, cfg: &ModelConfig) {
             0.0,
         );
         if steps == 1 {
-            let want = reference::sample(&cfg, &layout, &params, &s, 7, 0, batch);
+            let want = reference::sample(&config, &layout, &params, &s, 7, 0, batch);
             let init = reference::initial_noise(7, 0, batch);
             let tol = step_tolerance(&s, 0, &init);
             assert_close(
@@ -261,8 +283,8 @@ fn background_blend_recovers_background_noise() {
 #[test]
 fn ten_step_loop_matches_reference() {
     let gpu = common::gpu();
-    let cfg = Preset::Tiny.model();
-    let layout = ParamLayout::new(&cfg);
+    let config = Preset::Tiny.model();
+    let layout = ParamLayout::new(&config);
     let params = layout.init(2);
     for (scale, eta, clip, background) in [
         (1.0, 0.0, false, 0),
@@ -277,7 +299,7 @@ fn ten_step_loop_matches_reference() {
             ..stochastic(10, scale, eta)
         };
         let got = digits(&gpu, &params, 4, s, 11, 4);
-        let want = reference::sample(&cfg, &layout, &params, &s, 11, 0, 4);
+        let want = reference::sample(&config, &layout, &params, &s, 11, 0, 4);
         let what = format!("10-step loop, s={scale}, eta={eta}, clip={clip}, bg={background}");
         assert_close(&what, &got, &want, 1e-4, 1e-4);
     }
@@ -291,7 +313,7 @@ fn ten_step_loop_matches_reference() {
 #[test]
 fn refiner_loop_matches_reference() {
     let gpu = common::gpu();
-    let cfg = ModelConfig {
+    let config = ModelConfig {
         skip: Skip::Wiener,
         ..Preset::Tiny.model()
     };
@@ -302,22 +324,32 @@ fn refiner_loop_matches_reference() {
         skip: Skip::Mixture,
         ..Preset::Tiny.model()
     };
-    let (layout, rlayout) = (ParamLayout::new(&cfg), ParamLayout::new(&rcfg));
+    let (layout, rlayout) = (ParamLayout::new(&config), ParamLayout::new(&rcfg));
     let (params, rparams) = (layout.init(5), rlayout.init(6));
     let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &params).unwrap();
     let rp = GpuTensor::from_slice(&gpu, "refiner", &[rlayout.total], &rparams).unwrap();
     let model = SamplerModel {
-        cfg: &cfg,
+        config: &config,
         layout: &layout,
         params: &p,
     };
     let refiner = SamplerModel {
-        cfg: &rcfg,
+        config: &rcfg,
         layout: &rlayout,
         params: &rp,
     };
     let chain = |refiners: &[(SamplerModel, u32)], s: Schedule| {
-        let sm = Sampler::with_refiners(&gpu, model, refiners, 3, s, 4).unwrap();
+        let sm = Sampler::new(
+            &gpu,
+            Stack {
+                refiners: refiners,
+                ..Stack::of(model)
+            },
+            3,
+            s,
+            4,
+        )
+        .unwrap();
         sm.run(&gpu, 0).unwrap()
     };
     let run = |level: Option<u32>, s: Schedule| {
@@ -325,12 +357,12 @@ fn refiner_loop_matches_reference() {
         chain(&refiners, s)
     };
     let reference_model = reference::RefModel {
-        cfg: &cfg,
+        config: &config,
         layout: &layout,
         params: &params,
     };
     let reference_refiner = reference::RefModel {
-        cfg: &rcfg,
+        config: &rcfg,
         layout: &rlayout,
         params: &rparams,
     };
@@ -361,19 +393,28 @@ fn refiner_loop_matches_reference() {
     let lparams = layout.init(8);
     let lp = GpuTensor::from_slice(&gpu, "low", &[layout.total], &lparams).unwrap();
     let low = SamplerModel {
-        cfg: &cfg,
+        config: &config,
         layout: &layout,
         params: &lp,
     };
     let reference_low = reference::RefModel {
-        cfg: &cfg,
+        config: &config,
         layout: &layout,
         params: &lparams,
     };
     for (scale, eta) in [(1.0, 1.0), (1.5, 0.0)] {
         let s = stochastic(10, scale, eta);
-        let sm =
-            Sampler::with_refiners(&gpu, model, &[(refiner, 300), (low, 100)], 3, s, 4).unwrap();
+        let sm = Sampler::new(
+            &gpu,
+            Stack {
+                refiners: &[(refiner, 300), (low, 100)],
+                ..Stack::of(model)
+            },
+            3,
+            s,
+            4,
+        )
+        .unwrap();
         assert_eq!(sm.refine_from_steps(), vec![4, 8]);
         let got = sm.run(&gpu, 0).unwrap();
         let want = reference::sample_refined(
@@ -396,14 +437,34 @@ fn refiner_loop_matches_reference() {
     // Levels that do not decrease, or 0: one line naming the refiner levels.
     for levels in [[100, 300], [200, 200], [300, 0]] {
         let pairs = [(refiner, levels[0]), (low, levels[1])];
-        let e = Sampler::with_refiners(&gpu, model, &pairs, 3, schedule(10, 1.0), 4)
-            .err()
-            .unwrap_or_else(|| panic!("levels {levels:?} were accepted"));
+        let e = Sampler::new(
+            &gpu,
+            Stack {
+                refiners: &pairs,
+                ..Stack::of(model)
+            },
+            3,
+            schedule(10, 1.0),
+            4,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("levels {levels:?} were accepted"));
         assert!(e.to_string().contains("refiner level"), "{e}");
     }
     let s = schedule(10, 1.0);
     assert_eq!(run(Some(500), s), {
-        let sm = Sampler::new(&gpu, &rcfg, &rlayout, &rp, 3, s, 4).unwrap();
+        let sm = Sampler::new(
+            &gpu,
+            Stack::of(SamplerModel {
+                config: &rcfg,
+                layout: &rlayout,
+                params: &rp,
+            }),
+            3,
+            s,
+            4,
+        )
+        .unwrap();
         sm.run(&gpu, 0).unwrap()
     });
     assert_eq!(run(Some(49), s), run(None, s));
@@ -417,7 +478,7 @@ fn refiner_loop_matches_reference() {
 #[test]
 fn guided_loop_matches_reference() {
     let gpu = common::gpu();
-    let cfg = ModelConfig {
+    let config = ModelConfig {
         skip: Skip::Wiener,
         ..Preset::Tiny.model()
     };
@@ -430,39 +491,51 @@ fn guided_loop_matches_reference() {
     // The refiner without a skip term: a Wiener skip with random weights predicts the mean
     // digit at level 200, so with --eta 1 its first step would forget every earlier one.
     let rcfg = Preset::Tiny.model();
-    let (layout, glayout) = (ParamLayout::new(&cfg), ParamLayout::new(&gcfg));
+    let (layout, glayout) = (ParamLayout::new(&config), ParamLayout::new(&gcfg));
     let rlayout = ParamLayout::new(&rcfg);
     let (params, gparams, rparams) = (layout.init(5), glayout.init(6), rlayout.init(8));
     let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &params).unwrap();
     let gp = GpuTensor::from_slice(&gpu, "guide", &[glayout.total], &gparams).unwrap();
     let rp = GpuTensor::from_slice(&gpu, "refiner", &[rlayout.total], &rparams).unwrap();
-    let view = |cfg, layout, params| SamplerModel {
-        cfg,
+    let view = |config, layout, params| SamplerModel {
+        config,
         layout,
         params,
     };
     let (model, guide, refiner) = (
-        view(&cfg, &layout, &p),
+        view(&config, &layout, &p),
         view(&gcfg, &glayout, &gp),
         view(&rcfg, &rlayout, &rp),
     );
-    let reference_view = |cfg, layout, params| reference::RefModel {
-        cfg,
+    let reference_view = |config, layout, params| reference::RefModel {
+        config,
         layout,
         params,
     };
     let (reference_model, reference_guide, reference_refiner) = (
-        reference_view(&cfg, &layout, &params),
+        reference_view(&config, &layout, &params),
         reference_view(&gcfg, &glayout, &gparams),
         reference_view(&rcfg, &rlayout, &rparams),
     );
     let run = |weight: Option<f32>, from_level, refiners: &[(SamplerModel, u32)], s| {
         let g = weight.map(|weight| Guide {
             model: guide,
-            weight,
+            guidance: weight,
             from_level,
         });
-        let sm = Sampler::guided(&gpu, model, g, refiners, 3, s, 4).unwrap();
+        let sm = Sampler::new(
+            &gpu,
+            Stack {
+                model: model,
+                guide: g,
+                refiners: refiners,
+                classes: None,
+            },
+            3,
+            s,
+            4,
+        )
+        .unwrap();
         sm.run(&gpu, 0).unwrap()
     };
     // (--guide-from 300: from step 4; 400: from step 2)
@@ -488,7 +561,7 @@ fn guided_loop_matches_reference() {
         let got = run(Some(2.5), from_level, &refiners, s);
         let g = reference::RefGuide {
             model: reference_guide,
-            weight: 2.5,
+            guidance: 2.5,
             from_level,
         };
         let want =
@@ -523,15 +596,26 @@ fn guided_loop_matches_reference() {
     // The FLOPs per digit count the guide's calls at the model's guided steps only: steps
     // 0..6 are the model's (the refiner takes 6..10), from level 300 (step 4) guided.
     let f = Sampler::flops_per_digit_step;
-    let (fm, fg, fr) = (f(&cfg), f(&gcfg), f(&rcfg));
+    let (fm, fg, fr) = (f(&config), f(&gcfg), f(&rcfg));
     for (from_level, first, guided) in [(None, 0, 6.0), (Some(300), 4, 2.0)] {
         let g = Guide {
             model: guide,
-            weight: 2.0,
+            guidance: 2.0,
             from_level,
         };
         let refiners = [(refiner, 200)];
-        let sm = Sampler::guided(&gpu, model, Some(g), &refiners, 3, schedule(10, 1.0), 4);
+        let sm = Sampler::new(
+            &gpu,
+            Stack {
+                model: model,
+                guide: Some(g),
+                refiners: &refiners,
+                classes: None,
+            },
+            3,
+            schedule(10, 1.0),
+            4,
+        );
         let sm = sm.unwrap();
         assert_eq!(sm.guide_from_step(), Some(first));
         let flops = sm.flops_per_digit();
@@ -543,22 +627,44 @@ fn guided_loop_matches_reference() {
     }
     let g = Guide {
         model: guide,
-        weight: 2.0,
+        guidance: 2.0,
         from_level: Some(0),
     };
-    let e = Sampler::guided(&gpu, model, Some(g), &[], 3, schedule(10, 1.0), 4)
-        .err()
-        .expect("--guide-from 0 was accepted");
+    let e = Sampler::new(
+        &gpu,
+        Stack {
+            model: model,
+            guide: Some(g),
+            refiners: &[],
+            classes: None,
+        },
+        3,
+        schedule(10, 1.0),
+        4,
+    )
+    .err()
+    .expect("--guide-from 0 was accepted");
     assert!(e.to_string().contains("guide-from"), "{e}");
     for weight in [0.0, -1.0, f32::NAN, f32::INFINITY] {
         let g = Guide {
             model: guide,
-            weight,
+            guidance: weight,
             from_level: None,
         };
-        let e = Sampler::guided(&gpu, model, Some(g), &[], 3, schedule(10, 1.0), 4)
-            .err()
-            .unwrap_or_else(|| panic!("--guidance {weight} was accepted"));
+        let e = Sampler::new(
+            &gpu,
+            Stack {
+                model: model,
+                guide: Some(g),
+                refiners: &[],
+                classes: None,
+            },
+            3,
+            schedule(10, 1.0),
+            4,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("--guidance {weight} was accepted"));
         assert!(e.to_string().contains("guidance"), "{e}");
     }
 }
@@ -621,7 +727,7 @@ impl Conditional {
 
     fn view(&self, i: usize) -> SamplerModel<'_> {
         SamplerModel {
-            cfg: &self.cfgs[i],
+            config: &self.cfgs[i],
             layout: &self.layouts[i],
             params: &self.gpu_params[i],
         }
@@ -629,7 +735,7 @@ impl Conditional {
 
     fn reference(&self, i: usize) -> reference::RefModel<'_> {
         reference::RefModel {
-            cfg: &self.cfgs[i],
+            config: &self.cfgs[i],
             layout: &self.layouts[i],
             params: &self.params[i],
         }
@@ -650,12 +756,24 @@ fn conditional_loop_matches_reference() {
     let run = |guide: bool, refine: bool, classes: Option<Classes>, first: u64| {
         let g = guide.then(|| Guide {
             model: m.view(1),
-            weight: 2.0,
+            guidance: 2.0,
             from_level: Some(400),
         });
         let refiners: Vec<_> = refine.then(|| (m.view(2), 200)).into_iter().collect();
         let s = stochastic(10, 1.0, 1.0);
-        let sm = Sampler::conditional(&gpu, m.view(0), g, &refiners, classes, 3, s, 4).unwrap();
+        let sm = Sampler::new(
+            &gpu,
+            Stack {
+                model: m.view(0),
+                guide: g,
+                refiners: &refiners,
+                classes: classes.as_ref(),
+            },
+            3,
+            s,
+            4,
+        )
+        .unwrap();
         sm.run(&gpu, first).unwrap()
     };
     // 10 steps of 500 (levels 500, 450, .., 50): --cfg-min-level 100 guides the first 9
@@ -670,7 +788,7 @@ fn conditional_loop_matches_reference() {
     ] {
         let classes = Classes {
             digits: digits.clone(),
-            weight,
+            cfg: weight,
             min_level,
         };
         let what = format!(
@@ -678,13 +796,13 @@ fn conditional_loop_matches_reference() {
         );
         let g = guide.then(|| reference::RefGuide {
             model: m.reference(1),
-            weight: 2.0,
+            guidance: 2.0,
             from_level: Some(400),
         });
         let refiners: Vec<_> = refine.then(|| (m.reference(2), 200)).into_iter().collect();
         let rc = reference::RefClasses {
             digits: &digits,
-            weight,
+            cfg: weight,
             min_level,
         };
         let s = stochastic(10, 1.0, 1.0);
@@ -720,7 +838,7 @@ fn conditional_loop_matches_reference() {
             "{what}: the digit asked for moved {n} pixels"
         );
         let plain = Classes {
-            weight: if weight == 1.0 { 2.0 } else { 1.0 },
+            cfg: if weight == 1.0 { 2.0 } else { 1.0 },
             ..classes.clone()
         };
         let n = moved(&run(guide, refine, Some(plain), 0));
@@ -740,24 +858,35 @@ fn conditional_loop_matches_reference() {
         let s = stochastic(1, 1.0, eta);
         let classes = Classes {
             digits: digits.clone(),
-            weight: 2.5,
+            cfg: 2.5,
             min_level: 0,
         };
         let g = Guide {
             model: m.view(1),
-            weight: 1.5,
+            guidance: 1.5,
             from_level: None,
         };
-        let sm = Sampler::conditional(&gpu, m.view(0), Some(g), &[], Some(classes), 3, s, 4);
+        let sm = Sampler::new(
+            &gpu,
+            Stack {
+                model: m.view(0),
+                guide: Some(g),
+                refiners: &[],
+                classes: Some(&classes),
+            },
+            3,
+            s,
+            4,
+        );
         let got = sm.unwrap().run(&gpu, 0).unwrap();
         let rg = reference::RefGuide {
             model: m.reference(1),
-            weight: 1.5,
+            guidance: 1.5,
             from_level: None,
         };
         let rc = reference::RefClasses {
             digits: &digits,
-            weight: 2.5,
+            cfg: 2.5,
             min_level: 0,
         };
         let want =
@@ -778,17 +907,28 @@ fn conditional_loop_matches_reference() {
     let f = |i: usize| Sampler::flops_per_digit_step(&m.cfgs[i]);
     let g = Guide {
         model: m.view(1),
-        weight: 2.0,
+        guidance: 2.0,
         from_level: Some(400),
     };
     let classes = Classes {
         digits: digits.clone(),
-        weight: 2.0,
+        cfg: 2.0,
         min_level: 150,
     };
     let refiners = [(m.view(2), 200)];
     let s = stochastic(10, 1.0, 1.0);
-    let sm = Sampler::conditional(&gpu, m.view(0), Some(g), &refiners, Some(classes), 3, s, 4);
+    let sm = Sampler::new(
+        &gpu,
+        Stack {
+            model: m.view(0),
+            guide: Some(g),
+            refiners: &refiners,
+            classes: Some(&classes),
+        },
+        3,
+        s,
+        4,
+    );
     let flops = sm.unwrap().flops_per_digit();
     let want = (6.0 + 6.0) * f(0) + 4.0 * f(1) + (4.0 + 2.0) * f(2);
     assert!(
@@ -800,7 +940,7 @@ fn conditional_loop_matches_reference() {
     let layout = ParamLayout::new(&unconditional);
     let p = GpuTensor::from_slice(&gpu, "p", &[layout.total], &layout.init(1)).unwrap();
     let plain = SamplerModel {
-        cfg: &unconditional,
+        config: &unconditional,
         layout: &layout,
         params: &p,
     };
@@ -814,12 +954,23 @@ fn conditional_loop_matches_reference() {
     ] {
         let c = Classes {
             digits,
-            weight,
+            cfg: weight,
             min_level: 0,
         };
-        let e = Sampler::conditional(&gpu, model, None, &[], Some(c.clone()), 3, s, 4)
-            .err()
-            .unwrap_or_else(|| panic!("{c:?} was accepted"));
+        let e = Sampler::new(
+            &gpu,
+            Stack {
+                model: model,
+                guide: None,
+                refiners: &[],
+                classes: Some(&c.clone()),
+            },
+            3,
+            s,
+            4,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{c:?} was accepted"));
         assert!(e.to_string().contains(needle), "{c:?}: {e}");
     }
 }
@@ -994,11 +1145,11 @@ fn bad_schedules_are_errors() {
 #[test]
 fn sampling_loop_reads_nothing_back() {
     let gpu = common::gpu();
-    let cfg = Preset::Tiny.model();
-    let layout = ParamLayout::new(&cfg);
+    let config = Preset::Tiny.model();
+    let layout = ParamLayout::new(&config);
     let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &layout.init(4)).unwrap();
     let model = SamplerModel {
-        cfg: &cfg,
+        config: &config,
         layout: &layout,
         params: &p,
     };
@@ -1006,7 +1157,7 @@ fn sampling_loop_reads_nothing_back() {
     // and guided by it too.
     let guide = Guide {
         model,
-        weight: 2.0,
+        guidance: 2.0,
         from_level: Some(300),
     };
     for (eta, refine, guide) in [
@@ -1017,29 +1168,43 @@ fn sampling_loop_reads_nothing_back() {
     ] {
         let s = stochastic(20, 1.5, eta);
         let refiners: Vec<_> = refine.into_iter().collect();
-        let sm = Sampler::guided(&gpu, model, guide, &refiners, 6, s, 1).unwrap();
+        let sm = Sampler::new(
+            &gpu,
+            Stack {
+                model: model,
+                guide: guide,
+                refiners: &refiners,
+                classes: None,
+            },
+            6,
+            s,
+            1,
+        )
+        .unwrap();
         assert_loop_reads_nothing_back(&gpu, &sm);
     }
     // A class-conditional loop: classifier-free guided model and refiner, a guide.
     let m = Conditional::new(&gpu);
     let guide = Guide {
         model: m.view(1),
-        weight: 2.0,
+        guidance: 2.0,
         from_level: None,
     };
     let classes = Classes {
         digits: vec![1, 4],
-        weight: 2.0,
+        cfg: 2.0,
         min_level: 100,
     };
     let refiners = [(m.view(2), 200)];
     let s = stochastic(20, 1.5, 1.0);
-    let sm = Sampler::conditional(
+    let sm = Sampler::new(
         &gpu,
-        m.view(0),
-        Some(guide),
-        &refiners,
-        Some(classes),
+        Stack {
+            model: m.view(0),
+            guide: Some(guide),
+            refiners: &refiners,
+            classes: Some(&classes),
+        },
         6,
         s,
         1,
@@ -1073,8 +1238,8 @@ fn auto_batch_counts_the_mlp_and_fits() {
         wgpu_diffusion::sample::auto_batch(&gpu, &wide, 1_000_000),
     );
     assert!(b < a, "batch with mlp {b} vs without {a}");
-    for (cfg, batch) in [(plain, a), (wide, b)] {
-        wgpu_diffusion::model::network::check_fits(&gpu, &cfg, batch).unwrap();
+    for (config, batch) in [(plain, a), (wide, b)] {
+        wgpu_diffusion::model::network::check_fits(&gpu, &config, batch).unwrap();
     }
     // With refiners every network is held at once: with one, half of the smaller limit; with
     // two, a third; still capped by the count (a count that fits is not divided).

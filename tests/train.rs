@@ -540,16 +540,16 @@ fn pixel_mixture_prior_comes_from_the_training_digits() {
         &out,
         &["--max-steps", "3", "--skip", "pixel-mixture"],
     ));
-    let cfg = ModelConfig {
+    let config = ModelConfig {
         skip: Skip::PixelMixture,
         ..Preset::Tiny.model()
     };
-    let layout = ParamLayout::new(&cfg);
+    let layout = ParamLayout::new(&config);
     let loaded =
         wgpu_diffusion::checkpoint::load(&out.join("checkpoint.safetensors"), &layout).unwrap();
     let mnist = wgpu_diffusion::data::load(Some(&mnist_dir())).unwrap();
-    let px = cfg.geometry.pixels() as usize;
-    let want = pixel_prior(&cfg.geometry, &mnist.train.pixels[..200 * px]);
+    let px = config.geometry.pixels() as usize;
+    let want = pixel_prior(&config.geometry, &mnist.train.pixels[..200 * px]);
     let r = layout.get("skip.prior").range();
     assert_eq!(&loaded.buffers.params[r.clone()], &want[..]);
     let ema = loaded.buffers.ema.unwrap();

@@ -40,7 +40,7 @@ pub fn check(c: &mut Checker) {
 fn adam_case(
     c: &mut Checker,
     shape: &str,
-    cfg: AdamConfig,
+    config: AdamConfig,
     n: usize,
     steps: u64,
 ) -> crate::Result<()> {
@@ -51,13 +51,13 @@ fn adam_case(
     let gt = GpuTensor::zeros(c.gpu, "grads", &[n])?;
     let mt = GpuTensor::zeros(c.gpu, "m", &[n])?;
     let vt = GpuTensor::zeros(c.gpu, "v", &[n])?;
-    let opt = Adam::new(c.gpu, cfg, &pt, &gt, &mt, &vt)?;
+    let opt = Adam::new(c.gpu, config, &pt, &gt, &mt, &vt)?;
     for t in 1..=steps {
         let g = mixed_gradients(n, seed * 1000 + t);
         gt.write(c.gpu, &g);
         opt.set_step(c.gpu, t);
         c.run(&[&opt.dispatch])?;
-        reference::adam_step(&cfg, t, &mut p, &g, &mut m, &mut v);
+        reference::adam_step(&config, t, &mut p, &g, &mut m, &mut v);
     }
     c.compare(
         "adam_step m",
@@ -77,7 +77,7 @@ fn adam_case(
     );
     // The parameters move by ~lr per step: compared to a fraction of that.
     let got = pt.read::<f32>(c.gpu)?;
-    c.compare("adam_step params", shape, &got, &p, cfg.lr * 1e-3, 1e-6);
+    c.compare("adam_step params", shape, &got, &p, config.lr * 1e-3, 1e-6);
     Ok(())
 }
 

@@ -133,14 +133,14 @@ fn inject_case(
     let cond = c.tensor("cond", &vec![7.0; batch])?;
     let noise = c.tensor("noise", &vec![7.0; batch * px])?;
     let noisy = c.tensor("noisy", &vec![7.0; batch * px])?;
-    let cfg = NoiseConfig {
+    let config = NoiseConfig {
         seed: spec.seed,
         stream: spec.stream,
         alpha: spec.alpha,
         n_max: spec.n_max,
         repeat: spec.repeat,
     };
-    let op = NoiseInject::new(c.gpu, &cfg, batch, &d, &p, &cond, &noise, &noisy)?;
+    let op = NoiseInject::new(c.gpu, &config, batch, &d, &p, &cond, &noise, &noisy)?;
     op.set_step(c.gpu, spec.step, spec.perm_offset);
     c.run(&[&op.dispatch])?;
     let want = reference::noise_inject(spec, &data, px, &perm, batch);
@@ -151,7 +151,7 @@ fn inject_case(
         .collect();
     let levels = [&[spec.n_max][..], &levels[1..]].concat();
     let l = GpuTensor::from_slice(c.gpu, "levels", &[batch], &levels)?;
-    let op = NoiseInject::at_levels(c.gpu, &cfg, batch, &d, &p, &l, &cond, &noise, &noisy)?;
+    let op = NoiseInject::at_levels(c.gpu, &config, batch, &d, &p, &l, &cond, &noise, &noisy)?;
     op.set_step(c.gpu, spec.step, spec.perm_offset);
     c.run(&[&op.dispatch])?;
     let want = reference::noise_at_levels(spec, &data, px, &perm, &levels);

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::gpu::GpuTensor;
 use crate::model::ParamLayout;
 use crate::reference::sample as reference;
-use crate::sample::{Sampler, Schedule};
+use crate::sample::{Sampler, SamplerModel, Schedule, Stack};
 use crate::settings::recipe::Preset;
 use crate::testing::random_prior;
 use std::time::Instant;
@@ -63,14 +63,19 @@ fn step_tolerance(s: &Schedule, k: u32, state: &[f32]) -> f32 {
 /// digit 0's trajectory). The run's time goes to the next compared row.
 fn run_sampler(
     c: &mut Checker,
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[f32],
     batch: usize,
     s: Schedule,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let p = GpuTensor::from_slice(c.gpu, "params", &[layout.total], params)?;
-    let sm = Sampler::new(c.gpu, cfg, layout, &p, batch, s, SEED)?;
+    let model = SamplerModel {
+        config,
+        layout,
+        params: &p,
+    };
+    let sm = Sampler::new(c.gpu, Stack::of(model), batch, s, SEED)?;
     let start = Instant::now();
     let last = sm.run(c.gpu, 0)?;
     c.last_secs += start.elapsed().as_secs_f64();
@@ -79,13 +84,13 @@ fn run_sampler(
 
 /// A short name of the model: the tiny preset, with its feed-forward width and its skip
 /// when not the seed's.
-fn model_name(cfg: &ModelConfig) -> String {
+fn model_name(config: &ModelConfig) -> String {
     let mut name = "tiny".to_string();
-    if cfg.mlp > 0 {
-        name += &format!("+mlp{}", cfg.mlp);
+    if config.mlp > 0 {
+        name += &format!("+mlp{}", config.mlp);
     }
-    if let Some(v) = (cfg.skip != Skip::Identity)
-        .then(|| clap::ValueEnum::to_possible_value(&cfg.skip))
+    if let Some(v) = (config.skip != Skip::Identity)
+        .then(|| clap::ValueEnum::to_possible_value(&config.skip))
         .flatten()
     {
         name += &format!("+{}", v.get_name());
@@ -95,12 +100,12 @@ fn model_name(cfg: &ModelConfig) -> String {
 
 /// One step (n' = 1) over a whole batch of `batch`, random weights: the initial noise, and
 /// the finished digits against the reference loop.
-fn one_step(c: &mut Checker, cfg: &ModelConfig, batch: usize, scale: f32) -> Result<()> {
-    let layout = ParamLayout::new(cfg);
+fn one_step(c: &mut Checker, config: &ModelConfig, batch: usize, scale: f32) -> Result<()> {
+    let layout = ParamLayout::new(config);
     let params = random_params(&layout, 1);
     let s = schedule(1, scale, 0.0, false, 0);
-    let (last, traj) = run_sampler(c, cfg, &layout, &params, batch, s)?;
-    let shape = format!("{} B={batch} s={scale}", model_name(cfg));
+    let (last, traj) = run_sampler(c, config, &layout, &params, batch, s)?;
+    let shape = format!("{} B={batch} s={scale}", model_name(config));
     let px = PIXELS as usize;
     let init = reference::initial_noise(SEED, 0, batch);
     c.compare(
@@ -111,7 +116,7 @@ fn one_step(c: &mut Checker, cfg: &ModelConfig, batch: usize, scale: f32) -> Res
         1e-5,
         1e-5,
     );
-    let want = reference::sample(cfg, &layout, &params, &s, SEED, 0, batch);
+    let want = reference::sample(config, &layout, &params, &s, SEED, 0, batch);
     let tol = step_tolerance(&s, 0, &init);
     c.compare("sample_step", &shape, &last, &want, tol, 1e-4);
     Ok(())
@@ -120,21 +125,24 @@ fn one_step(c: &mut Checker, cfg: &ModelConfig, batch: usize, scale: f32) -> Res
 /// Each step of digit 0's trajectory (random weights; fresh noise, clip, the background
 /// blend from level 300 and scale 1.5 from level 200 on) against the reference step applied
 /// to the GPU's previous state; the finished digit 0 equal to the trajectory's last state.
-fn trajectory(c: &mut Checker, cfg: &ModelConfig, steps: u32) -> Result<()> {
-    let layout = ParamLayout::new(cfg);
+fn trajectory(c: &mut Checker, config: &ModelConfig, steps: u32) -> Result<()> {
+    let layout = ParamLayout::new(config);
     let params = random_params(&layout, 1);
     let s = Schedule {
         low_scale: 1.5,
         low_from: 200,
         ..schedule(steps, 1.0, 1.0, true, 300)
     };
-    let (last, traj) = run_sampler(c, cfg, &layout, &params, 2, s)?;
+    let (last, traj) = run_sampler(c, config, &layout, &params, 2, s)?;
     let px = PIXELS as usize;
     for k in 0..steps {
-        let (i, shape) = (k as usize, format!("{} B=2 k={k}/{steps}", model_name(cfg)));
+        let (i, shape) = (
+            k as usize,
+            format!("{} B=2 k={k}/{steps}", model_name(config)),
+        );
         let mut a = traj[i * px..(i + 1) * px].to_vec();
         let tol = step_tolerance(&s, k, &a);
-        reference::sample_step(cfg, &layout, &params, &s, k, SEED, 0, &mut a);
+        reference::sample_step(config, &layout, &params, &s, k, SEED, 0, &mut a);
         c.compare(
             STEP,
             &shape,
@@ -145,7 +153,7 @@ fn trajectory(c: &mut Checker, cfg: &ModelConfig, steps: u32) -> Result<()> {
         );
         c.last_secs = 0.0;
     }
-    let shape = format!("{} B=2 n'={steps} digit 0", model_name(cfg));
+    let shape = format!("{} B=2 n'={steps} digit 0", model_name(config));
     c.compare(
         "sample_final",
         &shape,
@@ -160,12 +168,12 @@ fn trajectory(c: &mut Checker, cfg: &ModelConfig, steps: u32) -> Result<()> {
 /// A whole loop of `steps` steps over 3 digits (initial weights: the loop is stable) against
 /// the reference loop, within the tests' 1e-4.
 fn whole_loop(c: &mut Checker, steps: u32, scale: f32, eta: f32, clip: bool) -> Result<()> {
-    let cfg = Preset::Tiny.model();
-    let layout = ParamLayout::new(&cfg);
+    let config = Preset::Tiny.model();
+    let layout = ParamLayout::new(&config);
     let params = layout.init(2);
     let s = schedule(steps, scale, eta, clip, 0);
-    let (got, _) = run_sampler(c, &cfg, &layout, &params, 3, s)?;
-    let want = reference::sample(&cfg, &layout, &params, &s, SEED, 0, 3);
+    let (got, _) = run_sampler(c, &config, &layout, &params, 3, s)?;
+    let want = reference::sample(&config, &layout, &params, &s, SEED, 0, 3);
     let flags = format!(
         "{}{}",
         if eta > 0.0 { " eta" } else { "" },
@@ -185,12 +193,14 @@ pub fn check(c: &mut Checker) {
             models.push(ModelConfig { skip, ..tiny });
         }
     }
-    for cfg in &models {
-        c.case("sample_step", model_name(cfg), |c| one_step(c, cfg, 3, 1.5));
+    for config in &models {
+        c.case("sample_step", model_name(config), |c| {
+            one_step(c, config, 3, 1.5)
+        });
     }
     let steps = if c.quick { 3 } else { 5 };
-    for cfg in &models {
-        c.case(STEP, model_name(cfg), |c| trajectory(c, cfg, steps));
+    for config in &models {
+        c.case(STEP, model_name(config), |c| trajectory(c, config, steps));
     }
     // (n', s, eta, clip): the seed's loop and one with every option.
     let loops: &[(u32, f32, f32, bool)] = match c.quick {

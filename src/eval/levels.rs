@@ -52,8 +52,8 @@ pub fn loss_by_level(
     seed: u64,
 ) -> Result<Vec<LevelRow>> {
     let run = &model.config;
-    let cfg = run.model;
-    let g = cfg.geometry;
+    let config = run.model;
+    let g = config.geometry;
     if count == 0 || count > mnist.test.count {
         return Err(Error::config(format!(
             "--count must be in 1..={} for --loss-by-level, got {count}",
@@ -66,8 +66,8 @@ pub fn loss_by_level(
             run.n_max
         )));
     }
-    crate::model::network::check_fits(gpu, &cfg, count)?;
-    let net = Network::new(gpu, &cfg, &model.layout, count, &model.params, None)?;
+    crate::model::network::check_fits(gpu, &config, count)?;
+    let net = Network::new(gpu, &config, &model.layout, count, &model.params, None)?;
     let (t, p, d) = (g.tokens() as usize, g.patches() as usize, g.dim() as usize);
     let inputs = Inputs::new(gpu, model, mnist, &net, count, seed)?;
     // The model's per-position prior [3, P, D], read once.
@@ -150,7 +150,7 @@ impl Inputs {
         let noisy = GpuTensor::zeros(gpu, "levels-noisy", &[count, px])?;
         let (t, p) = (g.tokens() as usize, g.patches() as usize);
         let target = GpuTensor::zeros(gpu, "levels-target", &[count, p, g.dim() as usize])?;
-        let cfg = NoiseConfig {
+        let config = NoiseConfig {
             seed,
             stream: 0,
             alpha: run.alpha,
@@ -158,7 +158,7 @@ impl Inputs {
             repeat: 1,
         };
         let inject = NoiseInject::at_levels(
-            gpu, &cfg, count, &data, &perm, &levels, &cond, &noise, &noisy,
+            gpu, &config, count, &data, &perm, &levels, &cond, &noise, &noisy,
         )?;
         let patches = [
             patches::patches_forward(gpu, &g, count, t, &noisy, &cond, &net.tokens)?,

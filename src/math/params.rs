@@ -80,10 +80,10 @@ pub const PARAM_ALIGN: usize = 64;
 pub const INIT_STREAM: u32 = 1 << 16;
 
 impl ParamLayout {
-    pub fn new(cfg: &ModelConfig) -> ParamLayout {
-        let g = &cfg.geometry;
-        let (t, d, hk) = (g.tokens() as usize, g.dim() as usize, cfg.hk() as usize);
-        let (h, k) = (cfg.heads as f32, cfg.key_dim as f32);
+    pub fn new(config: &ModelConfig) -> ParamLayout {
+        let g = &config.geometry;
+        let (t, d, hk) = (g.tokens() as usize, g.dim() as usize, config.hk() as usize);
+        let (h, k) = (config.heads as f32, config.key_dim as f32);
         let df = d as f32;
         // Keras (tf 2.x) fans of EinsumDense kernels: (D, H, K) for Q/K/V, (H, K, D) for output.
         let qkv_limit = (6.0 / (h * df + k * df)).sqrt();
@@ -101,11 +101,11 @@ impl ParamLayout {
             offset += len.div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
         };
         push("pos".into(), vec![t, d], Init::Uniform(0.05));
-        if cfg.classes {
+        if config.classes {
             let rows = crate::config::NO_LABEL as usize + 1;
             push("label".into(), vec![rows, d], Init::Uniform(0.05));
         }
-        for l in 0..cfg.layers {
+        for l in 0..config.layers {
             push(
                 format!("layer{l}.w_qkv"),
                 vec![d, 3 * hk],
@@ -118,8 +118,8 @@ impl ParamLayout {
                 Init::Uniform(out_limit),
             );
             push(format!("layer{l}.b_o"), vec![d], Init::Zeros);
-            if cfg.mlp > 0 {
-                let f = cfg.mlp as usize;
+            if config.mlp > 0 {
+                let f = config.mlp as usize;
                 let glorot = (6.0 / (df + f as f32)).sqrt();
                 push(format!("layer{l}.w_1"), vec![d, f], Init::Uniform(glorot));
                 push(format!("layer{l}.b_1"), vec![f], Init::Zeros);
@@ -127,7 +127,7 @@ impl ParamLayout {
                 push(format!("layer{l}.b_2"), vec![d], Init::Zeros);
             }
         }
-        if cfg.skip == Skip::PixelMixture {
+        if config.skip == Skip::PixelMixture {
             push(
                 "skip.prior".into(),
                 vec![3, g.patches() as usize, d],
@@ -185,10 +185,10 @@ mod tests {
 
     #[test]
     fn seed_layout_matches_spec() {
-        let cfg = Preset::Seed.model();
-        let l = ParamLayout::new(&cfg);
+        let config = Preset::Seed.model();
+        let l = ParamLayout::new(&config);
         let n: usize = l.tensors.iter().map(|t| t.len()).sum();
-        assert_eq!(n as u64, cfg.parameter_count());
+        assert_eq!(n as u64, config.parameter_count());
         assert!(l.tensors.iter().all(|t| t.offset % PARAM_ALIGN == 0));
         match (l.get("layer0.w_qkv").init, l.get("layer2.w_o").init) {
             (Init::Uniform(a), Init::Uniform(b)) => {

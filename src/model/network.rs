@@ -77,7 +77,7 @@ pub enum Rows {
 
 /// Forward (and optionally backward) of the model for a fixed batch size.
 pub struct Network {
-    pub cfg: ModelConfig,
+    pub config: ModelConfig,
     pub batch: usize,
     /// Input tokens [B, T, D]: the g^2 patches of the noisy image and the conditioning token.
     pub tokens: GpuTensor,
@@ -107,7 +107,7 @@ pub struct Network {
 /// forward pass, one function per part.
 struct Build<'a> {
     gpu: &'a Gpu,
-    cfg: &'a ModelConfig,
+    config: &'a ModelConfig,
     layout: &'a ParamLayout,
     params: &'a GpuTensor,
     batch: usize,
@@ -126,31 +126,31 @@ struct Build<'a> {
 impl<'a> Build<'a> {
     fn new(
         gpu: &'a Gpu,
-        cfg: &'a ModelConfig,
+        config: &'a ModelConfig,
         layout: &'a ParamLayout,
         params: &'a GpuTensor,
         batch: usize,
     ) -> Build<'a> {
-        let g = &cfg.geometry;
+        let g = &config.geometry;
         let (t, p) = (g.tokens() as usize, g.patches() as usize);
         Build {
             gpu,
-            cfg,
+            config,
             layout,
             params,
             batch,
             t,
             d: g.dim() as usize,
-            hk: cfg.hk() as usize,
+            hk: config.hk() as usize,
             p,
             m: batch * t,
             mp: batch * p,
-            last: cfg.layers as usize - 1,
+            last: config.layers as usize - 1,
             attention: attention::AttentionShape {
                 batch,
                 tokens: t,
-                heads: cfg.heads as usize,
-                key_dim: cfg.key_dim as usize,
+                heads: config.heads as usize,
+                key_dim: config.key_dim as usize,
             },
         }
     }
@@ -168,7 +168,7 @@ impl<'a> Build<'a> {
     /// With --classes: the labels buffer, the dispatch adding their embedding to x_start,
     /// and the same reading "no label" for every sample (with its buffer).
     fn labels(&self, x_start: &GpuTensor) -> Result<Option<LabelInputs>> {
-        if !self.cfg.classes {
+        if !self.config.classes {
             return Ok(None);
         }
         let (gpu, s, table) = (self.gpu, self.label_shape(), self.weight("label"));
@@ -289,10 +289,10 @@ impl<'a> Build<'a> {
         proj: &GpuTensor,
         forward: &mut Vec<Dispatch>,
     ) -> Result<Option<FeedForward>> {
-        if self.cfg.mlp == 0 {
+        if self.config.mlp == 0 {
             return Ok(None);
         }
-        let (f, d, rows) = (self.cfg.mlp as usize, self.d, self.rows(l));
+        let (f, d, rows) = (self.config.mlp as usize, self.d, self.rows(l));
         let pre = self.zeros(&format!("layer{l}.pre"), &[rows, f])?;
         let h = self.zeros(&format!("layer{l}.h"), &[rows, f])?;
         let out = self.zeros(&format!("layer{l}.out"), &[rows, d])?;
@@ -306,7 +306,7 @@ impl<'a> Build<'a> {
 
     /// `--skip pixel-mixture`'s prior, a view of the parameters (forward and backward).
     fn prior(&self) -> Option<GpuTensor> {
-        (self.cfg.skip == Skip::PixelMixture).then(|| self.weight("skip.prior"))
+        (self.config.skip == Skip::PixelMixture).then(|| self.weight("skip.prior"))
     }
 
     /// The output: x_last itself, or with a skip term E + q (x_last - A).
@@ -317,14 +317,14 @@ impl<'a> Build<'a> {
         forward: &mut Vec<Dispatch>,
     ) -> Result<GpuTensor> {
         let (batch, t, d) = (self.batch, self.t, self.d);
-        if self.cfg.skip == Skip::Identity {
+        if self.config.skip == Skip::Identity {
             return Ok(x_last.clone());
         }
         let y = self.zeros("output", &[batch, t, d])?;
         let prior = self.prior();
         forward.push(skip::skip_forward(
             self.gpu,
-            self.cfg.skip,
+            self.config.skip,
             prior.as_ref(),
             x_last,
             tokens,
@@ -372,7 +372,7 @@ struct Backward<'a> {
 impl<'a> Backward<'a> {
     fn new(b: &'a Build<'a>, grads: &'a GpuTensor) -> Result<Backward<'a>> {
         let (batch, t, d, m, mp) = (b.batch, b.t, b.d, b.m, b.mp);
-        let (hk, f) = (b.hk, b.cfg.mlp as usize);
+        let (hk, f) = (b.hk, b.config.mlp as usize);
         let dout = b.zeros("dout", &[batch, t, d])?;
         let (dh_p, dpre_p) = (
             b.zeros("dh_patches", &[mp, f])?,
@@ -450,14 +450,14 @@ impl<'a> Backward<'a> {
     /// Through the skip term, when the model has one: d x_last.
     fn skip(&mut self, tokens: &GpuTensor) -> Result<()> {
         let b = self.b;
-        if b.cfg.skip == Skip::Identity {
+        if b.config.skip == Skip::Identity {
             return Ok(());
         }
         let dx_last = b.zeros("dx_last", &[b.batch, b.t, b.d])?;
         let prior = b.prior();
         self.dispatches.push(skip::skip_backward(
             b.gpu,
-            b.cfg.skip,
+            b.config.skip,
             prior.as_ref(),
             &self.dout,
             tokens,
@@ -528,7 +528,7 @@ impl<'a> Backward<'a> {
 
     /// Layer l's feed-forward block: d y += W_1^T gelu'(pre) (W_2^T d out) (the residual).
     fn mlp(&mut self, l: usize, ly: &Layer, mlp: &FeedForward, rows: usize) -> Result<()> {
-        let (d, f) = (self.b.d, self.b.cfg.mlp as usize);
+        let (d, f) = (self.b.d, self.b.config.mlp as usize);
         let (dh, dpre) = match l == self.b.last {
             true => (self.dh_p.clone(), self.dpre_p.clone()),
             false => (self.dh.clone(), self.dpre.clone()),
@@ -580,19 +580,19 @@ impl<'a> Backward<'a> {
 /// Errors (naming the limit and by how much it is exceeded) when the model's parameters or
 /// the activations of a `batch` do not fit the adapter's storage-binding limits. Cheap: call
 /// it before allocating anything.
-pub fn check_fits(gpu: &Gpu, cfg: &ModelConfig, batch: usize) -> Result<()> {
-    let g = &cfg.geometry;
+pub fn check_fits(gpu: &Gpu, config: &ModelConfig, batch: usize) -> Result<()> {
+    let g = &config.geometry;
     let (t, d, hk, h) = (
         g.tokens() as u64,
         g.dim() as u64,
-        cfg.hk() as u64,
-        cfg.heads as u64,
+        config.hk() as u64,
+        config.heads as u64,
     );
     let m = batch as u64 * t;
-    let layout_total = cfg.parameter_count() + 64 * (1 + 8 * cfg.layers as u64);
+    let layout_total = config.parameter_count() + 64 * (1 + 8 * config.layers as u64);
     for (label, elems) in [
         ("the model's parameters", layout_total),
-        ("the feed-forward activations", m * cfg.mlp as u64),
+        ("the feed-forward activations", m * config.mlp as u64),
         ("the QKV activations", m * 3 * hk),
         ("the attention probabilities", batch as u64 * h * t * t),
         ("the attention output", m * hk),
@@ -606,15 +606,15 @@ pub fn check_fits(gpu: &Gpu, cfg: &ModelConfig, batch: usize) -> Result<()> {
 /// Matmul FLOPs of one sample's forward pass: per layer the QKV projection, attention's two
 /// products, the output projection and the feed-forward block (the last layer's two on the
 /// g^2 patch rows only).
-pub fn forward_flops_per_sample(cfg: &ModelConfig) -> f64 {
+pub fn forward_flops_per_sample(config: &ModelConfig) -> f64 {
     let (t, p, d, hk, f) = (
-        cfg.geometry.tokens() as f64,
-        cfg.geometry.patches() as f64,
-        cfg.geometry.dim() as f64,
-        cfg.hk() as f64,
-        cfg.mlp as f64,
+        config.geometry.tokens() as f64,
+        config.geometry.patches() as f64,
+        config.geometry.dim() as f64,
+        config.hk() as f64,
+        config.mlp as f64,
     );
-    let l = cfg.layers as f64;
+    let l = config.layers as f64;
     let after_attention = |rows: f64| 2.0 * rows * hk * d + 4.0 * rows * d * f;
     l * (2.0 * t * d * 3.0 * hk + 4.0 * t * t * hk)
         + (l - 1.0) * after_attention(t)
@@ -626,13 +626,13 @@ impl Network {
     /// `layout`); with `grads` (same layout) the backward pass is built too.
     pub fn new(
         gpu: &Gpu,
-        cfg: &ModelConfig,
+        config: &ModelConfig,
         layout: &ParamLayout,
         batch: usize,
         params: &GpuTensor,
         grads: Option<&GpuTensor>,
     ) -> Result<Network> {
-        let b = Build::new(gpu, cfg, layout, params, batch);
+        let b = Build::new(gpu, config, layout, params, batch);
         let tokens = b.zeros("tokens", &[batch, b.t, b.d])?;
         let target = b.zeros("target", &[batch, b.p, b.d])?;
         let x_start = b.zeros("x_start", &[batch, b.t, b.d])?;
@@ -650,7 +650,7 @@ impl Network {
             None => (None, None),
         };
         let mut layers: Vec<Layer> = Vec::new();
-        for l in 0..cfg.layers as usize {
+        for l in 0..config.layers as usize {
             let x_in = layers.last().map_or(&x_start, |ly| ly.out()).clone();
             layers.push(b.layer_forward(l, x_in, &x_start, &mut forward)?);
         }
@@ -662,7 +662,7 @@ impl Network {
         let output = b.skip_forward(&x_last, &tokens, &mut forward)?;
         let weight = loss::LevelWeight {
             tokens: &tokens,
-            max: cfg.loss_weight_max,
+            max: config.loss_weight_max,
         };
         let (t, p, d) = (b.t, b.p, b.d);
         let mse = loss::MseForward::new(gpu, &output, &target, weight, &history, batch, t, p, d)?;
@@ -680,7 +680,7 @@ impl Network {
             None => (Vec::new(), Vec::new()),
         };
         Ok(Network {
-            cfg: *cfg,
+            config: *config,
             batch,
             tokens,
             target,
@@ -749,7 +749,7 @@ impl Network {
             }
             v.push((format!("layer{l}.out"), ly.out(), rows));
         }
-        if self.cfg.skip != Skip::Identity {
+        if self.config.skip != Skip::Identity {
             v.push(("output".to_string(), &self.output, Rows::PatchesOfAll));
         } else {
             v.push(("output".to_string(), &self.x_last, Rows::PatchesOfAll));
@@ -773,7 +773,7 @@ impl Network {
 
     /// Matmul FLOPs of one forward pass over the batch (the backward costs twice that).
     pub fn forward_flops(&self) -> f64 {
-        self.batch as f64 * forward_flops_per_sample(&self.cfg)
+        self.batch as f64 * forward_flops_per_sample(&self.config)
     }
 
     /// Losses of steps `first..first + n` from the history ring (n <= LOSS_HISTORY).

@@ -72,7 +72,7 @@ impl NoiseInject {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
-        cfg: &NoiseConfig,
+        config: &NoiseConfig,
         batch: usize,
         data: &GpuTensor,
         perm: &GpuTensor,
@@ -81,7 +81,7 @@ impl NoiseInject {
         noisy: &GpuTensor,
     ) -> Result<NoiseInject> {
         let v = Variant::Random;
-        Self::build(gpu, cfg, batch, data, perm, v, cond, noise, noisy)
+        Self::build(gpu, config, batch, data, perm, v, cond, noise, noisy)
     }
 
     /// As [`NoiseInject::new`], and each sample's label with dropout
@@ -89,7 +89,7 @@ impl NoiseInject {
     #[allow(clippy::too_many_arguments)]
     pub fn labelled(
         gpu: &Gpu,
-        cfg: &NoiseConfig,
+        config: &NoiseConfig,
         batch: usize,
         data: &GpuTensor,
         perm: &GpuTensor,
@@ -106,14 +106,14 @@ impl NoiseInject {
             )));
         }
         let v = Variant::Labelled(labels);
-        Self::build(gpu, cfg, batch, data, perm, v, cond, noise, noisy)
+        Self::build(gpu, config, batch, data, perm, v, cond, noise, noisy)
     }
 
     /// As [`NoiseInject::new`], but sample b is noised at the given level `levels[b]` (u32).
     #[allow(clippy::too_many_arguments)]
     pub fn at_levels(
         gpu: &Gpu,
-        cfg: &NoiseConfig,
+        config: &NoiseConfig,
         batch: usize,
         data: &GpuTensor,
         perm: &GpuTensor,
@@ -124,13 +124,13 @@ impl NoiseInject {
     ) -> Result<NoiseInject> {
         expect_len("noise_at_levels", levels, batch)?;
         let v = Variant::AtLevels(levels);
-        Self::build(gpu, cfg, batch, data, perm, v, cond, noise, noisy)
+        Self::build(gpu, config, batch, data, perm, v, cond, noise, noisy)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn build(
         gpu: &Gpu,
-        cfg: &NoiseConfig,
+        config: &NoiseConfig,
         batch: usize,
         data: &GpuTensor,
         perm: &GpuTensor,
@@ -139,23 +139,23 @@ impl NoiseInject {
         noise: &GpuTensor,
         noisy: &GpuTensor,
     ) -> Result<NoiseInject> {
-        if cfg.repeat == 0 || !(cfg.alpha > 0.0 && cfg.alpha <= 1.0) {
+        if config.repeat == 0 || !(config.alpha > 0.0 && config.alpha <= 1.0) {
             return Err(Error::config(format!(
                 "noise: repeat must be >= 1 and alpha in (0, 1], got {} and {}",
-                cfg.repeat, cfg.alpha
+                config.repeat, config.alpha
             )));
         }
         expect_len("noise_inject", cond, batch)?;
         expect_len("noise_inject", noise, batch * PIXELS as usize)?;
         expect_len("noise_inject", noisy, batch * PIXELS as usize)?;
         let base = Params {
-            seed_lo: cfg.seed as u32,
-            seed_hi: (cfg.seed >> 32) as u32,
+            seed_lo: config.seed as u32,
+            seed_hi: (config.seed >> 32) as u32,
             count: batch as u32,
-            repeat: cfg.repeat,
-            n_max: cfg.n_max,
-            alpha: cfg.alpha,
-            stream: cfg.stream,
+            repeat: config.repeat,
+            n_max: config.n_max,
+            alpha: config.alpha,
+            stream: config.stream,
             drop_below: match variant {
                 Variant::Labelled(l) => crate::math::rng::drop_below(l.drop),
                 _ => 0,

@@ -58,15 +58,15 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(cfg: &ModelConfig) -> Dims {
-        let g = &cfg.geometry;
+    fn new(config: &ModelConfig) -> Dims {
+        let g = &config.geometry;
         Dims {
             t: g.tokens() as usize,
             p: g.patches() as usize,
             d: g.dim() as usize,
-            h: cfg.heads as usize,
-            k: cfg.key_dim as usize,
-            hk: cfg.hk() as usize,
+            h: config.heads as usize,
+            k: config.key_dim as usize,
+            hk: config.hk() as usize,
         }
     }
 }
@@ -297,10 +297,10 @@ fn attention_backward<F: Real>(
     dqkv
 }
 
-fn check_params<F>(cfg: &ModelConfig, layout: &ParamLayout, params: &[F]) {
+fn check_params<F>(config: &ModelConfig, layout: &ParamLayout, params: &[F]) {
     assert_eq!(
         layout,
-        &ParamLayout::new(cfg),
+        &ParamLayout::new(config),
         "the parameter layout does not belong to this model configuration"
     );
     assert_eq!(params.len(), layout.total, "params: wrong length");
@@ -309,18 +309,18 @@ fn check_params<F>(cfg: &ModelConfig, layout: &ParamLayout, params: &[F]) {
 /// The forward pass for `batch` samples of `tokens` [B, T, D], keeping every activation
 /// (a class-conditional model sees "no label" for every sample: [`forward_labelled`]).
 pub fn forward<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     tokens: &[F],
     batch: usize,
 ) -> Forward<F> {
-    forward_labelled(cfg, layout, params, tokens, &[], batch)
+    forward_labelled(config, layout, params, tokens, &[], batch)
 }
 
 /// The labels a conditional model sees: `labels` [B], or "no label" for all when empty.
-fn labels_of(cfg: &ModelConfig, labels: &[u32], batch: usize) -> Vec<u32> {
-    if !cfg.classes {
+fn labels_of(config: &ModelConfig, labels: &[u32], batch: usize) -> Vec<u32> {
+    if !config.classes {
         assert!(labels.is_empty(), "labels given to an unconditional model");
         return vec![];
     }
@@ -334,19 +334,19 @@ fn labels_of(cfg: &ModelConfig, labels: &[u32], batch: usize) -> Vec<u32> {
 /// x_start = tokens + pos, and with --classes the label's embedding added to each sample's
 /// conditioning token.
 fn embed<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     tokens: &[F],
     labels: &[u32],
 ) -> Vec<F> {
-    let dm = Dims::new(cfg);
+    let dm = Dims::new(config);
     let (t, d) = (dm.t, dm.d);
     let pos = tensor(layout, params, "pos");
     let mut x: Vec<f64> = (0..tokens.len())
         .map(|i| tokens[i].to_f64() + pos[i % (t * d)].to_f64())
         .collect();
-    if cfg.classes {
+    if config.classes {
         let table = tensor(layout, params, "label");
         for (b, &l) in labels.iter().enumerate() {
             let row = l.min(NO_LABEL) as usize;
@@ -361,23 +361,23 @@ fn embed<F: Real>(
 /// [`forward`] of a class-conditional model with sample b labelled `labels[b]` (empty: "no
 /// label" for every sample).
 pub fn forward_labelled<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     tokens: &[F],
     labels: &[u32],
     batch: usize,
 ) -> Forward<F> {
-    let dm = Dims::new(cfg);
+    let dm = Dims::new(config);
     let (t, d, hk) = (dm.t, dm.d, dm.hk);
-    check_params(cfg, layout, params);
+    check_params(config, layout, params);
     assert_eq!(tokens.len(), batch * t * d, "tokens: expected [B, T, D]");
     let m = batch * t;
-    let labels = labels_of(cfg, labels, batch);
-    let x_start = embed(cfg, layout, params, tokens, &labels);
-    let mut layers = Vec::with_capacity(cfg.layers as usize);
+    let labels = labels_of(config, labels, batch);
+    let x_start = embed(config, layout, params, tokens, &labels);
+    let mut layers = Vec::with_capacity(config.layers as usize);
     let mut x = x_start.clone();
-    for l in 0..cfg.layers {
+    for l in 0..config.layers {
         let p = |n: &str| tensor(layout, params, &format!("layer{l}.{n}"));
         let qkv = linear(&x, p("w_qkv"), p("b_qkv"), m, d, 3 * hk);
         let (probs, o) = attention(dm, &qkv, batch);
@@ -386,8 +386,8 @@ pub fn forward_labelled<F: Real>(
         let y: Vec<F> = (0..m * d)
             .map(|i| F::from_f64(proj[i].to_f64() + x_start[i].to_f64()))
             .collect();
-        let (mlp, out) = if cfg.mlp > 0 {
-            let f = cfg.mlp as usize;
+        let (mlp, out) = if config.mlp > 0 {
+            let f = config.mlp as usize;
             let pre = linear(&y, p("w_1"), p("b_1"), m, d, f);
             let h: Vec<F> = pre
                 .iter()
@@ -411,7 +411,7 @@ pub fn forward_labelled<F: Real>(
             out,
         });
     }
-    let skipped = match cfg.skip {
+    let skipped = match config.skip {
         Skip::Identity => None,
         kind => Some(skip::skip_forward(
             kind,
@@ -437,13 +437,13 @@ pub fn forward_labelled<F: Real>(
 /// token is ignored), `target` [B, g^2, D], w_b sample b's loss weight from its noise level in
 /// `tokens` [B, T, D] (`reference::loss::level_weight`; 1 with `loss_weight_max` = 1).
 pub fn loss<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     output: &[F],
     tokens: &[F],
     target: &[F],
     batch: usize,
 ) -> F {
-    let (o, tg, w, dm) = loss_inputs(cfg, output, tokens, target, batch);
+    let (o, tg, w, dm) = loss_inputs(config, output, tokens, target, batch);
     F::from_f64(crate::reference::loss::mse_f64(
         &o, &tg, &w, batch, dm.t, dm.p, dm.d,
     ))
@@ -452,13 +452,13 @@ pub fn loss<F: Real>(
 /// Gradient of [`loss`] w.r.t. the output, [B, T, D]: `2 w_b (output - target) / (B g^2 D)` on
 /// the patch tokens, zero on the conditioning token.
 pub fn loss_backward<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     output: &[F],
     tokens: &[F],
     target: &[F],
     batch: usize,
 ) -> Vec<F> {
-    let (o, tg, w, dm) = loss_inputs(cfg, output, tokens, target, batch);
+    let (o, tg, w, dm) = loss_inputs(config, output, tokens, target, batch);
     crate::reference::loss::mse_backward_f64(&o, &tg, &w, batch, dm.t, dm.p, dm.d)
         .into_iter()
         .map(F::from_f64)
@@ -467,13 +467,13 @@ pub fn loss_backward<F: Real>(
 
 /// The loss's inputs in f64 and the sample weights.
 fn loss_inputs<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     output: &[F],
     tokens: &[F],
     target: &[F],
     batch: usize,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Dims) {
-    let dm = Dims::new(cfg);
+    let dm = Dims::new(config);
     assert_eq!(
         output.len(),
         batch * dm.t * dm.d,
@@ -490,7 +490,7 @@ fn loss_inputs<F: Real>(
         batch,
         dm.t,
         dm.d,
-        cfg.loss_weight_max,
+        config.loss_weight_max,
     );
     (f64s(output), f64s(target), w, dm)
 }
@@ -498,35 +498,35 @@ fn loss_inputs<F: Real>(
 /// Gradients of [`loss`] w.r.t. every parameter, in `layout` (padding zero), from the
 /// activations of [`forward`].
 pub fn backward<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     fwd: &Forward<F>,
     target: &[F],
     batch: usize,
 ) -> Vec<F> {
-    let dm = Dims::new(cfg);
+    let dm = Dims::new(config);
     let (t, d, hk) = (dm.t, dm.d, dm.hk);
-    check_params(cfg, layout, params);
+    check_params(config, layout, params);
     assert_eq!(fwd.batch, batch, "forward pass of another batch size");
     let m = batch * t;
     let mut grads = vec![F::default(); layout.total];
     // d x_start, accumulated in f64: every layer's residual plus layer 0's input gradient.
     let mut dx_start = vec![0.0f64; m * d];
     // Gradient w.r.t. the current layer's output.
-    let mut dx = loss_backward(cfg, fwd.output(), &fwd.tokens, target, batch);
+    let mut dx = loss_backward(config, fwd.output(), &fwd.tokens, target, batch);
     if fwd.skipped.is_some() {
         let tokens = &fwd.tokens;
-        dx = skip::skip_backward(cfg.skip, prior(layout, params), &dx, tokens, batch, t, d);
+        dx = skip::skip_backward(config.skip, prior(layout, params), &dx, tokens, batch, t, d);
     }
-    for l in (0..cfg.layers as usize).rev() {
+    for l in (0..config.layers as usize).rev() {
         let act = &fwd.layers[l];
         let p = |n: &str| tensor(layout, params, &format!("layer{l}.{n}"));
         let (w_qkv, w_o) = (p("w_qkv"), p("w_o"));
         let spec = |n: &str| layout.get(&format!("layer{l}.{n}")).range();
         // out = y + gelu(y W_1 + b_1) W_2 + b_2: dx becomes the gradient w.r.t. y.
         if let Some(mlp) = &act.mlp {
-            let f = cfg.mlp as usize;
+            let f = config.mlp as usize;
             let (mut dw, mut db) = (vec![F::default(); f * d], vec![F::default(); d]);
             let dh = linear_backward(&mlp.h, p("w_2"), &dx, m, f, d, &mut dw, &mut db);
             grads[spec("w_2")].copy_from_slice(&dw);
@@ -574,7 +574,7 @@ pub fn backward<F: Real>(
         *v = F::from_f64(sum);
     }
     // The label embedding: each row's gradient sums the conditioning rows of its samples.
-    if cfg.classes {
+    if config.classes {
         let mut dtable = vec![0.0f64; layout.get("label").len()];
         for (b, &l) in fwd.labels.iter().enumerate() {
             let row = l.min(NO_LABEL) as usize;
@@ -592,19 +592,19 @@ pub fn backward<F: Real>(
 
 /// Loss and parameter gradients of one batch: [`forward`], [`loss`], [`backward`].
 pub fn loss_and_grad<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     tokens: &[F],
     target: &[F],
     batch: usize,
 ) -> (F, Vec<F>) {
-    loss_and_grad_labelled(cfg, layout, params, tokens, &[], target, batch)
+    loss_and_grad_labelled(config, layout, params, tokens, &[], target, batch)
 }
 
 /// [`loss_and_grad`] with sample b labelled `labels[b]` ([`forward_labelled`]).
 pub fn loss_and_grad_labelled<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     tokens: &[F],
@@ -612,35 +612,35 @@ pub fn loss_and_grad_labelled<F: Real>(
     target: &[F],
     batch: usize,
 ) -> (F, Vec<F>) {
-    let fwd = forward_labelled(cfg, layout, params, tokens, labels, batch);
-    let l = loss(cfg, fwd.output(), tokens, target, batch);
-    (l, backward(cfg, layout, params, &fwd, target, batch))
+    let fwd = forward_labelled(config, layout, params, tokens, labels, batch);
+    let l = loss(config, fwd.output(), tokens, target, batch);
+    (l, backward(config, layout, params, &fwd, target, batch))
 }
 
 /// The sampler's model call: the predicted noise patches [B, g^2, D] (the output without the
 /// conditioning token).
 pub fn predict_noise<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     tokens: &[F],
     batch: usize,
 ) -> Vec<F> {
-    predict_noise_labelled(cfg, layout, params, tokens, &[], batch)
+    predict_noise_labelled(config, layout, params, tokens, &[], batch)
 }
 
 /// [`predict_noise`] with sample b labelled `labels[b]` (empty: "no label").
 pub fn predict_noise_labelled<F: Real>(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[F],
     tokens: &[F],
     labels: &[u32],
     batch: usize,
 ) -> Vec<F> {
-    let dm = Dims::new(cfg);
+    let dm = Dims::new(config);
     let (t, p, d) = (dm.t, dm.p, dm.d);
-    let fwd = forward_labelled(cfg, layout, params, tokens, labels, batch);
+    let fwd = forward_labelled(config, layout, params, tokens, labels, batch);
     let out = fwd.output();
     (0..batch)
         .flat_map(|b| out[b * t * d..(b * t + p) * d].iter().copied())
@@ -654,14 +654,14 @@ mod tests {
 
     #[test]
     fn tiny_shapes_and_softmax_rows() {
-        let cfg = Preset::Tiny.model();
-        let layout = ParamLayout::new(&cfg);
+        let config = Preset::Tiny.model();
+        let layout = ParamLayout::new(&config);
         let params = layout.init(3);
         let (b, t, d) = (2, 17, 100);
         let tokens: Vec<f32> = (0..b * t * d)
             .map(|i| ((i % 13) as f32 - 6.0) / 12.0)
             .collect();
-        let fwd = forward(&cfg, &layout, &params, &tokens, b);
+        let fwd = forward(&config, &layout, &params, &tokens, b);
         assert_eq!(fwd.layers.len(), 1);
         let l = &fwd.layers[0];
         assert_eq!(l.qkv.len(), b * t * 48);
@@ -672,11 +672,11 @@ mod tests {
             assert!((s - 1.0).abs() < 1e-5, "{s}");
         }
         assert_eq!(
-            predict_noise(&cfg, &layout, &params, &tokens, b).len(),
+            predict_noise(&config, &layout, &params, &tokens, b).len(),
             b * 16 * d
         );
         let target = vec![0.0f32; b * 16 * d];
-        let (loss, grads) = loss_and_grad(&cfg, &layout, &params, &tokens, &target, b);
+        let (loss, grads) = loss_and_grad(&config, &layout, &params, &tokens, &target, b);
         assert!(loss.is_finite() && loss > 0.0, "{loss}");
         assert_eq!(grads.len(), layout.total);
     }

@@ -17,7 +17,7 @@ use crate::reference::{model, patches, skip};
 /// (A - c X) / (1 - c), X = clamp((A - (1 - c) N_hat) / c, PIXEL_LO, PIXEL_HI), c = a'^(n'-k).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_step(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[f32],
     schedule: &Schedule,
@@ -27,7 +27,7 @@ pub fn sample_step(
     images: &mut [f32],
 ) {
     let m = RefModel {
-        cfg,
+        config,
         layout,
         params,
     };
@@ -50,14 +50,14 @@ pub fn predict_noise_labelled(
     images: &[f32],
     labels: &[u32],
 ) -> Vec<f32> {
-    let labels = if m.cfg.classes { labels } else { &[] };
-    let g = &m.cfg.geometry;
+    let labels = if m.config.classes { labels } else { &[] };
+    let g = &m.config.geometry;
     let b = images.len() / PIXELS as usize;
     let c = schedule.table()[k as usize];
     let t = g.tokens() as usize;
     let tokens = patches::patches_forward(g, images, &vec![c; b], t);
     let out: Vec<f32> =
-        model::forward_labelled::<f32>(m.cfg, m.layout, m.params, &tokens, labels, b)
+        model::forward_labelled::<f32>(m.config, m.layout, m.params, &tokens, labels, b)
             .output()
             .to_vec();
     patches::recompose(g, &out, t)
@@ -120,14 +120,14 @@ pub fn initial_noise(seed: u64, first: u64, count: usize) -> Vec<f32> {
 /// A model as the reference loop calls it: configuration, layout and flat weights.
 #[derive(Clone, Copy)]
 pub struct RefModel<'a> {
-    pub cfg: &'a ModelConfig,
+    pub config: &'a ModelConfig,
     pub layout: &'a ParamLayout,
     pub params: &'a [f32],
 }
 
 /// The whole loop for `count` digits from `first`.
 pub fn sample(
-    cfg: &ModelConfig,
+    config: &ModelConfig,
     layout: &ParamLayout,
     params: &[f32],
     schedule: &Schedule,
@@ -136,7 +136,7 @@ pub fn sample(
     count: usize,
 ) -> Vec<f32> {
     let model = RefModel {
-        cfg,
+        config,
         layout,
         params,
     };
@@ -157,11 +157,12 @@ pub fn sample_refined(
     sample_guided(model, None, refiners, schedule, seed, first, count)
 }
 
-/// `--guide`: the guide, its weight and `--guide-from` (None: every step of the model).
+/// `--guide`: the guide, its guidance weight and `--guide-from` (None: every step of the
+/// model).
 #[derive(Clone, Copy)]
 pub struct RefGuide<'a> {
     pub model: RefModel<'a>,
-    pub weight: f32,
+    pub guidance: f32,
     pub from_level: Option<u32>,
 }
 
@@ -182,11 +183,11 @@ pub fn sample_guided(
 }
 
 /// Class-conditional sampling: digit i is asked to be `digits[i % len]`, and the calls of
-/// conditional models get classifier-free guidance of weight `weight`.
+/// conditional models get classifier-free guidance of weight `cfg`.
 #[derive(Clone, Copy)]
 pub struct RefClasses<'a> {
     pub digits: &'a [u32],
-    pub weight: f32,
+    pub cfg: f32,
     /// Guidance only at the steps whose level is at least this (0: every step).
     pub min_level: u32,
 }
@@ -203,7 +204,7 @@ pub fn predict_guided_by_class(
     cfg: Option<f32>,
 ) -> Vec<f32> {
     let cond = predict_noise_labelled(m, schedule, k, images, labels);
-    match cfg.filter(|w| m.cfg.classes && *w != 1.0) {
+    match cfg.filter(|w| m.config.classes && *w != 1.0) {
         Some(w) => {
             let none = vec![crate::config::NO_LABEL; labels.len()];
             guide(
@@ -238,7 +239,7 @@ pub fn sample_conditional(
         None => vec![],
     };
     let cfg_until = classes.map_or(0, |c| schedule.steps_at_or_above(c.min_level));
-    let w = |k: u32| classes.map(|c| c.weight).filter(|_| k < cfg_until);
+    let w = |k: u32| classes.map(|c| c.cfg).filter(|_| k < cfg_until);
     let predict = |m: RefModel<'_>, a: &[f32], k: u32, cfg: Option<f32>| {
         predict_guided_by_class(m, schedule, k, a, &labels, cfg)
     };
@@ -259,7 +260,7 @@ pub fn sample_conditional(
             (None, Some(g)) => guide(
                 &predict(model, &a, k, w(k)),
                 &predict(g.model, &a, k, None),
-                g.weight,
+                g.guidance,
             ),
         };
         update(schedule, k, seed, first, &mut a, &nhat);

@@ -2,7 +2,7 @@
 //! the flags, loading the checkpoints, choosing the batch, writing the digits, the report.
 
 use super::digits::{classes_for, labelled_rows, rows_of_each, DigitArgs};
-use super::{to_bytes, Classes, Guide, Sampler, SamplerModel, Schedule};
+use super::{to_bytes, Classes, Guide, Sampler, SamplerModel, Schedule, Stack};
 use crate::checkpoint::{read_run_config, RunConfig};
 use crate::config::{ModelConfig, PIXELS};
 use crate::error::{Error, Result};
@@ -42,10 +42,10 @@ pub struct Extras {
     pub classes: Option<Classes>,
 }
 
-/// The guide loaded, with its weight and guide-from (checked by the sampler).
+/// The guide loaded, with its guidance weight and guide-from (checked by the sampler).
 pub struct LoadedGuide {
     pub model: LoadedModel,
-    pub weight: f32,
+    pub guidance: f32,
     pub from_level: Option<u32>,
 }
 
@@ -101,9 +101,9 @@ pub fn load_stack(
     let main = s.checkpoint.as_ref().expect("checked");
     let model = load_model(gpu, main, s.weights)?;
     let guide = match (&s.guide, s.guidance) {
-        (Some(path), Some(weight)) => Some(LoadedGuide {
+        (Some(path), Some(guidance)) => Some(LoadedGuide {
             model: load_model(gpu, path, s.weights)?,
-            weight: weight as f32,
+            guidance: guidance as f32,
             from_level: s.guide_from,
         }),
         _ => None,
@@ -137,12 +137,16 @@ pub fn sampler_for(
         .collect();
     let guide = extras.guide.as_ref().map(|g| Guide {
         model: g.model.view(),
-        weight: g.weight,
+        guidance: g.guidance,
         from_level: g.from_level,
     });
-    let classes = extras.classes.clone();
-    let m = model.view();
-    Sampler::conditional(gpu, m, guide, &views, classes, batch, schedule, seed)
+    let stack = Stack {
+        model: model.view(),
+        guide,
+        refiners: &views,
+        classes: extras.classes.as_ref(),
+    };
+    Sampler::new(gpu, stack, batch, schedule, seed)
 }
 
 /// Flags of `sample`.
@@ -220,7 +224,7 @@ impl LoadedModel {
     /// The model as the sampler calls it.
     pub fn view(&self) -> SamplerModel<'_> {
         SamplerModel {
-            cfg: &self.config.model,
+            config: &self.config.model,
             layout: &self.layout,
             params: &self.params,
         }
@@ -257,14 +261,14 @@ pub fn load_model(gpu: &Gpu, path: &Path, weights: Weights) -> Result<LoadedMode
 
 /// Digits per batch: as many as fit the adapter's storage-binding limit for the largest
 /// activation, a memory budget of 2 GiB of activations, and `count`.
-pub fn auto_batch(gpu: &Gpu, cfg: &ModelConfig, count: u64) -> usize {
+pub fn auto_batch(gpu: &Gpu, config: &ModelConfig, count: u64) -> usize {
     let (t, d, hk, h) = (
-        cfg.geometry.tokens() as u64,
-        cfg.geometry.dim() as u64,
-        cfg.hk() as u64,
-        cfg.heads as u64,
+        config.geometry.tokens() as u64,
+        config.geometry.dim() as u64,
+        config.hk() as u64,
+        config.heads as u64,
     );
-    let (l, f) = (cfg.layers as u64, cfg.mlp as u64);
+    let (l, f) = (config.layers as u64, config.mlp as u64);
     let largest = 4 * t * (3 * hk).max(d).max(h * t).max(PIXELS as u64).max(f);
     let max_binding = gpu
         .limits
@@ -290,7 +294,7 @@ pub fn auto_batch_for(
     if others.is_empty() {
         return auto_batch(gpu, model, count);
     }
-    let alone = |cfg: &ModelConfig| auto_batch(gpu, cfg, u64::MAX) as u64;
+    let alone = |config: &ModelConfig| auto_batch(gpu, config, u64::MAX) as u64;
     let smallest = others.iter().map(|r| alone(r)).fold(alone(model), u64::min);
     let share = (smallest / (1 + others.len() as u64)).max(1);
     share.min(count).max(1) as usize
@@ -358,7 +362,7 @@ impl StackReport {
     ) -> StackReport {
         let guide = extras.guide.as_ref().map(|g| GuideReport {
             model: ModelReport::of(&g.model),
-            guidance: g.weight,
+            guidance: g.guidance,
             guide_from: g.from_level,
             from_step: sampler.guide_from_step().unwrap_or(0),
         });
@@ -414,7 +418,7 @@ impl StackReport {
             t += &format!(
                 "digits {} (cycled), classifier-free guidance {} at {levels}\n",
                 digit_list(&c.digits),
-                c.weight
+                c.cfg
             );
         }
         t + &format!("settings: {}\n", self.settings.describe())

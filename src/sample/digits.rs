@@ -58,11 +58,11 @@ pub fn classes_for(
     }
     let digits = asked.map_or_else(|| (0..CLASSES).collect(), <[u32]>::to_vec);
     check_digits(&digits)?;
-    let weight = settings.cfg.unwrap_or(DEFAULT_CFG);
-    check_cfg(weight)?;
+    let cfg = settings.cfg.unwrap_or(DEFAULT_CFG);
+    check_cfg(cfg)?;
     Ok(Some(Classes {
         digits,
-        weight: weight as f32,
+        cfg: cfg as f32,
         min_level: settings.cfg_min_level.unwrap_or(DEFAULT_CFG_MIN_LEVEL),
     }))
 }

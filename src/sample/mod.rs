@@ -34,14 +34,15 @@ struct Params {
     steps: u32,
     clip: u32,
     bg_from: u32,
-    guidance: f32,
+    /// `sample_guide`'s weight: the guidance W in the loop's uniform, cfg in cfg's.
+    weight: f32,
     _pad: [u32; 3],
 }
 
 /// A model the sampler calls: its configuration and its weights on the GPU.
 #[derive(Clone, Copy)]
 pub struct SamplerModel<'a> {
-    pub cfg: &'a ModelConfig,
+    pub config: &'a ModelConfig,
     pub layout: &'a ParamLayout,
     pub params: &'a GpuTensor,
 }
@@ -55,21 +56,23 @@ pub struct SamplerModel<'a> {
 #[derive(Clone, Copy)]
 pub struct Guide<'a> {
     pub model: SamplerModel<'a>,
-    pub weight: f32,
+    pub guidance: f32,
     pub from_level: Option<u32>,
 }
 
 /// Class-conditional sampling (`sample --digit`, `--digits`, `--per-digit`, `--cfg`): digit
 /// i of a run is asked to be `digits[i % digits.len()]` (labels 0..9), and each call of a
 /// conditional model (the model's, each refiner's) at the steps at levels >= `min_level` uses
-/// classifier-free guidance N_uncond + weight (N_cond - N_uncond), the unconditional call
-/// labelling every digit "no label" (weight 1: the conditional call alone). The guide's call is conditional and not
-/// guided; autoguidance then combines it with the model's guided estimate,
-/// N = N_guide + W (N_uncond + weight (N_cond - N_uncond) - N_guide).
+/// classifier-free guidance N_uncond + cfg (N_cond - N_uncond), the unconditional call
+/// labelling every digit "no label" (cfg 1: the conditional call alone). The guide's call is
+/// conditional and not guided; autoguidance then combines it with the model's guided
+/// estimate, N = N_guide + W (N_uncond + cfg (N_cond - N_uncond) - N_guide).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Classes {
     pub digits: Vec<u32>,
-    pub weight: f32,
+    /// The classifier-free guidance weight (`--cfg`; "weight" in the JSON report).
+    #[serde(rename = "weight")]
+    pub cfg: f32,
     /// Classifier-free guidance only at the steps whose level is at least this (0: every
     /// step): a digit's class is settled at the high levels, and guiding the low ones costs
     /// FID (docs/experiments/16-class-conditional.md).
@@ -172,7 +175,7 @@ fn check(
 ) -> Result<()> {
     schedule.validate()?;
     if let Some(g) = guide {
-        settings::check_guidance(g.weight as f64)?;
+        settings::check_guidance(g.guidance as f64)?;
         settings::check_guide_from(g.from_level)?;
     }
     if batch == 0 {
@@ -214,7 +217,7 @@ impl LoopBuffers {
             steps: schedule.steps,
             clip: schedule.clip as u32,
             bg_from: schedule.background_from(),
-            guidance,
+            weight: guidance,
             _pad: [0; 3],
         };
         let cfg = match cfg.filter(|w| *w != 1.0) {
@@ -223,7 +226,7 @@ impl LoopBuffers {
                 gpu.uniform(
                     "sample-cfg-params",
                     &Params {
-                        guidance: w,
+                        weight: w,
                         ..params
                     },
                 ),
@@ -306,10 +309,10 @@ impl Builder<'_> {
     /// conditional model, classifier-free guided (when the sampler has a weight).
     fn call(&self, m: SamplerModel<'_>, out: &GpuTensor, guided: bool) -> Result<Call> {
         let (gpu, b, batch) = (self.gpu, self.bufs, self.batch);
-        let (g, t) = (&m.cfg.geometry, m.cfg.geometry.tokens() as usize);
-        let net = Network::new(gpu, m.cfg, m.layout, batch, m.params, None)?;
+        let (g, t) = (&m.config.geometry, m.config.geometry.tokens() as usize);
+        let net = Network::new(gpu, m.config, m.layout, batch, m.params, None)?;
         let unconditional = match &b.cfg {
-            Some((nhat_u, params)) if guided && m.cfg.classes => Some(Unconditional {
+            Some((nhat_u, params)) if guided && m.config.classes => Some(Unconditional {
                 recompose: patches::recompose(gpu, g, batch, t, &net.output, nhat_u)?,
                 combine: self.combine(params, out, nhat_u)?,
             }),
@@ -408,75 +411,60 @@ impl Builder<'_> {
     }
 }
 
+/// The models one sampler calls and how: the main model, an optional guide, the refiners
+/// that take over at lower levels, and the digits asked for with classifier-free guidance.
+/// [`Stack::of`] is the main model alone; the fields add the rest.
+#[derive(Clone, Copy)]
+pub struct Stack<'a> {
+    pub model: SamplerModel<'a>,
+    /// Autoguidance ([`Guide`]) of the main model's own steps.
+    pub guide: Option<Guide<'a>>,
+    /// `(refiner, level)`, levels decreasing: the steps at levels up to `level` call
+    /// `refiner` instead of the model (`--refiner CKPT@LEVEL`, repeatable: models trained on
+    /// the lower levels only, as eDiff-I's expert denoisers). A later refiner takes over from
+    /// an earlier one; all see the same image, conditioning and schedule.
+    pub refiners: &'a [(SamplerModel<'a>, u32)],
+    /// The digits asked for and classifier-free guidance ([`Classes`]); the main model must
+    /// then be class-conditional.
+    pub classes: Option<&'a Classes>,
+}
+
+impl<'a> Stack<'a> {
+    /// The main model alone.
+    pub fn of(model: SamplerModel<'a>) -> Stack<'a> {
+        Stack {
+            model,
+            guide: None,
+            refiners: &[],
+            classes: None,
+        }
+    }
+}
+
 impl Sampler {
-    /// A sampler of `batch` digits at a time with weights `params` (flat, in `layout`).
+    /// A sampler of `batch` digits at a time that calls `stack`'s models with `schedule`,
+    /// its noise drawn from `seed`.
     pub fn new(
         gpu: &Gpu,
-        cfg: &ModelConfig,
-        layout: &ParamLayout,
-        params: &GpuTensor,
+        stack: Stack<'_>,
         batch: usize,
         schedule: Schedule,
         seed: u64,
     ) -> Result<Sampler> {
-        let model = SamplerModel {
-            cfg,
-            layout,
-            params,
-        };
-        Self::with_refiners(gpu, model, &[], batch, schedule, seed)
-    }
-
-    /// [`Self::guided`] without a guide.
-    pub fn with_refiners(
-        gpu: &Gpu,
-        model: SamplerModel<'_>,
-        refiners: &[(SamplerModel<'_>, u32)],
-        batch: usize,
-        schedule: Schedule,
-        seed: u64,
-    ) -> Result<Sampler> {
-        Self::guided(gpu, model, None, refiners, batch, schedule, seed)
-    }
-
-    /// [`Self::conditional`] without classes.
-    pub fn guided(
-        gpu: &Gpu,
-        model: SamplerModel<'_>,
-        guide: Option<Guide<'_>>,
-        refiners: &[(SamplerModel<'_>, u32)],
-        batch: usize,
-        schedule: Schedule,
-        seed: u64,
-    ) -> Result<Sampler> {
-        Self::conditional(gpu, model, guide, refiners, None, batch, schedule, seed)
-    }
-
-    /// A sampler whose steps at levels up to `level` call `refiner` instead of `model`, for
-    /// each `(refiner, level)` of `refiners` (levels decreasing: a later refiner takes over
-    /// from an earlier one). `--refiner CKPT@LEVEL`, repeatable: models trained
-    /// on the lower levels only, as eDiff-I's expert denoisers. All see the same image,
-    /// conditioning and schedule. With `guide`, the model's own steps (not the refiners')
-    /// are guided ([`Guide`]). With `classes`, the digits asked for and classifier-free
-    /// guidance ([`Classes`]); the main model must be class-conditional.
-    #[allow(clippy::too_many_arguments)]
-    pub fn conditional(
-        gpu: &Gpu,
-        model: SamplerModel<'_>,
-        guide: Option<Guide<'_>>,
-        refiners: &[(SamplerModel<'_>, u32)],
-        classes: Option<Classes>,
-        batch: usize,
-        schedule: Schedule,
-        seed: u64,
-    ) -> Result<Sampler> {
+        let Stack {
+            model,
+            guide,
+            refiners,
+            classes,
+        } = stack;
+        let classes = classes.cloned();
         check(&schedule, guide.as_ref(), refiners, batch)?;
         if let Some(c) = &classes {
-            check_classes(model.cfg, c)?;
+            check_classes(model.config, c)?;
         }
-        let w = guide.map_or(1.0, |g| g.weight);
-        let cfg = classes.as_ref().map(|c| c.weight);
-        let bufs = LoopBuffers::new(gpu, batch, &schedule, w, cfg)?;
+        let guidance = guide.map_or(1.0, |g| g.guidance);
+        let cfg = classes.as_ref().map(|c| c.cfg);
+        let bufs = LoopBuffers::new(gpu, batch, &schedule, guidance, cfg)?;
         let build = Builder {
             gpu,
             bufs: &bufs,
@@ -632,15 +620,15 @@ impl Sampler {
             .map(|k| {
                 let s = self.stage(k);
                 let guide = s.guide.as_ref().filter(|g| k >= g.from);
-                let guide = guide.map(|g| &g.call.net.cfg);
+                let guide = guide.map(|g| &g.call.net.config);
                 // Classifier-free guidance calls the model a second time.
-                let cfg = s
+                let second = s
                     .call
                     .unconditional
                     .as_ref()
                     .filter(|_| self.cfg_steps.contains(&k));
-                let uncond = cfg.map(|_| &s.call.net.cfg);
-                std::iter::once(&s.call.net.cfg)
+                let uncond = second.map(|_| &s.call.net.config);
+                std::iter::once(&s.call.net.config)
                     .chain(guide)
                     .chain(uncond)
                     .map(Self::flops_per_digit_step)
@@ -650,8 +638,8 @@ impl Sampler {
     }
 
     /// FLOPs of one model call per digit (the matmuls), for digits/s and GFLOP/s reports.
-    pub fn flops_per_digit_step(cfg: &ModelConfig) -> f64 {
-        crate::model::network::forward_flops_per_sample(cfg)
+    pub fn flops_per_digit_step(config: &ModelConfig) -> f64 {
+        crate::model::network::forward_flops_per_sample(config)
     }
 }
 
@@ -672,7 +660,7 @@ pub fn check_classes(model: &ModelConfig, c: &Classes) -> Result<()> {
         ));
     }
     settings::check_digits(&c.digits)?;
-    settings::check_cfg(c.weight as f64)
+    settings::check_cfg(c.cfg as f64)
 }
 
 /// The sampler's digits as IDX bytes: pixel = clamp(round((x + 0.5) * 256), 0, 255).

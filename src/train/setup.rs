@@ -33,12 +33,12 @@ impl Batcher {
     /// labels (u32) with the label dropout.
     pub(super) fn new(
         gpu: &Gpu,
-        cfg: NoiseConfig,
+        config: NoiseConfig,
         images: (&GpuTensor, &GpuTensor, Option<(&GpuTensor, f64)>),
         net: &Network,
     ) -> Result<Batcher> {
         let (data, perm, image_labels) = images;
-        let (g, batch) = (&net.cfg.geometry, net.batch);
+        let (g, batch) = (&net.config.geometry, net.batch);
         let px = PIXELS as usize;
         let cond = GpuTensor::zeros(gpu, "cond", &[batch])?;
         let noise = GpuTensor::zeros(gpu, "noise", &[batch, px])?;
@@ -50,9 +50,9 @@ impl Batcher {
                     labels,
                     drop,
                 };
-                NoiseInject::labelled(gpu, &cfg, batch, data, perm, ld, &cond, &noise, &noisy)?
+                NoiseInject::labelled(gpu, &config, batch, data, perm, ld, &cond, &noise, &noisy)?
             }
-            _ => NoiseInject::new(gpu, &cfg, batch, data, perm, &cond, &noise, &noisy)?,
+            _ => NoiseInject::new(gpu, &config, batch, data, perm, &cond, &noise, &noisy)?,
         };
         let t = g.tokens() as usize;
         let p = g.patches() as usize;
@@ -223,24 +223,28 @@ pub(super) fn evaluator(
 /// guidance.
 pub(super) fn progress_sampler(
     gpu: &Gpu,
-    (cfg, layout, params): (&ModelConfig, &ParamLayout, &GpuTensor),
+    (config, layout, params): (&ModelConfig, &ParamLayout, &GpuTensor),
     batch: usize,
     s: &TrainSettings,
     seed: u64,
 ) -> Result<crate::sample::Sampler> {
     use crate::settings::sample::{DEFAULT_CFG, DEFAULT_CFG_MIN_LEVEL};
-    let classes = cfg.classes.then(|| crate::sample::Classes {
+    let classes = config.classes.then(|| crate::sample::Classes {
         digits: (0..crate::config::CLASSES).collect(),
-        weight: DEFAULT_CFG as f32,
+        cfg: DEFAULT_CFG as f32,
         min_level: DEFAULT_CFG_MIN_LEVEL,
     });
     let m = crate::sample::SamplerModel {
-        cfg,
+        config,
         layout,
         params,
     };
     let schedule = epoch_schedule(s);
-    crate::sample::Sampler::conditional(gpu, m, None, &[], classes, batch, schedule, seed)
+    let stack = crate::sample::Stack {
+        classes: classes.as_ref(),
+        ..crate::sample::Stack::of(m)
+    };
+    crate::sample::Sampler::new(gpu, stack, batch, schedule, seed)
 }
 
 /// The validation network: the first val-count test digits, noised once with a fixed seed

@@ -125,7 +125,7 @@ fn main() {
     let peak = measure_peak_gflops(&gpu, probe).unwrap();
     println!("measured f32 FMA peak (shaders/peak.wgsl): {peak:.1} GFLOP/s");
     println!(
-        "preset {} with {cfg} ({} weights), batch {BATCH} samples ({} rows)",
+        "preset {} with {config} ({} weights), batch {BATCH} samples ({} rows)",
         preset.name(),
         config.parameter_count(),
         BATCH * config.geometry.tokens() as usize

@@ -10,7 +10,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use wgpu_diffusion::data::{
     self, encode_idx, load_dir_with, parse_idx, read_idx_file, resolve_data_dir_with,
-    write_idx_images, write_idx_labels, MnistFile,
+    write_idx_images, write_idx_labels, IdxWriter, MnistFile,
 };
 use wgpu_diffusion::error::{Error, ErrorKind, Result};
 
@@ -131,6 +131,42 @@ fn writing_rejects_wrong_pixel_count_and_leaves_nothing() {
         &["images", "1568 pixel bytes given for 3 images of 28x28"],
     );
     assert!(dir.names().is_empty());
+}
+
+/// The streaming writer gives the same file as the one-shot writer, chunk by chunk; the
+/// final name appears only at `finish`, and a short, long or abandoned file leaves nothing.
+#[test]
+fn streamed_images_match_and_leave_nothing_when_incomplete() {
+    let dir = TempDir::new("stream");
+    let (path, whole) = (dir.join("streamed"), dir.join("whole"));
+    write_idx_images(&whole, 5, 28, 28, &pixels(5)).unwrap();
+    let mut w = IdxWriter::create(&path, &[5, 28, 28]).unwrap();
+    for chunk in pixels(5).chunks(2 * 28 * 28) {
+        w.append(chunk).unwrap();
+    }
+    assert_eq!(
+        dir.names(),
+        vec!["streamed.tmp", "whole"],
+        "named only when finished"
+    );
+    w.finish().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), fs::read(&whole).unwrap());
+    assert_eq!(dir.names(), vec!["streamed", "whole"]);
+
+    let short = dir.join("short");
+    let mut w = IdxWriter::create(&short, &[3, 28, 28]).unwrap();
+    w.append(&pixels(2)).unwrap();
+    expect_err(w.finish(), &["short", "784 bytes short"]);
+    let mut w = IdxWriter::create(&short, &[3, 28, 28]).unwrap();
+    expect_err(w.append(&pixels(4)), &["short", "784 bytes more"]);
+    drop(w);
+    let w = IdxWriter::create(&short, &[3]).unwrap();
+    drop(w);
+    assert_eq!(
+        dir.names(),
+        vec!["streamed", "whole"],
+        "no partial file left"
+    );
 }
 
 #[test]

@@ -168,6 +168,11 @@ fn sample_writes_idx_grid_and_trajectory() {
     std::fs::write(&corrupt, b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage").unwrap();
     for (ck, args, needle) in [
         (ckpt.clone(), vec!["--count", "0"], "--count"),
+        (
+            ckpt.clone(),
+            vec!["--count", "5000000000"],
+            "IDX file holds",
+        ),
         (ckpt.clone(), vec!["--steps", "0"], "steps"),
         (ckpt.clone(), vec!["--step-scale", "0"], "step-scale"),
         (ckpt.clone(), vec!["--step-scale", "-1.5"], "step-scale"),

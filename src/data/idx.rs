@@ -194,6 +194,89 @@ fn write_idx(path: &Path, dims: &[usize], data: &[u8]) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// An unsigned-byte IDX file written a chunk at a time, for more data than memory holds: the
+/// header (dimensions known up front) goes first, then [`IdxWriter::append`] adds rows, and
+/// [`IdxWriter::finish`] checks that every byte came, syncs and renames the `.tmp` sibling
+/// to `path` (the final name only ever holds a complete file). Dropped unfinished, the
+/// temporary file is removed.
+pub struct IdxWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<io::BufWriter<fs::File>>,
+    left: u64,
+}
+
+impl IdxWriter {
+    /// Creates `path.tmp` and writes the header of an IDX file of dimensions `dims`.
+    pub fn create(path: &Path, dims: &[usize]) -> Result<IdxWriter> {
+        let header = encode_idx(dims, &[])
+            .map_err(|e| Error::data(format!("writing {}: {e}", path.display())))?;
+        let tmp = sibling(path, ".tmp");
+        let f = fs::File::create(&tmp).map_err(io_err(ErrorKind::Io, "creating", &tmp))?;
+        let mut w = IdxWriter {
+            path: path.to_path_buf(),
+            left: dims.iter().map(|&d| d as u64).product(),
+            tmp,
+            file: Some(io::BufWriter::with_capacity(1 << 20, f)),
+        };
+        w.write(&header)?;
+        Ok(w)
+    }
+
+    /// Appends `bytes` (whole rows, in order); more than the header announced is an error.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() as u64 > self.left {
+            return Err(Error::data(format!(
+                "writing {}: {} bytes more than its dimensions hold",
+                self.path.display(),
+                bytes.len() as u64 - self.left
+            )));
+        }
+        self.left -= bytes.len() as u64;
+        self.write(bytes)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let f = self.file.as_mut().expect("open until finished");
+        f.write_all(bytes)
+            .map_err(io_err(ErrorKind::Io, "writing", &self.tmp))
+    }
+
+    /// Syncs the file and gives it its name; errors if bytes are missing.
+    pub fn finish(mut self) -> Result<()> {
+        if self.left > 0 {
+            return Err(Error::data(format!(
+                "writing {}: {} bytes short of its dimensions",
+                self.path.display(),
+                self.left
+            )));
+        }
+        let f = self.file.take().expect("open until finished");
+        let tmp = self.tmp.clone();
+        let synced = f.into_inner().map_err(|e| e.into_error());
+        if let Err(e) = synced.and_then(|f| f.sync_all()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(ErrorKind::Io, "writing", &tmp)(e));
+        }
+        fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(format!(
+                "renaming {} to {}: {e}",
+                tmp.display(),
+                self.path.display()
+            ))
+        })
+    }
+}
+
+impl Drop for IdxWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// `path` with `suffix` appended to its file name (`a/b.gz` + `.part` = `a/b.gz.part`).
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();

@@ -19,6 +19,7 @@ pub use download::{
 };
 pub use idx::{
     encode_idx, gunzip, is_gzip, parse_idx, read_idx_file, write_idx_images, write_idx_labels, Idx,
+    IdxWriter,
 };
 
 /// Side of an MNIST image in pixels (images are `IMAGE_SIDE` x `IMAGE_SIDE`).

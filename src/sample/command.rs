@@ -5,6 +5,7 @@ use super::digits::{classes_for, labelled_rows, rows_of_each, DigitArgs};
 use super::{to_bytes, Classes, Guide, Sampler, SamplerModel, Schedule, Stack};
 use crate::checkpoint::{read_run_config, RunConfig};
 use crate::config::{ModelConfig, PIXELS};
+use crate::data::IdxWriter;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::model::ParamLayout;
@@ -488,6 +489,12 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
     if count == 0 {
         return Err(Error::config("--count must be at least 1"));
     }
+    if count > u32::MAX as u64 {
+        return Err(Error::config(format!(
+            "--count {count}: an IDX file holds at most {} digits",
+            u32::MAX
+        )));
+    }
     if a.grid == 0 || a.grid > 100 {
         return Err(Error::config(format!(
             "--grid must be in 1..=100, got {}",
@@ -503,11 +510,8 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
         None => auto_batch_for(gpu, &model.config.model, &extras.configs(), count),
     };
     let sampler = sampler_for(gpu, &model, &extras, batch, schedule, settings.seed)?;
-    let start = std::time::Instant::now();
-    let digits = sampler.generate(gpu, count)?;
-    let secs = start.elapsed().as_secs_f64();
+    let (secs, mut files) = sample_to_files(gpu, a, &sampler, count, extras.classes.as_ref())?;
     let rate = count as f64 / secs.max(1e-9);
-    let mut files = write_digits(a, &digits, extras.classes.as_ref())?;
     if a.trajectory {
         let traj = sampler.trajectory(gpu)?;
         files.extend(crate::figures::write_trajectory(
@@ -538,35 +542,68 @@ pub fn run_command(gpu: &Gpu, a: &SampleArgs) -> Result<SampleReport> {
     })
 }
 
-/// OUT/samples-idx3-ubyte (every digit), OUT/grid.png (the first ones, or --per-digit's
-/// labelled rows) and, for a class-conditional model, OUT/labels-idx1-ubyte (the digit each
-/// was asked to be).
-fn write_digits(a: &SampleArgs, digits: &[f32], classes: Option<&Classes>) -> Result<Vec<String>> {
+/// Samples `count` digits into OUT/samples-idx3-ubyte and, for a class-conditional model,
+/// OUT/labels-idx1-ubyte (the digit each was asked to be), a batch at a time as the sampler
+/// makes them (any count the disk holds, in one batch of memory), then OUT/grid.png from the
+/// first ones (or --per-digit's labelled rows). Returns the seconds spent sampling (writing
+/// excluded) and the files.
+fn sample_to_files(
+    gpu: &Gpu,
+    a: &SampleArgs,
+    sampler: &Sampler,
+    count: u64,
+    classes: Option<&Classes>,
+) -> Result<(f64, Vec<String>)> {
     let px = PIXELS as usize;
-    let count = digits.len() / px;
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Error::io(format!("cannot create {}: {e}", a.out.display())))?;
     let idx_path = a.out.join("samples-idx3-ubyte");
-    crate::data::idx::write_idx_images(&idx_path, count, 28, 28, &to_bytes(digits))?;
+    let label_path = a.out.join("labels-idx1-ubyte");
+    let mut images = IdxWriter::create(&idx_path, &[count as usize, 28, 28])?;
+    let mut labels = match classes {
+        Some(_) => Some(IdxWriter::create(&label_path, &[count as usize])?),
+        None => None,
+    };
+    let keep = match a.per_digit {
+        Some(_) => count as usize,
+        None => (a.grid * a.grid).min(count as usize),
+    };
+    let mut first_digits = Vec::with_capacity(keep * px);
+    let (start, mut writing, mut done) = (std::time::Instant::now(), 0.0, 0u64);
+    sampler.generate_each(gpu, count, |chunk| {
+        let t = std::time::Instant::now();
+        let n = chunk.len() / px;
+        let room = keep * px - first_digits.len();
+        first_digits.extend_from_slice(&chunk[..room.min(chunk.len())]);
+        images.append(&to_bytes(chunk))?;
+        if let (Some(w), Some(c)) = (labels.as_mut(), classes) {
+            let l: Vec<u8> = c.labels(done, n).iter().map(|&d| d as u8).collect();
+            w.append(&l)?;
+        }
+        done += n as u64;
+        writing += t.elapsed().as_secs_f64();
+        Ok(())
+    })?;
+    let secs = start.elapsed().as_secs_f64() - writing;
+    images.finish()?;
     let mut files = vec![idx_path.display().to_string()];
-    if let Some(c) = classes {
-        let labels: Vec<u8> = c.labels(0, count).iter().map(|&d| d as u8).collect();
-        let path = a.out.join("labels-idx1-ubyte");
-        crate::data::idx::write_idx_labels(&path, &labels)?;
-        files.push(path.display().to_string());
+    if let Some(w) = labels {
+        w.finish()?;
+        files.push(label_path.display().to_string());
     }
+    files.push(write_grid(a, &first_digits)?);
+    Ok((secs, files))
+}
+
+/// OUT/grid.png: the first digits in a grid, or --per-digit's labelled rows.
+fn write_grid(a: &SampleArgs, digits: &[f32]) -> Result<String> {
     let (w, h, grey) = match a.per_digit {
         Some(per) => labelled_rows(digits, per, 2),
-        None => {
-            let n_grid = (a.grid * a.grid).min(count);
-            let data = crate::figures::Scale::Data;
-            crate::figures::grid(&digits[..n_grid * px], a.grid, 2, 2, data)
-        }
+        None => crate::figures::grid(digits, a.grid, 2, 2, crate::figures::Scale::Data),
     };
     let grid = a.out.join("grid.png");
     crate::figures::write_png(&grid, w, h, &grey)?;
-    files.push(grid.display().to_string());
-    Ok(files)
+    Ok(grid.display().to_string())
 }
 
 /// The seed's four grids, each labelled "n'=STEPS s=SCALE", side by side in one PNG (and each

@@ -577,16 +577,32 @@ impl Sampler {
     /// Digits `0..count` [count, 784], in chunks of `batch` (each chunk one loop, one
     /// readback); the digits do not depend on the batch size.
     pub fn generate(&self, gpu: &Gpu, count: u64) -> Result<Vec<f32>> {
+        let mut digits = Vec::with_capacity(count as usize * PIXELS as usize);
+        self.generate_each(gpu, count, |chunk| {
+            digits.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(digits)
+    }
+
+    /// [`Self::generate`] a batch at a time: `each` gets the digits of each run in order
+    /// ([batch, 784], the last run cut to `count`), so any count streams through one batch
+    /// of host memory.
+    pub fn generate_each(
+        &self,
+        gpu: &Gpu,
+        count: u64,
+        mut each: impl FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
         let px = PIXELS as usize;
-        let mut digits = Vec::with_capacity(count as usize * px);
         let mut first = 0u64;
         while first < count {
             let out = self.run(gpu, first)?;
             let take = ((count - first) as usize).min(self.batch);
-            digits.extend_from_slice(&out[..take * px]);
+            each(&out[..take * px])?;
             first += self.batch as u64;
         }
-        Ok(digits)
+        Ok(())
     }
 
     /// Digit 0's states of the last run: [steps + 1, 784], from the initial noise to the end.

@@ -3,32 +3,27 @@
 
 mod common;
 
-use common::{tensor, TOKEN_SHAPES};
+use common::tensor;
 
 use wgpu_diffusion::config::NO_LABEL;
 use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::label::{self, LabelShape};
 use wgpu_diffusion::reference::label as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, label_ids, label_shapes, uniform_data};
 
 const ROWS: usize = NO_LABEL as usize + 1;
-
-/// Labels of `b` samples covering every row, "no label" included, and one past the table.
-fn labels(b: usize) -> Vec<u32> {
-    (0..b).map(|i| ((i * 7 + 3) % (ROWS + 1)) as u32).collect()
-}
 
 #[test]
 fn label_forward_and_backward_match_reference() {
     let gpu = common::gpu();
-    for (b, p, d) in TOKEN_SHAPES.into_iter().chain([(40, 1, 784), (13, 4, 100)]) {
+    for (b, p, d) in label_shapes() {
         let t = p + 1;
         let (x, table, dx) = (
             uniform_data(b * t * d, 1),
             uniform_data(ROWS * d, 2),
             uniform_data(b * t * d, 3),
         );
-        let lab = labels(b);
+        let lab = label_ids(b);
         let lt = GpuTensor::from_slice(&gpu, "labels", &[b], &lab).unwrap();
         let (xt, tt, dxt) = (
             tensor(&gpu, "x", &x),
@@ -65,7 +60,7 @@ fn reference_backward_matches_finite_differences() {
         uniform_data(ROWS * d, 5),
         uniform_data(b * t * d, 6),
     );
-    let lab = labels(b);
+    let lab = label_ids(b);
     let loss = |tb: &[f32]| -> f64 {
         let y = reference::label_forward(&x, &lab, tb, t, d);
         y.iter().zip(&dx).map(|(a, w)| *a as f64 * *w as f64).sum()

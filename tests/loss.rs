@@ -3,23 +3,12 @@
 
 mod common;
 
-use common::{tensor, TOKEN_SHAPES};
+use common::tensor;
 
 use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::ops::loss;
 use wgpu_diffusion::reference::loss as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
-
-/// Tokens [B, T, D] whose conditioning token (t = T - 1) holds sample b's a^n, from pure noise
-/// (0) to none (1), so the loss weights span the cap, values in between and 1.
-fn tokens_with_levels(b: usize, t: usize, d: usize) -> Vec<f32> {
-    let mut tokens = uniform_data(b * t * d, 40);
-    for s in 0..b {
-        let an = [0.0, 1.0, 0.5, 0.9, 0.2, 0.7, 0.05][s % 7];
-        tokens[(s * t + t - 1) * d..(s + 1) * t * d].fill(an);
-    }
-    tokens
-}
+use wgpu_diffusion::testing::{assert_close, tokens_with_levels, uniform_data, TOKEN_SHAPES};
 
 /// The reference's sample weights for `tokens` with cap `max`.
 fn weights(tokens: &[f32], b: usize, t: usize, d: usize, max: u32) -> Vec<f64> {

@@ -8,7 +8,7 @@ use wgpu_diffusion::gpu::{Gpu, GpuTensor};
 use wgpu_diffusion::math::rng;
 use wgpu_diffusion::ops::noise::{FillNormal, NoiseConfig, NoiseInject};
 use wgpu_diffusion::reference::noise as reference;
-use wgpu_diffusion::testing::assert_close;
+use wgpu_diffusion::testing::{assert_close, images, shuffled, NOISE_INJECTS};
 
 fn gpu_bits(gpu: &Gpu, seed: u64, step: u32, stream: u32, count: usize) -> Vec<u32> {
     let out = GpuTensor::zeros(gpu, "bits", &[count * 4]).unwrap();
@@ -121,18 +121,11 @@ fn inject(
     }
 }
 
-fn synthetic_images(count: usize) -> Vec<u8> {
-    (0..count * PIXELS as usize)
-        .map(|i| (i * 37 % 256) as u8)
-        .collect()
-}
-
 #[test]
 fn noise_inject_matches_reference() {
     let gpu = common::gpu();
-    let data = synthetic_images(7);
-    let perm = vec![6, 2, 5, 0, 1, 3, 4];
-    for (batch, repeat, offset, step) in [(1, 1, 0, 0), (9, 4, 2, 5), (15, 3, 2, 11)] {
+    let (data, perm) = (images(7), shuffled(7, 78));
+    for (batch, repeat, offset, step) in NOISE_INJECTS {
         let spec = reference::NoiseSpec {
             seed: 1234,
             step,
@@ -169,7 +162,7 @@ fn noise_inject_matches_reference() {
 fn levels_equal_reference_and_are_uniform() {
     let gpu = common::gpu();
     let (batch, n_max) = (4040usize, 100u32);
-    let data = synthetic_images(1);
+    let data = images(1);
     let perm = vec![0u32];
     let spec = reference::NoiseSpec {
         seed: 99,
@@ -209,7 +202,7 @@ fn levels_equal_reference_and_are_uniform() {
 fn noise_at_given_levels_matches_reference() {
     let gpu = common::gpu();
     let px = PIXELS as usize;
-    let data = synthetic_images(3);
+    let data = images(3);
     let perm = vec![2u32];
     let levels = vec![0u32, 25, 50, 100, 500];
     let b = levels.len();
@@ -269,7 +262,7 @@ fn labelled_inject_matches_reference_and_drops_at_its_rate() {
     use wgpu_diffusion::ops::noise::LabelDropout;
     let gpu = common::gpu();
     let px = PIXELS as usize;
-    let data = synthetic_images(7);
+    let data = images(7);
     let perm = vec![6, 2, 5, 0, 1, 3, 4];
     let image_labels: Vec<u32> = vec![3, 1, 4, 1, 5, 9, 2];
     let (batch, repeat) = (2000, 300);

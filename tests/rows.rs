@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{tensor, TOKEN_SHAPES};
+use common::tensor;
 
 use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::rows;
 use wgpu_diffusion::reference::rows as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, uniform_data, ELEMENT_COUNTS, TOKEN_SHAPES};
 
 #[test]
 fn add_pos_and_pos_backward_match_reference() {
@@ -49,7 +49,7 @@ fn add_pos_and_pos_backward_match_reference() {
 #[test]
 fn add_add_inplace_and_copy_match_reference() {
     let gpu = common::gpu();
-    for n in [1, 63, 64, 1000, 4099] {
+    for n in ELEMENT_COUNTS {
         let a = uniform_data(n, 4);
         let b = uniform_data(n, 5);
         let (at, bt) = (tensor(&gpu, "a", &a), tensor(&gpu, "b", &b));

@@ -13,49 +13,17 @@ use wgpu_diffusion::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_MEA
 use wgpu_diffusion::gpu::GpuTensor;
 use wgpu_diffusion::ops::skip;
 use wgpu_diffusion::reference::skip as reference;
-use wgpu_diffusion::testing::{assert_close, random_prior, uniform_data};
-
-/// (B, T, D): odd, aligned, the seed's geometry (T = 5, D = 324), the tiny preset's (17, 100).
-const SHAPES: [(usize, usize, usize); 6] = [
-    (1, 2, 1),
-    (3, 5, 7),
-    (4, 5, 324),
-    (2, 17, 100),
-    (5, 10, 64),
-    (9, 3, 257),
-];
-
-/// Noisy patch values A = a^n x + (1 - a^n) N as the model sees them: x is background
-/// (-0.5) for 80 % of the values, else ink in [-0.5, 0.5]; N from the test data.
-fn noisy(len: usize, an: f32, seed: u64) -> Vec<f32> {
-    let (u, z) = (uniform_data(len, seed), uniform_data(len, seed + 1));
-    u.iter()
-        .zip(&z)
-        .map(|(u, z)| {
-            let x = if *u < 0.6 { -0.5 } else { 0.5 * u };
-            an * x + (1.0 - an) * 2.0 * z
-        })
-        .collect()
-}
+use wgpu_diffusion::testing::{
+    assert_close, noisy_patches, noisy_tokens, random_prior, uniform_data, SKIP_SHAPES,
+};
 
 #[test]
 fn skip_forward_matches_reference() {
     let gpu = common::gpu();
     for kind in [Skip::Wiener, Skip::Mixture, Skip::PixelMixture] {
-        for (b, t, d) in SHAPES {
+        for (b, t, d) in SKIP_SHAPES {
             let x = uniform_data(b * t * d, 1);
-            let mut tokens = vec![0.0f32; b * t * d];
-            // Conditioning values a^n from 1 (no noise) down to 0.0066 (n = 500 at 0.99).
-            for s in 0..b {
-                let an = if b == 1 {
-                    0.3
-                } else {
-                    1.0 - 0.9934 * s as f32 / (b - 1) as f32
-                };
-                let row = &mut tokens[s * t * d..(s + 1) * t * d];
-                row[..(t - 1) * d].copy_from_slice(&noisy((t - 1) * d, an, 2 + s as u64));
-                row[(t - 1) * d..].fill(an);
-            }
+            let tokens = noisy_tokens(b, t, d);
             let tt =
                 |name: &str, v: &[f32]| GpuTensor::from_slice(&gpu, name, &[v.len()], v).unwrap();
             let (xt, tk) = (tt("x", &x), tt("tokens", &tokens));
@@ -289,7 +257,7 @@ fn pixel_mixture_with_the_global_prior_is_the_mixture() {
         .iter()
         .map(|&v| v as f64)
         .collect();
-    let mut tokens: Vec<f64> = noisy(b * t * d, 0.6, 42)
+    let mut tokens: Vec<f64> = noisy_patches(b * t * d, 0.6, 42)
         .iter()
         .map(|&v| v as f64)
         .collect();

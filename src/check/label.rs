@@ -6,22 +6,26 @@ use crate::config::NO_LABEL;
 use crate::gpu::GpuTensor;
 use crate::ops::label::{self, LabelShape};
 use crate::reference::label as reference;
-use crate::testing::uniform_data;
+use crate::testing::{label_ids, label_shapes, uniform_data};
 
-/// (B, T, D): tiny, odd, the tiny preset's (T = 17, D = 100), the whole-image model's (T = 2,
-/// D = 784).
-const SHAPES: [(usize, usize, usize); 4] = [(1, 2, 1), (13, 5, 7), (6, 17, 100), (40, 2, 784)];
-const QUICK_SHAPES: [(usize, usize, usize); 2] = [(13, 5, 7), (40, 2, 784)];
+/// `--quick` (B, P, D): odd, and the whole-image model's (P = 1, D = 784), of the shared
+/// [`label_shapes`].
+const QUICK_SHAPES: [(usize, usize, usize); 2] = [(3, 4, 5), (40, 1, 784)];
 const ROWS: usize = NO_LABEL as usize + 1;
 
 pub fn check(c: &mut Checker) {
-    let shapes: &[_] = if c.quick { &QUICK_SHAPES } else { &SHAPES };
-    for &(b, t, d) in shapes {
+    let shapes: Vec<_> = if c.quick {
+        QUICK_SHAPES.to_vec()
+    } else {
+        label_shapes().collect()
+    };
+    for (b, p, d) in shapes {
+        let t = p + 1;
         let shape = format!("B={b} T={t} D={d}");
         c.case("label_forward", shape.clone(), |c| {
             let (x, table) = (uniform_data(b * t * d, 1), uniform_data(ROWS * d, 2));
             let dx = uniform_data(b * t * d, 3);
-            let labels: Vec<u32> = (0..b).map(|i| ((i * 7 + 3) % (ROWS + 1)) as u32).collect();
+            let labels = label_ids(b);
             let lt = GpuTensor::from_slice(c.gpu, "labels", &[b], &labels)?;
             let (xt, tt, dxt) = (
                 c.tensor("x", &x)?,

@@ -5,16 +5,18 @@
 use super::Checker;
 use crate::ops::loss;
 use crate::reference::loss as reference;
-use crate::testing::uniform_data;
+use crate::testing::{tokens_with_levels, uniform_data, TOKEN_SHAPES};
 
-/// (B, P, D) with T = P + 1: tiny, odd, the seed's (P = 4, D = 324), the tiny preset's
-/// (P = 16, D = 100).
-const SHAPES: [(usize, usize, usize); 4] = [(1, 1, 1), (3, 4, 5), (5, 4, 324), (2, 16, 100)];
+/// `--quick`: an odd shape and the seed's (P = 4, D = 324), of the shared [`TOKEN_SHAPES`].
 const QUICK_SHAPES: [(usize, usize, usize); 2] = [(3, 4, 5), (5, 4, 324)];
 const HISTORY: usize = 8;
 
 pub fn check(c: &mut Checker) {
-    let shapes: &[_] = if c.quick { &QUICK_SHAPES } else { &SHAPES };
+    let shapes: &[_] = if c.quick {
+        &QUICK_SHAPES
+    } else {
+        &TOKEN_SHAPES
+    };
     for (i, &(b, p, d)) in shapes.iter().enumerate() {
         for max in [1, 30] {
             let shape = format!("B={b} T={} P={p} D={d} W={max}", p + 1);
@@ -23,16 +25,6 @@ pub fn check(c: &mut Checker) {
             });
         }
     }
-}
-
-/// Tokens [B, T, D] whose conditioning token (t = T - 1) holds sample b's a^n.
-fn tokens_with_levels(b: usize, t: usize, d: usize) -> Vec<f32> {
-    let mut tokens = uniform_data(b * t * d, 40);
-    for s in 0..b {
-        let an = [0.0, 1.0, 0.5, 0.9, 0.2, 0.7, 0.05][s % 7];
-        tokens[(s * t + t - 1) * d..(s + 1) * t * d].fill(an);
-    }
-    tokens
 }
 
 fn mse_case(

@@ -8,7 +8,7 @@ use crate::gpu::GpuTensor;
 use crate::math::rng::streams;
 use crate::ops::noise::{FillNormal, NoiseConfig, NoiseInject};
 use crate::reference::noise as reference;
-use crate::testing::uniform_data;
+use crate::testing::{images, shuffled, NOISE_INJECTS};
 
 /// (seed, step, stream, count, offset) of the fills: one value, an odd count past a workgroup
 /// with an offset, a full 64-bit seed at the last step.
@@ -17,8 +17,8 @@ const FILLS: [(u64, u32, u32, usize, u32); 3] = [
     (1, 7, streams::SAMPLE_INIT, 1000, 37),
     (0xDEAD_BEEF_0123_4567, u32::MAX, 12, 4099, 0),
 ];
-/// (batch, repeat, perm offset, step) of the injections.
-const INJECTS: [(usize, u32, u32, u32); 3] = [(1, 1, 0, 0), (9, 4, 2, 5), (15, 3, 2, 11)];
+/// The images the injections draw from.
+const DATASET: usize = 7;
 const QUICK: usize = 2;
 
 pub fn check(c: &mut Checker) {
@@ -35,8 +35,8 @@ pub fn check(c: &mut Checker) {
             fill_case(c, &shape, seed, step, stream, count, offset)
         });
     }
-    let n = if c.quick { QUICK } else { INJECTS.len() };
-    for (batch, repeat, offset, step) in INJECTS[..n].iter().copied() {
+    let n = if c.quick { QUICK } else { NOISE_INJECTS.len() };
+    for (batch, repeat, offset, step) in NOISE_INJECTS[..n].iter().copied() {
         let spec = reference::NoiseSpec {
             seed: 1234 + step as u64,
             step,
@@ -107,17 +107,6 @@ fn fill_case(
     Ok(())
 }
 
-/// `count` deterministic 8-bit images and a permutation of them.
-fn images(count: usize) -> (Vec<u8>, Vec<u32>) {
-    let px = PIXELS as usize;
-    let data = uniform_data(count * px, 77);
-    let keys = uniform_data(count, 78);
-    let mut perm: Vec<u32> = (0..count as u32).collect();
-    perm.sort_by(|&a, &b| keys[a as usize].total_cmp(&keys[b as usize]));
-    let data = data.iter().map(|v| ((v + 1.0) * 128.0) as u8).collect();
-    (data, perm)
-}
-
 /// noise_inject (levels drawn on the GPU), then noise_at_levels (levels given, 0 and n_max
 /// among them), each against the reference: cond, noise and noisy.
 fn inject_case(
@@ -127,7 +116,7 @@ fn inject_case(
     batch: usize,
 ) -> crate::Result<()> {
     let px = PIXELS as usize;
-    let (data, perm) = images(7);
+    let (data, perm) = (images(DATASET), shuffled(DATASET, 78));
     let d = GpuTensor::from_bytes(c.gpu, "data", &data)?;
     let p = GpuTensor::from_slice(c.gpu, "perm", &[perm.len()], &perm)?;
     let cond = c.tensor("cond", &vec![7.0; batch])?;

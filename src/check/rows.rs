@@ -6,25 +6,30 @@ use super::Checker;
 use crate::gpu::GpuTensor;
 use crate::ops::rows::{self, TokenRows};
 use crate::reference::rows as reference;
-use crate::testing::uniform_data;
+use crate::testing::{uniform_data, ELEMENT_COUNTS, TOKEN_SHAPES};
 
-/// (B, P, C) with T = P + 1: tiny, odd, the seed's (P = 4, D = 324), the tiny preset's
-/// (P = 16, D = 100).
-const SHAPES: [(usize, usize, usize); 4] = [(1, 1, 1), (3, 4, 5), (5, 4, 324), (2, 16, 100)];
+/// `--quick`: an odd shape and the seed's (P = 4, D = 324), of the shared [`TOKEN_SHAPES`].
 const QUICK_SHAPES: [(usize, usize, usize); 2] = [(3, 4, 5), (5, 4, 324)];
-/// Lengths of the elementwise ops: one, under, at and past a 64-thread workgroup.
-const SIZES: [usize; 5] = [1, 63, 64, 1000, 4099];
+/// `--quick`: under a workgroup and an odd count past a thousand, of [`ELEMENT_COUNTS`].
 const QUICK_SIZES: [usize; 2] = [63, 4099];
 
 pub fn check(c: &mut Checker) {
-    let shapes: &[_] = if c.quick { &QUICK_SHAPES } else { &SHAPES };
+    let shapes: &[_] = if c.quick {
+        &QUICK_SHAPES
+    } else {
+        &TOKEN_SHAPES
+    };
     for &(b, p, d) in shapes {
         let shape = format!("B={b} T={} P={p} D={d}", p + 1);
         c.case("add_pos", shape.clone(), |c| {
             pos_case(c, &shape, b, p + 1, d)
         });
     }
-    let sizes: &[_] = if c.quick { &QUICK_SIZES } else { &SIZES };
+    let sizes: &[_] = if c.quick {
+        &QUICK_SIZES
+    } else {
+        &ELEMENT_COUNTS
+    };
     for &n in sizes {
         let shape = format!("n={n}");
         c.case("add", shape.clone(), |c| elementwise_case(c, &shape, n));

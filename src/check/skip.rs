@@ -7,19 +7,18 @@ use crate::config::Skip;
 use crate::gpu::GpuTensor;
 use crate::ops::skip;
 use crate::reference::skip as reference;
-use crate::testing::{random_prior, uniform_data};
+use crate::testing::{noisy_tokens, random_prior, uniform_data, SKIP_SHAPES};
 
 const KINDS: [(Skip, &str); 3] = [
     (Skip::Wiener, "wiener"),
     (Skip::Mixture, "mixture"),
     (Skip::PixelMixture, "pixel-mixture"),
 ];
-/// (B, T, D): tiny, odd, the seed's geometry (T = 5, D = 324), the tiny preset's (17, 100).
-const SHAPES: [(usize, usize, usize); 4] = [(1, 2, 1), (3, 5, 7), (4, 5, 324), (2, 17, 100)];
+/// `--quick`: an odd shape and the seed's geometry, of the shared [`SKIP_SHAPES`].
 const QUICK_SHAPES: [(usize, usize, usize); 2] = [(3, 5, 7), (4, 5, 324)];
 
 pub fn check(c: &mut Checker) {
-    let shapes: &[_] = if c.quick { &QUICK_SHAPES } else { &SHAPES };
+    let shapes: &[_] = if c.quick { &QUICK_SHAPES } else { &SKIP_SHAPES };
     for (kind, name) in KINDS {
         for &(b, t, d) in shapes {
             let label = format!("skip_forward {name}");
@@ -29,36 +28,6 @@ pub fn check(c: &mut Checker) {
             });
         }
     }
-}
-
-/// Noisy patch values A = a^n x + (1 - a^n) N as the model sees them: x background (-0.5)
-/// for most values, else ink in [-0.5, 0.5].
-fn noisy(len: usize, an: f32, seed: u64) -> Vec<f32> {
-    let (u, z) = (uniform_data(len, seed), uniform_data(len, seed + 1));
-    u.iter()
-        .zip(&z)
-        .map(|(u, z)| {
-            let x = if *u < 0.6 { -0.5 } else { 0.5 * u };
-            an * x + (1.0 - an) * 2.0 * z
-        })
-        .collect()
-}
-
-/// Tokens [B, T, D]: noisy patches, and conditioning values a^n from 1 (no noise) down to
-/// 0.0066 (n = 500 at 0.99), one per sample.
-fn tokens(b: usize, t: usize, d: usize) -> Vec<f32> {
-    let mut tokens = vec![0.0f32; b * t * d];
-    for s in 0..b {
-        let an = if b == 1 {
-            0.3
-        } else {
-            1.0 - 0.9934 * s as f32 / (b - 1) as f32
-        };
-        let row = &mut tokens[s * t * d..(s + 1) * t * d];
-        row[..(t - 1) * d].copy_from_slice(&noisy((t - 1) * d, an, 2 + s as u64));
-        row[(t - 1) * d..].fill(an);
-    }
-    tokens
 }
 
 fn skip_case(
@@ -71,7 +40,11 @@ fn skip_case(
     d: usize,
 ) -> crate::Result<()> {
     let n = b * t * d;
-    let (x, dy, tokens) = (uniform_data(n, 1), uniform_data(n, 3), tokens(b, t, d));
+    let (x, dy, tokens) = (
+        uniform_data(n, 1),
+        uniform_data(n, 3),
+        noisy_tokens(b, t, d),
+    );
     let prior = (kind == Skip::PixelMixture).then(|| random_prior((t - 1) * d, 4));
     let (xt, dyt, tk) = (
         c.tensor("x", &x)?,

@@ -60,17 +60,6 @@ pub fn ok(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// (B, P, D) with T = P + 1: odd, aligned, the presets' (seed P=4 D=324, tiny P=16 D=100).
-pub const TOKEN_SHAPES: [(usize, usize, usize); 7] = [
-    (1, 1, 1),
-    (3, 4, 5),
-    (7, 1, 3),
-    (2, 16, 100),
-    (5, 4, 324),
-    (4, 16, 64),
-    (1, 9, 257),
-];
-
 /// A 1-D tensor holding `data`.
 pub fn tensor(gpu: &Gpu, name: &str, data: &[f32]) -> wgpu_diffusion::gpu::GpuTensor {
     wgpu_diffusion::gpu::GpuTensor::from_slice(gpu, name, &[data.len()], data).unwrap()

@@ -244,6 +244,22 @@ impl Gpu {
         Ok(k)
     }
 
+    /// Every pipeline built so far: (shader, entry point, constants), sorted; what the
+    /// portability tests translate for the other backends.
+    pub fn built_kernels(&self) -> Vec<(&'static str, String, Vec<(String, f64)>)> {
+        let mut built: Vec<_> = (self.kernels.pipelines.lock().unwrap().keys())
+            .map(|(shader, entry, constants)| {
+                let constants = constants
+                    .iter()
+                    .map(|(k, bits)| (k.clone(), f64::from_bits(*bits)))
+                    .collect();
+                (*shader, entry.clone(), constants)
+            })
+            .collect();
+        built.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        built
+    }
+
     /// A dispatch of `kernel` over `groups` workgroups with `bindings` as (binding, resource)
     /// of group 0 (`tensor.bind()`, `uniform.as_entire_binding()`). Built once, recorded many
     /// times.
@@ -256,8 +272,9 @@ impl Gpu {
         let max = self.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > max) {
             return Err(Error::adapter(format!(
-                "kernel {} needs {groups:?} workgroups, over the adapter's limit of {max} per dimension",
-                kernel.label
+                "kernel {} needs {groups:?} workgroups, over {} limit of {max} per dimension",
+                kernel.label,
+                self.limits_choice.owner()
             )));
         }
         let entries: Vec<wgpu::BindGroupEntry> = bindings
@@ -317,7 +334,8 @@ impl Gpu {
         let y = groups.div_ceil(x);
         if y > max {
             return Err(Error::adapter(format!(
-                "{n} threads need {groups} workgroups of {wg}, more than the adapter's {max} x {max}"
+                "{n} threads need {groups} workgroups of {wg}, more than {} {max} x {max}",
+                self.limits_choice.owner()
             )));
         }
         Ok([x as u32, y as u32, 1])

@@ -52,6 +52,8 @@ pub struct InfoReport {
     pub driver: String,
     pub driver_info: String,
     pub features: BTreeMap<&'static str, bool>,
+    /// Whose limits the device was opened with: "adapter" or "webgpu" (`--limits`).
+    pub limits_from: String,
     pub limits: BTreeMap<&'static str, u64>,
     /// The tuner's cache file of this adapter and driver, and the GEMM variant it chose per
     /// shape (empty with `--tune off` or before the first tuned run).
@@ -74,6 +76,7 @@ pub fn report(gpu: &Gpu) -> InfoReport {
             .iter()
             .map(|(f, name)| (*name, gpu.has(*f)))
             .collect(),
+        limits_from: gpu.limits_choice.name().to_string(),
         limits: limits(gpu).into_iter().collect(),
         tune_cache: gpu.tune.path.as_ref().map(|p| p.display().to_string()),
         tuned: gpu.tune.choices(),
@@ -95,6 +98,14 @@ pub fn report_text(gpu: &Gpu) -> String {
     for (f, name) in OPTIONAL_FEATURES {
         line(name, if gpu.has(f) { "yes" } else { "no" }.to_string());
     }
+    line(
+        "limits",
+        format!(
+            "{} (--limits {})",
+            gpu.limits_choice.owner(),
+            gpu.limits_choice.name()
+        ),
+    );
     for (k, v) in limits(gpu) {
         line(k, v.to_string());
     }

@@ -5,7 +5,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wgpu_diffusion::error::{Error, Result};
-use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions, TuneMode};
+use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions, LimitsChoice, TuneMode};
 use wgpu_diffusion::{check, data, eval, figures, info, sample, train};
 
 #[derive(Parser)]
@@ -40,6 +40,16 @@ struct GpuArgs {
         default_value = "auto"
     )]
     tune: TuneMode,
+    /// The device's limits: `adapter` asks for all the adapter has; `webgpu` for WebGPU's
+    /// defaults, what a browser page gets (a run that works so works in a browser).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "WGPU_DIFFUSION_LIMITS",
+        default_value = "adapter"
+    )]
+    limits: LimitsChoice,
 }
 
 impl GpuArgs {
@@ -51,6 +61,7 @@ impl GpuArgs {
         Gpu::new(&GpuOptions {
             backend: self.backend,
             adapter: self.adapter.clone(),
+            limits: self.limits,
             tune,
             cache_dir: None,
             perturb: std::env::var("WGPU_DIFFUSION_PERTURB").ok(),

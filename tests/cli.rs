@@ -40,6 +40,55 @@ fn info_prints_adapter_features_and_limits() {
     );
 }
 
+/// `--limits webgpu` opens the device at WebGPU's default limits (which `info` names), the
+/// environment variable does the same, and a model too big for them is one line naming the
+/// limit and the batch that would fit.
+#[test]
+fn webgpu_limits_are_webgpus_defaults() {
+    let limits_of = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let flag = limits_of(run(bin().args(["info", "--json", "--limits", "webgpu"])));
+    let env = limits_of(run(bin()
+        .env("WGPU_DIFFUSION_LIMITS", "webgpu")
+        .args(["info", "--json"])));
+    let adapter = limits_of(run(bin().args(["info", "--json", "--limits", "adapter"])));
+    for v in [&flag, &env] {
+        assert_eq!(v["limits_from"], "webgpu");
+        let l = &v["limits"];
+        assert_eq!(l["max_compute_invocations_per_workgroup"], 256, "{l}");
+        assert_eq!(l["max_compute_workgroup_storage_size"], 16384, "{l}");
+        assert_eq!(l["max_storage_buffers_per_shader_stage"], 8, "{l}");
+        assert_eq!(l["max_buffer_size"], 256 << 20, "{l}");
+    }
+    assert_eq!(adapter["limits_from"], "adapter");
+
+    let o = run(bin()
+        .args([
+            "train",
+            "--preset",
+            "notebook",
+            "--limits",
+            "webgpu",
+            "--max-steps",
+            "1",
+        ])
+        .args(["--data", mnist_dir().to_str().unwrap(), "--out"])
+        .arg(std::env::temp_dir().join(format!("wgpu-diffusion-webgpu-{}", std::process::id()))));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let line = error_line(&o);
+    for part in [
+        "the QKV activations",
+        "WebGPU's default max_storage_buffer_binding_size of 128.0 MiB",
+        "samples at once fit",
+    ] {
+        assert!(line.contains(part), "missing '{part}' in: {line}");
+    }
+    let o = run(bin().args(["info", "--limits", "browser"]));
+    assert_eq!(o.status.code(), Some(2));
+}
+
 /// Over ssh or in a container XDG_RUNTIME_DIR is unset; the program prints nothing to stderr
 /// then (Mesa 22.3's device-select layer printed two lines about it: see
 /// `Gpu::new`). With that layer installed, removing the fix makes this test fail.

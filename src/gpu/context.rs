@@ -2,7 +2,8 @@
 //!
 //! Picks the best adapter (discrete > integrated > virtual > CPU, native backends before GL),
 //! honours `--backend` / `--adapter` and wgpu's `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, and asks
-//! for the adapter's real limits and the optional features we use when present.
+//! for the adapter's real limits (or WebGPU's defaults, `--limits webgpu`) and the optional
+//! features we use when present.
 
 use crate::error::{Error, Result};
 use crate::gpu::kernels::KernelCache;
@@ -29,6 +30,43 @@ impl BackendChoice {
     }
 }
 
+/// The limits the device is opened with (`--limits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitsChoice {
+    /// The adapter's own limits: the most it can do.
+    #[default]
+    Adapter,
+    /// WebGPU's default limits, what a browser grants a page that asks for nothing more
+    /// (256 invocations and 16 KiB of workgroup memory, 128 MiB storage bindings, 256 MiB
+    /// buffers): a run that works here works in a browser's WebGPU.
+    Webgpu,
+}
+
+impl LimitsChoice {
+    fn limits(self, adapter: &wgpu::Adapter) -> wgpu::Limits {
+        match self {
+            LimitsChoice::Adapter => adapter.limits(),
+            LimitsChoice::Webgpu => wgpu::Limits::defaults(),
+        }
+    }
+
+    /// The flag's value: "adapter" or "webgpu".
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitsChoice::Adapter => "adapter",
+            LimitsChoice::Webgpu => "webgpu",
+        }
+    }
+
+    /// Whose limits they are, for messages: "the adapter's" or "WebGPU's default".
+    pub fn owner(self) -> &'static str {
+        match self {
+            LimitsChoice::Adapter => "the adapter's",
+            LimitsChoice::Webgpu => "WebGPU's default",
+        }
+    }
+}
+
 /// How to choose the adapter.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
@@ -36,6 +74,8 @@ pub struct GpuOptions {
     pub backend: Option<BackendChoice>,
     /// Case-insensitive substring of the adapter name (else `WGPU_ADAPTER_NAME`).
     pub adapter: Option<String>,
+    /// The device's limits (the adapter's unless asked for WebGPU's defaults).
+    pub limits: LimitsChoice,
     /// How kernels are chosen per shape (the tuner; off by default in the library).
     pub tune: TuneMode,
     /// Folder of the tuner's cache (else `WGPU_DIFFUSION_CACHE_DIR`, else the user's cache).
@@ -66,8 +106,10 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     /// Features enabled on the device (a subset of [`OPTIONAL_FEATURES`]).
     pub features: wgpu::Features,
-    /// The limits the device was created with: the adapter's own.
+    /// The limits the device was created with: the adapter's own or WebGPU's defaults.
     pub limits: wgpu::Limits,
+    /// Which of the two [`Gpu::limits`] are.
+    pub limits_choice: LimitsChoice,
     /// The tuner's choices for this adapter.
     pub tune: TuneCache,
     pub(crate) kernels: KernelCache,
@@ -174,7 +216,7 @@ impl Gpu {
             wanted |= f;
         }
         let features = adapter.features() & wanted;
-        let limits = adapter.limits();
+        let limits = opts.limits.limits(&adapter);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-diffusion"),
             required_features: features,
@@ -215,6 +257,7 @@ impl Gpu {
             info,
             features,
             limits,
+            limits_choice: opts.limits,
             kernels: KernelCache::default(),
             readbacks: Default::default(),
             errors,

@@ -9,7 +9,7 @@ pub mod tensor;
 pub mod timing;
 pub mod tune;
 
-pub use context::{BackendChoice, Gpu, GpuOptions};
+pub use context::{BackendChoice, Gpu, GpuOptions, LimitsChoice};
 pub use kernels::{Dispatch, Kernel, SHADERS};
 pub use tensor::GpuTensor;
 pub use tune::{TuneCache, TuneMode};

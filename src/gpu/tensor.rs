@@ -207,8 +207,9 @@ impl Gpu {
         let max_buf = self.limits.max_buffer_size;
         if bytes > max.min(max_buf) {
             return Err(Error::adapter(format!(
-                "{label} needs {:.1} MiB, over the adapter's max_storage_buffer_binding_size of {:.1} MiB by {:.1} MiB",
+                "{label}: {:.1} MiB, over {} max_storage_buffer_binding_size of {:.1} MiB by {:.1} MiB",
                 bytes as f64 / 1048576.0,
+                self.limits_choice.owner(),
                 max.min(max_buf) as f64 / 1048576.0,
                 (bytes - max.min(max_buf)) as f64 / 1048576.0
             )));

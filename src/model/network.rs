@@ -27,7 +27,7 @@
 
 use crate::config::Skip;
 use crate::config::{ModelConfig, NO_LABEL};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::model::ParamLayout;
 use crate::ops::label::{self, LabelShape};
@@ -588,17 +588,24 @@ pub fn check_fits(gpu: &Gpu, config: &ModelConfig, batch: usize) -> Result<()> {
         config.hk() as u64,
         config.heads as u64,
     );
-    let m = batch as u64 * t;
     let layout_total = config.parameter_count() + 64 * (1 + 8 * config.layers as u64);
+    gpu.check_binding_size("the model's parameters", layout_total * 4)?;
+    let max = (gpu.limits.max_storage_buffer_binding_size).min(gpu.limits.max_buffer_size);
+    // Elements per sample.
     for (label, elems) in [
-        ("the model's parameters", layout_total),
-        ("the feed-forward activations", m * config.mlp as u64),
-        ("the QKV activations", m * 3 * hk),
-        ("the attention probabilities", batch as u64 * h * t * t),
-        ("the attention output", m * hk),
-        ("the tokens", m * d),
+        ("the feed-forward activations", t * config.mlp as u64),
+        ("the QKV activations", t * 3 * hk),
+        ("the attention probabilities", h * t * t),
+        ("the attention output", t * hk),
+        ("the tokens", t * d),
     ] {
-        gpu.check_binding_size(label, elems * 4)?;
+        gpu.check_binding_size(label, batch as u64 * elems * 4)
+            .map_err(|e| {
+                let fit = max / (elems * 4);
+                Error::adapter(format!(
+                    "{e}; at most {fit} samples at once fit ({batch} asked)"
+                ))
+            })?;
     }
     Ok(())
 }

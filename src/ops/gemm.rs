@@ -329,7 +329,8 @@ fn grid(gpu: &Gpu, op: &str, cols: usize, rows: usize) -> Result<[u32; 3]> {
     let y = rows.div_ceil(z).max(1);
     if cols > max || z > max {
         return Err(Error::adapter(format!(
-            "{op}: {cols} x {rows} workgroups exceed the adapter's {max} per dimension"
+            "{op}: {cols} x {rows} workgroups exceed {} {max} per dimension",
+            gpu.limits_choice.owner()
         )));
     }
     Ok([cols as u32, y as u32, z as u32])

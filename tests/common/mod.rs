@@ -1,11 +1,22 @@
 //! Shared set-up for the GPU tests: each test opens its own device (lavapipe on CI).
 #![allow(dead_code)]
 
-use wgpu_diffusion::gpu::{Gpu, GpuOptions};
+use wgpu_diffusion::gpu::{Gpu, GpuOptions, LimitsChoice};
 
-/// A device on the best adapter, honouring WGPU_BACKEND / WGPU_ADAPTER_NAME.
+/// A device on the best adapter, honouring WGPU_BACKEND / WGPU_ADAPTER_NAME, at the
+/// adapter's limits or, with `WGPU_DIFFUSION_LIMITS=webgpu`, WebGPU's defaults (the whole
+/// suite can so run as a browser would).
 pub fn gpu() -> Gpu {
-    match Gpu::new(&GpuOptions::default()) {
+    let limits = match std::env::var("WGPU_DIFFUSION_LIMITS").as_deref() {
+        Ok("webgpu") => LimitsChoice::Webgpu,
+        Ok("adapter") | Ok("") | Err(_) => LimitsChoice::Adapter,
+        Ok(other) => panic!("WGPU_DIFFUSION_LIMITS={other}: expected adapter or webgpu"),
+    };
+    let options = GpuOptions {
+        limits,
+        ..GpuOptions::default()
+    };
+    match Gpu::new(&options) {
         Ok(g) => g,
         Err(e) => panic!("GPU tests need an adapter (lavapipe on CI): {e}"),
     }

@@ -7,6 +7,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+// The commands that read MNIST from the file system or the network, and train, are native
+// only; the rest (the kernels, the sampler, `check`) also builds for a browser page.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
 pub mod figures;
 pub mod files;
@@ -20,6 +23,7 @@ pub mod reference;
 pub mod sample;
 pub mod settings;
 pub mod testing;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod train;
 
 pub use error::{Error, ErrorKind, Result};

@@ -199,6 +199,27 @@ fn one_step_matches_reference_for(gpu: &Gpu, config: &ModelConfig) {
     }
 }
 
+/// The page's awaited loop (`Sampler::run_async`, a device opened by `Gpu::new_async`) draws
+/// the digits the blocking one does.
+#[test]
+fn the_awaited_loop_draws_what_the_blocking_one_does() {
+    let gpu = pollster::block_on(Gpu::new_async(&Default::default())).unwrap();
+    let config = Preset::Tiny.model();
+    let layout = ParamLayout::new(&config);
+    let params = random_params(&config, 5);
+    let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &params).unwrap();
+    let model = SamplerModel {
+        config: &config,
+        layout: &layout,
+        params: &p,
+    };
+    let sm = Sampler::new(&gpu, Stack::of(model), 3, schedule(6, 1.5), 4).unwrap();
+    let blocking = sm.run(&gpu, 7).unwrap();
+    let awaited = pollster::block_on(sm.run_async(&gpu, 7)).unwrap();
+    assert_eq!(awaited, blocking);
+    assert!(blocking.iter().any(|&v| v != blocking[0]), "blank digits");
+}
+
 /// With --clip and s = 1 the last step lands on the clamped digit estimate itself
 /// (a'^(n - s) = 1), so every pixel is in the pixel range; without it, a model with large
 /// random weights makes digits far outside it.

@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::testing::compare;
 use serde::Serialize;
-use std::time::Instant;
+use web_time::Instant;
 
 mod adam;
 mod attention;

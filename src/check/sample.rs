@@ -15,7 +15,7 @@ use crate::reference::sample as reference;
 use crate::sample::{Sampler, SamplerModel, Schedule, Stack};
 use crate::settings::recipe::Preset;
 use crate::testing::random_prior;
-use std::time::Instant;
+use web_time::Instant;
 
 /// The trajectory's rows: a step with every option of the update on.
 const STEP: &str = "sample_step eta clip bg low";

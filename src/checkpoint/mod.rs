@@ -73,9 +73,13 @@ pub struct Loaded {
 
 /// Reads only the metadata (to learn the configuration before building a layout).
 pub fn read_meta(path: &Path) -> Result<serde_json::Value> {
-    let bytes = read(path)?;
-    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
-    meta_of(path, md.metadata())
+    read_meta_bytes(&read(path)?, &path.display().to_string())
+}
+
+/// [`read_meta`] of a checkpoint's bytes; `name` names it in errors.
+pub fn read_meta_bytes(bytes: &[u8], name: &str) -> Result<serde_json::Value> {
+    let (_, md) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(name, e))?;
+    meta_of(name, md.metadata())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -83,18 +87,17 @@ fn read(path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| Error::checkpoint(format!("cannot read checkpoint {}: {e}", path.display())))
 }
 
-fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {
+fn corrupt(name: &str, e: impl std::fmt::Display) -> Error {
     Error::checkpoint(format!(
-        "checkpoint {} is corrupt or not a safetensors file: {e}",
-        path.display()
+        "checkpoint {name} is corrupt or not a safetensors file: {e}"
     ))
 }
 
-fn meta_of(path: &Path, info: &Option<HashMap<String, String>>) -> Result<serde_json::Value> {
+fn meta_of(name: &str, info: &Option<HashMap<String, String>>) -> Result<serde_json::Value> {
     let info = info.as_ref().ok_or_else(|| {
         Error::checkpoint(format!(
             "{} is a safetensors file but not a wgpu-diffusion checkpoint (no metadata)",
-            path.display()
+            name
         ))
     })?;
     match info.get("format") {
@@ -102,24 +105,28 @@ fn meta_of(path: &Path, info: &Option<HashMap<String, String>>) -> Result<serde_
         other => {
             return Err(Error::checkpoint(format!(
                 "{} has format {:?}, expected {FORMAT}",
-                path.display(),
+                name,
                 other.map(|s| s.as_str()).unwrap_or("none")
             )))
         }
     }
     let meta = info
         .get("meta")
-        .ok_or_else(|| Error::checkpoint(format!("{} has no 'meta' entry", path.display())))?;
-    serde_json::from_str(meta).map_err(|e| corrupt(path, e))
+        .ok_or_else(|| Error::checkpoint(format!("{} has no 'meta' entry", name)))?;
+    serde_json::from_str(meta).map_err(|e| corrupt(name, e))
 }
 
 /// Loads a checkpoint, checking every tensor of `layout` against the file (a missing tensor
 /// or a shape mismatch means the file is from another configuration).
 pub fn load(path: &Path, layout: &ParamLayout) -> Result<Loaded> {
-    let bytes = read(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e))?;
-    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(path, e))?;
-    let meta = meta_of(path, md.metadata())?;
+    load_bytes(&read(path)?, &path.display().to_string(), layout)
+}
+
+/// [`load`] of a checkpoint's bytes; `name` names it in errors.
+pub fn load_bytes(bytes: &[u8], name: &str, layout: &ParamLayout) -> Result<Loaded> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(name, e))?;
+    let (_, md) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(name, e))?;
+    let meta = meta_of(name, md.metadata())?;
     let mut out: [Option<Vec<f32>>; 4] = Default::default();
     for (gi, group) in GROUPS.iter().enumerate() {
         let present = layout
@@ -130,7 +137,7 @@ pub fn load(path: &Path, layout: &ParamLayout) -> Result<Loaded> {
             if gi == 0 {
                 return Err(Error::checkpoint(format!(
                     "{} holds no model weights for this configuration",
-                    path.display()
+                    name
                 )));
             }
             continue;
@@ -141,13 +148,13 @@ pub fn load(path: &Path, layout: &ParamLayout) -> Result<Loaded> {
             let v = st.tensor(&name).map_err(|_| {
                 Error::checkpoint(format!(
                     "{} lacks tensor {name}: it is from another configuration",
-                    path.display()
+                    name
                 ))
             })?;
             if v.dtype() != Dtype::F32 || v.shape() != t.shape.as_slice() {
                 return Err(Error::checkpoint(format!(
                     "{}: tensor {name} is {:?} {:?}, this configuration needs F32 {:?}",
-                    path.display(),
+                    name,
                     v.dtype(),
                     v.shape(),
                     t.shape

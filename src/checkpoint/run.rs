@@ -77,11 +77,20 @@ pub fn read_run_config(path: &Path) -> Result<RunConfig> {
 }
 
 pub fn read_state(path: &Path) -> Result<Meta> {
-    let meta = super::read_meta(path)?;
+    read_state_bytes(
+        &std::fs::read(path).map_err(|e| {
+            Error::checkpoint(format!("cannot read checkpoint {}: {e}", path.display()))
+        })?,
+        &path.display().to_string(),
+    )
+}
+
+/// [`read_state`] of a checkpoint's bytes; `name` names it in errors.
+pub fn read_state_bytes(bytes: &[u8], name: &str) -> Result<Meta> {
+    let meta = super::read_meta_bytes(bytes, name)?;
     serde_json::from_value(meta).map_err(|e| {
         Error::checkpoint(format!(
-            "{} is not a training checkpoint of this version: {e}",
-            path.display()
+            "{name} is not a training checkpoint of this version: {e}"
         ))
     })
 }

@@ -5,6 +5,7 @@
 //! Each file may be raw or gzipped (`name` or `name.gz`); the size and sha256 of the
 //! *decompressed* bytes are checked against [`MNIST_FILES`] before parsing.
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod download;
 pub mod idx;
 
@@ -14,6 +15,7 @@ use std::thread;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
 pub use download::{
     download_files, mirrors_from_env, parse_mirror_list, DEFAULT_MIRRORS, MIRRORS_ENV,
 };
@@ -327,6 +329,7 @@ pub fn load_dir(dir: &Path) -> Result<Mnist> {
 
 /// Checks that an explicitly requested folder exists and holds every file; `flag` names the
 /// request (`--data` or `$MNIST_DIR`) in the error.
+#[cfg(not(target_arch = "wasm32"))]
 fn check_explicit(dir: &Path, flag: &str, files: &[MnistFile]) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::data(format!(
@@ -347,6 +350,7 @@ fn check_explicit(dir: &Path, flag: &str, files: &[MnistFile]) -> Result<()> {
 /// `default_dir`, into which missing `files` are downloaded from `mirrors` (in turn).
 /// An explicit folder that does not exist or lacks a file is an error naming it; it is never
 /// downloaded into. The files' contents are checked later, by [`load_dir_with`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn resolve_data_dir_with(
     cli: Option<&Path>,
     env_dir: Option<&Path>,
@@ -379,6 +383,7 @@ pub fn resolve_data_dir_with(
 /// Finds the data folder for the CLI: `--data DIR`, else `$MNIST_DIR` (when set and not
 /// empty), else `./data/mnist`, downloading missing files there from the mirrors
 /// ([`DEFAULT_MIRRORS`], or the comma-separated base URLs in `$MNIST_MIRRORS`).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn resolve_data_dir(cli: Option<&Path>) -> Result<PathBuf> {
     let env_dir = std::env::var_os(DIR_ENV)
         .filter(|v| !v.is_empty())
@@ -394,6 +399,7 @@ pub fn resolve_data_dir(cli: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Finds the data folder ([`resolve_data_dir`]) and loads it ([`load_dir`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load(cli: Option<&Path>) -> Result<Mnist> {
     load_dir(&resolve_data_dir(cli)?)
 }

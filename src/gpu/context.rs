@@ -126,6 +126,7 @@ pub struct Gpu {
 /// when that variable is unset (over ssh, in containers; Mesa 22.3). The program picks its
 /// adapter itself and shows nothing, so the layer is turned off by its own switch,
 /// `NODEVICE_SELECT=1`, unless the user set that variable.
+#[cfg(not(target_arch = "wasm32"))]
 fn quiet_device_select_layer() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     // Once per process, before the first instance (the binary opens its device before it
@@ -155,8 +156,15 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
 }
 
 impl Gpu {
-    /// Creates a device on the best matching adapter, or explains in one line why it can't.
+    /// Creates a device on the best matching adapter, or explains in one line why it can't
+    /// (blocks; [`Gpu::new_async`] in a browser page).
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    /// [`Gpu::new`] as a future, for a browser page, where nothing may block.
+    pub async fn new_async(opts: &GpuOptions) -> Result<Gpu> {
+        #[cfg(not(target_arch = "wasm32"))]
         quiet_device_select_layer();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::all();
@@ -166,7 +174,7 @@ impl Gpu {
         }
         let backends = desc.backends;
         let instance = wgpu::Instance::new(desc);
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let mut adapters = instance.enumerate_adapters(backends).await;
         if adapters.is_empty() {
             let which = match opts.backend {
                 Some(b) => format!("for backend {b:?}").to_lowercase(),
@@ -202,10 +210,10 @@ impl Gpu {
             std::cmp::Reverse((type_rank(i.device_type), backend_rank(i.backend)))
         });
         let adapter = adapters.swap_remove(0);
-        Self::from_adapter(instance, adapter, opts)
+        Self::from_adapter(instance, adapter, opts).await
     }
 
-    fn from_adapter(
+    async fn from_adapter(
         instance: wgpu::Instance,
         adapter: wgpu::Adapter,
         opts: &GpuOptions,
@@ -217,20 +225,22 @@ impl Gpu {
         }
         let features = adapter.features() & wanted;
         let limits = opts.limits.limits(&adapter);
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgpu-diffusion"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| {
-            Error::adapter(format!(
-                "could not open a device on '{}' ({:?}): {e}",
-                info.name, info.backend
-            ))
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-diffusion"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| {
+                Error::adapter(format!(
+                    "could not open a device on '{}' ({:?}): {e}",
+                    info.name, info.backend
+                ))
+            })?;
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {

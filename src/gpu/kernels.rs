@@ -161,14 +161,14 @@ impl Gpu {
         if let Some(m) = self.kernels.modules.lock().unwrap().get(shader.name) {
             return Ok(m.clone());
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(shader.wgsl().into()),
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let (module, error) = self.validated(|| {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.wgsl().into()),
+                })
+        });
+        if let Some(e) = error {
             return Err(Error::gpu(format!(
                 "shaders/{}.wgsl does not compile: {e}",
                 shader.name
@@ -181,6 +181,21 @@ impl Gpu {
             .unwrap()
             .insert(shader.name, module.clone());
         Ok(module)
+    }
+
+    /// Runs `make` inside a validation error scope and returns what it made with the scope's
+    /// first error. In a browser page the scope's answer only arrives after control returns
+    /// to the event loop, so there no scope is opened: a validation error reaches the
+    /// device's uncaptured-error handler and surfaces at the next [`Gpu::check`].
+    fn validated<R>(&self, make: impl FnOnce() -> R) -> (R, Option<wgpu::Error>) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let made = make();
+            (made, pollster::block_on(scope.pop()))
+        }
+        #[cfg(target_arch = "wasm32")]
+        (make(), None)
     }
 
     /// The pipeline for `shader`'s `entry`, specialised with `constants` (WGSL `override`s);
@@ -205,21 +220,21 @@ impl Gpu {
         }
         let module = self.module(shader)?;
         let label = format!("{}::{entry}", shader.name);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let (pipeline, error) = self.validated(|| {
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        });
+        if let Some(e) = error {
             return Err(Error::gpu(format!(
                 "cannot build kernel {label} {constants:?}: {e}"
             )));
@@ -284,13 +299,14 @@ impl Gpu {
                 resource: resource.clone(),
             })
             .collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&kernel.label),
-            layout: &kernel.layout,
-            entries: &entries,
+        let (bind_group, error) = self.validated(|| {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&kernel.label),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = error {
             return Err(Error::gpu(format!(
                 "cannot bind buffers for {}: {e}",
                 kernel.label

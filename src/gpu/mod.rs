@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod kernels;
+pub mod signal;
 pub mod tensor;
 pub mod timing;
 pub mod tune;

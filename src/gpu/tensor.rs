@@ -140,12 +140,30 @@ impl GpuTensor {
     pub fn read<T: bytemuck::Pod>(&self, gpu: &Gpu) -> Result<Vec<T>> {
         gpu.read::<T>(&self.buffer, self.offset, self.len())
     }
+
+    /// [`GpuTensor::read`] as a future, for a browser page, where nothing may block.
+    pub async fn read_async<T: bytemuck::Pod>(&self, gpu: &Gpu) -> Result<Vec<T>> {
+        gpu.read_async::<T>(&self.buffer, self.offset, self.len())
+            .await
+    }
 }
 
 impl Gpu {
     /// The one readback helper: copies `count` elements of `T` starting at element `offset`
-    /// of `buffer` into a staging buffer, waits, and returns them.
+    /// of `buffer` into a staging buffer, waits, and returns them (blocks; native only, a page
+    /// awaits [`Gpu::read_async`]).
     pub fn read<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<T>> {
+        pollster::block_on(self.read_async(buffer, offset, count))
+    }
+
+    /// [`Gpu::read`] as a future. A native device runs the mapping callback while it is
+    /// polled (here, to completion); a browser runs it when its promise settles.
+    pub async fn read_async<T: bytemuck::Pod>(
         &self,
         buffer: &wgpu::Buffer,
         offset: usize,
@@ -173,14 +191,15 @@ impl Gpu {
         enc.copy_buffer_to_buffer(buffer, (offset * size) as u64, &staging, 0, padded);
         self.queue.submit([enc.finish()]);
         let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        let (tx, rx) = crate::gpu::signal::oneshot();
+        slice.map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
         self.wait()?;
-        rx.recv()
-            .map_err(|_| Error::gpu("readback callback never ran"))?
+        rx.await
+            .ok_or_else(|| Error::gpu("readback callback never ran"))?
             .map_err(|e| Error::gpu(format!("readback failed: {e}")))?;
+        #[cfg(target_arch = "wasm32")]
+        self.check()?;
         let out = {
             let view = slice
                 .get_mapped_range()

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
-use std::time::Instant;
+use web_time::Instant;
 
 /// Seconds per run of `dispatches` (one compute pass), the median over `reps` runs after one
 /// warm-up; measured with timestamp queries when available, else wall clock around a wait.

@@ -172,7 +172,11 @@ fn default_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d));
     }
-    dirs::cache_dir().map(|d| d.join("wgpu-diffusion"))
+    #[cfg(not(target_arch = "wasm32"))]
+    return dirs::cache_dir().map(|d| d.join("wgpu-diffusion"));
+    // A page has no cache folder: the tuner keeps its choices in memory.
+    #[cfg(target_arch = "wasm32")]
+    None
 }
 
 /// The file at `path` if it is a cache of this adapter and driver; else a blank one and a note

@@ -15,7 +15,7 @@ use crate::math::verify::{compare, uniform_data};
 use crate::ops::gemm::{
     gemm_with, Gemm, MatmulKernel, RegisterBlocking, TiledBlocking, Tuning, KERNEL_ENV,
 };
-use std::time::Instant;
+use web_time::Instant;
 
 /// Timed runs per candidate after a warm-up (the median is kept), and the work each run
 /// should reach (it repeats the dispatch up to [`MAX_REPEATS`] times to get there).

@@ -569,9 +569,9 @@ fn sample_to_files(
         None => (a.grid * a.grid).min(count as usize),
     };
     let mut first_digits = Vec::with_capacity(keep * px);
-    let (start, mut writing, mut done) = (std::time::Instant::now(), 0.0, 0u64);
+    let (start, mut writing, mut done) = (web_time::Instant::now(), 0.0, 0u64);
     sampler.generate_each(gpu, count, |chunk| {
-        let t = std::time::Instant::now();
+        let t = web_time::Instant::now();
         let n = chunk.len() / px;
         let room = keep * px - first_digits.len();
         first_digits.extend_from_slice(&chunk[..room.min(chunk.len())]);

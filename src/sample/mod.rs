@@ -574,6 +574,12 @@ impl Sampler {
         self.bufs.image.read(gpu)
     }
 
+    /// [`Sampler::run`] as a future, for a browser page, where nothing may block.
+    pub async fn run_async(&self, gpu: &Gpu, first: u64) -> Result<Vec<f32>> {
+        self.submit(gpu, first)?;
+        self.bufs.image.read_async(gpu).await
+    }
+
     /// Digits `0..count` [count, 784], in chunks of `batch` (each chunk one loop, one
     /// readback); the digits do not depend on the batch size.
     pub fn generate(&self, gpu: &Gpu, count: u64) -> Result<Vec<f32>> {

@@ -1,0 +1,87 @@
+//! The browser page's side of wgpu-diffusion: the same kernels and sampler as the program,
+//! on the browser's WebGPU (opened at WebGPU's default limits), with every wait a promise.
+//!
+//! `web/index.html` loads it through the module wasm-bindgen writes (`scripts/build-web.sh`).
+
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wgpu_diffusion::checkpoint::{load_bytes, run::read_state_bytes};
+use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor, LimitsChoice};
+use wgpu_diffusion::model::ParamLayout;
+use wgpu_diffusion::sample::{to_bytes, Sampler, SamplerModel, Schedule, Stack};
+
+/// The browser's adapter and device.
+#[wasm_bindgen]
+pub struct Page {
+    gpu: Rc<Gpu>,
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+#[wasm_bindgen]
+impl Page {
+    /// Opens the best adapter the browser offers at WebGPU's default limits.
+    pub async fn open() -> Result<Page, JsValue> {
+        let options = GpuOptions {
+            limits: LimitsChoice::Webgpu,
+            ..GpuOptions::default()
+        };
+        let gpu = Gpu::new_async(&options).await.map_err(js_error)?;
+        Ok(Page { gpu: Rc::new(gpu) })
+    }
+
+    /// The adapter, its optional features and its limits, as `info --json` prints them.
+    pub fn adapter(&self) -> String {
+        serde_json::to_string(&wgpu_diffusion::info::report(&self.gpu)).unwrap()
+    }
+
+    /// Draws digits `0..count` from the checkpoint's EMA weights (its raw weights when it has
+    /// none) with `steps` deterministic steps at step scale `scale` and initial noise `seed`:
+    /// the digits `sample --checkpoint FILE --count COUNT --steps STEPS --step-scale SCALE
+    /// --eta 0 --seed SEED` writes natively. Resolves to `count` x 784 bytes (0 to 255).
+    pub fn draw(
+        &self,
+        checkpoint: Vec<u8>,
+        count: u32,
+        steps: u32,
+        scale: f32,
+        seed: u64,
+    ) -> js_sys::Promise {
+        let gpu = self.gpu.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let digits = draw(&gpu, &checkpoint, count, steps, scale, seed)
+                .await
+                .map_err(js_error)?;
+            Ok(js_sys::Uint8Array::from(&digits[..]).into())
+        })
+    }
+}
+
+async fn draw(
+    gpu: &Gpu,
+    checkpoint: &[u8],
+    count: u32,
+    steps: u32,
+    scale: f32,
+    seed: u64,
+) -> wgpu_diffusion::Result<Vec<u8>> {
+    let name = "the model file";
+    let config = read_state_bytes(checkpoint, name)?.config;
+    wgpu_diffusion::model::network::check_fits(gpu, &config.model, count as usize)?;
+    let layout = ParamLayout::new(&config.model);
+    let loaded = load_bytes(checkpoint, name, &layout)?;
+    let weights = loaded.buffers.ema.unwrap_or(loaded.buffers.params);
+    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &weights)?;
+    let model = SamplerModel {
+        config: &config.model,
+        layout: &layout,
+        params: &params,
+    };
+    let schedule = Schedule::plain(config.alpha, config.n_max, steps, scale);
+    schedule.validate()?;
+    let sampler = Sampler::new(gpu, Stack::of(model), count as usize, schedule, seed)?;
+    let images = sampler.run_async(gpu, 0).await?;
+    Ok(to_bytes(&images))
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The page in a real browser: serves web/dist on 127.0.0.1 and drives headless Chromium
+(Debian's, WebGPU on its software Vulkan) through Playwright. It checks that the page finds
+an adapter and names it; that digits drawn from a small checkpoint match the native
+`sample` with the same seed (the RNG is the same, the shader compilers differ: Tint and
+Dawn here, naga and wgpu natively); and the page's one-line errors for a browser without
+WebGPU and for a corrupt model file. Prints one JSON object of what it measured.
+
+Usage: web/test_page.py BINARY [--screenshot PNG]  (after scripts/build-web.sh; MNIST from
+$MNIST_DIR or ./data/mnist).
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from playwright.sync_api import sync_playwright
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIST = os.path.join(ROOT, "web", "dist")
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
+    "--disable-background-networking", "--no-first-run", "--disable-component-update",
+    "--disable-sync",
+]
+# The draw both sides make: digits 0..COUNT with STEPS deterministic steps.
+COUNT, STEPS, SCALE, SEED = 16, 20, 1.0, 3
+# Largest allowed difference of one pixel (of 255) and of the mean over all pixels.
+MAX_DIFF, MEAN_DIFF = 8, 0.5
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"test_page: {' '.join(cmd)} failed:\n{r.stderr}")
+    return r
+
+
+def native_digits(binary, work):
+    """Trains the tiny preset for a few steps and samples it natively."""
+    run_dir = os.path.join(work, "run")
+    run([binary, "train", "--preset", "tiny", "--max-steps", "300", "--out", run_dir])
+    checkpoint = os.path.join(run_dir, "checkpoint.safetensors")
+    out = os.path.join(work, "native")
+    start = time.time()
+    run([binary, "sample", "--checkpoint", checkpoint, "--count", str(COUNT),
+         "--steps", str(STEPS), "--step-scale", str(SCALE), "--eta", "0",
+         "--seed", str(SEED), "--out", out])
+    secs = time.time() - start
+    with open(os.path.join(out, "samples-idx3-ubyte"), "rb") as f:
+        digits = list(f.read()[16:])
+    return checkpoint, digits, secs
+
+
+def open_page(browser, url, no_webgpu=False):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    if no_webgpu:
+        page.add_init_script(
+            "Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined });")
+    page.goto(url)
+    page.wait_for_function("window.wgpuDiffusion && window.wgpuDiffusion.ready", timeout=120_000)
+    return page, errors
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    binary = os.path.abspath(sys.argv[1])
+    shot = sys.argv[sys.argv.index("--screenshot") + 1] if "--screenshot" in sys.argv else None
+    if not os.path.exists(os.path.join(DIST, "wgpu_diffusion_web_bg.wasm")):
+        sys.exit("test_page: web/dist has no wasm: run scripts/build-web.sh first")
+    work = tempfile.mkdtemp(prefix="wgpu-diffusion-web-")
+    site = os.path.join(work, "site")
+    shutil.copytree(DIST, site)
+    checkpoint, native, native_secs = native_digits(binary, work)
+    shutil.copy(checkpoint, os.path.join(site, "model.safetensors"))
+    with open(os.path.join(site, "corrupt.safetensors"), "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header....")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", site], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/index.html"
+    report = {}
+    try:
+        time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            report.update(check_draw(browser, base, native, shot))
+            report["native_digits_per_s"] = COUNT / native_secs
+            report.update(check_errors(browser, base))
+            browser.close()
+    finally:
+        server.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(report))
+
+
+def check_draw(browser, base, native, shot):
+    query = f"?model=model.safetensors&count={COUNT}&steps={STEPS}&scale={SCALE}&seed={SEED}"
+    start = time.time()
+    page, errors = open_page(browser, base + query)
+    state = page.evaluate("window.wgpuDiffusion")
+    assert state["adapter"], f"the page found no adapter: {state['error']} {errors}"
+    name = state["adapter"]["adapter"]
+    assert name, f"the page does not name its adapter: {state['adapter']}"
+    page.wait_for_function("window.wgpuDiffusion.drawn", timeout=300_000)
+    first_grid = time.time() - start
+    state = page.evaluate("window.wgpuDiffusion")
+    assert state["error"] is None, f"the page failed to draw: {state['error']} {errors}"
+    digits = state["digits"]
+    assert len(digits) == len(native) == COUNT * 784, (len(digits), len(native))
+    diffs = [abs(a - b) for a, b in zip(digits, native)]
+    worst, mean = max(diffs), sum(diffs) / len(diffs)
+    # Pixels strictly between black and white, where a difference cannot hide in the clamp.
+    grey = sum(1 for v in native if 0 < v < 255) / len(native)
+    assert grey > 0.05, f"only {grey:.1%} of the native pixels are neither black nor white"
+    assert worst <= MAX_DIFF and mean <= MEAN_DIFF, (
+        f"page and native digits differ: max {worst}, mean {mean:.3f} (allowed {MAX_DIFF}, "
+        f"{MEAN_DIFF})")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+    page.close()
+    return {"adapter": name, "backend": state["adapter"]["backend"],
+            "max_pixel_diff": worst, "mean_pixel_diff": mean, "grey_pixels": grey,
+            "page_digits_per_s": state["digitsPerSecond"],
+            "load_to_first_grid_s": first_grid}
+
+
+def check_errors(browser, base):
+    page, _ = open_page(browser, base, no_webgpu=True)
+    error = page.evaluate("window.wgpuDiffusion.error") or ""
+    assert "no WebGPU" in error, f"without WebGPU the page says: {error!r}"
+    page.close()
+    page, _ = open_page(browser, base + "?model=corrupt.safetensors&count=4&steps=2")
+    page.wait_for_function("window.wgpuDiffusion.drawn", timeout=120_000)
+    corrupt = page.evaluate("window.wgpuDiffusion.error") or ""
+    assert "corrupt or not a safetensors file" in corrupt, f"a corrupt model: {corrupt!r}"
+    page.close()
+    return {"no_webgpu_message": error, "corrupt_model_message": corrupt}
+
+
+if __name__ == "__main__":
+    main()

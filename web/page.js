@@ -35,14 +35,21 @@ function drawGrid(bytes, count) {
   link.hidden = false;
 }
 
+// The digits as `sample` writes them: an IDX file of unsigned bytes [count, 28, 28].
+function idxFile(bytes, count) {
+  const header = new DataView(new ArrayBuffer(16));
+  [0x00000803, count, 28, 28].forEach((v, i) => header.setUint32(4 * i, v));
+  return new Blob([header.buffer, bytes], { type: "application/octet-stream" });
+}
+
 async function modelBytes() {
   const file = $("model-file").files[0];
-  if (file) return new Uint8Array(await file.arrayBuffer());
+  if (file) return [new Uint8Array(await file.arrayBuffer()), file.name];
   const url = new URLSearchParams(location.search).get("model");
   if (!url) throw new Error("choose a model file (a checkpoint.safetensors from `train`)");
   const r = await fetch(url);
   if (!r.ok) throw new Error(`cannot fetch the model ${url}: HTTP ${r.status}`);
-  return new Uint8Array(await r.arrayBuffer());
+  return [new Uint8Array(await r.arrayBuffer()), url];
 }
 
 async function draw(page) {
@@ -50,11 +57,15 @@ async function draw(page) {
   const scale = Number($("scale").value), seed = BigInt($("seed").value);
   $("draw").disabled = true;
   try {
-    const bytes = await modelBytes();
+    const [bytes, name] = await modelBytes();
     const start = performance.now();
-    const digits = await page.draw(bytes, count, steps, scale, seed);
+    const digits = await page.draw(bytes, name, count, steps, scale, seed);
     const secs = (performance.now() - start) / 1000;
     drawGrid(digits, count);
+    const idx = $("download-idx");
+    if (idx.href) URL.revokeObjectURL(idx.href);
+    idx.href = URL.createObjectURL(idxFile(digits, count));
+    idx.hidden = false;
     $("rate").textContent = `${count} digits in ${secs.toFixed(2)} s: ${(count / secs).toFixed(1)} digits/s`;
     state.digits = Array.from(digits);
     state.digitsPerSecond = count / secs;

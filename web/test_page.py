@@ -60,8 +60,8 @@ def native_digits(binary, work):
          "--seed", str(SEED), "--out", out])
     secs = time.time() - start
     with open(os.path.join(out, "samples-idx3-ubyte"), "rb") as f:
-        digits = list(f.read()[16:])
-    return checkpoint, digits, secs
+        data = list(f.read())
+    return checkpoint, data[:16], data[16:], secs
 
 
 def open_page(browser, url, no_webgpu=False):
@@ -86,7 +86,7 @@ def main():
     work = tempfile.mkdtemp(prefix="wgpu-diffusion-web-")
     site = os.path.join(work, "site")
     shutil.copytree(DIST, site)
-    checkpoint, native, native_secs = native_digits(binary, work)
+    checkpoint, header, native, native_secs = native_digits(binary, work)
     shutil.copy(checkpoint, os.path.join(site, "model.safetensors"))
     with open(os.path.join(site, "corrupt.safetensors"), "wb") as f:
         f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header....")
@@ -100,7 +100,7 @@ def main():
         time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            report.update(check_draw(browser, base, native, shot))
+            report.update(check_draw(browser, base, header, native, shot))
             report["native_digits_per_s"] = COUNT / native_secs
             report.update(check_errors(browser, base))
             browser.close()
@@ -110,7 +110,7 @@ def main():
     print(json.dumps(report))
 
 
-def check_draw(browser, base, native, shot):
+def check_draw(browser, base, native_header, native, shot):
     query = f"?model=model.safetensors&count={COUNT}&steps={STEPS}&scale={SCALE}&seed={SEED}"
     start = time.time()
     page, errors = open_page(browser, base + query)
@@ -132,6 +132,12 @@ def check_draw(browser, base, native, shot):
     assert worst <= MAX_DIFF and mean <= MEAN_DIFF, (
         f"page and native digits differ: max {worst}, mean {mean:.3f} (allowed {MAX_DIFF}, "
         f"{MEAN_DIFF})")
+    # The IDX download holds the native file's bytes, header included.
+    idx = page.evaluate("""async () => {
+        const r = await fetch(document.getElementById('download-idx').href);
+        return Array.from(new Uint8Array(await r.arrayBuffer()));
+    }""")
+    assert idx[:16] == native_header and idx[16:] == digits, "the IDX download differs"
     if shot:
         page.screenshot(path=shot, full_page=True)
     page.close()

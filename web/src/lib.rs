@@ -40,10 +40,12 @@ impl Page {
     /// Draws digits `0..count` from the checkpoint's EMA weights (its raw weights when it has
     /// none) with `steps` deterministic steps at step scale `scale` and initial noise `seed`:
     /// the digits `sample --checkpoint FILE --count COUNT --steps STEPS --step-scale SCALE
-    /// --eta 0 --seed SEED` writes natively. Resolves to `count` x 784 bytes (0 to 255).
+    /// --eta 0 --seed SEED` writes natively. Resolves to `count` x 784 bytes (0 to 255);
+    /// `name` names the file in errors.
     pub fn draw(
         &self,
         checkpoint: Vec<u8>,
+        name: String,
         count: u32,
         steps: u32,
         scale: f32,
@@ -51,7 +53,7 @@ impl Page {
     ) -> js_sys::Promise {
         let gpu = self.gpu.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let digits = draw(&gpu, &checkpoint, count, steps, scale, seed)
+            let digits = draw(&gpu, &checkpoint, &name, count, steps, scale, seed)
                 .await
                 .map_err(js_error)?;
             Ok(js_sys::Uint8Array::from(&digits[..]).into())
@@ -62,12 +64,12 @@ impl Page {
 async fn draw(
     gpu: &Gpu,
     checkpoint: &[u8],
+    name: &str,
     count: u32,
     steps: u32,
     scale: f32,
     seed: u64,
 ) -> wgpu_diffusion::Result<Vec<u8>> {
-    let name = "the model file";
     let config = read_state_bytes(checkpoint, name)?.config;
     wgpu_diffusion::model::network::check_fits(gpu, &config.model, count as usize)?;
     let layout = ParamLayout::new(&config.model);

@@ -59,25 +59,10 @@ fn adam_case(
         c.run(&[&opt.dispatch])?;
         reference::adam_step(&config, t, &mut p, &g, &mut m, &mut v);
     }
-    c.compare(
-        "adam_step m",
-        shape,
-        &mt.read::<f32>(c.gpu)?,
-        &m,
-        1e-9,
-        1e-5,
-    );
-    c.compare(
-        "adam_step v",
-        shape,
-        &vt.read::<f32>(c.gpu)?,
-        &v,
-        1e-12,
-        1e-5,
-    );
+    c.compare_tensor("adam_step m", shape, &mt, &m, 1e-9, 1e-5);
+    c.compare_tensor("adam_step v", shape, &vt, &v, 1e-12, 1e-5);
     // The parameters move by ~lr per step: compared to a fraction of that.
-    let got = pt.read::<f32>(c.gpu)?;
-    c.compare("adam_step params", shape, &got, &p, config.lr * 1e-3, 1e-6);
+    c.compare_tensor("adam_step params", shape, &pt, &p, config.lr * 1e-3, 1e-6);
     Ok(())
 }
 
@@ -95,6 +80,6 @@ fn ema_case(c: &mut Checker, shape: &str, n: usize) -> crate::Result<()> {
         c.run(&[&ema.dispatch])?;
         reference::ema(reference::ema_decay_at(0.999, t), &p, &mut e);
     }
-    c.compare("ema", shape, &et.read::<f32>(c.gpu)?, &e, 1e-7, 1e-6);
+    c.compare_tensor("ema", shape, &et, &e, 1e-7, 1e-6);
     Ok(())
 }

@@ -22,23 +22,9 @@ pub fn check(c: &mut Checker) {
             c.run(&[&f, &b])?;
             let shape = format!("n={n}");
             let want = reference::gelu_forward(&x);
-            c.compare(
-                "gelu_forward",
-                &shape,
-                &y.read::<f32>(c.gpu)?,
-                &want,
-                1e-6,
-                1e-5,
-            );
+            c.compare_tensor("gelu_forward", &shape, &y, &want, 1e-6, 1e-5);
             let want = reference::gelu_backward(&x, &dy);
-            c.compare(
-                "gelu_backward",
-                &shape,
-                &dx.read::<f32>(c.gpu)?,
-                &want,
-                1e-6,
-                1e-5,
-            );
+            c.compare_tensor("gelu_backward", &shape, &dx, &want, 1e-6, 1e-5);
             Ok(())
         });
     }

@@ -43,17 +43,9 @@ pub fn check(c: &mut Checker) {
             let g = label::label_backward(c.gpu, &s, &lt, &dxt, &dtable)?;
             c.run(&[&f, &g])?;
             let want = reference::label_forward(&x, &labels, &table, t, d);
-            c.compare(
-                "label_forward",
-                &shape,
-                &xt.read::<f32>(c.gpu)?,
-                &want,
-                0.0,
-                0.0,
-            );
+            c.compare_tensor("label_forward", &shape, &xt, &want, 0.0, 0.0);
             let want = reference::label_backward(&dx, &labels, ROWS, t, d);
-            let got = dtable.read::<f32>(c.gpu)?;
-            c.compare("label_backward", &shape, &got, &want, 1e-6, 1e-5);
+            c.compare_tensor("label_backward", &shape, &dtable, &want, 1e-6, 1e-5);
             Ok(())
         });
     }

@@ -53,10 +53,8 @@ fn mse_case(
     c.run(&[&mse.dispatch, &back])?;
     let mut want = vec![-1.0; HISTORY];
     want[slot] = reference::mse(&out, &target, &w, b, t, p, d);
-    let got = history.read::<f32>(c.gpu)?;
-    c.compare("mse_forward", shape, &got, &want, 0.0, 2e-6);
+    c.compare_tensor("mse_forward", shape, &history, &want, 0.0, 2e-6);
     let want = reference::mse_backward(&out, &target, &w, b, t, p, d);
-    let got = dout.read::<f32>(c.gpu)?;
-    c.compare("mse_backward", shape, &got, &want, 1e-9, 1e-6);
+    c.compare_tensor("mse_backward", shape, &dout, &want, 1e-9, 1e-6);
     Ok(())
 }

@@ -99,7 +99,7 @@ fn gemm_case(
         }
     }
     let (abs, rel) = tolerance(k);
-    c.compare(label, shape, &tc.read::<f32>(c.gpu)?, &want, abs, rel);
+    c.compare_tensor(label, shape, &tc, &want, abs, rel);
     Ok(())
 }
 
@@ -117,7 +117,7 @@ fn colsum_cases(c: &mut Checker) {
                     want.iter_mut().zip(&out0).for_each(|(w, o)| *w += o);
                 }
                 let (abs, rel) = tolerance(m);
-                c.compare("colsum", &shape, &out.read::<f32>(c.gpu)?, &want, abs, rel);
+                c.compare_tensor("colsum", &shape, &out, &want, abs, rel);
                 Ok(())
             });
         }

@@ -12,6 +12,7 @@
 //! a failed row, never the end of the run.
 
 use crate::error::Result;
+use crate::gpu::tensor::Snapshot;
 use crate::gpu::{Dispatch, Gpu, GpuTensor};
 use crate::testing::compare;
 use serde::Serialize;
@@ -58,6 +59,22 @@ pub struct CheckRow {
     pub note: Option<String>,
 }
 
+impl CheckRow {
+    /// Judges `got` against `want` within the row's tolerance.
+    fn judge(&mut self, got: &[f32], want: &[f32]) {
+        let name = format!("{} {}", self.kernel, self.shape);
+        let result = compare(&name, got, want, self.abs, self.rel);
+        self.max_err = Some(
+            got.iter()
+                .zip(want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0f32, |m, e| if e.is_nan() { f32::NAN } else { m.max(e) }),
+        );
+        self.ok = result.is_ok();
+        self.note = result.err();
+    }
+}
+
 /// What `check` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckReport {
@@ -76,6 +93,22 @@ pub struct Checker<'a> {
     rows: Vec<CheckRow>,
     /// Seconds of the last [`Checker::run`].
     last_secs: f64,
+    /// Comparisons whose GPU side was copied aside ([`Checker::compare_tensor`]) and is read
+    /// when the checker settles.
+    deferred: Vec<Deferred<'a>>,
+}
+
+/// A row waiting for its GPU values.
+struct Deferred<'a> {
+    row: usize,
+    got: Option<Snapshot<'a>>,
+    convert: fn(&[u8]) -> Vec<f32>,
+    want: Vec<f32>,
+}
+
+/// A tensor's bytes as the f32 values they are.
+pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(bytes)
 }
 
 impl<'a> Checker<'a> {
@@ -85,6 +118,7 @@ impl<'a> Checker<'a> {
             quick,
             rows: Vec::new(),
             last_secs: 0.0,
+            deferred: Vec::new(),
         }
     }
 
@@ -135,23 +169,82 @@ impl<'a> Checker<'a> {
         abs: f32,
         rel: f32,
     ) {
-        let name = format!("{kernel} {shape}");
-        let result = compare(&name, got, want, abs, rel);
-        let max_err = got
-            .iter()
-            .zip(want)
-            .map(|(g, w)| (g - w).abs())
-            .fold(0.0f32, |m, e| if e.is_nan() { f32::NAN } else { m.max(e) });
-        self.rows.push(CheckRow {
+        let mut row = self.pending_row(kernel, shape, abs, rel);
+        row.judge(got, want);
+        self.rows.push(row);
+    }
+
+    /// [`Checker::compare`] of `got`'s contents as they are now: copied aside at this point
+    /// of the queue, read and judged when the checker settles (so that a browser page, which
+    /// may not wait, runs the same cases).
+    pub fn compare_tensor(
+        &mut self,
+        kernel: &str,
+        shape: impl std::fmt::Display,
+        got: &GpuTensor,
+        want: &[f32],
+        abs: f32,
+        rel: f32,
+    ) {
+        self.compare_tensor_as(kernel, shape, got, f32s, want, abs, rel)
+    }
+
+    /// [`Checker::compare_tensor`] of `convert(bytes)`, for tensors that do not hold f32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compare_tensor_as(
+        &mut self,
+        kernel: &str,
+        shape: impl std::fmt::Display,
+        got: &GpuTensor,
+        convert: fn(&[u8]) -> Vec<f32>,
+        want: &[f32],
+        abs: f32,
+        rel: f32,
+    ) {
+        let snapshot =
+            (self.gpu).snapshot(&got.buffer, got.offset as u64 * 4, got.len() as u64 * 4);
+        let row = self.pending_row(kernel, shape, abs, rel);
+        self.rows.push(row);
+        self.deferred.push(Deferred {
+            row: self.rows.len() - 1,
+            got: snapshot,
+            convert,
+            want: want.to_vec(),
+        });
+    }
+
+    fn pending_row(
+        &self,
+        kernel: &str,
+        shape: impl std::fmt::Display,
+        abs: f32,
+        rel: f32,
+    ) -> CheckRow {
+        CheckRow {
             kernel: kernel.to_string(),
             shape: shape.to_string(),
-            max_err: Some(max_err),
+            max_err: None,
             abs,
             rel,
-            ok: result.is_ok(),
+            ok: false,
             secs: self.last_secs,
-            note: result.err(),
-        });
+            note: Some("not read back".to_string()),
+        }
+    }
+
+    /// Reads back and judges every deferred comparison.
+    pub async fn settle(&mut self) {
+        for d in std::mem::take(&mut self.deferred) {
+            let got = match d.got {
+                Some(s) => s.read().await.map(|b| (d.convert)(&b)),
+                None => Ok(Vec::new()),
+            };
+            let row = &mut self.rows[d.row];
+            match got {
+                Ok(got) => row.judge(&got, &d.want),
+                Err(e) => row.note = Some(e.to_string()),
+            }
+        }
     }
 
     fn report(self, secs: f64) -> CheckReport {
@@ -171,26 +264,41 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// The ops whose cases only compare through [`Checker::compare_tensor`]: those a browser page
+/// runs too.
+const DEFERRED_OPS: [fn(&mut Checker); 10] = [
+    matmul::check,
+    attention::check,
+    patches::check,
+    noise::check,
+    skip::check,
+    loss::check,
+    rows::check,
+    adam::check,
+    gelu::check,
+    label::check,
+];
+
 /// Every op's cases on `gpu`.
 pub fn run(gpu: &Gpu, quick: bool) -> CheckReport {
     let start = Instant::now();
     let mut c = Checker::new(gpu, quick);
-    let ops: [fn(&mut Checker); 12] = [
-        matmul::check,
-        attention::check,
-        patches::check,
-        noise::check,
-        skip::check,
-        loss::check,
-        rows::check,
-        adam::check,
-        gelu::check,
-        label::check,
-        sample::check,
-        classifier::check,
-    ];
-    for op in ops {
+    let blocking: [fn(&mut Checker); 2] = [sample::check, classifier::check];
+    for op in DEFERRED_OPS.into_iter().chain(blocking) {
         op(&mut c);
+        pollster::block_on(c.settle());
+    }
+    c.report(start.elapsed().as_secs_f64())
+}
+
+/// [`run`] for a browser page, where nothing may block: every op but the sampling loop and
+/// the classifier (whose cases read back as they go).
+pub async fn run_async(gpu: &Gpu, quick: bool) -> CheckReport {
+    let start = Instant::now();
+    let mut c = Checker::new(gpu, quick);
+    for op in DEFERRED_OPS {
+        op(&mut c);
+        c.settle().await;
     }
     c.report(start.elapsed().as_secs_f64())
 }

@@ -58,43 +58,13 @@ fn case(c: &mut Checker, g: &Geometry, b: usize, t: usize, shape: &str) -> crate
     c.run(&[&f])?;
     let want = reference::patches_forward(g, &images, &cond, t);
     // A copy: exact.
-    c.compare(
-        "patches_forward",
-        shape,
-        &out.read::<f32>(c.gpu)?,
-        &want,
-        0.0,
-        0.0,
-    );
+    c.compare_tensor("patches_forward", shape, &out, &want, 0.0, 0.0);
     c.run(&[&bw])?;
     let (want_dx, want_dc) = reference::patches_backward(g, &dtokens, t);
-    let got_dx = dx.read::<f32>(c.gpu)?;
-    c.compare(
-        "patches_backward dimages",
-        shape,
-        &got_dx,
-        &want_dx,
-        1e-6,
-        1e-6,
-    );
-    let got_dc = dc.read::<f32>(c.gpu)?;
-    c.compare(
-        "patches_backward dcond",
-        shape,
-        &got_dc,
-        &want_dc,
-        1e-5,
-        1e-5,
-    );
+    c.compare_tensor("patches_backward dimages", shape, &dx, &want_dx, 1e-6, 1e-6);
+    c.compare_tensor("patches_backward dcond", shape, &dc, &want_dc, 1e-5, 1e-5);
     c.run(&[&r])?;
     let want = reference::recompose(g, &dtokens, t);
-    c.compare(
-        "recompose",
-        shape,
-        &img.read::<f32>(c.gpu)?,
-        &want,
-        1e-6,
-        1e-6,
-    );
+    c.compare_tensor("recompose", shape, &img, &want, 1e-6, 1e-6);
     Ok(())
 }

@@ -64,16 +64,9 @@ fn pos_case(c: &mut Checker, shape: &str, b: usize, t: usize, d: usize) -> crate
     let g = rows::pos_backward(c.gpu, &dxt, &dpos, b, t, d)?;
     c.run(&[&f, &g])?;
     let want = reference::add_pos(&tokens, &pos);
-    c.compare("add_pos", shape, &xs.read::<f32>(c.gpu)?, &want, 0.0, 0.0);
+    c.compare_tensor("add_pos", shape, &xs, &want, 0.0, 0.0);
     let want = reference::pos_backward(&dx, t, d);
-    c.compare(
-        "pos_backward",
-        shape,
-        &dpos.read::<f32>(c.gpu)?,
-        &want,
-        1e-6,
-        1e-5,
-    );
+    c.compare_tensor("pos_backward", shape, &dpos, &want, 1e-6, 1e-5);
     Ok(())
 }
 
@@ -89,16 +82,9 @@ fn elementwise_case(c: &mut Checker, shape: &str, n: usize) -> crate::Result<()>
     let d3 = rows::copy(c.gpu, &at, &dst)?;
     c.run(&[&d1, &d2, &d3])?;
     let want = reference::add(&a, &b);
-    c.compare("add", shape, &y.read::<f32>(c.gpu)?, &want, 0.0, 0.0);
-    c.compare(
-        "add_inplace",
-        shape,
-        &acc.read::<f32>(c.gpu)?,
-        &want,
-        0.0,
-        0.0,
-    );
-    c.compare("copy", shape, &dst.read::<f32>(c.gpu)?, &a, 0.0, 0.0);
+    c.compare_tensor("add", shape, &y, &want, 0.0, 0.0);
+    c.compare_tensor("add_inplace", shape, &acc, &want, 0.0, 0.0);
+    c.compare_tensor("copy", shape, &dst, &a, 0.0, 0.0);
     Ok(())
 }
 
@@ -122,24 +108,10 @@ fn cond_case(c: &mut Checker, shape: &str, r: TokenRows) -> crate::Result<()> {
     let d3 = rows::pad_cond(c.gpu, &dyt, &dx, r)?;
     c.run(&[&d1, &d2, &d3])?;
     let dropped = reference::drop_cond(&x, b, t, p, w);
-    c.compare(
-        "drop_cond",
-        shape,
-        &y.read::<f32>(c.gpu)?,
-        &dropped,
-        0.0,
-        0.0,
-    );
+    c.compare_tensor("drop_cond", shape, &y, &dropped, 0.0, 0.0);
     let want = reference::add(&acc, &dropped);
-    c.compare(
-        "drop_cond_add",
-        shape,
-        &acct.read::<f32>(c.gpu)?,
-        &want,
-        0.0,
-        0.0,
-    );
+    c.compare_tensor("drop_cond_add", shape, &acct, &want, 0.0, 0.0);
     let want = reference::pad_cond(&dy, b, t, p, w);
-    c.compare("pad_cond", shape, &dx.read::<f32>(c.gpu)?, &want, 0.0, 0.0);
+    c.compare_tensor("pad_cond", shape, &dx, &want, 0.0, 0.0);
     Ok(())
 }

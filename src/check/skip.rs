@@ -71,9 +71,9 @@ fn skip_case(
     };
     let want = reference::skip_forward(kind, prior, &x, &tokens, b, t, d);
     let label = format!("skip_forward {name}");
-    c.compare(&label, shape, &y.read::<f32>(c.gpu)?, &want, abs, rel);
+    c.compare_tensor(&label, shape, &y, &want, abs, rel);
     let want = reference::skip_backward(kind, prior, &dy, &tokens, b, t, d);
     let label = format!("skip_backward {name}");
-    c.compare(&label, shape, &dx.read::<f32>(c.gpu)?, &want, abs, rel);
+    c.compare_tensor(&label, shape, &dx, &want, abs, rel);
     Ok(())
 }

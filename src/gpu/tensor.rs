@@ -170,9 +170,18 @@ impl Gpu {
         count: usize,
     ) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>();
-        let bytes = (count * size) as u64;
+        match self.snapshot(buffer, (offset * size) as u64, (count * size) as u64) {
+            Some(s) => Ok(bytemuck::pod_collect_to_vec(&s.read().await?)),
+            None => Ok(vec![]),
+        }
+    }
+
+    /// `bytes` bytes of `buffer` from byte `offset`, copied aside at this point of the queue
+    /// (later dispatches do not change them), to be read by [`Snapshot::read`]; None when
+    /// there is nothing to copy.
+    pub fn snapshot(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Option<Snapshot<'_>> {
         if bytes == 0 {
-            return Ok(vec![]);
+            return None;
         }
         self.readbacks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -188,26 +197,13 @@ impl Gpu {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
-        enc.copy_buffer_to_buffer(buffer, (offset * size) as u64, &staging, 0, padded);
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
         self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = crate::gpu::signal::oneshot();
-        slice.map_async(wgpu::MapMode::Read, move |r| tx.send(r));
-        #[cfg(not(target_arch = "wasm32"))]
-        self.wait()?;
-        rx.await
-            .ok_or_else(|| Error::gpu("readback callback never ran"))?
-            .map_err(|e| Error::gpu(format!("readback failed: {e}")))?;
-        #[cfg(target_arch = "wasm32")]
-        self.check()?;
-        let out = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::gpu(format!("readback mapping failed: {e}")))?;
-            bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
-        };
-        staging.unmap();
-        Ok(out)
+        Some(Snapshot {
+            gpu: self,
+            staging,
+            bytes,
+        })
     }
 
     /// A small uniform buffer holding `value` (kernel parameters), made once per dispatch.
@@ -234,5 +230,35 @@ impl Gpu {
             )));
         }
         Ok(())
+    }
+}
+
+/// A copy of part of a buffer taken at one point of the queue ([`Gpu::snapshot`]).
+pub struct Snapshot<'a> {
+    gpu: &'a Gpu,
+    staging: wgpu::Buffer,
+    bytes: u64,
+}
+
+impl Snapshot<'_> {
+    /// The copied bytes, once the GPU has written them.
+    pub async fn read(self) -> Result<Vec<u8>> {
+        let slice = self.staging.slice(..);
+        let (tx, rx) = crate::gpu::signal::oneshot();
+        slice.map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        self.gpu.wait()?;
+        rx.await
+            .ok_or_else(|| Error::gpu("readback callback never ran"))?
+            .map_err(|e| Error::gpu(format!("readback failed: {e}")))?;
+        #[cfg(target_arch = "wasm32")]
+        self.gpu.check()?;
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| Error::gpu(format!("readback mapping failed: {e}")))?
+            [..self.bytes as usize]
+            .to_vec();
+        self.staging.unmap();
+        Ok(out)
     }
 }

@@ -79,6 +79,37 @@ async function draw(page) {
   }
 }
 
+// The kernels against their CPU references on this GPU, as a table of OK/FAIL rows.
+async function check(page) {
+  $("check").disabled = true;
+  $("check-summary").textContent = "Checking…";
+  try {
+    const report = JSON.parse(await page.check());
+    const body = $("check-rows");
+    body.replaceChildren();
+    for (const r of report.rows) {
+      const tr = document.createElement("tr");
+      const err = r.max_err == null ? "-" : r.max_err.toExponential(2);
+      for (const v of [r.kernel, r.shape, err, r.ok ? "OK" : "FAIL"]) {
+        const td = document.createElement("td");
+        td.textContent = v;
+        tr.appendChild(td);
+      }
+      if (!r.ok) tr.className = "fail";
+      body.appendChild(tr);
+    }
+    const failed = report.rows.filter((r) => !r.ok).length;
+    $("check-summary").textContent = `${report.rows.length} comparisons, ${failed} failed` +
+      (failed ? `: ${report.failed.join(", ")}` : "") + ` in ${report.secs.toFixed(1)} s`;
+    state.check = report;
+  } catch (e) {
+    $("check-summary").textContent = `The check could not run: ${e.message ?? e}`;
+    state.check = { error: String(e.message ?? e) };
+  } finally {
+    $("check").disabled = false;
+  }
+}
+
 async function main() {
   if (!navigator.gpu) {
     fail("This browser has no WebGPU. It is in Chrome and Edge 113 and later, Safari 26, " +
@@ -90,7 +121,7 @@ async function main() {
   let page;
   try {
     await init();
-    page = await Page.open();
+    page = await Page.open(new URLSearchParams(location.search).get("perturb") ?? "");
   } catch (e) {
     fail(`WebGPU is here but no adapter could be opened: ${e.message ?? e}`);
     state.ready = true;
@@ -108,11 +139,14 @@ async function main() {
   $("status").textContent = "Ready.";
   $("draw").disabled = false;
   $("controls").addEventListener("submit", (ev) => { ev.preventDefault(); draw(page); });
+  $("check").disabled = false;
+  $("check").addEventListener("click", () => check(page));
   for (const [k, v] of new URLSearchParams(location.search)) {
     if ($(k) && $(k).type === "number") $(k).value = v;
   }
   state.ready = true;
   if (new URLSearchParams(location.search).has("model")) draw(page);
+  if (new URLSearchParams(location.search).has("check")) check(page);
 }
 
 main();

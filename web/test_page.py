@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The page in a real browser: serves web/dist on 127.0.0.1 and drives headless Chromium
 (Debian's, WebGPU on its software Vulkan) through Playwright. It checks that the page finds
-an adapter and names it; that digits drawn from a small checkpoint match the native
+an adapter and names it; that its `check` finds every kernel right against the CPU
+references (compiled to wasm) and names a kernel perturbed on purpose; that digits drawn from a small checkpoint match the native
 `sample` with the same seed (the RNG is the same, the shader compilers differ: Tint and
 Dawn here, naga and wgpu natively); and the page's one-line errors for a browser without
 WebGPU and for a corrupt model file. Prints one JSON object of what it measured.
@@ -103,6 +104,7 @@ def main():
             report.update(check_draw(browser, base, header, native, shot))
             report["native_digits_per_s"] = COUNT / native_secs
             report.update(check_errors(browser, base))
+            report.update(check_kernels(browser, base))
             browser.close()
     finally:
         server.terminate()
@@ -158,6 +160,27 @@ def check_errors(browser, base):
     assert "corrupt or not a safetensors file" in corrupt, f"a corrupt model: {corrupt!r}"
     page.close()
     return {"no_webgpu_message": error, "corrupt_model_message": corrupt}
+
+
+def page_check(browser, url):
+    page, errors = open_page(browser, url)
+    page.wait_for_function("window.wgpuDiffusion.check", timeout=600_000)
+    report = page.evaluate("window.wgpuDiffusion.check")
+    page.close()
+    assert "error" not in report, f"the page's check could not run: {report} {errors}"
+    return report
+
+
+def check_kernels(browser, base):
+    """The page's check: every comparison OK; a kernel perturbed on purpose is named FAIL."""
+    report = page_check(browser, base + "?check=1")
+    rows = report["rows"]
+    bad = [f"{r['kernel']} {r['shape']}: {r['note']}" for r in rows if not r["ok"]]
+    assert len(rows) >= 100 and not bad, f"{len(rows)} rows; failed {report['failed']}: {bad[:5]}"
+    perturbed = page_check(browser, base + "?check=1&perturb=attention_backward")
+    assert perturbed["failed"] == ["attention_backward dqkv"], perturbed["failed"]
+    return {"check_rows": len(rows), "check_secs": report["secs"],
+            "perturbed_check_failed": perturbed["failed"]}
 
 
 if __name__ == "__main__":

@@ -22,10 +22,13 @@ fn js_error(e: impl std::fmt::Display) -> JsValue {
 
 #[wasm_bindgen]
 impl Page {
-    /// Opens the best adapter the browser offers at WebGPU's default limits.
-    pub async fn open() -> Result<Page, JsValue> {
+    /// Opens the best adapter the browser offers at WebGPU's default limits. `perturb` is
+    /// the test hook of `WGPU_DIFFUSION_PERTURB` (empty: none): kernels whose label contains
+    /// it get a wrong value added after each dispatch, which [`Page::check`] must catch.
+    pub async fn open(perturb: String) -> Result<Page, JsValue> {
         let options = GpuOptions {
             limits: LimitsChoice::Webgpu,
+            perturb: Some(perturb).filter(|p| !p.is_empty()),
             ..GpuOptions::default()
         };
         let gpu = Gpu::new_async(&options).await.map_err(js_error)?;
@@ -35,6 +38,16 @@ impl Page {
     /// The adapter, its optional features and its limits, as `info --json` prints them.
     pub fn adapter(&self) -> String {
         serde_json::to_string(&wgpu_diffusion::info::report(&self.gpu)).unwrap()
+    }
+
+    /// `check --quick` on this adapter, but for the sampling loop and the classifier (whose
+    /// cases read back as they go): resolves to the report as `check --json` prints it.
+    pub fn check(&self) -> js_sys::Promise {
+        let gpu = self.gpu.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let report = wgpu_diffusion::check::run_async(&gpu, true).await;
+            Ok(JsValue::from_str(&serde_json::to_string(&report).unwrap()))
+        })
     }
 
     /// Draws digits `0..count` from the checkpoint's EMA weights (its raw weights when it has

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub mod run;
-pub use run::{read_run_config, RunConfig, RunState};
+pub use run::{read_run_config, read_state_bytes, RunConfig, RunState};
 
 /// Marks our files and their version.
 pub const FORMAT: &str = "wgpu-diffusion/1";
@@ -82,7 +82,8 @@ pub fn read_meta_bytes(bytes: &[u8], name: &str) -> Result<serde_json::Value> {
     meta_of(name, md.metadata())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+/// The file's bytes, or an error naming it.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path)
         .map_err(|e| Error::checkpoint(format!("cannot read checkpoint {}: {e}", path.display())))
 }

@@ -77,12 +77,7 @@ pub fn read_run_config(path: &Path) -> Result<RunConfig> {
 }
 
 pub fn read_state(path: &Path) -> Result<Meta> {
-    read_state_bytes(
-        &std::fs::read(path).map_err(|e| {
-            Error::checkpoint(format!("cannot read checkpoint {}: {e}", path.display()))
-        })?,
-        &path.display().to_string(),
-    )
+    read_state_bytes(&super::read(path)?, &path.display().to_string())
 }
 
 /// [`read_state`] of a checkpoint's bytes; `name` names it in errors.

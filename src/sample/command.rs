@@ -3,7 +3,7 @@
 
 use super::digits::{classes_for, labelled_rows, rows_of_each, DigitArgs};
 use super::{to_bytes, Classes, Guide, Sampler, SamplerModel, Schedule, Stack};
-use crate::checkpoint::{read_run_config, RunConfig};
+use crate::checkpoint::{read_run_config, read_state_bytes, RunConfig};
 use crate::config::{ModelConfig, PIXELS};
 use crate::data::IdxWriter;
 use crate::error::{Error, Result};
@@ -235,24 +235,36 @@ impl LoadedModel {
 /// Loads `path`'s configuration and weights (`Ema` falls back to raw weights only if the file
 /// has no EMA, and says so).
 pub fn load_model(gpu: &Gpu, path: &Path, weights: Weights) -> Result<LoadedModel> {
-    let config = read_run_config(path)?;
+    let bytes = crate::checkpoint::read(path)?;
+    let m = load_model_bytes(gpu, &bytes, &path.display().to_string(), weights)?;
+    if m.weights != weights {
+        eprintln!(
+            "note: {} has no EMA weights; using the raw weights",
+            path.display()
+        );
+    }
+    Ok(m)
+}
+
+/// [`load_model`] of a checkpoint's bytes (a browser page's file); `name` names it in
+/// errors and is the model's `path`.
+pub fn load_model_bytes(
+    gpu: &Gpu,
+    bytes: &[u8],
+    name: &str,
+    weights: Weights,
+) -> Result<LoadedModel> {
+    let config = read_state_bytes(bytes, name)?.config;
     crate::model::network::check_fits(gpu, &config.model, 1)?;
     let layout = ParamLayout::new(&config.model);
-    let loaded = crate::checkpoint::load(path, &layout)?;
+    let loaded = crate::checkpoint::load_bytes(bytes, name, &layout)?;
     let (data, used) = match (weights, loaded.buffers.ema) {
         (Weights::Ema, Some(e)) => (e, Weights::Ema),
-        (Weights::Ema, None) => {
-            eprintln!(
-                "note: {} has no EMA weights; using the raw weights",
-                path.display()
-            );
-            (loaded.buffers.params, Weights::Raw)
-        }
-        (Weights::Raw, _) => (loaded.buffers.params, Weights::Raw),
+        (_, _) => (loaded.buffers.params, Weights::Raw),
     };
     let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &data)?;
     Ok(LoadedModel {
-        path: path.to_path_buf(),
+        path: PathBuf::from(name),
         config,
         layout,
         params,

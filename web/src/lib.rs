@@ -5,10 +5,9 @@
 
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wgpu_diffusion::checkpoint::{load_bytes, run::read_state_bytes};
-use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor, LimitsChoice};
-use wgpu_diffusion::model::ParamLayout;
-use wgpu_diffusion::sample::{to_bytes, Sampler, SamplerModel, Schedule, Stack};
+use wgpu_diffusion::gpu::{Gpu, GpuOptions, LimitsChoice};
+use wgpu_diffusion::sample::{load_model_bytes, to_bytes, Sampler, Schedule, Stack};
+use wgpu_diffusion::settings::sample::Weights;
 
 /// The browser's adapter and device.
 #[wasm_bindgen]
@@ -83,20 +82,12 @@ async fn draw(
     scale: f32,
     seed: u64,
 ) -> wgpu_diffusion::Result<Vec<u8>> {
-    let config = read_state_bytes(checkpoint, name)?.config;
-    wgpu_diffusion::model::network::check_fits(gpu, &config.model, count as usize)?;
-    let layout = ParamLayout::new(&config.model);
-    let loaded = load_bytes(checkpoint, name, &layout)?;
-    let weights = loaded.buffers.ema.unwrap_or(loaded.buffers.params);
-    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &weights)?;
-    let model = SamplerModel {
-        config: &config.model,
-        layout: &layout,
-        params: &params,
-    };
+    let model = load_model_bytes(gpu, checkpoint, name, Weights::Ema)?;
+    wgpu_diffusion::model::network::check_fits(gpu, &model.config.model, count as usize)?;
+    let config = &model.config;
     let schedule = Schedule::plain(config.alpha, config.n_max, steps, scale);
     schedule.validate()?;
-    let sampler = Sampler::new(gpu, Stack::of(model), count as usize, schedule, seed)?;
+    let sampler = Sampler::new(gpu, Stack::of(model.view()), count as usize, schedule, seed)?;
     let images = sampler.run_async(gpu, 0).await?;
     Ok(to_bytes(&images))
 }

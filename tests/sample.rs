@@ -220,6 +220,62 @@ fn the_awaited_loop_draws_what_the_blocking_one_does() {
     assert!(blocking.iter().any(|&v| v != blocking[0]), "blank digits");
 }
 
+/// The page's loop in parts (`Sampler::run_parts_async`, a few steps a submission): the same
+/// digits as the whole loop in one submission, with fresh noise each step, a guide and a
+/// refiner; each part reports the steps done and the state after them.
+#[test]
+fn the_loop_in_parts_draws_what_the_whole_loop_does() {
+    let gpu = common::gpu();
+    let config = Preset::Tiny.model();
+    let layout = ParamLayout::new(&config);
+    let (pm, pg) = (random_params(&config, 5), random_params(&config, 6));
+    let p = GpuTensor::from_slice(&gpu, "params", &[layout.total], &pm).unwrap();
+    let g = GpuTensor::from_slice(&gpu, "guide", &[layout.total], &pg).unwrap();
+    let view = |params| SamplerModel {
+        config: &config,
+        layout: &layout,
+        params,
+    };
+    let refiners = [(view(&g), 150)];
+    let stack = Stack {
+        model: view(&p),
+        guide: Some(Guide {
+            model: view(&g),
+            guidance: 2.0,
+            from_level: None,
+        }),
+        refiners: &refiners,
+        classes: None,
+    };
+    let sm = Sampler::new(&gpu, stack, 3, stochastic(10, 1.5, 1.0), 4).unwrap();
+    let whole = sm.run(&gpu, 7).unwrap();
+    for every in [1, 3, 4, 10, 25] {
+        let mut parts = Vec::new();
+        let last = pollster::block_on(
+            sm.run_parts_async(&gpu, 7, every, |k, state| parts.push((k, state.to_vec()))),
+        )
+        .unwrap();
+        assert!(
+            last == whole,
+            "{every} steps a part: not the whole loop's digits"
+        );
+        let done: Vec<u32> = parts.iter().map(|(k, _)| *k).collect();
+        let want: Vec<u32> = (1..=10u32.div_ceil(every))
+            .map(|i| (i * every).min(10))
+            .collect();
+        assert_eq!(done, want, "{every} steps a part");
+        assert!(parts.last().unwrap().1 == whole, "the last part's state");
+        if parts.len() > 1 {
+            assert!(
+                parts[0].1 != whole,
+                "the first part's state is the finished digits"
+            );
+        }
+    }
+    let e = pollster::block_on(sm.run_parts_async(&gpu, 7, 0, |_, _| {}));
+    assert!(e.is_err());
+}
+
 /// With --clip and s = 1 the last step lands on the clamped digit estimate itself
 /// (a'^(n - s) = 1), so every pixel is in the pixel range; without it, a model with large
 /// random weights makes digits far outside it.

@@ -516,6 +516,13 @@ impl Sampler {
     /// submits it: the only host writes are the noise offsets and the step counter reset,
     /// before the loop; nothing is read back.
     pub fn submit(&self, gpu: &Gpu, first: u64) -> Result<()> {
+        self.start(gpu, first)?;
+        self.submit_steps(gpu, 0..self.schedule.steps)
+    }
+
+    /// Writes what the loop for digits `first..first + batch` reads from the host: the noise
+    /// offsets, the step counter reset and the labels.
+    fn start(&self, gpu: &Gpu, first: u64) -> Result<()> {
         let offset = first * PIXELS as u64;
         if offset + (self.batch * PIXELS as usize) as u64 > u32::MAX as u64 {
             return Err(Error::config(format!(
@@ -533,6 +540,13 @@ impl Sampler {
                 b.write(gpu, &labels);
             }
         }
+        Ok(())
+    }
+
+    /// Records steps `steps` of the loop (a part of `0..schedule.steps`, after the parts
+    /// before it) into one command buffer and submits it: the initial noise before step 0,
+    /// digit 0's last state after the last step.
+    fn submit_steps(&self, gpu: &Gpu, steps: std::ops::Range<u32>) -> Result<()> {
         let mut enc = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -543,28 +557,63 @@ impl Sampler {
                 label: Some("sample-loop"),
                 timestamp_writes: None,
             });
-            self.init.dispatch.record(&mut pass);
-            for k in 0..self.schedule.steps {
-                for d in &self.pre {
-                    d.record(&mut pass);
-                }
-                if let Some(f) = &self.step_noise {
-                    f.dispatch.record(&mut pass);
-                }
-                let stage = self.stage(k);
-                stage.call.record(&mut pass, self.cfg_steps.contains(&k));
-                if let Some(g) = stage.guide.as_ref().filter(|g| k >= g.from) {
-                    g.call.record(&mut pass, false);
-                    g.combine.record(&mut pass);
-                }
-                for d in &self.post {
-                    d.record(&mut pass);
-                }
+            if steps.start == 0 {
+                self.init.dispatch.record(&mut pass);
             }
-            self.last_snapshot.record(&mut pass);
+            for k in steps.clone() {
+                self.record_step(&mut pass, k);
+            }
+            if steps.end == self.schedule.steps {
+                self.last_snapshot.record(&mut pass);
+            }
         }
         gpu.queue.submit([enc.finish()]);
         gpu.check()
+    }
+
+    /// Step k's dispatches: its model call (or the refiner's), the guide's, the update.
+    fn record_step(&self, pass: &mut wgpu::ComputePass<'_>, k: u32) {
+        for d in &self.pre {
+            d.record(pass);
+        }
+        if let Some(f) = &self.step_noise {
+            f.dispatch.record(pass);
+        }
+        let stage = self.stage(k);
+        stage.call.record(pass, self.cfg_steps.contains(&k));
+        if let Some(g) = stage.guide.as_ref().filter(|g| k >= g.from) {
+            g.call.record(pass, false);
+            g.combine.record(pass);
+        }
+        for d in &self.post {
+            d.record(pass);
+        }
+    }
+
+    /// [`Sampler::run_async`] submitted `every` steps at a time, for a page that shows the
+    /// digits as they form: after each part, `each` gets the steps done and the batch's
+    /// current state A [batch, 784] (one readback per part, awaited). The digits are the
+    /// same as [`Sampler::run`]'s.
+    pub async fn run_parts_async(
+        &self,
+        gpu: &Gpu,
+        first: u64,
+        every: u32,
+        mut each: impl FnMut(u32, &[f32]),
+    ) -> Result<Vec<f32>> {
+        if every == 0 {
+            return Err(Error::config("steps per part must be at least 1"));
+        }
+        self.start(gpu, first)?;
+        let steps = self.schedule.steps;
+        let mut state = Vec::new();
+        for from in (0..steps).step_by(every as usize) {
+            let to = (from + every).min(steps);
+            self.submit_steps(gpu, from..to)?;
+            state = self.bufs.image.read_async(gpu).await?;
+            each(to, &state);
+        }
+        Ok(state)
     }
 
     /// Runs the loop for digits `first..first + batch` and reads the finished digits
@@ -693,7 +742,9 @@ pub fn to_bytes(images: &[f32]) -> Vec<u8> {
         .collect()
 }
 
+pub mod bundle;
 mod command;
 mod digits;
+pub mod export;
 pub use command::*;
 pub use digits::*;

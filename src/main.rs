@@ -87,6 +87,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run every kernel on this adapter against its CPU reference (exit 1 naming any failure).
     Check(check::CheckArgs),
+    /// Write a run's models and sampler settings as one file for the browser page (web/).
+    ExportWeb(sample::export::ExportArgs),
 }
 
 #[derive(Args)]
@@ -216,6 +218,15 @@ fn run(cli: Cli) -> Result<()> {
                 r.print_table();
             }
             r.result()
+        }
+        Command::ExportWeb(a) => {
+            let r = sample::export::run(a)?;
+            if a.json {
+                print_json(&r);
+            } else {
+                println!("{}", r.text());
+            }
+            Ok(())
         }
         Command::Eval(a) => {
             let gpu = cli.gpu.open()?;

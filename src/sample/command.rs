@@ -68,16 +68,26 @@ pub fn check_stack(
     s: &SampleSettings,
     digits: Option<&[u32]>,
 ) -> Result<(RunConfig, Schedule, Option<Classes>)> {
+    check_stack_of(s, digits, read_run_config)
+}
+
+/// [`check_stack`] with each model's run configuration from `config_of` (a checkpoint's
+/// file, or a part of a bundle).
+pub fn check_stack_of(
+    s: &SampleSettings,
+    digits: Option<&[u32]>,
+    config_of: impl Fn(&Path) -> Result<RunConfig>,
+) -> Result<(RunConfig, Schedule, Option<Classes>)> {
     let main = s
         .checkpoint
         .as_ref()
         .expect("resolve() requires a checkpoint");
-    let run = read_run_config(main)?;
+    let run = config_of(main)?;
     let schedule = s.schedule(run.alpha, run.n_max)?;
     let classes = classes_for(&run.model, s, digits)?;
     let refiners = s.refiner.iter().map(|r| (&r.checkpoint, "refiner"));
     for (path, what) in refiners.chain(s.guide.iter().map(|p| (p, "guide"))) {
-        let r = read_run_config(path)?;
+        let r = config_of(path)?;
         if r.alpha != run.alpha || r.n_max != run.n_max {
             return Err(Error::config(format!(
                 "{}: the {what} was trained with alpha {} and n_max {}, the model with {} and {}",
@@ -99,11 +109,20 @@ pub fn load_stack(
     digits: Option<&[u32]>,
 ) -> Result<(LoadedModel, Extras, Schedule)> {
     let (_, schedule, classes) = check_stack(s, digits)?;
-    let main = s.checkpoint.as_ref().expect("checked");
-    let model = load_model(gpu, main, s.weights)?;
+    let (model, extras) = load_models(s, classes, |p| load_model(gpu, p, s.weights))?;
+    Ok((model, extras, schedule))
+}
+
+/// The models `s` names, each loaded by `load` (from its file, or a part of a bundle).
+pub fn load_models(
+    s: &SampleSettings,
+    classes: Option<Classes>,
+    load: impl Fn(&Path) -> Result<LoadedModel>,
+) -> Result<(LoadedModel, Extras)> {
+    let model = load(s.checkpoint.as_ref().expect("checked"))?;
     let guide = match (&s.guide, s.guidance) {
         (Some(path), Some(guidance)) => Some(LoadedGuide {
-            model: load_model(gpu, path, s.weights)?,
+            model: load(path)?,
             guidance: guidance as f32,
             from_level: s.guide_from,
         }),
@@ -112,14 +131,14 @@ pub fn load_stack(
     let refiners = s
         .refiner
         .iter()
-        .map(|r| Ok((load_model(gpu, &r.checkpoint, s.weights)?, r.from_level)))
+        .map(|r| Ok((load(&r.checkpoint)?, r.from_level)))
         .collect::<Result<_>>()?;
     let extras = Extras {
         guide,
         refiners,
         classes,
     };
-    Ok((model, extras, schedule))
+    Ok((model, extras))
 }
 
 /// A sampler for `model` (with its guide, refiners and classes) of `batch` digits.
@@ -255,20 +274,44 @@ pub fn load_model_bytes(
     weights: Weights,
 ) -> Result<LoadedModel> {
     let config = read_state_bytes(bytes, name)?.config;
-    crate::model::network::check_fits(gpu, &config.model, 1)?;
+    let (data, used) = checkpoint_weights(bytes, name, &config, weights)?;
+    upload_model(gpu, name, config, &data, used)
+}
+
+/// The weights of a checkpoint's bytes that `weights` asks for (`Ema` falls back to the raw
+/// weights when the file has none), with which they are.
+pub fn checkpoint_weights(
+    bytes: &[u8],
+    name: &str,
+    config: &RunConfig,
+    weights: Weights,
+) -> Result<(Vec<f32>, Weights)> {
     let layout = ParamLayout::new(&config.model);
     let loaded = crate::checkpoint::load_bytes(bytes, name, &layout)?;
-    let (data, used) = match (weights, loaded.buffers.ema) {
+    Ok(match (weights, loaded.buffers.ema) {
         (Weights::Ema, Some(e)) => (e, Weights::Ema),
         (_, _) => (loaded.buffers.params, Weights::Raw),
-    };
-    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], &data)?;
+    })
+}
+
+/// A model's weights `data` (in its layout's flat order) onto the GPU, once the model is
+/// known to fit the device; `name` is the model's `path`.
+pub fn upload_model(
+    gpu: &Gpu,
+    name: &str,
+    config: RunConfig,
+    data: &[f32],
+    weights: Weights,
+) -> Result<LoadedModel> {
+    crate::model::network::check_fits(gpu, &config.model, 1)?;
+    let layout = ParamLayout::new(&config.model);
+    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], data)?;
     Ok(LoadedModel {
         path: PathBuf::from(name),
         config,
         layout,
         params,
-        weights: used,
+        weights,
     })
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the browser page into web/dist/: the wasm library (web/), its JS bindings and the
-# page. Installs what it needs on Debian 12 (run as root): rustc-web, cargo-web and
+# Builds the browser page into web/dist/: the wasm library (web/), its JS bindings, the page
+# and the shipped model (web/models/). Installs what it needs on Debian 12 (run as root): rustc-web, cargo-web and
 # rust-web-src build the standard library for wasm32-unknown-unknown; rustup's rust-lld links;
 # wasm-bindgen-cli at the version web/Cargo.toml pins writes the bindings.
 set -euo pipefail
@@ -26,4 +26,8 @@ mkdir -p web/dist
 wasm-bindgen --target web --no-typescript --out-dir web/dist \
     target/web/wasm32-unknown-unknown/release/wgpu_diffusion_web.wasm
 cp web/index.html web/page.js web/dist/
+# The shipped model (export-web of the digits preset), which the page loads by default.
+if [ -d web/models ]; then
+    cp -r web/models web/dist/
+fi
 echo "build-web: web/dist ($(du -k web/dist/wgpu_diffusion_web_bg.wasm | cut -f1) KiB of wasm)"

@@ -2,10 +2,13 @@
 """The page in a real browser: serves web/dist on 127.0.0.1 and drives headless Chromium
 (Debian's, WebGPU on its software Vulkan) through Playwright. It checks that the page finds
 an adapter and names it; that its `check` finds every kernel right against the CPU
-references (compiled to wasm) and names a kernel perturbed on purpose; that digits drawn from a small checkpoint match the native
-`sample` with the same seed (the RNG is the same, the shader compilers differ: Tint and
-Dawn here, naga and wgpu natively); and the page's one-line errors for a browser without
-WebGPU and for a corrupt model file. Prints one JSON object of what it measured.
+references (compiled to wasm) and names a kernel perturbed on purpose; that digits drawn
+from the bundle `export-web` makes of a small class-conditional checkpoint (as model, guide
+and refiner) match the native `sample` of the same stack with the same seed (the RNG is the
+same, the shader compilers differ: Tint and Dawn here, naga and wgpu natively), with the
+grid shown as the loop runs; that a plain checkpoint and the shipped model draw; and the
+page's one-line errors for a browser without WebGPU and for a corrupt model file. Prints one
+JSON object of what it measured.
 
 Usage: web/test_page.py BINARY [--screenshot PNG]  (after scripts/build-web.sh; MNIST from
 $MNIST_DIR or ./data/mnist).
@@ -30,10 +33,13 @@ FLAGS = [
     "--disable-background-networking", "--no-first-run", "--disable-component-update",
     "--disable-sync",
 ]
-# The draw both sides make: digits 0..COUNT with STEPS deterministic steps.
-COUNT, STEPS, SCALE, SEED = 16, 20, 1.0, 3
+# The draw both sides make: digits 0..COUNT, all asked to be DIGIT with classifier-free
+# guidance CFG, STEPS steps from seed SEED, the grid shown every EVERY steps.
+COUNT, STEPS, SEED, DIGIT, CFG, EVERY = 16, 20, 3, 7, 2.0, 5
 # Largest allowed difference of one pixel (of 255) and of the mean over all pixels.
-MAX_DIFF, MEAN_DIFF = 8, 0.5
+MAX_DIFF, MEAN_DIFF = 4, 0.05
+# The shipped model's draw: the digits 0..9 in turn with its own settings.
+SHIPPED_COUNT = 16
 
 
 def free_port():
@@ -50,19 +56,26 @@ def run(cmd):
 
 
 def native_digits(binary, work):
-    """Trains the tiny preset for a few steps and samples it natively."""
+    """Trains the tiny preset class-conditional for a few steps, exports it as a bundle with
+    a guide and a refiner (the checkpoint itself: autoguidance with weight 2, the refiner
+    from level 10, plain deterministic steps), and samples the same stack natively."""
     run_dir = os.path.join(work, "run")
-    run([binary, "train", "--preset", "tiny", "--max-steps", "300", "--out", run_dir])
+    run([binary, "train", "--preset", "tiny", "--classes", "--max-steps", "300",
+         "--out", run_dir])
     checkpoint = os.path.join(run_dir, "checkpoint.safetensors")
+    stack = ["--guide", checkpoint, "--guidance", "2", "--refiner", f"{checkpoint}@10",
+             "--step-scale", "1", "--eta", "0"]
+    bundle = os.path.join(work, "bundle.safetensors")
+    run([binary, "export-web", checkpoint, bundle, "--storage", "f32", *stack])
     out = os.path.join(work, "native")
     start = time.time()
-    run([binary, "sample", "--checkpoint", checkpoint, "--count", str(COUNT),
-         "--steps", str(STEPS), "--step-scale", str(SCALE), "--eta", "0",
-         "--seed", str(SEED), "--out", out])
+    run([binary, "sample", "--checkpoint", checkpoint, *stack, "--count", str(COUNT),
+         "--steps", str(STEPS), "--seed", str(SEED), "--digit", str(DIGIT),
+         "--cfg", str(CFG), "--out", out])
     secs = time.time() - start
     with open(os.path.join(out, "samples-idx3-ubyte"), "rb") as f:
         data = list(f.read())
-    return checkpoint, data[:16], data[16:], secs
+    return checkpoint, bundle, data[:16], data[16:], secs
 
 
 def open_page(browser, url, no_webgpu=False):
@@ -87,8 +100,9 @@ def main():
     work = tempfile.mkdtemp(prefix="wgpu-diffusion-web-")
     site = os.path.join(work, "site")
     shutil.copytree(DIST, site)
-    checkpoint, header, native, native_secs = native_digits(binary, work)
+    checkpoint, bundle, header, native, native_secs = native_digits(binary, work)
     shutil.copy(checkpoint, os.path.join(site, "model.safetensors"))
+    shutil.copy(bundle, os.path.join(site, "bundle.safetensors"))
     with open(os.path.join(site, "corrupt.safetensors"), "wb") as f:
         f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header....")
     port = free_port()
@@ -101,8 +115,9 @@ def main():
         time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            report.update(check_draw(browser, base, header, native, shot))
+            report.update(check_draw(browser, base, header, native))
             report["native_digits_per_s"] = COUNT / native_secs
+            report.update(check_models(browser, base, shot))
             report.update(check_errors(browser, base))
             report.update(check_kernels(browser, base))
             browser.close()
@@ -112,8 +127,9 @@ def main():
     print(json.dumps(report))
 
 
-def check_draw(browser, base, native_header, native, shot):
-    query = f"?model=model.safetensors&count={COUNT}&steps={STEPS}&scale={SCALE}&seed={SEED}"
+def check_draw(browser, base, native_header, native):
+    query = (f"?model=bundle.safetensors&count={COUNT}&steps={STEPS}&seed={SEED}"
+             f"&digit={DIGIT}&cfg={CFG}&every={EVERY}")
     start = time.time()
     page, errors = open_page(browser, base + query)
     state = page.evaluate("window.wgpuDiffusion")
@@ -121,11 +137,15 @@ def check_draw(browser, base, native_header, native, shot):
     name = state["adapter"]["adapter"]
     assert name, f"the page does not name its adapter: {state['adapter']}"
     page.wait_for_function("window.wgpuDiffusion.drawn", timeout=300_000)
-    first_grid = time.time() - start
+    last_grid = time.time() - start
     state = page.evaluate("window.wgpuDiffusion")
     assert state["error"] is None, f"the page failed to draw: {state['error']} {errors}"
     digits = state["digits"]
     assert len(digits) == len(native) == COUNT * 784, (len(digits), len(native))
+    # The grid was drawn after every EVERY steps, the last time with the finished digits.
+    assert state["parts"] == list(range(EVERY, STEPS + 1, EVERY)), state["parts"]
+    model = state["model"]
+    assert model["classes"] and [p[0] for p in model["parts"]] == ["model", "guide", "refiner0"], model
     diffs = [abs(a - b) for a, b in zip(digits, native)]
     worst, mean = max(diffs), sum(diffs) / len(diffs)
     # Pixels strictly between black and white, where a difference cannot hide in the clamp.
@@ -140,13 +160,43 @@ def check_draw(browser, base, native_header, native, shot):
         return Array.from(new Uint8Array(await r.arrayBuffer()));
     }""")
     assert idx[:16] == native_header and idx[16:] == digits, "the IDX download differs"
-    if shot:
-        page.screenshot(path=shot, full_page=True)
     page.close()
     return {"adapter": name, "backend": state["adapter"]["backend"],
             "max_pixel_diff": worst, "mean_pixel_diff": mean, "grey_pixels": grey,
             "page_digits_per_s": state["digitsPerSecond"],
-            "load_to_first_grid_s": first_grid}
+            "first_grid_after_draw_s": state["firstGridSecs"], "load_to_last_grid_s": last_grid}
+
+
+def check_models(browser, base, shot):
+    """A plain checkpoint draws with the article's sampler; the shipped model (f16, model,
+    guide and refiner, class-conditional) loads by itself and draws the digits 0..9 in
+    turn (the page's screenshot, if asked for)."""
+    page, errors = open_page(browser, base + "?model=model.safetensors&count=4&steps=2")
+    page.wait_for_function("window.wgpuDiffusion.drawn", timeout=120_000)
+    state = page.evaluate("window.wgpuDiffusion")
+    assert state["error"] is None and len(state["digits"]) == 4 * 784, (state["error"], errors)
+    assert [p[0] for p in state["model"]["parts"]] == ["model"], state["model"]
+    page.close()
+    start = time.time()
+    page, errors = open_page(browser, base + f"?draw=1&count={SHIPPED_COUNT}")
+    page.wait_for_function("window.wgpuDiffusion.drawn", timeout=600_000)
+    last_grid = time.time() - start
+    state = page.evaluate("window.wgpuDiffusion")
+    assert state["error"] is None, (state["error"], errors)
+    model = state["model"]
+    assert model["name"] == "models/digits.safetensors" and model["classes"], model
+    assert model["storage"] == "f16", model["storage"]
+    digits = state["digits"]
+    assert len(digits) == SHIPPED_COUNT * 784
+    assert len(set(digits)) > 10, "the shipped model drew blank digits"
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+    page.close()
+    return {"shipped_model_bytes": model["bytes"], "shipped_parts": model["parts"],
+            "shipped_sample": model["describe"],
+            "shipped_digits_per_s": state["digitsPerSecond"],
+            "shipped_first_grid_after_draw_s": state["firstGridSecs"],
+            "shipped_load_to_last_grid_s": last_grid}
 
 
 def check_errors(browser, base):

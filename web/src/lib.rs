@@ -3,16 +3,24 @@
 //!
 //! `web/index.html` loads it through the module wasm-bindgen writes (`scripts/build-web.sh`).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wgpu_diffusion::gpu::{Gpu, GpuOptions, LimitsChoice};
-use wgpu_diffusion::sample::{load_model_bytes, to_bytes, Sampler, Schedule, Stack};
-use wgpu_diffusion::settings::sample::Weights;
+use wgpu_diffusion::sample::bundle::{Bundle, Uploaded};
+use wgpu_diffusion::sample::{to_bytes, SampleFlags};
 
-/// The browser's adapter and device.
+/// The browser's adapter and device, and the model the page draws from.
 #[wasm_bindgen]
 pub struct Page {
     gpu: Rc<Gpu>,
+    model: RefCell<Option<Rc<Model>>>,
+}
+
+/// A bundle (or checkpoint) read and its weights on the GPU.
+struct Model {
+    bundle: Bundle,
+    uploaded: Uploaded,
 }
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
@@ -31,7 +39,10 @@ impl Page {
             ..GpuOptions::default()
         };
         let gpu = Gpu::new_async(&options).await.map_err(js_error)?;
-        Ok(Page { gpu: Rc::new(gpu) })
+        Ok(Page {
+            gpu: Rc::new(gpu),
+            model: RefCell::new(None),
+        })
     }
 
     /// The adapter, its optional features and its limits, as `info --json` prints them.
@@ -49,45 +60,66 @@ impl Page {
         })
     }
 
-    /// Draws digits `0..count` from the checkpoint's EMA weights (its raw weights when it has
-    /// none) with `steps` deterministic steps at step scale `scale` and initial noise `seed`:
-    /// the digits `sample --checkpoint FILE --count COUNT --steps STEPS --step-scale SCALE
-    /// --eta 0 --seed SEED` writes natively. Resolves to `count` x 784 bytes (0 to 255);
-    /// `name` names the file in errors.
+    /// Reads a bundle of `export-web` (or a checkpoint of `train`, with the article's
+    /// sampler) and puts its models on the GPU for [`Page::draw`]; `name` names the file in
+    /// errors. Returns what the model is, as JSON: `classes` (class-conditional or not), the
+    /// sampler's settings (`sample`, as the flags name them), each part's name and weights,
+    /// how the file stored them.
+    pub fn load(&self, bytes: Vec<u8>, name: String) -> Result<String, JsValue> {
+        let bundle = Bundle::from_bytes(&bytes, &name).map_err(js_error)?;
+        let uploaded = bundle.upload(&self.gpu).map_err(js_error)?;
+        let main = (bundle.parts.iter())
+            .find(|p| Some(p.name.as_ref()) == bundle.settings.checkpoint.as_deref())
+            .expect("a bundle holds its main model");
+        let about = serde_json::json!({
+            "name": name,
+            "classes": main.config.model.classes,
+            "storage": bundle.storage,
+            "bytes": bytes.len(),
+            "sample": bundle.settings.to_flags(),
+            "describe": bundle.settings.describe(),
+            "parts": bundle.parts.iter().map(|p| (p.name.clone(), p.weights.len())).collect::<Vec<_>>(),
+        });
+        *self.model.borrow_mut() = Some(Rc::new(Model { bundle, uploaded }));
+        Ok(about.to_string())
+    }
+
+    /// Draws digits `0..count` from the loaded model with its settings and `flags` over them
+    /// (a JSON object of `sample`'s flags, e.g. `{"steps": 20, "cfg": 2, "seed": 3}`),
+    /// digit `digit` (-1: the digits 0..9 in turn) of a class-conditional model: what
+    /// `sample --run RUN --count COUNT [--digit D] FLAGS` writes natively. The loop is
+    /// submitted `every` steps at a time; after each part, `on_part(steps_done, bytes)` gets
+    /// the digits as they stand. Resolves to `count` x 784 bytes (0 to 255).
     pub fn draw(
         &self,
-        checkpoint: Vec<u8>,
-        name: String,
+        flags: String,
         count: u32,
-        steps: u32,
-        scale: f32,
-        seed: u64,
+        digit: i32,
+        every: u32,
+        on_part: js_sys::Function,
     ) -> js_sys::Promise {
         let gpu = self.gpu.clone();
+        let model = self.model.borrow().clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let digits = draw(&gpu, &checkpoint, &name, count, steps, scale, seed)
+            let model = model.ok_or_else(|| js_error("no model is loaded"))?;
+            let flags: SampleFlags = serde_json::from_str(&flags)
+                .map_err(|e| js_error(format!("the sampler settings: {e}")))?;
+            let digits = u32::try_from(digit).ok().map(|d| vec![d]);
+            let (s, schedule, classes) = (model.bundle)
+                .settings_with(&flags, digits.as_deref())
+                .map_err(js_error)?;
+            let sampler = (model.uploaded)
+                .sampler(&gpu, &s, schedule, classes.as_ref(), count as usize)
+                .map_err(js_error)?;
+            let report = |k: u32, state: &[f32]| {
+                let bytes = js_sys::Uint8Array::from(&to_bytes(state)[..]);
+                let _ = on_part.call2(&JsValue::NULL, &JsValue::from(k), &bytes);
+            };
+            let digits = sampler
+                .run_parts_async(&gpu, 0, every, report)
                 .await
                 .map_err(js_error)?;
-            Ok(js_sys::Uint8Array::from(&digits[..]).into())
+            Ok(js_sys::Uint8Array::from(&to_bytes(&digits)[..]).into())
         })
     }
-}
-
-async fn draw(
-    gpu: &Gpu,
-    checkpoint: &[u8],
-    name: &str,
-    count: u32,
-    steps: u32,
-    scale: f32,
-    seed: u64,
-) -> wgpu_diffusion::Result<Vec<u8>> {
-    let model = load_model_bytes(gpu, checkpoint, name, Weights::Ema)?;
-    wgpu_diffusion::model::network::check_fits(gpu, &model.config.model, count as usize)?;
-    let config = &model.config;
-    let schedule = Schedule::plain(config.alpha, config.n_max, steps, scale);
-    schedule.validate()?;
-    let sampler = Sampler::new(gpu, Stack::of(model.view()), count as usize, schedule, seed)?;
-    let images = sampler.run_async(gpu, 0).await?;
-    Ok(to_bytes(&images))
 }

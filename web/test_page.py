@@ -227,10 +227,15 @@ def check_kernels(browser, base):
     rows = report["rows"]
     bad = [f"{r['kernel']} {r['shape']}: {r['note']}" for r in rows if not r["ok"]]
     assert len(rows) >= 100 and not bad, f"{len(rows)} rows; failed {report['failed']}: {bad[:5]}"
+    assert any(r["kernel"] == "sample_loop" for r in rows), "the page's check has no sampler"
     perturbed = page_check(browser, base + "?check=1&perturb=attention_backward")
     assert perturbed["failed"] == ["attention_backward dqkv"], perturbed["failed"]
+    sampler = page_check(browser, base + "?check=1&perturb=sample_update")
+    assert sampler["failed"] == ["sample_step", "sample_step eta clip bg low", "sample_loop"], (
+        sampler["failed"])
     return {"check_rows": len(rows), "check_secs": report["secs"],
-            "perturbed_check_failed": perturbed["failed"]}
+            "perturbed_check_failed": perturbed["failed"],
+            "perturbed_sampler_failed": sampler["failed"]}
 
 
 if __name__ == "__main__":

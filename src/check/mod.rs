@@ -129,9 +129,16 @@ impl<'a> Checker<'a> {
         shape: impl std::fmt::Display,
         f: impl FnOnce(&mut Checker<'a>) -> Result<()>,
     ) {
-        let shape = shape.to_string();
         self.last_secs = 0.0;
-        if let Err(e) = f(self) {
+        let r = f(self);
+        self.case_result(kernel, shape, r);
+    }
+
+    /// A case's result, run by its caller (an awaited case, which [`Checker::case`] cannot
+    /// run): its error, if any, becomes a failed row.
+    pub fn case_result(&mut self, kernel: &str, shape: impl std::fmt::Display, r: Result<()>) {
+        let shape = shape.to_string();
+        if let Err(e) = r {
             self.rows.push(CheckRow {
                 kernel: kernel.to_string(),
                 shape,
@@ -283,16 +290,17 @@ const DEFERRED_OPS: [fn(&mut Checker); 10] = [
 pub fn run(gpu: &Gpu, quick: bool) -> CheckReport {
     let start = Instant::now();
     let mut c = Checker::new(gpu, quick);
-    let blocking: [fn(&mut Checker); 2] = [sample::check, classifier::check];
-    for op in DEFERRED_OPS.into_iter().chain(blocking) {
+    for op in DEFERRED_OPS {
         op(&mut c);
         pollster::block_on(c.settle());
     }
+    pollster::block_on(sample::check(&mut c));
+    classifier::check(&mut c);
     c.report(start.elapsed().as_secs_f64())
 }
 
-/// [`run`] for a browser page, where nothing may block: every op but the sampling loop and
-/// the classifier (whose cases read back as they go).
+/// [`run`] for a browser page, where nothing may block: every op but the classifier (whose
+/// cases read back as they go; the page has no use for it).
 pub async fn run_async(gpu: &Gpu, quick: bool) -> CheckReport {
     let start = Instant::now();
     let mut c = Checker::new(gpu, quick);
@@ -300,6 +308,7 @@ pub async fn run_async(gpu: &Gpu, quick: bool) -> CheckReport {
         op(&mut c);
         c.settle().await;
     }
+    sample::check(&mut c).await;
     c.report(start.elapsed().as_secs_f64())
 }
 

@@ -21,7 +21,7 @@ const FILLS: [(u64, u32, u32, usize, u32); 3] = [
 /// few ulps), and Box-Muller's radius sqrt(-2 ln u) reaches 6.7 for 32-bit u, so an adapter
 /// within the spec may differ from the reference by up to 6.7 * 2^-11 (SwiftShader in
 /// Chromium: 5.6e-4). The raw bits are compared exactly.
-const NORMAL_ABS: f32 = 6.7 / 2048.0;
+pub(super) const NORMAL_ABS: f32 = 6.7 / 2048.0;
 /// The images the injections draw from.
 const DATASET: usize = 7;
 const QUICK: usize = 2;

@@ -665,6 +665,11 @@ impl Sampler {
         self.bufs.traj.read(gpu)
     }
 
+    /// [`Sampler::trajectory`] as a future, for a browser page.
+    pub async fn trajectory_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.bufs.traj.read_async(gpu).await
+    }
+
     /// The stage that makes step k's noise estimate.
     fn stage(&self, k: u32) -> &Stage {
         self.stages

@@ -50,8 +50,8 @@ impl Page {
         serde_json::to_string(&wgpu_diffusion::info::report(&self.gpu)).unwrap()
     }
 
-    /// `check --quick` on this adapter, but for the sampling loop and the classifier (whose
-    /// cases read back as they go): resolves to the report as `check --json` prints it.
+    /// `check --quick` on this adapter, but for the classifier's cases (which read back as
+    /// they go): resolves to the report as `check --json` prints it.
     pub fn check(&self) -> js_sys::Promise {
         let gpu = self.gpu.clone();
         wasm_bindgen_futures::future_to_promise(async move {

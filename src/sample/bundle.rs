@@ -215,11 +215,6 @@ impl Bundle {
             .collect::<Result<_>>()?;
         Ok(Uploaded { models })
     }
-
-    /// The weights of every part.
-    pub fn weight_count(&self) -> usize {
-        self.parts.iter().map(|p| p.weights.len()).sum()
-    }
 }
 
 /// A bundle's models on the GPU ([`Bundle::upload`]).

@@ -65,19 +65,25 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+// qkv and o are stored as `elem` (f32, or f16 with --precision f16); scores, the softmax,
+// the probabilities and every sum are f32.
+@group(0) @binding(1) var<storage, read> qkv: array<elem>;
+@group(0) @binding(2) var<storage, read_write> o: array<elem>;
 @group(0) @binding(3) var<storage, read_write> probs_out: array<f32>;
 @group(0) @binding(4) var<storage, read> probs: array<f32>;
 @group(0) @binding(5) var<storage, read> d_o: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
 
+// Element i of qkv, in f32.
+fn qkv_at(i: u32) -> f32 {
+    return f32(qkv[i]);
+}
 
 // Dot product of K values of qkv starting at a and b.
 fn dot_qkv(a: u32, b: u32) -> f32 {
     var s = 0.0;
     for (var c = 0u; c < params.key_dim; c++) {
-        s += qkv[a + c] * qkv[b + c];
+        s += qkv_at(a + c) * qkv_at(b + c);
     }
     return s;
 }
@@ -86,7 +92,7 @@ fn dot_qkv(a: u32, b: u32) -> f32 {
 fn dot_do_qkv(a: u32, b: u32) -> f32 {
     var s = 0.0;
     for (var c = 0u; c < params.key_dim; c++) {
-        s += d_o[a + c] * qkv[b + c];
+        s += d_o[a + c] * qkv_at(b + c);
     }
     return s;
 }
@@ -133,9 +139,9 @@ fn attention_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     for (var c = 0u; c < k; c++) {
         var acc = 0.0;
         for (var j = 0u; j < t; j++) {
-            acc += probs_out[prow + j] * qkv[vb + j * stride + c];
+            acc += probs_out[prow + j] * qkv_at(vb + j * stride + c);
         }
-        o[orow + c] = acc;
+        o[orow + c] = elem(acc);
     }
 }
 
@@ -194,8 +200,8 @@ fn attention_backward(@builtin(local_invocation_index) lid: u32,
             let kj = kb + j * stride;
             let qj = qb + j * stride;
             for (var c = 0u; c < k; c++) {
-                dqkv[dq + c] += a * qkv[kj + c];
-                dqkv[dk + c] += e * qkv[qj + c];
+                dqkv[dq + c] += a * qkv_at(kj + c);
+                dqkv[dk + c] += e * qkv_at(qj + c);
                 dqkv[dv + c] += p_jr * d_o[doj + c];
             }
         }
@@ -265,9 +271,9 @@ fn attention_forward_tile(@builtin(local_invocation_index) lid: u32,
         let c = e % k;
         var acc = 0.0;
         for (var j = 0u; j < t; j++) {
-            acc += tile_s[i * t + j] * qkv[hd.v + j * hd.stride + c];
+            acc += tile_s[i * t + j] * qkv_at(hd.v + j * hd.stride + c);
         }
-        o[hd.o + i * hd.hk + c] = acc;
+        o[hd.o + i * hd.hk + c] = elem(acc);
     }
 }
 
@@ -312,8 +318,8 @@ fn attention_backward_tile(@builtin(local_invocation_index) lid: u32,
         var dk = 0.0;
         var dv = 0.0;
         for (var j = 0u; j < t; j++) {
-            dq += tile_s[r * t + j] * qkv[hd.k + j * hd.stride + c];
-            dk += tile_s[j * t + r] * qkv[hd.q + j * hd.stride + c];
+            dq += tile_s[r * t + j] * qkv_at(hd.k + j * hd.stride + c);
+            dk += tile_s[j * t + r] * qkv_at(hd.q + j * hd.stride + c);
             dv += tile_p[j * t + r] * d_o[hd.o + j * hd.hk + c];
         }
         dqkv[hd.q + r * hd.stride + c] = dq * params.scale;

@@ -24,8 +24,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// x and y are stored as `elem` (f32, or f16 with --precision f16); the math is f32.
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+@group(0) @binding(2) var<storage, read_write> y: array<elem>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 
@@ -41,8 +42,8 @@ fn gelu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.n) {
         return;
     }
-    let v = x[i];
-    y[i] = 0.5 * v * (1.0 + tanh(clamp(u_of(v), -U_MAX, U_MAX)));
+    let v = f32(x[i]);
+    y[i] = elem(0.5 * v * (1.0 + tanh(clamp(u_of(v), -U_MAX, U_MAX))));
 }
 
 @compute @workgroup_size(WG)
@@ -52,7 +53,7 @@ fn gelu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.n) {
         return;
     }
-    let v = x[i];
+    let v = f32(x[i]);
     let u = u_of(v);
     let t = tanh(clamp(u, -U_MAX, U_MAX));
     // du/dx, zero where the clamp holds (the derivative of what forward computes).

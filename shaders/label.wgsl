@@ -23,8 +23,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
-@group(0) @binding(2) var<storage, read> table: array<f32>;
-@group(0) @binding(3) var<storage, read_write> x_start: array<f32>;
+// The table (a parameter) and x_start are stored as `elem` (f32, or f16 with --precision
+// f16); the sum is f32.
+@group(0) @binding(2) var<storage, read> table: array<elem>;
+@group(0) @binding(3) var<storage, read_write> x_start: array<elem>;
 @group(0) @binding(4) var<storage, read> dx: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dtable: array<f32>;
 
@@ -44,7 +46,7 @@ fn label_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     let d = idx % params.dim;
     let row = min(labels[b], params.rows - 1u);
     let i = cond_index(b, d);
-    x_start[i] = x_start[i] + table[row * params.dim + d];
+    x_start[i] = elem(f32(x_start[i]) + f32(table[row * params.dim + d]));
 }
 
 @compute @workgroup_size(WG)

@@ -36,9 +36,10 @@
 //                      workgroup per COLSUM_COLS columns, COLSUM_ROWS partial sums per column
 //                      reduced in workgroup memory; one writer per output, no atomics.
 //
-// Buffers (group 0): 0 params (uniform), 1 A (f32), 2 B (f32), 3 bias [N] (f32; without a
-// bias the host binds A here, never read: the HAS_BIAS flag is off), 4 C [M, N] (read_write),
-// 5 A as vec4, 6 B as vec4.
+// Buffers (group 0): 0 params (uniform), 1 A, 2 B, 3 bias [N] (without a bias the host binds
+// A here, never read: the HAS_BIAS flag is off), 4 C [M, N] (read_write), 5 A as vec4, 6 B as
+// vec4; all stored as `elem` (f32, or f16 with --precision f16), every product and sum in f32
+// (the loads below convert; C is rounded to elem once, in `store`).
 // Row tiles are indexed by workgroup_id.y + workgroup_id.z * num_workgroups.y, so the host can
 // spill more than 65,535 row tiles into z.
 // Register arrays are sized for the largest blocking the host accepts (MAX_ACC accumulators,
@@ -83,39 +84,48 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a: array<elem>;
+@group(0) @binding(2) var<storage, read> b: array<elem>;
+@group(0) @binding(3) var<storage, read> bias: array<elem>;
+@group(0) @binding(4) var<storage, read_write> c: array<elem>;
+@group(0) @binding(5) var<storage, read> a4: array<vec4<elem>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<elem>>;
 
 // op(A)[i, p] and op(B)[p, j] (no bounds checks).
 fn load_a(i: u32, p: u32) -> f32 {
     if (TRANS_A) {
-        return a[p * params.m + i];
+        return f32(a[p * params.m + i]);
     }
-    return a[i * params.k + p];
+    return f32(a[i * params.k + p]);
 }
 
 fn load_b(p: u32, j: u32) -> f32 {
     if (TRANS_B) {
-        return b[j * params.k + p];
+        return f32(b[j * params.k + p]);
     }
-    return b[p * params.n + j];
+    return f32(b[p * params.n + j]);
+}
+
+// Elements 4i .. 4i + 4 of A and of B, in f32.
+fn load_a4(i: u32) -> vec4<f32> {
+    return vec4<f32>(a4[i]);
+}
+
+fn load_b4(i: u32) -> vec4<f32> {
+    return vec4<f32>(b4[i]);
 }
 
 // Writes C[i, j] = acc (+ bias[j]) (+ C[i, j]); the caller checks bounds.
 fn store(i: u32, j: u32, acc: f32) {
     var v = acc;
     if ((params.flags & HAS_BIAS_BIT) != 0u) {
-        v += bias[j];
+        v += f32(bias[j]);
     }
     let idx = i * params.n + j;
     if ((params.flags & ACCUMULATE_BIT) != 0u) {
-        v += c[idx];
+        v += f32(c[idx]);
     }
-    c[idx] = v;
+    c[idx] = elem(v);
 }
 
 fn row_tile(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -252,7 +262,7 @@ fn stage4(t: u32, row0: u32, col0: u32, k0: u32) {
                 let pp = e / (TILE_M / 4u);
                 let ii = 4u * (e % (TILE_M / 4u));
                 if (k0 + pp < k && row0 + ii < m) {
-                    v = a4[((k0 + pp) * m + row0 + ii) / 4u];
+                    v = load_a4(((k0 + pp) * m + row0 + ii) / 4u);
                 }
                 for (var q = 0u; q < 4u; q++) {
                     tile_a[pp * TILE_M + ii + q] = v[q];
@@ -262,7 +272,7 @@ fn stage4(t: u32, row0: u32, col0: u32, k0: u32) {
                 let ii = e / (TILE_K / 4u);
                 let pp = 4u * (e % (TILE_K / 4u));
                 if (row0 + ii < m && k0 + pp < k) {
-                    v = a4[((row0 + ii) * k + k0 + pp) / 4u];
+                    v = load_a4(((row0 + ii) * k + k0 + pp) / 4u);
                 }
                 for (var q = 0u; q < 4u; q++) {
                     tile_a[(pp + q) * TILE_M + ii] = v[q];
@@ -279,7 +289,7 @@ fn stage4(t: u32, row0: u32, col0: u32, k0: u32) {
                 let jj = e / (TILE_K / 4u);
                 let pp = 4u * (e % (TILE_K / 4u));
                 if (col0 + jj < n && k0 + pp < k) {
-                    v = b4[((col0 + jj) * k + k0 + pp) / 4u];
+                    v = load_b4(((col0 + jj) * k + k0 + pp) / 4u);
                 }
                 for (var q = 0u; q < 4u; q++) {
                     tile_b[(pp + q) * TILE_N + jj] = v[q];
@@ -289,7 +299,7 @@ fn stage4(t: u32, row0: u32, col0: u32, k0: u32) {
                 let pp = e / (TILE_N / 4u);
                 let jj = 4u * (e % (TILE_N / 4u));
                 if (k0 + pp < k && col0 + jj < n) {
-                    v = b4[((k0 + pp) * n + col0 + jj) / 4u];
+                    v = load_b4(((k0 + pp) * n + col0 + jj) / 4u);
                 }
                 for (var q = 0u; q < 4u; q++) {
                     tile_b[pp * TILE_N + jj + q] = v[q];
@@ -434,10 +444,10 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
             if (TRANS_B) {
                 // B is [N, K]: one vec4 along K per column, transposed into 4 rows of bq.
                 let c = col0 + 4u * q;
-                let v0 = b4[(min(c, n - 1u) * k + p) / 4u];
-                let v1 = b4[(min(c + 1u, n - 1u) * k + p) / 4u];
-                let v2 = b4[(min(c + 2u, n - 1u) * k + p) / 4u];
-                let v3 = b4[(min(c + 3u, n - 1u) * k + p) / 4u];
+                let v0 = load_b4((min(c, n - 1u) * k + p) / 4u);
+                let v1 = load_b4((min(c + 1u, n - 1u) * k + p) / 4u);
+                let v2 = load_b4((min(c + 2u, n - 1u) * k + p) / 4u);
+                let v3 = load_b4((min(c + 3u, n - 1u) * k + p) / 4u);
                 bq[4u * q] = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
                 bq[4u * q + 1u] = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
                 bq[4u * q + 2u] = vec4<f32>(v0.z, v1.z, v2.z, v3.z);
@@ -445,20 +455,20 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
             } else {
                 // B is [K, N], N % 4 == 0.
                 let c = min(col0 + 4u * q, n - 4u);
-                bq[4u * q] = b4[(p * n + c) / 4u];
-                bq[4u * q + 1u] = b4[((p + 1u) * n + c) / 4u];
-                bq[4u * q + 2u] = b4[((p + 2u) * n + c) / 4u];
-                bq[4u * q + 3u] = b4[((p + 3u) * n + c) / 4u];
+                bq[4u * q] = load_b4((p * n + c) / 4u);
+                bq[4u * q + 1u] = load_b4(((p + 1u) * n + c) / 4u);
+                bq[4u * q + 2u] = load_b4(((p + 2u) * n + c) / 4u);
+                bq[4u * q + 3u] = load_b4(((p + 3u) * n + c) / 4u);
             }
         }
         if (TRANS_A) {
             // A is [K, M], M % 4 == 0: four rows of A, transposed, give 4 rows of op(A).
             for (var iq = 0u; iq < REG_ROWS / 4u; iq++) {
                 let r = min(row0 + 4u * iq, m - 4u);
-                let v0 = a4[(p * m + r) / 4u];
-                let v1 = a4[((p + 1u) * m + r) / 4u];
-                let v2 = a4[((p + 2u) * m + r) / 4u];
-                let v3 = a4[((p + 3u) * m + r) / 4u];
+                let v0 = load_a4((p * m + r) / 4u);
+                let v1 = load_a4(((p + 1u) * m + r) / 4u);
+                let v2 = load_a4(((p + 2u) * m + r) / 4u);
+                let v3 = load_a4(((p + 3u) * m + r) / 4u);
                 fma_row(4u * iq, vec4<f32>(v0.x, v1.x, v2.x, v3.x));
                 fma_row(4u * iq + 1u, vec4<f32>(v0.y, v1.y, v2.y, v3.y));
                 fma_row(4u * iq + 2u, vec4<f32>(v0.z, v1.z, v2.z, v3.z));
@@ -467,7 +477,7 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
         } else {
             // A is [M, K], K % 4 == 0.
             for (var i = 0u; i < REG_ROWS; i++) {
-                fma_row(i, a4[(min(row0 + i, m - 1u) * k + p) / 4u]);
+                fma_row(i, load_a4((min(row0 + i, m - 1u) * k + p) / 4u));
             }
         }
     }
@@ -475,13 +485,13 @@ fn matmul_register4(@builtin(local_invocation_id) lid: vec3<u32>,
         let z = vec4<f32>(0.0);
         for (var p = k4; p < k; p++) {
             for (var q = 0u; q < nq; q++) {
-                bq[4u * q] = b4[(p * n + min(col0 + 4u * q, n - 4u)) / 4u];
+                bq[4u * q] = load_b4((p * n + min(col0 + 4u * q, n - 4u)) / 4u);
                 bq[4u * q + 1u] = z;
                 bq[4u * q + 2u] = z;
                 bq[4u * q + 3u] = z;
             }
             for (var iq = 0u; iq < REG_ROWS / 4u; iq++) {
-                let v = a4[(p * m + min(row0 + 4u * iq, m - 4u)) / 4u];
+                let v = load_a4((p * m + min(row0 + 4u * iq, m - 4u)) / 4u);
                 fma_row(4u * iq, vec4<f32>(v.x, 0.0, 0.0, 0.0));
                 fma_row(4u * iq + 1u, vec4<f32>(v.y, 0.0, 0.0, 0.0));
                 fma_row(4u * iq + 2u, vec4<f32>(v.z, 0.0, 0.0, 0.0));
@@ -526,7 +536,7 @@ fn colsum(@builtin(local_invocation_id) lid: vec3<u32>,
     var s = 0.0;
     if (j < n) {
         for (var r = lid.y; r < m; r += COLSUM_ROWS) {
-            s += b[r * n + j];
+            s += f32(b[r * n + j]);
         }
     }
     partial[lid.y * COLSUM_COLS + lid.x] = s;
@@ -537,8 +547,8 @@ fn colsum(@builtin(local_invocation_id) lid: vec3<u32>,
             t += partial[r * COLSUM_COLS + lid.x];
         }
         if ((params.flags & ACCUMULATE_BIT) != 0u) {
-            t += c[j];
+            t += f32(c[j]);
         }
-        c[j] = t;
+        c[j] = elem(t);
     }
 }

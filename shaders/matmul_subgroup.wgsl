@@ -57,7 +57,7 @@ fn load_b_row(p: u32, col0: u32) {
 fn load_b_row4(p: u32, col0: u32) {
     let n = params.n;
     for (var q = 0u; q < REG_COLS / 4u; q++) {
-        bq[q] = b4[(p * n + min(col0 + 4u * q, n - 4u)) / 4u];
+        bq[q] = load_b4((p * n + min(col0 + 4u * q, n - 4u)) / 4u);
     }
 }
 

@@ -39,7 +39,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> dtokens: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dimages: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dcond: array<f32>;
-@group(0) @binding(7) var<storage, read> ptokens: array<f32>;
+// The model's output, stored as `elem` (f32, or f16 with --precision f16).
+@group(0) @binding(7) var<storage, read> ptokens: array<elem>;
 @group(0) @binding(8) var<storage, read_write> image: array<f32>;
 
 
@@ -128,7 +129,7 @@ fn recompose(@builtin(global_invocation_id) gid: vec3<u32>,
     for (var i = ri.x; i <= ri.y; i++) {
         for (var j = rj.x; j <= rj.y; j++) {
             let d = (y - i * PATCH) * WIDTH + (x - j * PATCH);
-            s += ptokens[base + (i * GRID + j) * DIM + d];
+            s += f32(ptokens[base + (i * GRID + j) * DIM + d]);
         }
     }
     let count = f32((ri.y - ri.x + 1u) * (rj.y - rj.x + 1u));

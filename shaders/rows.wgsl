@@ -36,13 +36,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<f32>;
-@group(0) @binding(2) var<storage, read> pos: array<f32>;
-@group(0) @binding(3) var<storage, read_write> x_start: array<f32>;
+// pos, x_start, a_in, b_in and y are stored as `elem` (f32, or f16 with --precision f16; the
+// tokens are always f32), every sum is f32.
+@group(0) @binding(2) var<storage, read> pos: array<elem>;
+@group(0) @binding(3) var<storage, read_write> x_start: array<elem>;
 @group(0) @binding(4) var<storage, read> dx: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dpos: array<f32>;
-@group(0) @binding(6) var<storage, read> a_in: array<f32>;
-@group(0) @binding(7) var<storage, read> b_in: array<f32>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read> a_in: array<elem>;
+@group(0) @binding(7) var<storage, read> b_in: array<elem>;
+@group(0) @binding(8) var<storage, read_write> y: array<elem>;
 
 @compute @workgroup_size(WG)
 fn add_pos(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -51,7 +53,7 @@ fn add_pos(@builtin(global_invocation_id) gid: vec3<u32>,
     if (idx >= params.n) {
         return;
     }
-    x_start[idx] = tokens[idx] + pos[idx % (params.tokens * params.dim)];
+    x_start[idx] = elem(tokens[idx] + f32(pos[idx % (params.tokens * params.dim)]));
 }
 
 @compute @workgroup_size(WG)
@@ -76,7 +78,7 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>,
     if (idx >= params.n) {
         return;
     }
-    y[idx] = a_in[idx] + b_in[idx];
+    y[idx] = elem(f32(a_in[idx]) + f32(b_in[idx]));
 }
 
 @compute @workgroup_size(WG)
@@ -86,7 +88,7 @@ fn add_inplace(@builtin(global_invocation_id) gid: vec3<u32>,
     if (idx >= params.n) {
         return;
     }
-    y[idx] = y[idx] + a_in[idx];
+    y[idx] = elem(f32(y[idx]) + f32(a_in[idx]));
 }
 
 @compute @workgroup_size(WG)
@@ -122,7 +124,7 @@ fn drop_cond_add(@builtin(global_invocation_id) gid: vec3<u32>,
     if (idx >= params.n) {
         return;
     }
-    y[idx] = y[idx] + a_in[patch_row_index(idx)];
+    y[idx] = elem(f32(y[idx]) + f32(a_in[patch_row_index(idx)]));
 }
 
 @compute @workgroup_size(WG)
@@ -138,6 +140,6 @@ fn pad_cond(@builtin(global_invocation_id) gid: vec3<u32>,
     if (r < per) {
         y[idx] = a_in[(idx / row) * per + r];
     } else {
-        y[idx] = 0.0;
+        y[idx] = elem(0.0);
     }
 }

@@ -52,10 +52,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+// x, y and the prior (a parameter) are stored as `elem` (f32, or f16 with --precision f16);
+// the tokens (the noisy patches and the level u) are always f32: with u in f16, 1 - u near
+// u = 1 would keep one or two significant bits. The math is f32.
+@group(0) @binding(1) var<storage, read> x: array<elem>;
 @group(0) @binding(2) var<storage, read> tokens: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> prior: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<elem>;
+@group(0) @binding(4) var<storage, read> prior: array<elem>;
 
 // The linear estimate's factor c and residual q for pixels of variance v.
 fn linear(u: f32, s: f32, v: f32) -> vec2<f32> {
@@ -99,7 +102,7 @@ fn element(idx: u32) -> vec2<f32> {
     if (PER_PIXEL) {
         let pd = params.patches * params.dim;
         let j = idx % row;
-        p = vec3<f32>(prior[j], prior[pd + j], prior[2u * pd + j]);
+        p = vec3<f32>(f32(prior[j]), f32(prior[pd + j]), f32(prior[2u * pd + j]));
     }
     return estimate(tokens[idx], u, p);
 }
@@ -117,7 +120,7 @@ fn skip_forward(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let f = element(idx);
-    y[idx] = f.x + f.y * (x[idx] - tokens[idx]);
+    y[idx] = elem(f.x + f.y * (f32(x[idx]) - tokens[idx]));
 }
 
 // x is bound to dy and y to dx here (same layout as the forward).
@@ -128,5 +131,5 @@ fn skip_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (idx >= params.n) {
         return;
     }
-    y[idx] = element(idx).y * x[idx];
+    y[idx] = elem(element(idx).y * f32(x[idx]));
 }

@@ -5,7 +5,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wgpu_diffusion::error::{Error, Result};
-use wgpu_diffusion::gpu::{BackendChoice, Gpu, GpuOptions, LimitsChoice, TuneMode};
+use wgpu_diffusion::gpu::{BackendChoice, Elem, Gpu, GpuOptions, LimitsChoice, TuneMode};
+use wgpu_diffusion::settings::sample::Precision;
 use wgpu_diffusion::{check, data, eval, figures, info, sample, train};
 
 #[derive(Parser)]
@@ -211,7 +212,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => {
             // Every candidate kernel is checked by name; the tuner would only add timing.
             let gpu = cli.gpu.open_with(TuneMode::Off)?;
-            let r = check::run(&gpu, a.quick);
+            let r = match a.precision {
+                Precision::F32 => check::run(&gpu, a.quick),
+                Precision::F16 => {
+                    gpu.check_elem(Elem::F16)?;
+                    check::run_f16(&gpu, a.quick)
+                }
+            };
             if a.json {
                 print_json(&r);
             } else {

@@ -147,3 +147,27 @@ pub fn shuffled(count: usize, seed: u64) -> Vec<u32> {
     perm.sort_by(|&a, &b| keys[a as usize].total_cmp(&keys[b as usize]));
     perm
 }
+
+/// The relative error of one rounding to f16 (round to nearest: half an ulp, 2^-11 of the
+/// value): what an f16 kernel adds to its f32 computation when its inputs are f16 values and
+/// it rounds its f32 result once, on the store.
+pub const F16_ROUNDING: f32 = 1.0 / 2048.0;
+
+/// The absolute error of one rounding to f16 below its normal range (half the smallest
+/// subnormal, 2^-25).
+pub const F16_SUBNORMAL: f32 = 1.0 / 33_554_432.0;
+
+/// `v` rounded to the nearest f16 (the `half` crate), back in f32: the inputs an f16 kernel
+/// and its f32 reference share, so that their difference is the kernel's own.
+pub fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// The tolerance (abs, rel) of an f16 kernel whose f32 kernel is held to (abs, rel): one more
+/// rounding, of a result already within (abs, rel) of the reference.
+pub fn f16_tolerance(abs: f32, rel: f32) -> (f32, f32) {
+    (
+        abs * (1.0 + F16_ROUNDING) + F16_SUBNORMAL,
+        rel + F16_ROUNDING * (1.0 + rel),
+    )
+}

@@ -4,12 +4,12 @@
 
 mod common;
 
-use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::gpu::{Elem, Gpu, GpuTensor};
 use wgpu_diffusion::ops::attention::{
     self, AttentionKernel, AttentionShape, ATTENTION_TILE_TOKENS,
 };
 use wgpu_diffusion::reference::attention as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, f16_tolerance, round_f16, uniform_data};
 
 fn shape(batch: usize, tokens: usize, heads: usize, key_dim: usize) -> AttentionShape {
     AttentionShape {
@@ -182,4 +182,50 @@ fn wrong_lengths_and_empty_shapes_are_errors() {
     assert!(attention::attention_backward(&gpu, &s, &qkv, &p, &o, &z(3)).is_err());
     let bad = shape(2, 3, 0, 4);
     assert!(attention::attention_forward(&gpu, &bad, &z(1), &z(1), &z(1)).is_err());
+}
+
+/// The forward pass with qkv and o stored as f16 (the softmax and the probabilities f32):
+/// against the reference on the same f16 values of qkv, within f32's tolerance plus one f16
+/// rounding of o; both versions, odd and aligned shapes. Mutation: the softmax's sum kept in
+/// f16 (`var sum: elem`) fails it.
+#[test]
+fn f16_forward_matches_reference() {
+    let Some(gpu) = common::f16_gpu() else {
+        return;
+    };
+    let mut seed = 900;
+    for (b, t, h, k) in [
+        (1, 1, 1, 4),
+        (3, 5, 2, 3),
+        (2, 17, 3, 8),
+        (2, 33, 2, 32),
+        (1, 32, 1, 5),
+    ] {
+        let s = shape(b, t, h, k);
+        let qkv = round_f16(
+            &uniform_data(s.qkv_len(), seed)
+                .iter()
+                .map(|v| v * 3.0)
+                .collect::<Vec<_>>(),
+        );
+        seed += 1;
+        let (want_o, want_p) = reference::attention_forward(&s, &qkv);
+        for v in AttentionKernel::ALL {
+            if v == AttentionKernel::Tile && t > ATTENTION_TILE_TOKENS {
+                continue;
+            }
+            let (m, hk) = (s.rows(), s.hk());
+            let qkv_t = GpuTensor::from_values(&gpu, "qkv", &[m, 3 * hk], &qkv, Elem::F16).unwrap();
+            let o = GpuTensor::zeros_of(&gpu, "o", &[m, hk], Elem::F16).unwrap();
+            let probs = GpuTensor::zeros(&gpu, "probs", &[b, h, t, t]).unwrap();
+            let f = attention::attention_forward_with(&gpu, v, &s, &qkv_t, &o, &probs).unwrap();
+            gpu.run(&[&f]).unwrap();
+            let name = format!("f16 {v:?} B={b} T={t} H={h} K={k}");
+            let p = probs.read::<f32>(&gpu).unwrap();
+            assert_close(&format!("{name} probs"), &p, &want_p, 1e-6, 1e-4);
+            let (abs, rel) = f16_tolerance(1e-5, 1e-4);
+            let got = o.read_values(&gpu).unwrap();
+            assert_close(&format!("{name} o"), &got, &want_o, abs, rel);
+        }
+    }
 }

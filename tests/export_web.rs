@@ -171,7 +171,7 @@ fn the_bundle_draws_what_sample_draws() {
         ..Default::default()
     };
     let (s, schedule, classes) = bundle.settings_with(&flags, Some(&[3])).unwrap();
-    let models = bundle.upload(&gpu).unwrap();
+    let models = bundle.upload(&gpu, s.precision).unwrap();
     let sampler = models
         .sampler(&gpu, &s, schedule, classes.as_ref(), 6)
         .unwrap();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use wgpu_diffusion::gpu::GpuTensor;
+use wgpu_diffusion::gpu::{Elem, GpuTensor};
 use wgpu_diffusion::ops::gelu;
 use wgpu_diffusion::reference::gelu as reference;
 use wgpu_diffusion::testing::{assert_close, gelu_inputs, uniform_data};
@@ -76,4 +76,25 @@ fn gelu_grad_matches_finite_differences() {
         worst = worst.max(err);
     }
     eprintln!("gelu': worst |fd - analytic| {worst:e} over [-8, 8]");
+}
+
+/// The forward pass with x and y stored as f16: against the reference on the same f16 inputs,
+/// within f32's tolerance plus one f16 rounding. Mutation: the shader's math in f16
+/// (`let v = x[i];` kept as elem) fails it.
+#[test]
+fn f16_gelu_forward_matches_reference() {
+    let Some(gpu) = common::f16_gpu() else {
+        return;
+    };
+    let (abs, rel) = wgpu_diffusion::testing::f16_tolerance(1e-6, 1e-5);
+    for n in SIZES {
+        let x = wgpu_diffusion::testing::round_f16(&gelu_inputs(n, n as u64));
+        let t = |name: &str, v: &[f32]| common::tensor_of(&gpu, name, v, Elem::F16);
+        let (xt, y) = (t("x", &x), t("y", &vec![7.0; n]));
+        let f = gelu::gelu_forward(&gpu, &xt, &y).unwrap();
+        gpu.run(&[&f]).unwrap();
+        let got = y.read_values(&gpu).unwrap();
+        let want = reference::gelu_forward(&x);
+        assert_close(&format!("f16 gelu_forward n={n}"), &got, &want, abs, rel);
+    }
 }

@@ -6,7 +6,7 @@ mod common;
 use common::tensor;
 
 use wgpu_diffusion::config::NO_LABEL;
-use wgpu_diffusion::gpu::GpuTensor;
+use wgpu_diffusion::gpu::{Elem, GpuTensor};
 use wgpu_diffusion::ops::label::{self, LabelShape};
 use wgpu_diffusion::reference::label as reference;
 use wgpu_diffusion::testing::{assert_close, label_ids, label_shapes, uniform_data};
@@ -86,4 +86,44 @@ fn reference_backward_matches_finite_differences() {
         grad.iter().any(|g| g.abs() > 0.1),
         "the gradient is not trivially zero"
     );
+}
+
+/// The forward pass with the table and x_start stored as f16: against the reference on the
+/// same f16 values, within one f16 rounding of the sum. Mutation: the table row read through
+/// the wrong row (`row + 1u`) fails it, as it fails the f32 test.
+#[test]
+fn f16_label_forward_matches_reference() {
+    let Some(gpu) = common::f16_gpu() else {
+        return;
+    };
+    let (abs, rel) = wgpu_diffusion::testing::f16_tolerance(0.0, 0.0);
+    let f16 = wgpu_diffusion::testing::round_f16;
+    for (b, p, d) in label_shapes() {
+        let t = p + 1;
+        let (x, table) = (
+            f16(&uniform_data(b * t * d, 1)),
+            f16(&uniform_data(ROWS * d, 2)),
+        );
+        let lab = label_ids(b);
+        let lt = GpuTensor::from_slice(&gpu, "labels", &[b], &lab).unwrap();
+        let xt = common::tensor_of(&gpu, "x", &x, Elem::F16);
+        let tt = common::tensor_of(&gpu, "table", &table, Elem::F16);
+        let s = LabelShape {
+            batch: b,
+            tokens: t,
+            dim: d,
+            rows: ROWS,
+        };
+        let f = label::label_forward(&gpu, &s, &lt, &tt, &xt).unwrap();
+        gpu.run(&[&f]).unwrap();
+        let want = reference::label_forward(&x, &lab, &table, t, d);
+        let got = xt.read_values(&gpu).unwrap();
+        assert_close(
+            &format!("f16 label_forward B={b} T={t} D={d}"),
+            &got,
+            &want,
+            abs,
+            rel,
+        );
+    }
 }

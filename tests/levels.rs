@@ -10,7 +10,7 @@ use wgpu_diffusion::data::Mnist;
 use wgpu_diffusion::eval::levels::{loss_by_level, LevelRow};
 use wgpu_diffusion::gpu::Gpu;
 use wgpu_diffusion::reference::{model, noise, patches, skip};
-use wgpu_diffusion::sample::{load_model, Weights};
+use wgpu_diffusion::sample::{load_model, Precision, Weights};
 
 /// A 2-step `train --preset tiny --mlp 6 --skip SKIP` run in `base`/SKIP; its checkpoint.
 fn trained(base: &std::path::Path, skip: &str) -> std::path::PathBuf {
@@ -39,7 +39,7 @@ fn trained(base: &std::path::Path, skip: &str) -> std::path::PathBuf {
 /// `eval --loss-by-level`'s rows for `ckpt` at levels 0, 37, 250, 500 on 7 test digits,
 /// checked against the CPU reference model and baselines on the same inputs.
 fn rows_match_reference(gpu: &Gpu, mnist: &Mnist, ckpt: &std::path::Path) -> Vec<LevelRow> {
-    let m = load_model(gpu, ckpt, Weights::Raw).unwrap();
+    let m = load_model(gpu, ckpt, Weights::Raw, Precision::F32).unwrap();
     let (count, seed) = (7, 3);
     let levels = [0, 37, 250, 500];
     let rows = loss_by_level(gpu, &m, mnist, &levels, count, seed).unwrap();

@@ -5,12 +5,12 @@
 
 mod common;
 
-use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::gpu::{Elem, Gpu, GpuTensor};
 use wgpu_diffusion::ops::matmul::{
     self, Gemm, MatmulKernel, RegisterBlocking, TiledBlocking, Tuning,
 };
 use wgpu_diffusion::reference::matmul as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data};
+use wgpu_diffusion::testing::{assert_close, f16_tolerance, round_f16, uniform_data};
 
 /// (M, N, K): tiny, odd, one tile, larger than a tile in every dimension, M and N prime with K
 /// not a multiple of 4, multiples of 4 (the vec4 path) past a tile, and multiples of 4 with an
@@ -33,8 +33,8 @@ fn tol(k: usize) -> (f32, f32) {
     (1e-6 * (k as f32 + 1.0), 1e-5)
 }
 
-fn upload(gpu: &Gpu, label: &str, data: &[f32]) -> GpuTensor {
-    GpuTensor::from_slice(gpu, label, &[data.len()], data).unwrap()
+fn upload(gpu: &Gpu, label: &str, data: &[f32], elem: Elem) -> GpuTensor {
+    GpuTensor::from_values(gpu, label, &[data.len()], data, elem).unwrap()
 }
 
 /// Reference for C = op(A)·op(B) (+ bias) (+ c0 if accumulating).
@@ -52,16 +52,34 @@ fn want(spec: &Gemm, a: &[f32], b: &[f32], bias: Option<&[f32]>, c0: &[f32]) -> 
 }
 
 fn check_gemm(gpu: &Gpu, kernel: MatmulKernel, tuning: &Tuning, spec: Gemm, with_bias: bool) {
+    check_gemm_of(gpu, kernel, tuning, spec, with_bias, Elem::F32);
+}
+
+/// [`check_gemm`] with every operand stored as `elem`. In f16 the inputs are f16 values (the
+/// reference gets the same ones) and the kernel sums in f32: its result is f32's rounded once,
+/// held to f32's tolerance plus one f16 rounding (`f16_tolerance`).
+fn check_gemm_of(
+    gpu: &Gpu,
+    kernel: MatmulKernel,
+    tuning: &Tuning,
+    spec: Gemm,
+    with_bias: bool,
+    elem: Elem,
+) {
     let Gemm { m, n, k, .. } = spec;
     let seed = (m * 1_000_003 + n * 1009 + k) as u64;
-    let a = uniform_data(m * k, seed);
-    let b = uniform_data(k * n, seed + 1);
-    let bias = uniform_data(n, seed + 2);
-    let c0 = uniform_data(m * n, seed + 3);
-    let ta = upload(gpu, "A", &a);
-    let tb = upload(gpu, "B", &b);
-    let tbias = upload(gpu, "bias", &bias);
-    let tc = upload(gpu, "C", &c0);
+    let inputs = |len, seed| match elem {
+        Elem::F32 => uniform_data(len, seed),
+        Elem::F16 => round_f16(&uniform_data(len, seed)),
+    };
+    let a = inputs(m * k, seed);
+    let b = inputs(k * n, seed + 1);
+    let bias = inputs(n, seed + 2);
+    let c0 = inputs(m * n, seed + 3);
+    let ta = upload(gpu, "A", &a, elem);
+    let tb = upload(gpu, "B", &b, elem);
+    let tbias = upload(gpu, "bias", &bias, elem);
+    let tc = upload(gpu, "C", &c0, elem);
     let d = matmul::gemm_with(
         gpu,
         kernel,
@@ -74,9 +92,12 @@ fn check_gemm(gpu: &Gpu, kernel: MatmulKernel, tuning: &Tuning, spec: Gemm, with
     )
     .unwrap();
     gpu.run(&[&d]).unwrap();
-    let got = tc.read::<f32>(gpu).unwrap();
+    let got = tc.read_values(gpu).unwrap();
     let want = want(&spec, &a, &b, with_bias.then_some(&bias[..]), &c0);
-    let (abs, rel) = tol(k);
+    let (abs, rel) = match elem {
+        Elem::F32 => tol(k),
+        Elem::F16 => f16_tolerance(tol(k).0, tol(k).1),
+    };
     assert_close(
         &format!(
             "{kernel} (entry {}) {m}x{n}x{k} trans_a={} trans_b={} bias={with_bias} accumulate={} {tuning:?}",
@@ -108,6 +129,51 @@ fn every_case_with(gpu: &Gpu, kernel: MatmulKernel, tuning: &Tuning) {
                     accumulate,
                 };
                 check_gemm(gpu, kernel, tuning, spec, with_bias);
+            }
+        }
+    }
+}
+
+/// Odd, past-a-tile, aligned (vec4 loads) and aligned-with-odd-K shapes of [`SHAPES`].
+const F16_SHAPES: [(usize, usize, usize); 4] =
+    [(3, 5, 7), (67, 129, 33), (68, 132, 36), (72, 76, 67)];
+
+/// Every kernel (the subgroup one where the adapter has subgroups) with f16 operands on
+/// [`F16_SHAPES`], every transpose, with and without the epilogue. Mutation: summing in f16 in the naive kernel
+/// (`var s: elem = 0.0;` and `s = fma(elem(..), elem(..), s)`) fails it at K = 7.
+#[test]
+fn f16_kernels_match_reference() {
+    let Some(gpu) = common::f16_gpu() else {
+        return;
+    };
+    let mut kernels = vec![
+        MatmulKernel::Naive,
+        MatmulKernel::Tiled,
+        MatmulKernel::Register,
+    ];
+    if gpu.features.contains(wgpu::Features::SUBGROUP) {
+        kernels.push(MatmulKernel::Subgroup);
+    }
+    for kernel in kernels {
+        let tuning = match kernel {
+            MatmulKernel::Subgroup => {
+                subgroup_tuning(&gpu, matmul::REGISTER.rows, matmul::REGISTER.cols, 1)
+            }
+            _ => Tuning::DEFAULT,
+        };
+        for (m, n, k) in F16_SHAPES {
+            for (trans_a, trans_b) in TRANSPOSES {
+                for epilogue in [false, true] {
+                    let spec = Gemm {
+                        m,
+                        n,
+                        k,
+                        trans_a,
+                        trans_b,
+                        accumulate: epilogue,
+                    };
+                    check_gemm_of(&gpu, kernel, &tuning, spec, epilogue, Elem::F16);
+                }
             }
         }
     }
@@ -318,9 +384,9 @@ fn forward_matches_reference() {
         let w = uniform_data(k * n, 22);
         let b = uniform_data(n, 23);
         let (tx, tw, tb) = (
-            upload(&gpu, "x", &x),
-            upload(&gpu, "w", &w),
-            upload(&gpu, "b", &b),
+            upload(&gpu, "x", &x, Elem::F32),
+            upload(&gpu, "w", &w, Elem::F32),
+            upload(&gpu, "b", &b, Elem::F32),
         );
         for with_bias in [false, true] {
             let ty = GpuTensor::zeros(&gpu, "y", &[m, n]).unwrap();
@@ -354,14 +420,14 @@ fn backward_matches_reference() {
         let (want_dx, want_dw, want_db) = reference::matmul_backward(&x, &w, &dy, m, k, n);
         for accumulate_dx in [false, true] {
             let (tx, tw, tdy) = (
-                upload(&gpu, "x", &x),
-                upload(&gpu, "w", &w),
-                upload(&gpu, "dy", &dy),
+                upload(&gpu, "x", &x, Elem::F32),
+                upload(&gpu, "w", &w, Elem::F32),
+                upload(&gpu, "dy", &dy, Elem::F32),
             );
-            let tdx = upload(&gpu, "dx", &dx0);
+            let tdx = upload(&gpu, "dx", &dx0, Elem::F32);
             // dw and db start as garbage: they are written, not accumulated.
-            let tdw = upload(&gpu, "dw", &uniform_data(k * n, 35));
-            let tdb = upload(&gpu, "db", &uniform_data(n, 36));
+            let tdw = upload(&gpu, "dw", &uniform_data(k * n, 35), Elem::F32);
+            let tdb = upload(&gpu, "db", &uniform_data(n, 36), Elem::F32);
             let ds = matmul::matmul_backward(
                 &gpu,
                 &tx,
@@ -420,8 +486,8 @@ fn colsum_matches_reference() {
         let dy = uniform_data(m * n, 41);
         let out0 = uniform_data(n, 42);
         for accumulate in [false, true] {
-            let tdy = upload(&gpu, "dy", &dy);
-            let out = upload(&gpu, "db", &out0);
+            let tdy = upload(&gpu, "dy", &dy, Elem::F32);
+            let out = upload(&gpu, "db", &out0, Elem::F32);
             let d = matmul::colsum(&gpu, &tdy, &out, m, n, accumulate).unwrap();
             gpu.run(&[&d]).unwrap();
             let mut want = reference::colsum(&dy, m, n);
@@ -457,12 +523,12 @@ fn views_at_nonzero_offsets() {
             let mut flat = uniform_data(b_off + n + 64, 54);
             flat[w_off..w_off + k * n].copy_from_slice(&w);
             flat[b_off..b_off + n].copy_from_slice(&b);
-            let params = upload(&gpu, "params", &flat);
+            let params = upload(&gpu, "params", &flat, Elem::F32);
             let mut acts = uniform_data(x_off + m * k + 64, 55);
             acts[x_off..x_off + m * k].copy_from_slice(&x);
-            let acts = upload(&gpu, "acts", &acts);
+            let acts = upload(&gpu, "acts", &acts, Elem::F32);
             let out0 = uniform_data(y_off + m * n + 64, 56);
-            let out = upload(&gpu, "out", &out0);
+            let out = upload(&gpu, "out", &out0, Elem::F32);
             let tw = params.view("w", w_off, &[k, n]);
             let tb = params.view("b", b_off, &[n]);
             let tx = acts.view("x", x_off, &[m, k]);
@@ -492,8 +558,8 @@ fn views_at_nonzero_offsets() {
 #[test]
 fn bad_arguments_are_clear_errors() {
     let gpu = common::gpu();
-    let a = upload(&gpu, "A", &uniform_data(12, 1));
-    let b = upload(&gpu, "B", &uniform_data(20, 2));
+    let a = upload(&gpu, "A", &uniform_data(12, 1), Elem::F32);
+    let b = upload(&gpu, "B", &uniform_data(20, 2), Elem::F32);
     let c = GpuTensor::zeros(&gpu, "C", &[3, 5]).unwrap();
     let ok = matmul::gemm(
         &gpu,
@@ -564,7 +630,7 @@ fn bad_arguments_are_clear_errors() {
     assert!(e.contains("expected"), "{e}");
     // llvmpipe stops shaders after 65,535 loop iterations: adapters with that cap refuse such
     // work.
-    let long = upload(&gpu, "long", &uniform_data(70_000, 3));
+    let long = upload(&gpu, "long", &uniform_data(70_000, 3), Elem::F32);
     let one = GpuTensor::zeros(&gpu, "one", &[1]).unwrap();
     let r = matmul::gemm(
         &gpu,

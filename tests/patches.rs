@@ -4,7 +4,7 @@
 mod common;
 
 use wgpu_diffusion::config::Geometry;
-use wgpu_diffusion::gpu::{Gpu, GpuTensor};
+use wgpu_diffusion::gpu::{Elem, Gpu, GpuTensor};
 use wgpu_diffusion::ops::patches;
 use wgpu_diffusion::reference::patches as reference;
 use wgpu_diffusion::testing::{assert_close, uniform_data};
@@ -32,7 +32,20 @@ fn backward(gpu: &Gpu, g: &Geometry, b: usize, t: usize, dtokens: &[f32]) -> (Ve
 }
 
 fn recompose(gpu: &Gpu, g: &Geometry, b: usize, t: usize, tokens: &[f32]) -> Vec<f32> {
-    let tk = GpuTensor::from_slice(gpu, "ptokens", &[b, t, g.dim() as usize], tokens).unwrap();
+    recompose_of(gpu, g, b, t, tokens, Elem::F32)
+}
+
+/// [`recompose`] of the model's output stored as `elem` (the image is f32).
+fn recompose_of(
+    gpu: &Gpu,
+    g: &Geometry,
+    b: usize,
+    t: usize,
+    tokens: &[f32],
+    elem: Elem,
+) -> Vec<f32> {
+    let shape = [b, t, g.dim() as usize];
+    let tk = GpuTensor::from_values(gpu, "ptokens", &shape, tokens, elem).unwrap();
     let img = GpuTensor::zeros(gpu, "image", &[b, g.pixels() as usize]).unwrap();
     let d = patches::recompose(gpu, g, b, t, &tk, &img).unwrap();
     gpu.run(&[&d]).unwrap();
@@ -120,6 +133,32 @@ fn recompose_matches_reference() {
             let want = reference::recompose(&g, &tokens, t);
             assert_close(
                 &format!("recompose P={p} O={o} B={b}"),
+                &got,
+                &want,
+                1e-6,
+                1e-6,
+            );
+        }
+    }
+}
+
+/// recompose of f16 tokens into the f32 image: the sums are f32, so on the same f16 values it
+/// is held to f32's tolerance. Mutation: summing in f16 (`var s: elem`) fails it.
+#[test]
+fn f16_recompose_matches_reference() {
+    let Some(gpu) = common::f16_gpu() else {
+        return;
+    };
+    for (p, o) in GEOMETRIES {
+        let g = Geometry::new(p, o).unwrap();
+        for b in BATCHES {
+            let t = g.tokens() as usize;
+            let tokens =
+                wgpu_diffusion::testing::round_f16(&uniform_data(b * t * g.dim() as usize, 8));
+            let got = recompose_of(&gpu, &g, b, t, &tokens, Elem::F16);
+            let want = reference::recompose(&g, &tokens, t);
+            assert_close(
+                &format!("f16 recompose P={p} O={o} B={b}"),
                 &got,
                 &want,
                 1e-6,

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 use wgpu_diffusion::gpu::timing::measure_peak_gflops;
-use wgpu_diffusion::gpu::{kernels::shader, Gpu, GpuTensor, SHADERS};
+use wgpu_diffusion::gpu::{kernels::shader, Elem, Gpu, GpuTensor, SHADERS};
 use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::sample::{Sampler, SamplerModel, Schedule, Stack};
@@ -167,19 +167,23 @@ fn every_built_pipeline_translates_to_msl_hlsl_spirv_and_glsl() {
     let built = gpu.built_kernels();
     let mut modules = HashMap::new();
     let mut failures = Vec::new();
-    for (name, entry, constants) in &built {
-        let module = modules.entry(*name).or_insert_with(|| {
-            let wgsl = shader(name).unwrap().wgsl();
+    for k in &built {
+        let (name, entry) = (k.shader, &k.entry);
+        let module = modules.entry((name, k.elem)).or_insert_with(|| {
+            let wgsl = shader(name).unwrap().wgsl_of(k.elem);
             naga::front::wgsl::parse_str(&wgsl).unwrap()
         });
-        let constants: PipelineConstants = constants.iter().cloned().collect();
+        let constants: PipelineConstants = k.constants.iter().cloned().collect();
         for f in translate(module, entry, &constants) {
-            failures.push(format!("{name}::{entry} {constants:?}: {f}"));
+            failures.push(format!(
+                "{name}::{entry} {} {constants:?}: {f}",
+                k.elem.name()
+            ));
         }
     }
     let missing: Vec<_> = SHADERS
         .iter()
-        .filter(|s| !modules.contains_key(s.name))
+        .filter(|s| !modules.contains_key(&(s.name, Elem::F32)))
         .map(|s| s.name)
         .collect();
     println!(

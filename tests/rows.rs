@@ -3,12 +3,14 @@
 
 mod common;
 
-use common::tensor;
+use common::{tensor, tensor_of};
 
-use wgpu_diffusion::gpu::GpuTensor;
+use wgpu_diffusion::gpu::{Elem, GpuTensor};
 use wgpu_diffusion::ops::rows;
 use wgpu_diffusion::reference::rows as reference;
-use wgpu_diffusion::testing::{assert_close, uniform_data, ELEMENT_COUNTS, TOKEN_SHAPES};
+use wgpu_diffusion::testing::{
+    assert_close, f16_tolerance, round_f16, uniform_data, ELEMENT_COUNTS, TOKEN_SHAPES,
+};
 
 #[test]
 fn add_pos_and_pos_backward_match_reference() {
@@ -168,4 +170,67 @@ fn positions_of_the_wrong_shape_are_errors() {
     let z = |n: usize| GpuTensor::zeros(&gpu, "z", &[n]).unwrap();
     assert!(rows::add_pos(&gpu, &z(12), &z(5), &z(12), 2, 3, 2).is_err());
     assert!(rows::pos_backward(&gpu, &z(12), &z(5), 2, 3, 2).is_err());
+}
+
+/// The row ops of the forward pass with their activations stored as f16 (add_pos's tokens
+/// stay f32): against the reference on the same f16 inputs, within one f16 rounding of the
+/// f32 result (`f16_tolerance(0, 0)`: copies are exact, sums rounded once). Mutation: add_pos
+/// rounding the position to f16 before the sum of f32 tokens (`tokens[idx]` through `elem`)
+/// fails it.
+#[test]
+fn f16_row_ops_match_reference() {
+    let Some(gpu) = common::f16_gpu() else {
+        return;
+    };
+    let f16 = |name: &str, v: &[f32]| tensor_of(&gpu, name, v, Elem::F16);
+    let (abs, rel) = f16_tolerance(0.0, 0.0);
+    for (b, p, c) in TOKEN_SHAPES {
+        let t = p + 1;
+        let tokens = uniform_data(b * t * c, 11);
+        let pos = round_f16(&uniform_data(t * c, 12));
+        let x = round_f16(&uniform_data(b * t * c, 13));
+        let acc = round_f16(&uniform_data(b * p * c, 14));
+        let r = rows::TokenRows {
+            batch: b,
+            tokens: t,
+            patches: p,
+            width: c,
+        };
+        let (tk, ps, xt, acct) = (
+            tensor(&gpu, "tokens", &tokens),
+            f16("pos", &pos),
+            f16("x", &x),
+            f16("acc", &acc),
+        );
+        let xs = f16("x_start", &vec![9.0; b * t * c]);
+        let y = f16("y", &vec![9.0; b * p * c]);
+        let padded = f16("padded", &vec![9.0; b * t * c]);
+        let sum = f16("sum", &x);
+        let ds = [
+            rows::add_pos(&gpu, &tk, &ps, &xs, b, t, c).unwrap(),
+            rows::drop_cond(&gpu, &xt, &y, r).unwrap(),
+            rows::drop_cond_add(&gpu, &xt, &acct, r).unwrap(),
+            rows::pad_cond(&gpu, &acct, &padded, r).unwrap(),
+            rows::add_inplace(&gpu, &sum, &xs).unwrap(),
+        ];
+        gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+        let name = format!("f16 B={b} T={t} P={p} C={c}");
+        let x_start = reference::add_pos(&tokens, &pos);
+        let got_xs = xs.read_values(&gpu).unwrap();
+        assert_close(&format!("add_pos {name}"), &got_xs, &x_start, abs, rel);
+        let dropped = reference::drop_cond(&x, b, t, p, c);
+        let got = y.read_values(&gpu).unwrap();
+        assert_close(&format!("drop_cond {name}"), &got, &dropped, 0.0, 0.0);
+        let acc_sum = reference::add(&acc, &dropped);
+        let got = acct.read_values(&gpu).unwrap();
+        assert_close(&format!("drop_cond_add {name}"), &got, &acc_sum, abs, rel);
+        // pad_cond ran after drop_cond_add: it pads the f16 sums the GPU wrote.
+        let got_acc = round_f16(&acc_sum);
+        let want = reference::pad_cond(&got_acc, b, t, p, c);
+        let got = padded.read_values(&gpu).unwrap();
+        assert_close(&format!("pad_cond {name}"), &got, &want, abs, rel);
+        let want = reference::add(&x, &got_xs);
+        let got = sum.read_values(&gpu).unwrap();
+        assert_close(&format!("add_inplace {name}"), &got, &want, abs, rel);
+    }
 }

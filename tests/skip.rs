@@ -10,11 +10,12 @@
 mod common;
 
 use wgpu_diffusion::config::{Skip, BACKGROUND_FRAC, INK_MEAN, INK_VAR, PIXEL_MEAN, PIXEL_VAR};
-use wgpu_diffusion::gpu::GpuTensor;
+use wgpu_diffusion::gpu::{Elem, GpuTensor};
 use wgpu_diffusion::ops::skip;
 use wgpu_diffusion::reference::skip as reference;
 use wgpu_diffusion::testing::{
-    assert_close, noisy_patches, noisy_tokens, random_prior, uniform_data, SKIP_SHAPES,
+    assert_close, f16_tolerance, noisy_patches, noisy_tokens, random_prior, uniform_data,
+    SKIP_SHAPES,
 };
 
 #[test]
@@ -271,4 +272,40 @@ fn pixel_mixture_with_the_global_prior_is_the_mixture() {
     let other: Vec<f64> = random_prior(pd, 43).iter().map(|&v| v as f64).collect();
     let pm2 = reference::skip_forward(Skip::PixelMixture, Some(&other), &x, &tokens, b, t, d);
     assert_ne!(mix, pm2);
+}
+
+/// The forward pass with x, y and the prior stored as f16 and the tokens (the noisy patches
+/// and the level) in f32: against the reference on the same f16 values of x and the prior,
+/// within f32's tolerance plus one f16 rounding. Mutation: the level read through f16
+/// (`let u = f32(elem(tokens[..]))`) fails it, near u = 1 by far.
+#[test]
+fn f16_skip_forward_matches_reference() {
+    let Some(gpu) = common::f16_gpu() else {
+        return;
+    };
+    let f16 = wgpu_diffusion::testing::round_f16;
+    for kind in [Skip::Wiener, Skip::Mixture, Skip::PixelMixture] {
+        for (b, t, d) in SKIP_SHAPES {
+            let x = f16(&uniform_data(b * t * d, 1));
+            let tokens = noisy_tokens(b, t, d);
+            let tt = |name: &str, v: &[f32], e| common::tensor_of(&gpu, name, v, e);
+            let (xt, tk) = (tt("x", &x, Elem::F16), tt("tokens", &tokens, Elem::F32));
+            let y = tt("y", &vec![7.0; b * t * d], Elem::F16);
+            let prior = (kind == Skip::PixelMixture).then(|| f16(&random_prior((t - 1) * d, 4)));
+            let pt = prior.as_ref().map(|p| tt("prior", p, Elem::F16));
+            let f = skip::skip_forward(&gpu, kind, pt.as_ref(), &xt, &tk, &y, b, t, d).unwrap();
+            gpu.run(&[&f]).unwrap();
+            let (abs, rel) = match kind {
+                Skip::Mixture | Skip::PixelMixture => f16_tolerance(2e-4, 1e-4),
+                _ => f16_tolerance(1e-6, 1e-5),
+            };
+            assert_close(
+                &format!("f16 skip_forward {kind:?} B={b} T={t} D={d}"),
+                &y.read_values(&gpu).unwrap(),
+                &reference::skip_forward(kind, prior.as_deref(), &x, &tokens, b, t, d),
+                abs,
+                rel,
+            );
+        }
+    }
 }

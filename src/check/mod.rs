@@ -13,7 +13,7 @@
 
 use crate::error::Result;
 use crate::gpu::tensor::Snapshot;
-use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::gpu::{Dispatch, Elem, Gpu, GpuTensor};
 use crate::testing::compare;
 use serde::Serialize;
 use web_time::Instant;
@@ -22,6 +22,7 @@ mod adam;
 mod attention;
 mod classifier;
 mod gelu;
+mod half;
 mod label;
 mod loss;
 mod matmul;
@@ -40,6 +41,10 @@ pub struct CheckArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// f16: the kernels that sample with `--precision f16` instead, their activations and
+    /// weights stored as f16 (the adapter needs shader-f16).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: crate::settings::sample::Precision,
 }
 
 /// One comparison.
@@ -109,6 +114,12 @@ struct Deferred<'a> {
 /// A tensor's bytes as the f32 values they are.
 pub fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytemuck::pod_collect_to_vec(bytes)
+}
+
+/// An f16 tensor's bytes as f32 values.
+pub fn f16s(bytes: &[u8]) -> Vec<f32> {
+    let h: Vec<::half::f16> = bytemuck::pod_collect_to_vec(bytes);
+    h.iter().map(|v| v.to_f32()).collect()
 }
 
 impl<'a> Checker<'a> {
@@ -193,7 +204,11 @@ impl<'a> Checker<'a> {
         abs: f32,
         rel: f32,
     ) {
-        self.compare_tensor_as(kernel, shape, got, f32s, want, abs, rel)
+        let convert = match got.elem {
+            Elem::F32 => f32s,
+            Elem::F16 => f16s,
+        };
+        self.compare_tensor_as(kernel, shape, got, convert, want, abs, rel)
     }
 
     /// [`Checker::compare_tensor`] of `convert(bytes)`, for tensors that do not hold f32.
@@ -208,8 +223,8 @@ impl<'a> Checker<'a> {
         abs: f32,
         rel: f32,
     ) {
-        let snapshot =
-            (self.gpu).snapshot(&got.buffer, got.offset as u64 * 4, got.len() as u64 * 4);
+        let bytes = (got.len() * got.elem.bytes()) as u64;
+        let snapshot = (self.gpu).snapshot(&got.buffer, got.byte_offset(), bytes);
         let row = self.pending_row(kernel, shape, abs, rel);
         self.rows.push(row);
         self.deferred.push(Deferred {
@@ -296,6 +311,16 @@ pub fn run(gpu: &Gpu, quick: bool) -> CheckReport {
     }
     pollster::block_on(sample::check(&mut c));
     classifier::check(&mut c);
+    c.report(start.elapsed().as_secs_f64())
+}
+
+/// `check --precision f16`: the f16 kernels' cases ([`half`]), or one failed row when the
+/// adapter has no shader-f16.
+pub fn run_f16(gpu: &Gpu, quick: bool) -> CheckReport {
+    let start = Instant::now();
+    let mut c = Checker::new(gpu, quick);
+    half::check(&mut c);
+    pollster::block_on(c.settle());
     c.report(start.elapsed().as_secs_f64())
 }
 

@@ -212,7 +212,7 @@ pub fn run_levels(gpu: &Gpu, a: &EvalArgs) -> Result<LevelsReport> {
         .checkpoint
         .as_ref()
         .ok_or_else(|| Error::config("--loss-by-level needs --checkpoint"))?;
-    let model = sample::load_model(gpu, path, a.weights())?;
+    let model = sample::load_model(gpu, path, a.weights(), sample::Precision::F32)?;
     let mnist = data::load(a.data.as_deref())?;
     let levels = a
         .levels

@@ -5,7 +5,7 @@
 //! hot loop; recording it into a pass allocates nothing.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Elem, Gpu};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -25,16 +25,24 @@ pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 pub const REDUCE_WG: u32 = 256;
 
 impl Shader {
-    /// The WGSL text the device compiles: the prelude (with `RWG`) and the file.
-    pub fn wgsl(&self) -> String {
+    /// The WGSL text the device compiles for activations stored as `elem`: the alias `elem`
+    /// ([`Elem::wgsl_alias`]), the prelude (with `RWG`) and the file. Every shader is written
+    /// once; those that touch activations declare them `array<elem>` and compute in f32.
+    pub fn wgsl_of(&self, elem: Elem) -> String {
+        let alias = elem.wgsl_alias();
         if self.prelude {
             format!(
-                "const RWG: u32 = {REDUCE_WG}u;\n{PRELUDE}\n// shaders/{}.wgsl\n{}",
+                "{alias}const RWG: u32 = {REDUCE_WG}u;\n{PRELUDE}\n// shaders/{}.wgsl\n{}",
                 self.name, self.source
             )
         } else {
-            self.source.to_string()
+            format!("{alias}{}", self.source)
         }
+    }
+
+    /// [`Shader::wgsl_of`] in f32.
+    pub fn wgsl(&self) -> String {
+        self.wgsl_of(Elem::F32)
     }
 }
 
@@ -147,31 +155,39 @@ pub struct Kernel {
     perturb: Option<Vec<u32>>,
 }
 
-type KernelKey = (&'static str, String, Vec<(String, u64)>);
+type KernelKey = (&'static str, Elem, String, Vec<(String, u64)>);
 
 /// Shader modules and pipelines of one device.
 #[derive(Default)]
 pub struct KernelCache {
-    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<(&'static str, Elem), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
 }
 
 impl Gpu {
-    fn module(&self, shader: &'static Shader) -> Result<Arc<wgpu::ShaderModule>> {
-        if let Some(m) = self.kernels.modules.lock().unwrap().get(shader.name) {
+    fn module(&self, shader: &'static Shader, elem: Elem) -> Result<Arc<wgpu::ShaderModule>> {
+        if let Some(m) = self
+            .kernels
+            .modules
+            .lock()
+            .unwrap()
+            .get(&(shader.name, elem))
+        {
             return Ok(m.clone());
         }
+        self.check_elem(elem)?;
         let (module, error) = self.validated(|| {
             self.device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.wgsl().into()),
+                    source: wgpu::ShaderSource::Wgsl(shader.wgsl_of(elem).into()),
                 })
         });
         if let Some(e) = error {
             return Err(Error::gpu(format!(
-                "shaders/{}.wgsl does not compile: {e}",
-                shader.name
+                "shaders/{}.wgsl ({}) does not compile: {e}",
+                shader.name,
+                elem.name()
             )));
         }
         let module = Arc::new(module);
@@ -179,8 +195,19 @@ impl Gpu {
             .modules
             .lock()
             .unwrap()
-            .insert(shader.name, module.clone());
+            .insert((shader.name, elem), module.clone());
         Ok(module)
+    }
+
+    /// Errors, in one line naming the adapter, when it cannot run kernels storing `elem`.
+    pub fn check_elem(&self, elem: Elem) -> Result<()> {
+        if elem == Elem::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::adapter(format!(
+                "{} has no shader-f16 feature: it cannot run --precision f16 (use --precision f32)",
+                self.info.name
+            )));
+        }
+        Ok(())
     }
 
     /// Runs `make` inside a validation error scope and returns what it made with the scope's
@@ -206,9 +233,21 @@ impl Gpu {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> Result<Arc<Kernel>> {
+        self.kernel_of(shader_name, entry, constants, Elem::F32)
+    }
+
+    /// [`Gpu::kernel`] for activations stored as `elem` (the shader's `elem` alias).
+    pub fn kernel_of(
+        &self,
+        shader_name: &str,
+        entry: &str,
+        constants: &[(&str, f64)],
+        elem: Elem,
+    ) -> Result<Arc<Kernel>> {
         let shader = shader(shader_name)?;
         let key: KernelKey = (
             shader.name,
+            elem,
             entry.to_string(),
             constants
                 .iter()
@@ -218,8 +257,11 @@ impl Gpu {
         if let Some(k) = self.kernels.pipelines.lock().unwrap().get(&key) {
             return Ok(k.clone());
         }
-        let module = self.module(shader)?;
-        let label = format!("{}::{entry}", shader.name);
+        let module = self.module(shader, elem)?;
+        let label = match elem {
+            Elem::F32 => format!("{}::{entry}", shader.name),
+            Elem::F16 => format!("{}::{entry}[f16]", shader.name),
+        };
         let (pipeline, error) = self.validated(|| {
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -244,7 +286,7 @@ impl Gpu {
             .perturb
             .as_ref()
             .filter(|p| p.split(',').any(|p| label.contains(p)) && shader.name != PERTURB.name)
-            .map(|_| writable_bindings(&shader.wgsl()));
+            .map(|_| writable_bindings(&shader.wgsl_of(elem)));
         let k = Arc::new(Kernel {
             label,
             pipeline,
@@ -261,17 +303,24 @@ impl Gpu {
 
     /// Every pipeline built so far: (shader, entry point, constants), sorted; what the
     /// portability tests translate for the other backends.
-    pub fn built_kernels(&self) -> Vec<(&'static str, String, Vec<(String, f64)>)> {
+    pub fn built_kernels(&self) -> Vec<BuiltKernel> {
         let mut built: Vec<_> = (self.kernels.pipelines.lock().unwrap().keys())
-            .map(|(shader, entry, constants)| {
+            .map(|(shader, elem, entry, constants)| {
                 let constants = constants
                     .iter()
                     .map(|(k, bits)| (k.clone(), f64::from_bits(*bits)))
                     .collect();
-                (*shader, entry.clone(), constants)
+                BuiltKernel {
+                    shader: *shader,
+                    elem: *elem,
+                    entry: entry.clone(),
+                    constants,
+                }
             })
             .collect();
-        built.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        built.sort_by(|a, b| {
+            (a.shader, a.elem.name(), &a.entry).cmp(&(b.shader, b.elem.name(), &b.entry))
+        });
         built
     }
 
@@ -356,6 +405,15 @@ impl Gpu {
         }
         Ok([x as u32, y as u32, 1])
     }
+}
+
+/// A pipeline the kernel cache holds: shader, storage type, entry point and constants.
+#[derive(Clone, Debug)]
+pub struct BuiltKernel {
+    pub shader: &'static str,
+    pub elem: Elem,
+    pub entry: String,
+    pub constants: Vec<(String, f64)>,
 }
 
 /// A prepared dispatch: pipeline, bind group and workgroup count.

@@ -12,5 +12,5 @@ pub mod tune;
 
 pub use context::{BackendChoice, Gpu, GpuOptions, LimitsChoice};
 pub use kernels::{Dispatch, Kernel, SHADERS};
-pub use tensor::GpuTensor;
+pub use tensor::{Elem, GpuTensor};
 pub use tune::{TuneCache, TuneMode};

@@ -9,9 +9,60 @@ pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// A range of a storage buffer of 4-byte elements (f32 or u32) with a logical shape: either a
-/// whole buffer, or a view into a larger one (e.g. one parameter tensor of the flat parameter
-/// buffer that Adam updates in one dispatch).
+/// How a tensor's elements are stored: 4 bytes (f32, or u32 for labels and RNG state), or
+/// IEEE half precision, 2 bytes (`--precision f16`: the weights and activations of a model
+/// that samples). Shaders see the storage type of their activations as the alias `elem`
+/// ([`Elem::wgsl_alias`]), and compute in f32 whatever it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Elem {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Elem {
+    pub fn bytes(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::F16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Elem::F32 => "f32",
+            Elem::F16 => "f16",
+        }
+    }
+
+    /// The lines in front of a shader that declare `elem` (with `enable f16;` for f16: it
+    /// must come before any other declaration).
+    pub fn wgsl_alias(self) -> &'static str {
+        match self {
+            Elem::F32 => "alias elem = f32;\n",
+            Elem::F16 => "enable f16;\nalias elem = f16;\n",
+        }
+    }
+
+    /// The storage type shared by `tensors` (the ones a kernel binds as `elem`), or an error
+    /// naming the op and the odd one out.
+    pub fn of(op: &str, tensors: &[&GpuTensor]) -> Result<Elem> {
+        let first = tensors.first().map_or(Elem::F32, |t| t.elem);
+        match tensors.iter().find(|t| t.elem != first) {
+            Some(t) => Err(Error::gpu(format!(
+                "{op}: tensor {} is {} beside {} tensors (its inputs and output share one storage type)",
+                t.label,
+                t.elem.name(),
+                first.name()
+            ))),
+            None => Ok(first),
+        }
+    }
+}
+
+/// A range of a storage buffer with a logical shape: either a whole buffer, or a view into a
+/// larger one (e.g. one parameter tensor of the flat parameter buffer that Adam updates in one
+/// dispatch). Its elements are 4 bytes (f32 or u32) unless `elem` says f16.
 #[derive(Clone, Debug)]
 pub struct GpuTensor {
     pub buffer: wgpu::Buffer,
@@ -20,13 +71,19 @@ pub struct GpuTensor {
     pub offset: usize,
     pub shape: Vec<usize>,
     pub label: String,
+    pub elem: Elem,
 }
 
 impl GpuTensor {
-    /// A zero-filled tensor.
+    /// A zero-filled tensor of 4-byte elements.
     pub fn zeros(gpu: &Gpu, label: &str, shape: &[usize]) -> Result<GpuTensor> {
+        Self::zeros_of(gpu, label, shape, Elem::F32)
+    }
+
+    /// A zero-filled tensor of `elem` elements (its buffer a whole number of 4-byte words).
+    pub fn zeros_of(gpu: &Gpu, label: &str, shape: &[usize], elem: Elem) -> Result<GpuTensor> {
         let len: usize = shape.iter().product();
-        let bytes = (len.max(1) * 4) as u64;
+        let bytes = padded_bytes(len.max(1), elem);
         gpu.check_binding_size(label, bytes)?;
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -39,6 +96,7 @@ impl GpuTensor {
             offset: 0,
             shape: shape.to_vec(),
             label: label.to_string(),
+            elem,
         })
     }
 
@@ -74,7 +132,32 @@ impl GpuTensor {
             offset: 0,
             shape: shape.to_vec(),
             label: label.to_string(),
+            elem: Elem::F32,
         })
+    }
+
+    /// A tensor holding `data` stored as `elem` (f32 values rounded to nearest f16 by the
+    /// `half` crate for f16).
+    pub fn from_values(
+        gpu: &Gpu,
+        label: &str,
+        shape: &[usize],
+        data: &[f32],
+        elem: Elem,
+    ) -> Result<GpuTensor> {
+        if elem == Elem::F32 {
+            return Self::from_slice(gpu, label, shape, data);
+        }
+        let len: usize = shape.iter().product();
+        if data.len() != len {
+            return Err(Error::gpu(format!(
+                "tensor {label}: {} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        let t = Self::zeros_of(gpu, label, shape, elem)?;
+        t.write_values(gpu, data);
+        Ok(t)
     }
 
     /// Bytes packed four to a u32 word (e.g. 8-bit images), zero-padded to a whole word.
@@ -104,15 +187,25 @@ impl GpuTensor {
             offset: self.offset + offset,
             shape: shape.to_vec(),
             label: label.to_string(),
+            elem: self.elem,
         }
     }
 
-    /// The binding of this range, for [`Gpu::dispatch`].
+    /// First byte of the range.
+    pub fn byte_offset(&self) -> u64 {
+        (self.offset * self.elem.bytes()) as u64
+    }
+
+    /// The binding of this range, for [`Gpu::dispatch`]: a whole number of 4-byte words (an
+    /// f16 range of odd length takes the next element too, which no kernel reads: buffers
+    /// and parameter views are padded to whole words).
     pub fn bind(&self) -> wgpu::BindingResource<'_> {
+        let bytes = padded_bytes(self.len().max(1), self.elem);
+        let size = bytes.min(self.buffer.size() - self.byte_offset());
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
-            offset: (self.offset * 4) as u64,
-            size: std::num::NonZeroU64::new((self.len().max(1) * 4) as u64),
+            offset: self.byte_offset(),
+            size: std::num::NonZeroU64::new(size),
         })
     }
 
@@ -125,14 +218,53 @@ impl GpuTensor {
         self.len() == 0
     }
 
-    /// Overwrites the contents with `data` (same length).
+    /// Overwrites the contents with `data` (same length; a 4-byte tensor).
     pub fn write<T: bytemuck::Pod>(&self, gpu: &Gpu, data: &[T]) {
         assert_eq!(data.len(), self.len(), "write to {}", self.label);
+        assert_eq!(
+            std::mem::size_of::<T>(),
+            self.elem.bytes(),
+            "write to {}",
+            self.label
+        );
         gpu.queue.write_buffer(
             &self.buffer,
             (self.offset * 4) as u64,
             bytemuck::cast_slice(data),
         );
+    }
+
+    /// Overwrites the contents with `data` (same length) converted to the tensor's storage.
+    pub fn write_values(&self, gpu: &Gpu, data: &[f32]) {
+        assert_eq!(data.len(), self.len(), "write to {}", self.label);
+        match self.elem {
+            Elem::F32 => self.write(gpu, data),
+            Elem::F16 => {
+                let mut words: Vec<half::f16> =
+                    data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                // write_buffer takes whole 4-byte words.
+                if words.len() % 2 == 1 {
+                    words.push(half::f16::ZERO);
+                }
+                gpu.queue.write_buffer(
+                    &self.buffer,
+                    self.byte_offset(),
+                    bytemuck::cast_slice(&words),
+                );
+            }
+        }
+    }
+
+    /// Reads the values back as f32 whatever their storage (waits for the GPU; for tests and
+    /// checks).
+    pub fn read_values(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        match self.elem {
+            Elem::F32 => self.read(gpu),
+            Elem::F16 => {
+                let v: Vec<half::f16> = gpu.read(&self.buffer, self.offset, self.len())?;
+                Ok(v.iter().map(|h| h.to_f32()).collect())
+            }
+        }
     }
 
     /// Reads the tensor back (waits for the GPU). For tests, checkpoints and final results:
@@ -146,6 +278,11 @@ impl GpuTensor {
         gpu.read_async::<T>(&self.buffer, self.offset, self.len())
             .await
     }
+}
+
+/// Bytes of a buffer of `len` elements of `elem`: a whole number of 4-byte words.
+fn padded_bytes(len: usize, elem: Elem) -> u64 {
+    ((len * elem.bytes()).div_ceil(4) * 4) as u64
 }
 
 impl Gpu {

@@ -72,15 +72,42 @@ pub struct ParamLayout {
     pub total: usize,
 }
 
-/// Offsets are multiples of this many f32 (256 bytes: the largest storage-offset alignment
-/// WebGPU allows an adapter to require).
-pub const PARAM_ALIGN: usize = 64;
+/// Offsets are multiples of this many bytes: the largest storage-offset alignment WebGPU
+/// allows an adapter to require.
+pub const PARAM_ALIGN_BYTES: usize = 256;
+
+/// Offsets of a checkpoint's (f32) layout are multiples of this many elements.
+pub const PARAM_ALIGN: usize = PARAM_ALIGN_BYTES / 4;
 
 /// First RNG stream of the initialisation; tensor i uses stream `INIT_STREAM + i`.
 pub const INIT_STREAM: u32 = 1 << 16;
 
 impl ParamLayout {
+    /// The layout of f32 parameters: a checkpoint's, and training's.
     pub fn new(config: &ModelConfig) -> ParamLayout {
+        Self::aligned(config, PARAM_ALIGN)
+    }
+
+    /// The layout for elements of `bytes` bytes (2: f16 weights), offsets still on
+    /// [`PARAM_ALIGN_BYTES`].
+    pub fn for_element_bytes(config: &ModelConfig, bytes: usize) -> ParamLayout {
+        Self::aligned(config, PARAM_ALIGN_BYTES / bytes)
+    }
+
+    /// `values` (in this layout) placed in layout `to` of the same tensors; padding zero.
+    pub fn relayout(&self, values: &[f32], to: &ParamLayout) -> Vec<f32> {
+        let mut out = vec![0.0; to.total];
+        for (a, b) in self.tensors.iter().zip(&to.tensors) {
+            assert_eq!(
+                a.name, b.name,
+                "relayout between layouts of different models"
+            );
+            out[b.range()].copy_from_slice(&values[a.range()]);
+        }
+        out
+    }
+
+    fn aligned(config: &ModelConfig, align: usize) -> ParamLayout {
         let g = &config.geometry;
         let (t, d, hk) = (g.tokens() as usize, g.dim() as usize, config.hk() as usize);
         let (h, k) = (config.heads as f32, config.key_dim as f32);
@@ -98,7 +125,7 @@ impl ParamLayout {
                 offset,
                 init,
             });
-            offset += len.div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
+            offset += len.div_ceil(align) * align;
         };
         push("pos".into(), vec![t, d], Init::Uniform(0.05));
         if config.classes {

@@ -28,7 +28,7 @@
 use crate::config::Skip;
 use crate::config::{ModelConfig, NO_LABEL};
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::gpu::{Dispatch, Elem, Gpu, GpuTensor};
 use crate::model::ParamLayout;
 use crate::ops::label::{self, LabelShape};
 use crate::ops::{adam, attention, gelu, loss, matmul, rows, skip};
@@ -98,7 +98,8 @@ pub struct Network {
     /// The last layer's output back in [B, T, D] (zero conditioning rows).
     x_last: GpuTensor,
     forward: Vec<Dispatch>,
-    loss: loss::MseForward,
+    /// The loss of an f32 network (None in f16, which only samples).
+    loss: Option<loss::MseForward>,
     backward: Vec<Dispatch>,
     _keep: Vec<GpuTensor>,
 }
@@ -187,6 +188,12 @@ impl<'a> Build<'a> {
         GpuTensor::zeros(self.gpu, name, shape)
     }
 
+    /// An activation of the forward pass, stored like the weights (f32, or f16 with
+    /// `--precision f16`).
+    fn act(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
+        GpuTensor::zeros_of(self.gpu, name, shape, self.params.elem)
+    }
+
     /// The parameter `name`, a view of the flat buffer.
     fn weight(&self, name: &str) -> GpuTensor {
         let s = self.layout.get(name);
@@ -242,10 +249,10 @@ impl<'a> Build<'a> {
         forward: &mut Vec<Dispatch>,
     ) -> Result<Layer> {
         let (gpu, m, d, hk) = (self.gpu, self.m, self.d, self.hk);
-        let qkv = self.zeros(&format!("layer{l}.qkv"), &[m, 3 * hk])?;
+        let qkv = self.act(&format!("layer{l}.qkv"), &[m, 3 * hk])?;
         let probs_shape = [self.batch, self.attention.heads, self.t, self.t];
         let probs = self.zeros(&format!("layer{l}.probs"), &probs_shape)?;
-        let o = self.zeros(&format!("layer{l}.o"), &[m, hk])?;
+        let o = self.act(&format!("layer{l}.o"), &[m, hk])?;
         forward.push(self.dense(l, "qkv", &x_in, &qkv, m, d, 3 * hk)?);
         forward.push(attention::attention_forward(
             gpu,
@@ -256,13 +263,13 @@ impl<'a> Build<'a> {
         )?);
         let rows = self.rows(l);
         let o_rows = if l == self.last {
-            let o_rows = self.zeros(&format!("layer{l}.o_patches"), &[rows, hk])?;
+            let o_rows = self.act(&format!("layer{l}.o_patches"), &[rows, hk])?;
             forward.push(rows::drop_cond(gpu, &o, &o_rows, self.rows_of(hk))?);
             o_rows
         } else {
             o.clone()
         };
-        let proj = self.zeros(&format!("layer{l}.y"), &[rows, d])?;
+        let proj = self.act(&format!("layer{l}.y"), &[rows, d])?;
         forward.push(self.dense(l, "o", &o_rows, &proj, rows, hk, d)?);
         // Residual: x_{l+1} = MHA(x_l) + x_start (in place on the projection's output).
         forward.push(if l == self.last {
@@ -293,9 +300,9 @@ impl<'a> Build<'a> {
             return Ok(None);
         }
         let (f, d, rows) = (self.config.mlp as usize, self.d, self.rows(l));
-        let pre = self.zeros(&format!("layer{l}.pre"), &[rows, f])?;
-        let h = self.zeros(&format!("layer{l}.h"), &[rows, f])?;
-        let out = self.zeros(&format!("layer{l}.out"), &[rows, d])?;
+        let pre = self.act(&format!("layer{l}.pre"), &[rows, f])?;
+        let h = self.act(&format!("layer{l}.h"), &[rows, f])?;
+        let out = self.act(&format!("layer{l}.out"), &[rows, d])?;
         forward.push(self.dense(l, "1", proj, &pre, rows, d, f)?);
         forward.push(gelu::gelu_forward(self.gpu, &pre, &h)?);
         forward.push(self.dense(l, "2", &h, &out, rows, f, d)?);
@@ -320,7 +327,7 @@ impl<'a> Build<'a> {
         if self.config.skip == Skip::Identity {
             return Ok(x_last.clone());
         }
-        let y = self.zeros("output", &[batch, t, d])?;
+        let y = self.act("output", &[batch, t, d])?;
         let prior = self.prior();
         forward.push(skip::skip_forward(
             self.gpu,
@@ -642,7 +649,7 @@ impl Network {
         let b = Build::new(gpu, config, layout, params, batch);
         let tokens = b.zeros("tokens", &[batch, b.t, b.d])?;
         let target = b.zeros("target", &[batch, b.p, b.d])?;
-        let x_start = b.zeros("x_start", &[batch, b.t, b.d])?;
+        let x_start = b.act("x_start", &[batch, b.t, b.d])?;
         let history = b.zeros("loss-history", &[LOSS_HISTORY])?;
         let pos = b.weight("pos");
         let mut forward = vec![rows::add_pos(
@@ -663,7 +670,7 @@ impl Network {
         }
         // The last layer's patch rows back in [B, T, D]: what the skip, the loss and the
         // sampler read (their conditioning rows are never used).
-        let x_last = b.zeros("x_last", &[batch, b.t, b.d])?;
+        let x_last = b.act("x_last", &[batch, b.t, b.d])?;
         let last_out = layers[b.last].out();
         forward.push(rows::pad_cond(gpu, last_out, &x_last, b.rows_of(b.d))?);
         let output = b.skip_forward(&x_last, &tokens, &mut forward)?;
@@ -672,8 +679,18 @@ impl Network {
             max: config.loss_weight_max,
         };
         let (t, p, d) = (b.t, b.p, b.d);
-        let mse = loss::MseForward::new(gpu, &output, &target, weight, &history, batch, t, p, d)?;
+        // The loss and the backward pass are f32's: half precision only samples.
+        let mse = (params.elem == Elem::F32)
+            .then(|| loss::MseForward::new(gpu, &output, &target, weight, &history, batch, t, p, d))
+            .transpose()?;
         let (backward, keep) = match grads {
+            Some(_) if params.elem != Elem::F32 => {
+                return Err(Error::config(format!(
+                    "the {} weights of {} can only sample: training is f32",
+                    params.elem.name(),
+                    params.label
+                )))
+            }
             Some(grads) => {
                 let mut back = Backward::new(&b, grads)?;
                 back.loss(&output, &target, weight)?;
@@ -707,7 +724,11 @@ impl Network {
 
     /// Chooses the history slot the next loss is written to.
     pub fn set_slot(&self, gpu: &Gpu, slot: u32) {
-        self.loss.set_slot(gpu, slot);
+        self.mse().set_slot(gpu, slot);
+    }
+
+    fn mse(&self) -> &loss::MseForward {
+        (self.loss.as_ref()).expect("an f16 network has no loss: it only samples")
     }
 
     pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -728,7 +749,7 @@ impl Network {
     }
 
     pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.loss.dispatch.record(pass);
+        self.mse().dispatch.record(pass);
     }
 
     pub fn record_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -768,7 +789,7 @@ impl Network {
     pub fn dispatches(&self) -> Vec<&Dispatch> {
         self.forward
             .iter()
-            .chain(std::iter::once(&self.loss.dispatch))
+            .chain(self.loss.as_ref().map(|l| &l.dispatch))
             .chain(&self.backward)
             .collect()
     }

@@ -7,7 +7,7 @@
 use super::{check_loops, expect_len};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
-use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::gpu::{Dispatch, Elem, Gpu, GpuTensor};
 
 pub use crate::math::shapes::AttentionShape;
 
@@ -121,6 +121,7 @@ fn kernel_and_groups(
     s: &AttentionShape,
     version: AttentionKernel,
     entry: &str,
+    elem: Elem,
 ) -> Result<(std::sync::Arc<crate::gpu::Kernel>, [u32; 3])> {
     let op = format!("attention_{entry}");
     let per_head = gpu.groups_1d((s.batch * s.heads) as u64, 1)?;
@@ -139,20 +140,20 @@ fn kernel_and_groups(
                 ("TILE_T", ATTENTION_TILE_TOKENS as f64),
             ];
             Ok((
-                gpu.kernel("attention", &format!("{op}_tile"), &c)?,
+                gpu.kernel_of("attention", &format!("{op}_tile"), &c, elem)?,
                 per_head,
             ))
         }
         AttentionKernel::Rows if entry == "forward" => {
             check(s, gpu, &op, s.loop_iterations().0)?;
-            let k = gpu.kernel("attention", &op, &[("WG", WG_1D as f64)])?;
+            let k = gpu.kernel_of("attention", &op, &[("WG", WG_1D as f64)], elem)?;
             let threads = (s.batch * s.heads * s.tokens) as u64;
             Ok((k, gpu.groups_1d(threads, WG_1D)?))
         }
         AttentionKernel::Rows => {
             check(s, gpu, &op, s.loop_iterations().1)?;
             let c = [("BWG", s.backward_workgroup() as f64)];
-            Ok((gpu.kernel("attention", &op, &c)?, per_head))
+            Ok((gpu.kernel_of("attention", &op, &c, elem)?, per_head))
         }
     }
 }
@@ -181,7 +182,9 @@ pub fn attention_forward_with(
     expect_len("attention_forward", qkv, shape.qkv_len())?;
     expect_len("attention_forward", o, shape.o_len())?;
     expect_len("attention_forward", probs, shape.probs_len())?;
-    let (k, groups) = kernel_and_groups(gpu, shape, version, "forward")?;
+    let bindings = [(1, qkv), (2, o), (3, probs)];
+    let elem = super::elem_of("attention_forward", &bindings, &[1, 2])?;
+    let (k, groups) = kernel_and_groups(gpu, shape, version, "forward", elem)?;
     let p = params(gpu, shape);
     gpu.dispatch(
         &k,
@@ -223,7 +226,9 @@ pub fn attention_backward_with(
     expect_len("attention_backward", probs, shape.probs_len())?;
     expect_len("attention_backward", d_o, shape.o_len())?;
     expect_len("attention_backward", dqkv, shape.qkv_len())?;
-    let (k, groups) = kernel_and_groups(gpu, shape, version, "backward")?;
+    let bindings = [(1, qkv), (4, probs), (5, d_o), (6, dqkv)];
+    let elem = super::elem_of("attention_backward", &bindings, &[1])?;
+    let (k, groups) = kernel_and_groups(gpu, shape, version, "backward", elem)?;
     let p = params(gpu, shape);
     gpu.dispatch(
         &k,

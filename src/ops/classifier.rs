@@ -64,7 +64,16 @@ fn dispatch(
     threads: usize,
     bindings: &[(u32, &GpuTensor)],
 ) -> Result<Dispatch> {
-    super::dispatch_1d(gpu, "classifier", entry, &constants(), p, threads, bindings)
+    super::dispatch_1d(
+        gpu,
+        "classifier",
+        entry,
+        &constants(),
+        p,
+        threads,
+        bindings,
+        &[],
+    )
 }
 
 fn relu_check(op: &str, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor) -> Result<usize> {

@@ -23,7 +23,7 @@ fn dispatch(gpu: &Gpu, entry: &str, n: usize, bindings: &[(u32, &GpuTensor)]) ->
         ..Default::default()
     };
     let wg = [("WG", WG_1D as f64)];
-    super::dispatch_1d(gpu, "gelu", entry, &wg, &p, n, bindings)
+    super::dispatch_1d(gpu, "gelu", entry, &wg, &p, n, bindings, &[1, 2])
 }
 
 /// x [n] -> y [n] = gelu(x).

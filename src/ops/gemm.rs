@@ -13,7 +13,7 @@
 
 use super::check_loops;
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::gpu::{Dispatch, Elem, Gpu, GpuTensor};
 
 /// v1: `NAIVE_WG x NAIVE_WG` threads per workgroup, one output each.
 pub const NAIVE_WG: u32 = 16;
@@ -288,7 +288,7 @@ fn check_distinct(op: &str, out: &GpuTensor, inputs: &[&GpuTensor]) -> Result<()
 
 fn check_offset(gpu: &Gpu, op: &str, t: &GpuTensor) -> Result<()> {
     let align = gpu.limits.min_storage_buffer_offset_alignment as usize;
-    if !(t.offset * 4).is_multiple_of(align) {
+    if !(t.byte_offset() as usize).is_multiple_of(align) {
         return Err(err(
             op,
             format!(
@@ -456,7 +456,8 @@ pub fn gemm_with(
         ("TRANS_B", spec.trans_b as u32 as f64),
     ];
     let (entry, groups) = entry_and_grid(gpu, op, kernel, tuning, &spec, vec4, &mut constants)?;
-    let kern = gpu.kernel(kernel.shader(), entry, &constants)?;
+    let elem = Elem::of(op, &[a, b, bias.unwrap_or(a), c])?;
+    let kern = gpu.kernel_of(kernel.shader(), entry, &constants, elem)?;
     let flags =
         if bias.is_some() { HAS_BIAS } else { 0 } | if spec.accumulate { ACCUMULATE } else { 0 };
     let p = params(gpu, spec.m, spec.n, spec.k, flags);
@@ -643,13 +644,14 @@ pub fn colsum(
         &format!("{op}: summing M = {m} rows"),
         m.div_ceil(COLSUM_ROWS as usize) as u64 + COLSUM_ROWS as u64,
     )?;
-    let kern = gpu.kernel(
+    let kern = gpu.kernel_of(
         "matmul",
         "colsum",
         &[
             ("COLSUM_COLS", COLSUM_COLS as f64),
             ("COLSUM_ROWS", COLSUM_ROWS as f64),
         ],
+        Elem::of(op, &[dy, out])?,
     )?;
     let flags = if accumulate { ACCUMULATE } else { 0 };
     let p = params(gpu, m, n, 1, flags);

@@ -53,7 +53,16 @@ fn dispatch(
     bindings: &[(u32, &GpuTensor)],
 ) -> Result<Dispatch> {
     let constants = [("WG", WG_1D as f64)];
-    super::dispatch_1d(gpu, "label", entry, &constants, &p, threads, bindings)
+    super::dispatch_1d(
+        gpu,
+        "label",
+        entry,
+        &constants,
+        &p,
+        threads,
+        bindings,
+        &[2, 3],
+    )
 }
 
 /// x_start [B, T, D] += table[labels[b]] on each sample's conditioning row (row T - 1);

@@ -178,5 +178,6 @@ pub fn mse_backward(
         &par,
         n,
         &[(1, weight.tokens), (9, out), (10, target), (12, dout)],
+        &[],
     )
 }

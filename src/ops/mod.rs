@@ -18,11 +18,14 @@ pub mod tune;
 
 use crate::error::{Error, Result};
 use crate::gpu::kernels::WG_1D;
-use crate::gpu::{Dispatch, Gpu, GpuTensor};
+use crate::gpu::{Dispatch, Elem, Gpu, GpuTensor};
 
 /// A 1-D dispatch of `shader`'s `entry` over `threads` threads in groups of `WG_1D` (spilling
 /// into y for large counts), specialised with `constants`, with its uniform `params` at
-/// binding 0 and `bindings` after it: the set-up every elementwise op shares.
+/// binding 0 and `bindings` after it: the set-up every elementwise op shares. The bindings
+/// numbered in `elem_bindings` are those the shader declares `array<elem>`: their tensors'
+/// storage type (one for all) picks the shader's variant.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn dispatch_1d<P: bytemuck::Pod>(
     gpu: &Gpu,
     shader: &str,
@@ -31,12 +34,35 @@ pub(crate) fn dispatch_1d<P: bytemuck::Pod>(
     params: &P,
     threads: usize,
     bindings: &[(u32, &GpuTensor)],
+    elem_bindings: &[u32],
 ) -> Result<Dispatch> {
-    let k = gpu.kernel(shader, entry, constants)?;
+    let elem = elem_of(entry, bindings, elem_bindings)?;
+    let k = gpu.kernel_of(shader, entry, constants, elem)?;
     let u = gpu.uniform(&format!("{entry}-params"), params);
     let mut entries = vec![(0, u.as_entire_binding())];
     entries.extend(bindings.iter().map(|(b, t)| (*b, t.bind())));
     gpu.dispatch(&k, &entries, gpu.groups_1d(threads as u64, WG_1D)?)
+}
+
+/// The storage type shared by the tensors of `bindings` numbered in `elem_bindings` (f32 when
+/// there are none); an error when they differ, or when any other binding is not 4-byte.
+pub(crate) fn elem_of(
+    op: &str,
+    bindings: &[(u32, &GpuTensor)],
+    elem_bindings: &[u32],
+) -> Result<Elem> {
+    let (elems, plain): (Vec<_>, Vec<_>) = bindings
+        .iter()
+        .partition(|(b, _)| elem_bindings.contains(b));
+    if let Some((_, t)) = plain.iter().find(|(_, t)| t.elem != Elem::F32) {
+        return Err(Error::gpu(format!(
+            "{op}: tensor {} is {}, where the kernel reads 4-byte elements",
+            t.label,
+            t.elem.name()
+        )));
+    }
+    let elems: Vec<&GpuTensor> = elems.iter().map(|(_, t)| *t).collect();
+    Elem::of(op, &elems)
 }
 
 /// Errors unless `t` holds exactly `len` elements.

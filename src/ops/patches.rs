@@ -106,7 +106,8 @@ pub fn recompose(
 ) -> Result<Dispatch> {
     expect_len("recompose", ptokens, batch * tokens * g.dim() as usize)?;
     expect_len("recompose", image, batch * g.pixels() as usize)?;
-    let k = gpu.kernel("patches", "recompose", &constants(g))?;
+    let elem = super::elem_of("recompose", &[(7, ptokens), (8, image)], &[7])?;
+    let k = gpu.kernel_of("patches", "recompose", &constants(g), elem)?;
     let p = params(gpu, batch, tokens);
     let groups = gpu.groups_1d(image.len() as u64, WG_1D)?;
     gpu.dispatch(

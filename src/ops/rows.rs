@@ -32,7 +32,16 @@ fn elementwise(
     bindings: &[(u32, &GpuTensor)],
 ) -> Result<Dispatch> {
     check_count(entry, threads.max(p.n as usize))?;
-    super::dispatch_1d(gpu, "rows", entry, &constants(), &p, threads, bindings)
+    super::dispatch_1d(
+        gpu,
+        "rows",
+        entry,
+        &constants(),
+        &p,
+        threads,
+        bindings,
+        &[2, 3, 6, 7, 8],
+    )
 }
 
 /// tokens [B, T, D], pos [T, D] -> x_start [B, T, D] = tokens + pos (broadcast over B).

@@ -142,7 +142,8 @@ fn dispatch(
         &constants,
         &p,
         n,
-        // Without a prior the shader never reads binding 4: the tokens stand in.
-        &[(1, x), (2, tokens), (3, y), (4, prior.unwrap_or(tokens))],
+        // Without a prior the shader never reads binding 4: x stands in.
+        &[(1, x), (2, tokens), (3, y), (4, prior.unwrap_or(x))],
+        &[1, 3, 4],
     )
 }

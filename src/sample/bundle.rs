@@ -16,7 +16,7 @@ use crate::checkpoint::{read_state_bytes, RunConfig, FORMAT};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::ParamLayout;
-use crate::settings::sample::{SampleFlags, SampleSettings, Weights};
+use crate::settings::sample::{Precision, SampleFlags, SampleSettings, Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -60,6 +60,15 @@ pub struct Bundle {
 #[derive(Serialize, Deserialize)]
 struct Header {
     sample: SampleSettings,
+    storage: Storage,
+    parts: Vec<PartHeader>,
+}
+
+/// A bundle's metadata as read: the settings it names over the defaults (a bundle written
+/// before a setting existed gets that setting's default).
+#[derive(Deserialize)]
+struct HeaderIn {
+    sample: SampleFlags,
     storage: Storage,
     parts: Vec<PartHeader>,
 }
@@ -208,11 +217,20 @@ impl Bundle {
         Ok((s, schedule, classes))
     }
 
-    /// Every part's weights on the GPU, uploaded once for any number of samplers.
-    pub fn upload(&self, gpu: &Gpu) -> Result<Uploaded> {
-        let models = (self.parts.iter())
-            .map(|p| upload_model(gpu, &p.name, p.config.clone(), &p.weights, Weights::Ema))
-            .collect::<Result<_>>()?;
+    /// Every part's weights on the GPU, stored as `precision` asks, uploaded once for any
+    /// number of samplers.
+    pub fn upload(&self, gpu: &Gpu, precision: Precision) -> Result<Uploaded> {
+        let upload = |p: &Part| {
+            upload_model(
+                gpu,
+                &p.name,
+                p.config.clone(),
+                &p.weights,
+                Weights::Ema,
+                precision,
+            )
+        };
+        let models = (self.parts.iter()).map(upload).collect::<Result<_>>()?;
         Ok(Uploaded { models })
     }
 }
@@ -284,7 +302,7 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn read_bundle(bytes: &[u8], name: &str, info: &HashMap<String, String>) -> Result<Bundle> {
-    let header: Header = info
+    let header: HeaderIn = info
         .get("bundle")
         .ok_or_else(|| Error::checkpoint(format!("bundle {name} has no 'bundle' entry")))
         .and_then(|h| serde_json::from_str(h).map_err(|e| corrupt(name, e)))?;
@@ -301,8 +319,10 @@ fn read_bundle(bytes: &[u8], name: &str, info: &HashMap<String, String>) -> Resu
             })
         })
         .collect::<Result<_>>()?;
+    let mut settings = crate::settings::recipe::default_sample_settings();
+    settings.apply(&header.sample);
     Ok(Bundle {
-        settings: header.sample,
+        settings,
         parts,
         storage: header.storage,
     })

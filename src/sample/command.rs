@@ -7,10 +7,10 @@ use crate::checkpoint::{read_run_config, read_state_bytes, RunConfig};
 use crate::config::{ModelConfig, PIXELS};
 use crate::data::IdxWriter;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuTensor};
+use crate::gpu::{Elem, Gpu, GpuTensor};
 use crate::model::ParamLayout;
 use crate::settings::recipe;
-pub use crate::settings::sample::{Refiner, SampleFlags, SampleSettings, Weights};
+pub use crate::settings::sample::{Precision, Refiner, SampleFlags, SampleSettings, Weights};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -109,7 +109,8 @@ pub fn load_stack(
     digits: Option<&[u32]>,
 ) -> Result<(LoadedModel, Extras, Schedule)> {
     let (_, schedule, classes) = check_stack(s, digits)?;
-    let (model, extras) = load_models(s, classes, |p| load_model(gpu, p, s.weights))?;
+    let load = |p: &Path| load_model(gpu, p, s.weights, s.precision);
+    let (model, extras) = load_models(s, classes, load)?;
     Ok((model, extras, schedule))
 }
 
@@ -253,9 +254,14 @@ impl LoadedModel {
 
 /// Loads `path`'s configuration and weights (`Ema` falls back to raw weights only if the file
 /// has no EMA, and says so).
-pub fn load_model(gpu: &Gpu, path: &Path, weights: Weights) -> Result<LoadedModel> {
+pub fn load_model(
+    gpu: &Gpu,
+    path: &Path,
+    weights: Weights,
+    precision: Precision,
+) -> Result<LoadedModel> {
     let bytes = crate::checkpoint::read(path)?;
-    let m = load_model_bytes(gpu, &bytes, &path.display().to_string(), weights)?;
+    let m = load_model_bytes(gpu, &bytes, &path.display().to_string(), weights, precision)?;
     if m.weights != weights {
         eprintln!(
             "note: {} has no EMA weights; using the raw weights",
@@ -272,10 +278,11 @@ pub fn load_model_bytes(
     bytes: &[u8],
     name: &str,
     weights: Weights,
+    precision: Precision,
 ) -> Result<LoadedModel> {
     let config = read_state_bytes(bytes, name)?.config;
     let (data, used) = checkpoint_weights(bytes, name, &config, weights)?;
-    upload_model(gpu, name, config, &data, used)
+    upload_model(gpu, name, config, &data, used, precision)
 }
 
 /// The weights of a checkpoint's bytes that `weights` asks for (`Ema` falls back to the raw
@@ -294,18 +301,33 @@ pub fn checkpoint_weights(
     })
 }
 
-/// A model's weights `data` (in its layout's flat order) onto the GPU, once the model is
-/// known to fit the device; `name` is the model's `path`.
+/// The storage of weights and activations that `precision` asks for.
+pub fn elem_of(precision: Precision) -> Elem {
+    match precision {
+        Precision::F32 => Elem::F32,
+        Precision::F16 => Elem::F16,
+    }
+}
+
+/// A model's weights `data` (in its checkpoint layout's flat order) onto the GPU, once the
+/// model is known to fit the device, stored as `precision` asks (f16: rounded to nearest by
+/// the `half` crate, in the f16 layout whose views start on whole 256-byte offsets); `name`
+/// is the model's `path`.
 pub fn upload_model(
     gpu: &Gpu,
     name: &str,
     config: RunConfig,
     data: &[f32],
     weights: Weights,
+    precision: Precision,
 ) -> Result<LoadedModel> {
     crate::model::network::check_fits(gpu, &config.model, 1)?;
-    let layout = ParamLayout::new(&config.model);
-    let params = GpuTensor::from_slice(gpu, "params", &[layout.total], data)?;
+    let elem = elem_of(precision);
+    gpu.check_elem(elem)?;
+    let f32_layout = ParamLayout::new(&config.model);
+    let layout = ParamLayout::for_element_bytes(&config.model, elem.bytes());
+    let data = f32_layout.relayout(data, &layout);
+    let params = GpuTensor::from_values(gpu, "params", &[layout.total], &data, elem)?;
     Ok(LoadedModel {
         path: PathBuf::from(name),
         config,

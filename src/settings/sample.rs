@@ -19,6 +19,26 @@ pub enum Weights {
     Raw,
 }
 
+/// How the models sample: weights and activations in f32, or stored in IEEE half precision
+/// with every product, sum and softmax still in f32 (the image, the noise and the step too).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
 /// `--refiner PATH@LEVEL`: a model called instead of the main one at the steps whose level is
 /// at most LEVEL.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -125,6 +145,10 @@ crate::settings::options! {
         /// when a checkpoint has none) or the raw (last step's) ones.
         #[arg(value_enum)]
         weights: req Weights,
+        /// How the models' weights and activations are stored on the GPU: f32, or f16 (half
+        /// the bytes; every sum and the softmax in f32; the adapter needs shader-f16).
+        #[arg(value_enum)]
+        precision: req Precision,
         /// Seed of the initial noise (and of each step's fresh noise).
         seed: req u64,
     }

@@ -75,3 +75,28 @@ pub fn ok(o: &std::process::Output) -> String {
 pub fn tensor(gpu: &Gpu, name: &str, data: &[f32]) -> wgpu_diffusion::gpu::GpuTensor {
     wgpu_diffusion::gpu::GpuTensor::from_slice(gpu, name, &[data.len()], data).unwrap()
 }
+
+/// A 1-D tensor holding `data` stored as `elem`.
+pub fn tensor_of(
+    gpu: &Gpu,
+    name: &str,
+    data: &[f32],
+    elem: wgpu_diffusion::gpu::Elem,
+) -> wgpu_diffusion::gpu::GpuTensor {
+    wgpu_diffusion::gpu::GpuTensor::from_values(gpu, name, &[data.len()], data, elem).unwrap()
+}
+
+/// The device when its adapter has shader-f16; else None, once the refusal has been checked
+/// to be the one clear line (`--precision f16` on such an adapter).
+pub fn f16_gpu() -> Option<Gpu> {
+    let gpu = gpu();
+    if gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return Some(gpu);
+    }
+    let e = gpu
+        .check_elem(wgpu_diffusion::gpu::Elem::F16)
+        .expect_err("no shader-f16, yet f16 kernels are accepted");
+    assert!(e.to_string().contains("no shader-f16"), "{e}");
+    eprintln!("note: this adapter has no shader-f16; the f16 kernels are not tested");
+    None
+}

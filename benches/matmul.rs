@@ -13,13 +13,13 @@
 
 use std::time::Instant;
 use wgpu_diffusion::gpu::timing::time_dispatches;
-use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor};
+use wgpu_diffusion::gpu::{Elem, Gpu, GpuOptions, GpuTensor};
 use wgpu_diffusion::ops::matmul::{
     self, Gemm, MatmulKernel, RegisterBlocking, TiledBlocking, Tuning,
 };
 use wgpu_diffusion::ops::tune;
 use wgpu_diffusion::reference::matmul as reference;
-use wgpu_diffusion::testing::{compare, uniform_data};
+use wgpu_diffusion::testing::{compare, f16_tolerance, round_f16, uniform_data};
 
 struct Case {
     name: &'static str,
@@ -88,16 +88,21 @@ struct Buffers {
     host_bias: Vec<f32>,
 }
 
-fn buffers(gpu: &Gpu, s: &Gemm) -> Buffers {
-    let host_a = uniform_data(s.m * s.k, 1);
-    let host_b = uniform_data(s.k * s.n, 2);
-    let host_bias = uniform_data(s.n, 3);
-    let up = |l: &str, v: &[f32]| GpuTensor::from_slice(gpu, l, &[v.len()], v).unwrap();
+/// The operands stored as `elem` (for f16 the host copies hold the f16 values).
+fn buffers(gpu: &Gpu, s: &Gemm, elem: Elem) -> Buffers {
+    let values = |n, seed| match elem {
+        Elem::F32 => uniform_data(n, seed),
+        Elem::F16 => round_f16(&uniform_data(n, seed)),
+    };
+    let host_a = values(s.m * s.k, 1);
+    let host_b = values(s.k * s.n, 2);
+    let host_bias = values(s.n, 3);
+    let up = |l: &str, v: &[f32]| GpuTensor::from_values(gpu, l, &[v.len()], v, elem).unwrap();
     Buffers {
         a: up("A", &host_a),
         b: up("B", &host_b),
         bias: up("bias", &host_bias),
-        c: GpuTensor::zeros(gpu, "C", &[s.m, s.n]).unwrap(),
+        c: GpuTensor::zeros_of(gpu, "C", &[s.m, s.n], elem).unwrap(),
         host_a,
         host_b,
         host_bias,
@@ -134,13 +139,12 @@ fn check_sampled(s: &Gemm, buf: &Buffers, with_bias: bool, got: &[f32]) -> Resul
         want.push(acc as f32);
         have.push(got[idx]);
     }
-    compare(
-        "naive vs f64",
-        &have,
-        &want,
-        1e-6 * (s.k as f32 + 1.0),
-        1e-5,
-    )
+    let (abs, rel) = (1e-6 * (s.k as f32 + 1.0), 1e-5);
+    let (abs, rel) = match buf.c.elem {
+        Elem::F32 => (abs, rel),
+        Elem::F16 => f16_tolerance(abs, rel),
+    };
+    compare("vs f64", &have, &want, abs, rel)
 }
 
 /// GFLOP/s of the plain-loop CPU reference on this case's N and K (fewer rows if large).
@@ -180,9 +184,9 @@ fn time_kernel(
         }
     };
     // Validate before timing.
-    buf.c.write(gpu, &vec![f32::NAN; s.m * s.n]);
+    buf.c.write_values(gpu, &vec![f32::NAN; s.m * s.n]);
     gpu.run(&[&d]).unwrap();
-    let got = buf.c.read::<f32>(gpu).unwrap();
+    let got = buf.c.read_values(gpu).unwrap();
     let checked = match oracle {
         Some(want) => compare("vs naive", &got, want, 1e-6 * (s.k as f32 + 1.0), 1e-5),
         None => check_sampled(s, buf, case.bias, &got),
@@ -263,12 +267,13 @@ fn main() {
         .into_iter()
         .filter(|k| k.supports(&gpu, &Tuning::DEFAULT).is_ok())
         .collect();
-    let mut totals = vec![0.0f64; kernels.len()];
+    // f32's rows per kernel, then f16's (when the adapter has shader-f16).
+    let mut totals = vec![0.0f64; 2 * kernels.len()];
     let mut total_flops = 0.0;
     let mut all_ok = true;
     for case in cases(m, quick) {
         let s = &case.spec;
-        let buf = buffers(&gpu, s);
+        let buf = buffers(&gpu, s, Elem::F32);
         let cpu_rate = cpu_gflops(s);
         let mut rows = Vec::new();
         let mut oracle: Option<Vec<f32>> = None;
@@ -288,6 +293,18 @@ fn main() {
                 oracle = Some(got);
             }
             rows.push(row);
+        }
+        // The same kernels on f16 operands (sums in f32), checked on sampled outputs.
+        if gpu.check_elem(Elem::F16).is_ok() {
+            let buf16 = buffers(&gpu, s, Elem::F16);
+            for &kernel in &kernels {
+                let t = &Tuning::DEFAULT;
+                if let Some((row, _)) =
+                    time_kernel(&gpu, kernel, t, &case, &buf16, None, reps(kernel))
+                {
+                    rows.push(row);
+                }
+            }
         }
         if sweep {
             for tuning in sweep_tunings() {
@@ -351,13 +368,20 @@ fn main() {
         );
     }
     println!("all cases, default blockings:");
-    for (k, t) in kernels.iter().zip(&totals) {
-        println!(
-            "  {:<9} {:10.3} ms  {:8.2} GFLOP/s",
-            k.name(),
-            t * 1e3,
-            total_flops / t / 1e9
-        );
+    let precisions = kernels
+        .iter()
+        .map(|_| "f32")
+        .chain(kernels.iter().map(|_| "f16"));
+    let names = kernels.iter().chain(&kernels);
+    for ((k, p), t) in names.zip(precisions).zip(&totals) {
+        if *t > 0.0 {
+            println!(
+                "  {:<9} {p} {:10.3} ms  {:8.2} GFLOP/s",
+                k.name(),
+                t * 1e3,
+                total_flops / t / 1e9
+            );
+        }
     }
 
     // Bias gradients of the two layers.

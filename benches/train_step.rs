@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use wgpu_diffusion::config::ModelConfig;
 use wgpu_diffusion::gpu::timing::{measure_peak_gflops, time_dispatches};
-use wgpu_diffusion::gpu::{Gpu, GpuOptions, GpuTensor, TuneMode};
+use wgpu_diffusion::gpu::{Elem, Gpu, GpuOptions, GpuTensor, TuneMode};
 use wgpu_diffusion::model::network::{Network, Optimizer};
 use wgpu_diffusion::model::ParamLayout;
 use wgpu_diffusion::ops::attention::{self, AttentionKernel, AttentionShape};
@@ -62,7 +62,7 @@ const BATCH: usize = 500;
 const SAMPLE_STEPS: u32 = 50;
 
 /// A time with its rate: ms, GFLOP/s and % of the measured peak.
-#[derive(serde::Serialize)]
+#[derive(Clone, serde::Serialize)]
 struct Rate {
     ms: f64,
     gflops: f64,
@@ -100,6 +100,9 @@ struct Figures {
     sampled_digits: usize,
     sampling: Rate,
     sampling_digits_per_s: f64,
+    /// The same loop with `--precision f16` (None without shader-f16).
+    sampling_f16: Option<Rate>,
+    sampling_f16_digits_per_s: Option<f64>,
 }
 
 fn main() {
@@ -158,7 +161,14 @@ fn measure(
         ms
     });
     let count: usize = if args.quick { 500 } else { 10_000 };
-    let (sampling, sampling_digits_per_s) = sampling(gpu, config, &layout, &params, count, peak);
+    let (rate, digits_per_s) = sampling(gpu, config, &layout, &params, count, peak, "f32");
+    let f16 = gpu.check_elem(Elem::F16).is_ok().then(|| {
+        let layout16 = ParamLayout::for_element_bytes(config, Elem::F16.bytes());
+        let weights = layout.relayout(&init, &layout16);
+        let shape = [layout16.total];
+        let p16 = GpuTensor::from_values(gpu, "params", &shape, &weights, Elem::F16).unwrap();
+        sampling(gpu, config, &layout16, &p16, count, peak, "f16")
+    });
     Figures {
         adapter: gpu.describe(),
         preset: preset.name().to_string(),
@@ -174,8 +184,10 @@ fn measure(
         attention_backward,
         cpu_reference_ms,
         sampled_digits: count,
-        sampling,
-        sampling_digits_per_s,
+        sampling: rate,
+        sampling_digits_per_s: digits_per_s,
+        sampling_f16: f16.as_ref().map(|f| f.0.clone()),
+        sampling_f16_digits_per_s: f16.map(|f| f.1),
     }
 }
 
@@ -321,7 +333,8 @@ fn cpu_reference(config: &ModelConfig, layout: &ParamLayout, init: &[f32]) -> f6
     c0.elapsed().as_secs_f64() * 1e3 * BATCH as f64 / cpu_batch as f64
 }
 
-/// The sampling loop: `count` digits x 50 steps, and digits/s.
+/// The sampling loop: `count` digits x 50 steps, and digits/s, with the weights (and so the
+/// activations) stored as `params` is (`precision` names it).
 fn sampling(
     gpu: &Gpu,
     config: &ModelConfig,
@@ -329,6 +342,7 @@ fn sampling(
     params: &GpuTensor,
     count: usize,
     peak: f64,
+    precision: &str,
 ) -> (Rate, f64) {
     let schedule = Schedule::plain(0.99, 500, SAMPLE_STEPS, 1.5);
     let batch = wgpu_diffusion::sample::auto_batch(gpu, config, count as u64);
@@ -356,7 +370,7 @@ fn sampling(
     let rate = Rate::new(secs, flops, peak);
     let digits_per_s = first as f64 / secs;
     println!(
-        "sampling:     {first} digits x {SAMPLE_STEPS} steps in {secs:.2} s (batch {batch}): {digits_per_s:.1} digits/s, {:.2} GFLOP/s = {:5.1}% of peak",
+        "sampling {precision}: {first} digits x {SAMPLE_STEPS} steps in {secs:.2} s (batch {batch}): {digits_per_s:.1} digits/s, {:.2} GFLOP/s = {:5.1}% of peak",
         rate.gflops, rate.pct_of_peak
     );
     (rate, digits_per_s)

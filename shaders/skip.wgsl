@@ -53,8 +53,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 // x, y and the prior (a parameter) are stored as `elem` (f32, or f16 with --precision f16);
-// the tokens (the noisy patches and the level u) are always f32: with u in f16, 1 - u near
-// u = 1 would keep one or two significant bits. The math is f32.
+// the tokens (the noisy patches and the level u: the model's input) are always f32, so that
+// 1 - u keeps its precision near u = 1, where f16 holds u to 2^-11. The math is f32.
 @group(0) @binding(1) var<storage, read> x: array<elem>;
 @group(0) @binding(2) var<storage, read> tokens: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<elem>;

@@ -171,3 +171,15 @@ pub fn f16_tolerance(abs: f32, rel: f32) -> (f32, f32) {
         rel + F16_ROUNDING * (1.0 + rel),
     )
 }
+
+/// [`noisy_tokens`] at levels a^n close to 1 (0.9995, 0.99, 0.9, then 0.5), where 1 - a^n
+/// has few significant bits left if a^n is rounded to f16: what an f16 skip must not do.
+pub fn tokens_near_one(b: usize, t: usize, d: usize) -> Vec<f32> {
+    let mut tokens = Vec::with_capacity(b * t * d);
+    for s in 0..b {
+        let an = [0.9995, 0.99, 0.9, 0.5][s % 4];
+        tokens.extend(noisy_patches((t - 1) * d, an, 7 + s as u64));
+        tokens.extend(std::iter::repeat_n(an, d));
+    }
+    tokens
+}

@@ -174,9 +174,9 @@ fn positions_of_the_wrong_shape_are_errors() {
 
 /// The row ops of the forward pass with their activations stored as f16 (add_pos's tokens
 /// stay f32): against the reference on the same f16 inputs, within one f16 rounding of the
-/// f32 result (`f16_tolerance(0, 0)`: copies are exact, sums rounded once). Mutation: add_pos
-/// rounding the position to f16 before the sum of f32 tokens (`tokens[idx]` through `elem`)
-/// fails it.
+/// f32 result (`f16_tolerance(0, 0)`: copies are exact, sums rounded once; f16's own sum of
+/// two f16 values is that too, so the tolerance cannot tell them apart). Mutation: add_pos
+/// reading the position one element on fails it.
 #[test]
 fn f16_row_ops_match_reference() {
     let Some(gpu) = common::f16_gpu() else {

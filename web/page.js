@@ -12,7 +12,7 @@ const state = (window.wgpuDiffusion = {
 // The model a page built by scripts/build-web.sh ships (export-web of the digits preset).
 const SHIPPED = "models/digits.safetensors";
 // The page's own query keys; any other is one of `sample`'s flags (e.g. step-scale=1).
-const PAGE_KEYS = ["model", "check", "perturb", "count", "digit", "every", "draw"];
+const PAGE_KEYS = ["model", "check", "perturb", "count", "digit", "every", "draw", "precision"];
 
 function fail(message) {
   state.error = message;
@@ -62,7 +62,7 @@ async function fetchModel(url) {
 
 // Reads the model into the GPU and sets the form from its settings.
 function load(page, bytes, name) {
-  const about = JSON.parse(page.load(bytes, name));
+  const about = JSON.parse(page.load(bytes, name, query.get("precision") ?? "auto"));
   state.model = about;
   const s = about.sample;
   $("steps").value = s.steps;
@@ -73,7 +73,8 @@ function load(page, bytes, name) {
   const parts = about.parts.map(([n, w]) => `${n} (${(w / 1e6).toFixed(2)} M weights)`);
   $("model").textContent = `Model: ${name} (${(about.bytes / 2 ** 20).toFixed(1)} MiB, ` +
     `${about.storage}): ${about.classes ? "class-conditional" : "unlabelled digits"}; ` +
-    `${parts.join(", ")}; sampled with ${about.describe}.`;
+    `${parts.join(", ")}; sampled with ${about.describe}; computed in ${about.precision}` +
+    (about.precision_note ? ` (${about.precision_note})` : "") + ".";
   $("draw").disabled = false;
 }
 

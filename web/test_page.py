@@ -128,8 +128,10 @@ def main():
 
 
 def check_draw(browser, base, native_header, native):
+    # In f32, as native `sample` draws by default (the shipped model below is drawn in the
+    # page's own precision).
     query = (f"?model=bundle.safetensors&count={COUNT}&steps={STEPS}&seed={SEED}"
-             f"&digit={DIGIT}&cfg={CFG}&every={EVERY}")
+             f"&digit={DIGIT}&cfg={CFG}&every={EVERY}&precision=f32")
     start = time.time()
     page, errors = open_page(browser, base + query)
     state = page.evaluate("window.wgpuDiffusion")
@@ -186,6 +188,12 @@ def check_models(browser, base, shot):
     model = state["model"]
     assert model["name"] == "models/digits.safetensors" and model["classes"], model
     assert model["storage"] == "f16", model["storage"]
+    # The page computes in f16 where the adapter has shader-f16, else in f32 and says why.
+    has_f16 = state["adapter"]["features"]["shader-f16"]
+    assert model["precision"] == ("f16" if has_f16 else "f32"), (model["precision"], has_f16)
+    assert has_f16 or "no shader-f16" in model["precision_note"], model["precision_note"]
+    text = page.inner_text("#model")
+    assert f"computed in {model['precision']}" in text, text
     digits = state["digits"]
     assert len(digits) == SHIPPED_COUNT * 784
     assert len(set(digits)) > 10, "the shipped model drew blank digits"
@@ -194,6 +202,8 @@ def check_models(browser, base, shot):
     page.close()
     return {"shipped_model_bytes": model["bytes"], "shipped_parts": model["parts"],
             "shipped_sample": model["describe"],
+            "shipped_precision": model["precision"],
+            "shipped_precision_note": model["precision_note"],
             "shipped_digits_per_s": state["digitsPerSecond"],
             "shipped_first_grid_after_draw_s": state["firstGridSecs"],
             "shipped_load_to_last_grid_s": last_grid}

@@ -13,7 +13,7 @@ use crate::ops::tune::{candidates, tolerance};
 use crate::ops::{gelu, label, patches, rows, skip};
 use crate::reference;
 use crate::testing::{
-    f16_tolerance, gelu_inputs, label_ids, noisy_tokens, random_prior, round_f16, uniform_data,
+    f16_tolerance, gelu_inputs, label_ids, random_prior, round_f16, tokens_near_one, uniform_data,
 };
 
 /// GEMM (M, N, K) with (Aᵀ, Bᵀ): odd, aligned (vec4 loads), aligned with an odd K.
@@ -212,7 +212,7 @@ fn skip_case(
     shape: &str,
 ) -> crate::Result<()> {
     let x = round_f16(&uniform_data(b * t * d, 6));
-    let tokens = noisy_tokens(b, t, d);
+    let tokens = tokens_near_one(b, t, d);
     let prior = (kind == Skip::PixelMixture).then(|| round_f16(&random_prior((t - 1) * d, 7)));
     let (xt, tk) = (c.f16("x", &x)?, c.tensor("tokens", &tokens)?);
     let y = c.f16("y", &vec![7.0; b * t * d])?;

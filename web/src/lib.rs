@@ -6,9 +6,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wgpu_diffusion::gpu::{Gpu, GpuOptions, LimitsChoice};
+use wgpu_diffusion::gpu::{Elem, Gpu, GpuOptions, LimitsChoice};
 use wgpu_diffusion::sample::bundle::{Bundle, Uploaded};
-use wgpu_diffusion::sample::{to_bytes, SampleFlags};
+use wgpu_diffusion::sample::{to_bytes, Precision, SampleFlags};
 
 /// The browser's adapter and device, and the model the page draws from.
 #[wasm_bindgen]
@@ -64,10 +64,30 @@ impl Page {
     /// sampler) and puts its models on the GPU for [`Page::draw`]; `name` names the file in
     /// errors. Returns what the model is, as JSON: `classes` (class-conditional or not), the
     /// sampler's settings (`sample`, as the flags name them), each part's name and weights,
-    /// how the file stored them.
-    pub fn load(&self, bytes: Vec<u8>, name: String) -> Result<String, JsValue> {
+    /// how the file stored them, and `precision`: how the page computes (`precision` asks:
+    /// `f32`, `f16`, or `auto`, f16 where the adapter has shader-f16), with `precision_note`
+    /// saying why when `auto` fell back to f32.
+    pub fn load(&self, bytes: Vec<u8>, name: String, precision: String) -> Result<String, JsValue> {
         let bundle = Bundle::from_bytes(&bytes, &name).map_err(js_error)?;
-        let uploaded = bundle.upload(&self.gpu).map_err(js_error)?;
+        let has_f16 = self.gpu.check_elem(Elem::F16).is_ok();
+        let (precision, note) = match precision.as_str() {
+            "f32" => (Precision::F32, None),
+            "f16" => (Precision::F16, None),
+            "auto" | "" if has_f16 => (Precision::F16, None),
+            "auto" | "" => (
+                Precision::F32,
+                Some(format!(
+                    "{} has no shader-f16: the page computes in f32",
+                    self.gpu.info.name
+                )),
+            ),
+            other => {
+                return Err(js_error(format!(
+                    "precision {other:?}: expected auto, f32 or f16"
+                )))
+            }
+        };
+        let uploaded = bundle.upload(&self.gpu, precision).map_err(js_error)?;
         let main = (bundle.parts.iter())
             .find(|p| Some(p.name.as_ref()) == bundle.settings.checkpoint.as_deref())
             .expect("a bundle holds its main model");
@@ -78,6 +98,8 @@ impl Page {
             "bytes": bytes.len(),
             "sample": bundle.settings.to_flags(),
             "describe": bundle.settings.describe(),
+            "precision": precision,
+            "precision_note": note,
             "parts": bundle.parts.iter().map(|p| (p.name.clone(), p.weights.len())).collect::<Vec<_>>(),
         });
         *self.model.borrow_mut() = Some(Rc::new(Model { bundle, uploaded }));

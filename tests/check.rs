@@ -7,8 +7,15 @@ mod common;
 use common::{error_line, mnist_dir, ok};
 
 fn check_json(perturb: Option<&str>) -> (std::process::Output, serde_json::Value) {
+    check_json_with(perturb, &[])
+}
+
+fn check_json_with(
+    perturb: Option<&str>,
+    args: &[&str],
+) -> (std::process::Output, serde_json::Value) {
     let mut c = common::bin();
-    c.args(["check", "--quick", "--json"]);
+    c.args(["check", "--quick", "--json"]).args(args);
     if let Some(p) = perturb {
         c.env("WGPU_DIFFUSION_PERTURB", p);
     }
@@ -28,6 +35,50 @@ fn kernels(report: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|r| r["kernel"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// `check --precision f16`: the f16 kernels pass on an adapter with shader-f16, and a broken
+/// one (the hook on the f16 GELU only) fails by name; without shader-f16, one line, exit 2.
+#[test]
+fn f16_kernels_pass_and_a_broken_one_is_named() {
+    let Some(_gpu) = common::f16_gpu() else {
+        let o = common::bin()
+            .args(["check", "--precision", "f16"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            error_line(&o).contains("no shader-f16"),
+            "{}",
+            error_line(&o)
+        );
+        return;
+    };
+    let (o, report) = check_json_with(None, &["--precision", "f16"]);
+    ok(&o);
+    let names = kernels(&report);
+    for family in [
+        "matmul naive[f16]",
+        "matmul register",
+        "attention_forward[f16]",
+        "add_pos[f16]",
+        "drop_cond_add[f16]",
+        "pad_cond[f16]",
+        "label_forward[f16]",
+        "skip_forward PixelMixture[f16]",
+        "gelu_forward[f16]",
+        "recompose[f16]",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(family)),
+            "no {family} row in {names:?}"
+        );
+    }
+    assert!(names.iter().all(|n| n.contains("[f16]")), "{names:?}");
+    assert_eq!(report["failed"].as_array().unwrap().len(), 0);
+    let (o, report) = check_json_with(Some("gelu_forward[f16]"), &["--precision", "f16"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(report["failed"], serde_json::json!(["gelu_forward[f16]"]));
 }
 
 #[test]

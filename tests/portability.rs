@@ -40,12 +40,33 @@ fn build_every_preset(gpu: &Gpu) {
             };
             let schedule = Schedule::plain(0.99, 500, 4, 1.0);
             Sampler::new(gpu, Stack::of(model), 2, schedule, 1).unwrap();
+            // And with `--precision f16`, where the adapter can.
+            if gpu.check_elem(Elem::F16).is_ok() {
+                let layout = ParamLayout::for_element_bytes(&config, 2);
+                let zeros = vec![0.0; layout.total];
+                let shape = [layout.total];
+                let params =
+                    GpuTensor::from_values(gpu, "params", &shape, &zeros, Elem::F16).unwrap();
+                let model = SamplerModel {
+                    config: &config,
+                    layout: &layout,
+                    params: &params,
+                };
+                Sampler::new(gpu, Stack::of(model), 2, schedule, 1).unwrap();
+            }
         }
     }
 }
 
-/// One failure per backend that could not take the pipeline, as "backend: error".
-fn translate(module: &naga::Module, entry: &str, constants: &PipelineConstants) -> Vec<String> {
+/// One failure per backend that could not take the pipeline, as "backend: error". An f16
+/// pipeline goes to MSL, HLSL at shader model 6.2 and SPIR-V: wgpu's GL backend offers no
+/// shader-f16 (and naga's GLSL writer refuses 2-byte floats).
+fn translate(
+    module: &naga::Module,
+    entry: &str,
+    constants: &PipelineConstants,
+    elem: Elem,
+) -> Vec<String> {
     let mut failures = Vec::new();
     let stage = Some((ShaderStage::Compute, entry));
     let mut fail = |backend: &str, e: String| failures.push(format!("{backend}: {e}"));
@@ -56,6 +77,9 @@ fn translate(module: &naga::Module, entry: &str, constants: &PipelineConstants) 
         ("glsl", naga::back::glsl::supported_capabilities()),
     ];
     for (backend, caps) in backends {
+        if elem == Elem::F16 && backend == "glsl" {
+            continue;
+        }
         let info = match Validator::new(ValidationFlags::all(), caps).validate(module) {
             Ok(info) => info,
             Err(e) => {
@@ -70,7 +94,7 @@ fn translate(module: &naga::Module, entry: &str, constants: &PipelineConstants) 
                 continue;
             }
         };
-        if let Err(e) = write(backend, &module, &info, entry) {
+        if let Err(e) = write(backend, &module, &info, entry, elem) {
             fail(backend, e);
         }
     }
@@ -82,6 +106,7 @@ fn write(
     module: &naga::Module,
     info: &naga::valid::ModuleInfo,
     entry: &str,
+    elem: Elem,
 ) -> Result<(), String> {
     use naga::back::{glsl, hlsl, msl, spv};
     let stage = (ShaderStage::Compute, entry.to_string());
@@ -102,7 +127,10 @@ fn write(
         }
         "hlsl" => {
             let options = hlsl::Options {
-                shader_model: hlsl::ShaderModel::V6_0,
+                shader_model: match elem {
+                    Elem::F32 => hlsl::ShaderModel::V6_0,
+                    Elem::F16 => hlsl::ShaderModel::V6_2,
+                },
                 fake_missing_bindings: true,
                 ..Default::default()
             };
@@ -174,7 +202,7 @@ fn every_built_pipeline_translates_to_msl_hlsl_spirv_and_glsl() {
             naga::front::wgsl::parse_str(&wgsl).unwrap()
         });
         let constants: PipelineConstants = k.constants.iter().cloned().collect();
-        for f in translate(module, entry, &constants) {
+        for f in translate(module, entry, &constants, k.elem) {
             failures.push(format!(
                 "{name}::{entry} {} {constants:?}: {f}",
                 k.elem.name()

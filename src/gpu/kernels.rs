@@ -199,12 +199,20 @@ impl Gpu {
         Ok(module)
     }
 
+    /// The adapter's name, or "this adapter" where the backend gives none (a browser's).
+    pub fn adapter_name(&self) -> &str {
+        match self.info.name.as_str() {
+            "" => "this adapter",
+            name => name,
+        }
+    }
+
     /// Errors, in one line naming the adapter, when it cannot run kernels storing `elem`.
     pub fn check_elem(&self, elem: Elem) -> Result<()> {
         if elem == Elem::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
             return Err(Error::adapter(format!(
                 "{} has no shader-f16 feature: it cannot run --precision f16 (use --precision f32)",
-                self.info.name
+                self.adapter_name()
             )));
         }
         Ok(())

@@ -78,7 +78,7 @@ impl Page {
                 Precision::F32,
                 Some(format!(
                     "{} has no shader-f16: the page computes in f32",
-                    self.gpu.info.name
+                    self.gpu.adapter_name()
                 )),
             ),
             other => {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The checks for a machine with a real GPU, in one go (at most about 8 minutes):
 #   1. `info`: the adapter, its features and limits;
-#   2. `check`: every kernel against its CPU reference on this adapter;
+#   2. `check`: every kernel against its CPU reference on this adapter, then the f16 ones
+#      (`check --precision f16`);
 #   3. the matmul bench (each GEMM version at the model's shapes);
 #   4. the train_step bench on the seed preset, first with the built-in kernels
 #      (`--tune off`), then tuned from an empty cache (`--tune full`: the tuner's first-run
-#      cost is its build time); each also samples 10,000 digits x 50 steps.
+#      cost is its build time); each also samples 10,000 digits x 50 steps, in f32 and f16
+#      (the matmul bench times every GEMM in f16 too).
 # Every figure lands in OUT/device-check.json (null for a step that failed; its log says
 # why), the text of each step in OUT/<step>.log.
 #
@@ -61,6 +63,7 @@ run() {
 }
 run info 30 "$bin" --tune off info --json
 run check 120 "$bin" --tune off check --json
+run check_f16 60 "$bin" --tune off check --precision f16 --json
 run matmul 90 "$matmul"
 preset=${DEVICE_CHECK_PRESET:-seed}
 run train_step_builtin 150 "$step" --preset "$preset" --tune off --no-cpu-reference --json
@@ -71,6 +74,7 @@ json_or_null() { if [ -s "$out/$1.json" ]; then cat "$out/$1.json"; else echo nu
     echo "{"
     echo "\"info\": $(json_or_null info),"
     echo "\"check\": $(json_or_null check),"
+    echo "\"check_f16\": $(json_or_null check_f16),"
     echo "\"train_step_builtin\": $(json_or_null train_step_builtin),"
     echo "\"train_step_tuned\": $(json_or_null train_step_tuned)"
     echo "}"

@@ -219,7 +219,18 @@ def check_errors(browser, base):
     corrupt = page.evaluate("window.wgpuDiffusion.error") or ""
     assert "corrupt or not a safetensors file" in corrupt, f"a corrupt model: {corrupt!r}"
     page.close()
-    return {"no_webgpu_message": error, "corrupt_model_message": corrupt}
+    report = {"no_webgpu_message": error, "corrupt_model_message": corrupt}
+    # f16 asked for: drawn where the adapter has shader-f16, else the one line refusing it.
+    page, errors = open_page(browser, base + "?model=bundle.safetensors&count=2&steps=2&precision=f16&draw=1")
+    page.wait_for_function("window.wgpuDiffusion.drawn || window.wgpuDiffusion.error", timeout=120_000)
+    state = page.evaluate("window.wgpuDiffusion")
+    if state["adapter"]["features"]["shader-f16"]:
+        assert state["error"] is None and state["model"]["precision"] == "f16", (state["error"], errors)
+    else:
+        assert "no shader-f16" in (state["error"] or ""), f"f16 without shader-f16: {state['error']!r}"
+        report["f16_refused_message"] = state["error"]
+    page.close()
+    return report
 
 
 def page_check(browser, url):

@@ -209,6 +209,9 @@ impl SampleSettings {
     /// w=2 from 250 refiner PATH from 20".
     pub fn describe(&self) -> String {
         let mut d = format!("n'={} s={} eta={}", self.steps, self.step_scale, self.eta);
+        if self.precision == Precision::F16 {
+            d += " f16";
+        }
         if self.clip {
             d += " clip";
         }

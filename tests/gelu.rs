@@ -79,8 +79,7 @@ fn gelu_grad_matches_finite_differences() {
 }
 
 /// The forward pass with x and y stored as f16: against the reference on the same f16 inputs,
-/// within f32's tolerance plus one f16 rounding. Mutation: the shader's math in f16
-/// (`let v = x[i];` kept as elem) fails it.
+/// within f32's tolerance plus one f16 rounding.
 #[test]
 fn f16_gelu_forward_matches_reference() {
     let Some(gpu) = common::f16_gpu() else {

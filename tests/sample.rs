@@ -1345,10 +1345,9 @@ fn auto_batch_counts_the_mlp_and_fits() {
 /// refiner with their [sample] settings) draws the same digits in f16 as in f32 from the same
 /// seed: every pixel within F16_LOOP_MAX_DIFF of 255 and the mean within F16_LOOP_MEAN_DIFF.
 /// The one f16 rounding per stored activation compounds through 3 models and the loop's
-/// steps, and a pixel on a stroke's edge can move by more than one level; the digits do not
-/// change. Mutation: the step fed f16's N_hat where the f32 sampler's was (`--precision` not
-/// reaching the models: the same f32 weights on both sides) makes it vacuous, so the test also
-/// asserts that the two runs differ somewhere.
+/// steps: over 1,000 digits of a weaker digits run 3 pixels on strokes' edges moved by 5 to 15
+/// (docs/experiments/17). Mutation: `upload_model` ignoring `--precision` (f32 weights on both
+/// sides) fails the assertion that the two runs differ somewhere.
 #[test]
 fn f16_loop_draws_the_f32_digits() {
     let Some(gpu) = common::f16_gpu() else {

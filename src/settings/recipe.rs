@@ -540,6 +540,18 @@ pub fn default_sample_settings() -> SampleSettings {
 mod tests {
     use super::*;
 
+    /// `precision` is a `[sample]` key: f32 by default (the seed preset), f16 when a run's
+    /// table says so, and a value of neither is an error naming the key.
+    #[test]
+    fn precision_is_a_sample_key() {
+        use crate::settings::sample::Precision;
+        assert_eq!(default_sample_settings().precision, Precision::F32);
+        let layer = parse_layer("[sample]\nprecision = \"f16\"\n", "test").unwrap();
+        assert_eq!(layer.sample.precision, Some(Precision::F16));
+        let e = parse_layer("[sample]\nprecision = \"f8\"\n", "test").unwrap_err();
+        assert!(e.to_string().contains("precision"), "{e}");
+    }
+
     #[test]
     fn presets_have_spec_shapes() {
         let s = Preset::Seed.model();

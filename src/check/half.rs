@@ -16,8 +16,11 @@ use crate::testing::{
     f16_tolerance, gelu_inputs, label_ids, random_prior, round_f16, tokens_near_one, uniform_data,
 };
 
-/// GEMM (M, N, K) with (Aᵀ, Bᵀ): odd, aligned (vec4 loads), aligned with an odd K.
-const GEMMS: [((usize, usize, usize), (bool, bool)); 3] = [
+/// (M, N, K) with (Aᵀ, Bᵀ).
+type GemmCase = ((usize, usize, usize), (bool, bool));
+
+/// GEMM cases: odd, aligned (vec4 loads), aligned with an odd K.
+const GEMMS: [GemmCase; 3] = [
     ((37, 41, 13), (false, true)),
     ((68, 132, 36), (false, false)),
     ((72, 76, 67), (true, false)),

@@ -319,7 +319,7 @@ impl Gpu {
                     .map(|(k, bits)| (k.clone(), f64::from_bits(*bits)))
                     .collect();
                 BuiltKernel {
-                    shader: *shader,
+                    shader,
                     elem: *elem,
                     entry: entry.clone(),
                     constants,

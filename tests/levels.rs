@@ -167,6 +167,14 @@ fn loss_by_level_matches_reference_and_baselines() {
     assert_eq!(v["count"], 5);
     assert_eq!(v["levels"].as_array().unwrap().len(), 2);
     assert_eq!(v["levels"][1]["n"], 500);
+    // The loss is measured in f32 only: --precision f16 is one line, exit 2.
+    let o = eval(&["--precision", "f16"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        error_line(&o).contains("drop --precision f16"),
+        "{}",
+        error_line(&o)
+    );
     let o = eval(&["--levels", "501"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(

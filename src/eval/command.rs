@@ -212,6 +212,12 @@ pub fn run_levels(gpu: &Gpu, a: &EvalArgs) -> Result<LevelsReport> {
         .checkpoint
         .as_ref()
         .ok_or_else(|| Error::config("--loss-by-level needs --checkpoint"))?;
+    // The loss is an f32 network's (an f16 network only samples).
+    if a.sampling.precision == Some(sample::Precision::F16) {
+        return Err(Error::config(
+            "--loss-by-level measures the f32 model: drop --precision f16",
+        ));
+    }
     let model = sample::load_model(gpu, path, a.weights(), sample::Precision::F32)?;
     let mnist = data::load(a.data.as_deref())?;
     let levels = a

@@ -163,10 +163,8 @@ fn measure(
     let count: usize = if args.quick { 500 } else { 10_000 };
     let (rate, digits_per_s) = sampling(gpu, config, &layout, &params, count, peak, "f32");
     let f16 = gpu.check_elem(Elem::F16).is_ok().then(|| {
-        let layout16 = ParamLayout::for_element_bytes(config, Elem::F16.bytes());
-        let weights = layout.relayout(&init, &layout16);
-        let shape = [layout16.total];
-        let p16 = GpuTensor::from_values(gpu, "params", &shape, &weights, Elem::F16).unwrap();
+        let (layout16, p16) =
+            wgpu_diffusion::sample::params_on_gpu(gpu, config, &init, Elem::F16).unwrap();
         sampling(gpu, config, &layout16, &p16, count, peak, "f16")
     });
     Figures {

@@ -42,11 +42,8 @@ fn build_every_preset(gpu: &Gpu) {
             Sampler::new(gpu, Stack::of(model), 2, schedule, 1).unwrap();
             // And with `--precision f16`, where the adapter can.
             if gpu.check_elem(Elem::F16).is_ok() {
-                let layout = ParamLayout::for_element_bytes(&config, 2);
-                let zeros = vec![0.0; layout.total];
-                let shape = [layout.total];
-                let params =
-                    GpuTensor::from_values(gpu, "params", &shape, &zeros, Elem::F16).unwrap();
+                let (layout, params) =
+                    wgpu_diffusion::sample::params_on_gpu(gpu, &config, &zeros, Elem::F16).unwrap();
                 let model = SamplerModel {
                     config: &config,
                     layout: &layout,

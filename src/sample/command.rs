@@ -323,11 +323,7 @@ pub fn upload_model(
 ) -> Result<LoadedModel> {
     crate::model::network::check_fits(gpu, &config.model, 1)?;
     let elem = elem_of(precision);
-    gpu.check_elem(elem)?;
-    let f32_layout = ParamLayout::new(&config.model);
-    let layout = ParamLayout::for_element_bytes(&config.model, elem.bytes());
-    let data = f32_layout.relayout(data, &layout);
-    let params = GpuTensor::from_values(gpu, "params", &[layout.total], &data, elem)?;
+    let (layout, params) = params_on_gpu(gpu, &config.model, data, elem)?;
     Ok(LoadedModel {
         path: PathBuf::from(name),
         config,
@@ -335,6 +331,21 @@ pub fn upload_model(
         params,
         weights,
     })
+}
+
+/// A model's weights `data` (in the checkpoint's f32 layout) on the GPU stored as `elem`, in
+/// that storage's layout (f16: rounded to nearest by the `half` crate, views on 256 bytes).
+pub fn params_on_gpu(
+    gpu: &Gpu,
+    model: &ModelConfig,
+    data: &[f32],
+    elem: Elem,
+) -> Result<(ParamLayout, GpuTensor)> {
+    gpu.check_elem(elem)?;
+    let layout = ParamLayout::for_element_bytes(model, elem.bytes());
+    let data = ParamLayout::new(model).relayout(data, &layout);
+    let params = GpuTensor::from_values(gpu, "params", &[layout.total], &data, elem)?;
+    Ok((layout, params))
 }
 
 /// Digits per batch: as many as fit the adapter's storage-binding limit for the largest
